@@ -1,0 +1,974 @@
+# Copyright 2026 The skyreels-diffusers authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The joint video-audio MMDiT of SkyReels-V4 (arXiv 2602.21818).
+
+Layout of the state dict, chosen so that conversions are plain prefix renames:
+
+- ``video_tower.*``: the video tower. Its dual-stream blocks, token refiner, time embedding, patch embedding and
+  output head use the parameter names of Diffusers' ``HunyuanVideo15Transformer3DModel``; its single-stream blocks
+  use those of ``HunyuanVideoSingleTransformerBlock``.
+- ``audio_tower.*``: the audio tower, the same code with a 1D linear patch embedding. The standalone
+  ``SkyReelsV4AudioTransformer1DModel`` owns a module under the same name, so its state dict loads here unchanged.
+- ``cross_modal_blocks.*``: one bidirectional audio<->video cross-attention block per layer.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, FeedForward
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle
+from diffusers.models.transformers.transformer_hunyuan_video15 import (
+    HunyuanVideo15PatchEmbed,
+    HunyuanVideo15TimeEmbedding,
+    HunyuanVideo15TokenRefiner,
+)
+from diffusers.utils import BaseOutput, apply_lora_scale
+from diffusers.utils.torch_utils import maybe_allow_in_graph
+
+
+@dataclass
+class SkyReelsV4TransformerOutput(BaseOutput):
+    """
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, num_frames, height, width)` or `None`):
+            Video prediction (flow-matching velocity). `None` when no video was given (T2A).
+        audio_sample (`torch.Tensor` of shape `(batch_size, audio_in_channels, audio_length)` or `None`):
+            Audio prediction. `None` when no audio was given (T2V).
+        keyframe_sample (`torch.Tensor` of shape `(batch_size, out_channels, num_keyframes, kf_height, kf_width)`):
+            Prediction for the appended high-resolution keyframes, or `None` without keyframes.
+    """
+
+    sample: torch.Tensor | None = None
+    audio_sample: torch.Tensor | None = None
+    keyframe_sample: torch.Tensor | None = None
+
+
+class SkyReelsV4AttnProcessor:
+    """Attention processor for every attention layer of the model; attention runs through `dispatch_attention_fn`.
+
+    Three layouts, chosen by the module:
+    - self-attention (media tokens only, or media followed by text tokens that share the weights);
+    - joint attention with separate text projections (`added_kv_proj_dim`, dual-stream blocks);
+    - cross-attention (`cross_attention_dim`), with optional RoPE on queries and keys (audio<->video).
+
+    `attention_mask` is a boolean `(batch, num_text_tokens)` mask over the *text* keys (True = attend). Media keys
+    are always attended, so the mask is left-padded with True up to the key length and broadcast over queries.
+    RoPE is applied to the first `len(rotary_emb)` tokens: the media tokens.
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(
+        self,
+        attn: "SkyReelsV4Attention",
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        encoder_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        is_cross = attn.is_cross_attention
+        is_joint = encoder_hidden_states is not None and attn.added_kv_proj_dim is not None
+        kv_source = encoder_hidden_states if is_cross else hidden_states
+
+        query = attn.norm_q(attn.to_q(hidden_states).unflatten(2, (attn.heads, -1)))
+        key = attn.norm_k(attn.to_k(kv_source).unflatten(2, (attn.heads, -1)))
+        value = attn.to_v(kv_source).unflatten(2, (attn.heads, -1))
+
+        if image_rotary_emb is not None:
+            query = _apply_rotary_emb_prefix(query, image_rotary_emb)
+            if not is_cross:
+                key = _apply_rotary_emb_prefix(key, image_rotary_emb)
+        if is_cross and encoder_rotary_emb is not None:
+            key = _apply_rotary_emb_prefix(key, encoder_rotary_emb)
+
+        if is_joint:
+            encoder_query = attn.norm_added_q(attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1)))
+            encoder_key = attn.norm_added_k(attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1)))
+            encoder_value = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            query = torch.cat([query, encoder_query], dim=1)
+            key = torch.cat([key, encoder_key], dim=1)
+            value = torch.cat([value, encoder_value], dim=1)
+
+        if attention_mask is not None:
+            attention_mask = F.pad(attention_mask.bool(), (key.shape[1] - attention_mask.shape[1], 0), value=True)
+            attention_mask = attention_mask[:, None, None, :]
+
+        hidden_states = dispatch_attention_fn(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=0.0,
+            is_causal=False,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+
+        if is_joint:
+            num_text = encoder_hidden_states.shape[1]
+            hidden_states, encoder_hidden_states = hidden_states[:, :-num_text], hidden_states[:, -num_text:]
+            hidden_states = attn.to_out[0](hidden_states)
+            encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
+            return hidden_states, encoder_hidden_states
+        if attn.pre_only:
+            return hidden_states
+        return attn.to_out[0](hidden_states)
+
+
+def _apply_rotary_emb_prefix(x: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the first `len(rotary_emb)` tokens of `x` (batch, tokens, heads, head_dim); leave the rest (text)."""
+    num_rotated = rotary_emb[0].shape[0]
+    if num_rotated == x.shape[1]:
+        return apply_rotary_emb(x, rotary_emb, sequence_dim=1)
+    rotated = apply_rotary_emb(x[:, :num_rotated], rotary_emb, sequence_dim=1)
+    return torch.cat([rotated, x[:, num_rotated:]], dim=1)
+
+
+class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
+    """Multi-head attention with RMS-normalised queries and keys.
+
+    Parameter names follow Diffusers' `Attention` (`to_q`, `add_q_proj`, `to_add_out`, ...), so weights of
+    HunyuanVideo(-1.5) attention layers load unchanged.
+
+    Args:
+        query_dim: width of the query tokens (and of the output).
+        heads, dim_head: attention heads and their width.
+        cross_attention_dim: width of the key/value tokens for cross-attention; `None` for self-attention.
+        added_kv_proj_dim: width of text tokens that get their own projections (dual-stream joint attention).
+        pre_only: return the attention output without an output projection (single-stream blocks fuse it).
+        zero_init_output: zero the output projection, so a new layer starts as an exact identity residual.
+    """
+
+    _default_processor_cls = SkyReelsV4AttnProcessor
+    _available_processors = [SkyReelsV4AttnProcessor]
+
+    def __init__(
+        self,
+        query_dim: int,
+        heads: int,
+        dim_head: int,
+        cross_attention_dim: int | None = None,
+        added_kv_proj_dim: int | None = None,
+        pre_only: bool = False,
+        zero_init_output: bool = False,
+        eps: float = 1e-6,
+        processor: SkyReelsV4AttnProcessor | None = None,
+    ) -> None:
+        super().__init__()
+        inner_dim = heads * dim_head
+        self.heads = heads
+        self.head_dim = dim_head
+        self.inner_dim = inner_dim
+        self.is_cross_attention = cross_attention_dim is not None
+        self.added_kv_proj_dim = added_kv_proj_dim
+        self.pre_only = pre_only
+        kv_dim = cross_attention_dim or query_dim
+
+        self.to_q = nn.Linear(query_dim, inner_dim)
+        self.to_k = nn.Linear(kv_dim, inner_dim)
+        self.to_v = nn.Linear(kv_dim, inner_dim)
+        self.norm_q = nn.RMSNorm(dim_head, eps=eps)
+        self.norm_k = nn.RMSNorm(dim_head, eps=eps)
+
+        if not pre_only:
+            self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(0.0)])
+            if zero_init_output:
+                nn.init.zeros_(self.to_out[0].weight)
+                nn.init.zeros_(self.to_out[0].bias)
+
+        if added_kv_proj_dim is not None:
+            self.add_q_proj = nn.Linear(added_kv_proj_dim, inner_dim)
+            self.add_k_proj = nn.Linear(added_kv_proj_dim, inner_dim)
+            self.add_v_proj = nn.Linear(added_kv_proj_dim, inner_dim)
+            self.norm_added_q = nn.RMSNorm(dim_head, eps=eps)
+            self.norm_added_k = nn.RMSNorm(dim_head, eps=eps)
+            self.to_add_out = nn.Linear(inner_dim, added_kv_proj_dim)
+
+        self.set_processor(processor or self._default_processor_cls())
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        encoder_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.processor(
+            self, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb, encoder_rotary_emb
+        )
+
+
+class SkyReelsV4TokenRefinerAttnProcessor:
+    """Routes the attention of Diffusers' `HunyuanVideo15TokenRefiner` (which we reuse as is) through
+    `dispatch_attention_fn`, so `set_attention_backend` reaches it. `attention_mask` is the refiner's boolean
+    `(batch, 1, tokens, tokens)` mask."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None):
+        query = attn.to_q(hidden_states).unflatten(2, (attn.heads, -1))
+        key = attn.to_k(hidden_states).unflatten(2, (attn.heads, -1))
+        value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
+        hidden_states = dispatch_attention_fn(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=0.0,
+            is_causal=False,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+        return attn.to_out[1](attn.to_out[0](hidden_states))
+
+
+class SkyReelsV4RotaryPosEmbed(nn.Module):
+    """Multi-axis RoPE from explicit (possibly fractional or negative) positions.
+
+    Positions are explicit because tokens do not sit on one integer grid: references have negative temporal indices,
+    keyframes share the low-res spatial frame, and audio lives on the video latent timeline. Frequencies are
+    computed in fp32 whatever the model dtype.
+
+    Args:
+        axes_dim: RoPE channels per axis (sum = attention head dim), e.g. `(16, 56, 56)` for (t, h, w).
+        theta: RoPE base.
+    """
+
+    def __init__(self, axes_dim: tuple[int, ...], theta: float) -> None:
+        super().__init__()
+        self.axes_dim = tuple(axes_dim)
+        self.theta = theta
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions: `(num_tokens, len(axes_dim))`. Returns `(cos, sin)`, each `(num_tokens, sum(axes_dim))`."""
+        positions = positions.float()
+        cos, sin = zip(
+            *(
+                get_1d_rotary_pos_embed(dim, positions[:, axis], self.theta, use_real=True)
+                for axis, dim in enumerate(self.axes_dim)
+            )
+        )
+        return torch.cat(cos, dim=1), torch.cat(sin, dim=1)
+
+
+def video_token_positions(
+    num_frames: int,
+    height: int,
+    width: int,
+    device: torch.device,
+    temporal_positions: torch.Tensor | None = None,
+    spatial_scale: tuple[float, float] = (1.0, 1.0),
+) -> torch.Tensor:
+    """(t, h, w) positions of a `num_frames x height x width` token grid in t-major order, shape `(F*H*W, 3)`.
+
+    `temporal_positions` (shape `(num_frames,)`) overrides `0..num_frames-1`; `spatial_scale` multiplies h and w
+    (low-res tokens scaled onto the keyframes' high-res coordinate frame)."""
+    if temporal_positions is None:
+        temporal_positions = torch.arange(num_frames, device=device, dtype=torch.float32)
+    rows = torch.arange(height, device=device, dtype=torch.float32) * spatial_scale[0]
+    cols = torch.arange(width, device=device, dtype=torch.float32) * spatial_scale[1]
+    grid = torch.meshgrid(temporal_positions.to(device=device, dtype=torch.float32), rows, cols, indexing="ij")
+    return torch.stack(grid, dim=-1).reshape(-1, 3)
+
+
+@maybe_allow_in_graph
+class SkyReelsV4TransformerBlock(nn.Module):
+    """Dual-stream MMDiT block: media and text tokens keep separate adaLN, QKV and MLP weights and attend jointly.
+
+    The computation and parameter names equal Diffusers' `HunyuanVideo15TransformerBlock`."""
+
+    def __init__(self, num_attention_heads: int, attention_head_dim: int, mlp_ratio: float) -> None:
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim
+        self.norm1 = AdaLayerNormZero(dim, norm_type="layer_norm")
+        self.norm1_context = AdaLayerNormZero(dim, norm_type="layer_norm")
+        self.attn = SkyReelsV4Attention(dim, num_attention_heads, attention_head_dim, added_kv_proj_dim=dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ff = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
+        self.norm2_context = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ff_context = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        text_context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=temb)
+        norm_text, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(
+            encoder_hidden_states, emb=temb
+        )
+        attn_output, text_attn_output = self.attn(
+            norm_hidden, norm_text, attention_mask=attention_mask, image_rotary_emb=rotary_emb
+        )
+        hidden_states = hidden_states + attn_output * gate_msa.unsqueeze(1)
+        encoder_hidden_states = encoder_hidden_states + text_attn_output * c_gate_msa.unsqueeze(1)
+
+        norm_hidden = self.norm2(hidden_states) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        norm_text = self.norm2_context(encoder_hidden_states) * (1 + c_scale_mlp[:, None]) + c_shift_mlp[:, None]
+        hidden_states = hidden_states + gate_mlp.unsqueeze(1) * self.ff(norm_hidden)
+        encoder_hidden_states = encoder_hidden_states + c_gate_mlp.unsqueeze(1) * self.ff_context(norm_text)
+        return hidden_states, encoder_hidden_states
+
+
+@maybe_allow_in_graph
+class SkyReelsV4SingleTransformerBlock(nn.Module):
+    """Single-stream block: media and text tokens are concatenated and share adaLN, QKV and MLP weights (attention
+    and MLP in parallel, parameter names of Diffusers' `HunyuanVideoSingleTransformerBlock`), followed by an extra
+    text cross-attention `x'' = x' + Attn(q=x', kv=text)` against the refined prompt tokens. The paper adds it to
+    counter semantic dilution; its output projection starts at zero so a converted single-stream block is unchanged.
+    """
+
+    def __init__(self, num_attention_heads: int, attention_head_dim: int, mlp_ratio: float) -> None:
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim
+        mlp_dim = int(dim * mlp_ratio)
+        self.norm = AdaLayerNormZeroSingle(dim, norm_type="layer_norm")
+        self.attn = SkyReelsV4Attention(dim, num_attention_heads, attention_head_dim, pre_only=True)
+        self.proj_mlp = nn.Linear(dim, mlp_dim)
+        self.act_mlp = nn.GELU(approximate="tanh")
+        self.proj_out = nn.Linear(dim + mlp_dim, dim)
+        self.norm_text_attn = nn.LayerNorm(dim, eps=1e-6)
+        self.text_attn = SkyReelsV4Attention(
+            dim, num_attention_heads, attention_head_dim, cross_attention_dim=dim, zero_init_output=True
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        text_context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        num_media = hidden_states.shape[1]
+        residual = torch.cat([hidden_states, encoder_hidden_states], dim=1)
+        norm_hidden, gate = self.norm(residual, emb=temb)
+        mlp_hidden = self.act_mlp(self.proj_mlp(norm_hidden))
+        attn_output = self.attn(norm_hidden, attention_mask=attention_mask, image_rotary_emb=rotary_emb)
+        hidden_states = residual + gate.unsqueeze(1) * self.proj_out(torch.cat([attn_output, mlp_hidden], dim=2))
+        hidden_states, encoder_hidden_states = hidden_states[:, :num_media], hidden_states[:, num_media:]
+
+        hidden_states = hidden_states + self.text_attn(
+            self.norm_text_attn(hidden_states), text_context, attention_mask=attention_mask
+        )
+        return hidden_states, encoder_hidden_states
+
+
+@maybe_allow_in_graph
+class SkyReelsV4CrossModalBlock(nn.Module):
+    """Bidirectional audio<->video cross-attention, in the paper's order:
+
+        a' = a + CrossAttn(q=a, kv=v)
+        v' = v + CrossAttn(q=v, kv=a')      # video attends to the already updated audio
+
+    Both sides use 1D RoPE on the shared video latent timeline, so attention can tell which audio belongs to which
+    frame. Output projections start at zero: a freshly assembled joint model reproduces each tower exactly.
+    [ours] The exchange runs after each tower's block (not between its attention and MLP), so both towers keep
+    whole, self-contained blocks: the standalone audio DiT uses the same block class and regional compilation sees
+    whole blocks.
+    """
+
+    def __init__(self, num_attention_heads: int, attention_head_dim: int) -> None:
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim
+        self.norm_audio_query = nn.LayerNorm(dim, eps=1e-6)
+        self.norm_video_context = nn.LayerNorm(dim, eps=1e-6)
+        self.audio_attn = SkyReelsV4Attention(
+            dim, num_attention_heads, attention_head_dim, cross_attention_dim=dim, zero_init_output=True
+        )
+        self.norm_video_query = nn.LayerNorm(dim, eps=1e-6)
+        self.norm_audio_context = nn.LayerNorm(dim, eps=1e-6)
+        self.video_attn = SkyReelsV4Attention(
+            dim, num_attention_heads, attention_head_dim, cross_attention_dim=dim, zero_init_output=True
+        )
+
+    def forward(
+        self,
+        video_hidden_states: torch.Tensor,
+        audio_hidden_states: torch.Tensor,
+        video_time_rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        audio_time_rotary_emb: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        audio_hidden_states = audio_hidden_states + self.audio_attn(
+            self.norm_audio_query(audio_hidden_states),
+            self.norm_video_context(video_hidden_states),
+            image_rotary_emb=audio_time_rotary_emb,
+            encoder_rotary_emb=video_time_rotary_emb,
+        )
+        video_hidden_states = video_hidden_states + self.video_attn(
+            self.norm_video_query(video_hidden_states),
+            self.norm_audio_context(audio_hidden_states),
+            image_rotary_emb=video_time_rotary_emb,
+            encoder_rotary_emb=audio_time_rotary_emb,
+        )
+        return video_hidden_states, audio_hidden_states
+
+
+class SkyReelsV4Tower(nn.Module):
+    """One modality's MMDiT stack: patch embedding, timestep embedding, MLLM token refiner, `num_layers`
+    dual-stream then `num_single_layers` single-stream blocks, and the adaLN output head.
+
+    Args:
+        patch_size: `(t, h, w)` for the video tower (a Conv3d patch embedding); `None` for the audio tower, whose
+            tokens are latent frames embedded by a linear layer.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        num_layers: int,
+        num_single_layers: int,
+        num_refiner_layers: int,
+        mlp_ratio: float,
+        text_embed_dim: int,
+        patch_size: tuple[int, int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim
+        if patch_size is None:
+            self.x_embedder = nn.Linear(in_channels, dim)
+            patch_volume = 1
+        else:
+            self.x_embedder = HunyuanVideo15PatchEmbed(patch_size, in_channels, dim)
+            patch_volume = patch_size[0] * patch_size[1] * patch_size[2]
+        self.time_embed = HunyuanVideo15TimeEmbedding(dim)
+        self.context_embedder = HunyuanVideo15TokenRefiner(
+            text_embed_dim, num_attention_heads, attention_head_dim, num_layers=num_refiner_layers
+        )
+        for refiner_block in self.context_embedder.token_refiner.refiner_blocks:
+            refiner_block.attn.set_processor(SkyReelsV4TokenRefinerAttnProcessor())
+        # Learned offset marking MLLM text tokens (HunyuanVideo-1.5's text condition-type embedding).
+        self.text_type_embedding = nn.Parameter(torch.zeros(dim))
+
+        self.transformer_blocks = nn.ModuleList(
+            [SkyReelsV4TransformerBlock(num_attention_heads, attention_head_dim, mlp_ratio) for _ in range(num_layers)]
+        )
+        self.single_transformer_blocks = nn.ModuleList(
+            [
+                SkyReelsV4SingleTransformerBlock(num_attention_heads, attention_head_dim, mlp_ratio)
+                for _ in range(num_single_layers)
+            ]
+        )
+        self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
+        self.proj_out = nn.Linear(dim, patch_volume * out_channels)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """All blocks in execution order (dual-stream, then single-stream); they share one call signature."""
+        return [*self.transformer_blocks, *self.single_transformer_blocks]
+
+    def embed_conditions(
+        self,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the timestep embedding `(batch, dim)` and the refined text tokens `(batch, text_len, dim)`."""
+        temb = self.time_embed(timestep).to(dtype)
+        text = self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
+        return temb, text + self.text_type_embedding.to(text.dtype)
+
+    def project_out(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return self.proj_out(self.norm_out(hidden_states, temb))
+
+
+class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
+    r"""
+    The joint video-audio MMDiT of SkyReels-V4: two towers of identical width and depth ("symmetric twin backbone")
+    conditioned on one MLLM's hidden states, exchanging information through bidirectional audio<->video
+    cross-attention after every block.
+
+    Runs text-to-audio-video (both inputs), text-to-video (`audio_hidden_states=None`) and text-to-audio
+    (`hidden_states=None`); an absent tower does no work. Each modality has its own timestep, so a clean modality
+    can condition the other (audio-to-video, video-to-audio).
+
+    Video tokens are `[references ; video ; keyframes]`:
+    - references (clean latents, shape `(B, C, R, Hr, Wr)`) are embedded as `[latent, latent, mask=1]`, get temporal
+      RoPE index `-R + i` and are not predicted;
+    - keyframes (shape `(B, 2C+1, K, Hk, Wk)`) are high-resolution frames denoised together with the low-res video.
+      Their RoPE shares one spatial frame with the low-res tokens, whose positions are scaled by `Hk / H`; their
+      temporal index is `keyframe_positions` (in latent frames: pixel frame `f` sits at `f / temporal_ratio`).
+
+    Audio tokens use 1D RoPE on the video latent timeline: audio latent `j` sits at `j * audio_rope_scale`, where
+    `audio_rope_scale = (fps / vae_temporal_compression_ratio) / (audio_sample_rate / audio_samples_per_latent)`
+    (derived from config, never hard-coded). Audio references sit at negative positions.
+
+    Args:
+        in_channels (`int`, defaults to 65): video tower input channels, `2C+1` (noisy latent, condition latent, mask).
+        out_channels (`int`, defaults to 32): video latent channels `C`.
+        audio_in_channels (`int`, defaults to 40): audio latent channels (also the audio output channels).
+        num_attention_heads (`int`, defaults to 16), attention_head_dim (`int`, defaults to 128): both towers.
+        num_layers (`int`, defaults to 20): dual-stream blocks per tower (may be 0).
+        num_single_layers (`int`, defaults to 40): single-stream blocks per tower (may be 0).
+        num_refiner_layers (`int`, defaults to 2): MLLM token-refiner blocks per tower.
+        mlp_ratio (`float`, defaults to 4.0): MLP width ratio.
+        patch_size (`int`, defaults to 1), patch_size_t (`int`, defaults to 1): video patch sizes.
+        text_embed_dim (`int`, defaults to 3584): hidden size of the MLLM text encoder.
+        rope_theta (`float`, defaults to 256.0), rope_axes_dim (`tuple`, defaults to (16, 56, 56)): video RoPE.
+        fps (`float`, defaults to 16), vae_temporal_compression_ratio (`int`, defaults to 4),
+        audio_sample_rate (`int`, defaults to 44100), audio_samples_per_latent (`int`, defaults to 1024):
+            the latent timelines that place audio on the video's RoPE axis.
+    """
+
+    _supports_gradient_checkpointing = True
+    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "norm", "text_type_embedding"]
+    _keep_in_fp32_modules = ["time_embed"]
+    _no_split_modules = [
+        "SkyReelsV4TransformerBlock",
+        "SkyReelsV4SingleTransformerBlock",
+        "SkyReelsV4CrossModalBlock",
+        "HunyuanVideo15TokenRefiner",
+        "HunyuanVideo15PatchEmbed",
+    ]
+    _repeated_blocks = ["SkyReelsV4TransformerBlock", "SkyReelsV4SingleTransformerBlock", "SkyReelsV4CrossModalBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 65,
+        out_channels: int = 32,
+        audio_in_channels: int = 40,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 128,
+        num_layers: int = 20,
+        num_single_layers: int = 40,
+        num_refiner_layers: int = 2,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 1,
+        patch_size_t: int = 1,
+        text_embed_dim: int = 3584,
+        rope_theta: float = 256.0,
+        rope_axes_dim: tuple[int, int, int] = (16, 56, 56),
+        fps: float = 16.0,
+        vae_temporal_compression_ratio: int = 4,
+        audio_sample_rate: int = 44100,
+        audio_samples_per_latent: int = 1024,
+    ) -> None:
+        super().__init__()
+        if in_channels != 2 * out_channels + 1:
+            raise ValueError(
+                f"`in_channels` must be 2 * out_channels + 1 = {2 * out_channels + 1} (noisy latent, condition "
+                f"latent, mask), got in_channels={in_channels} with out_channels={out_channels}."
+            )
+        if sum(rope_axes_dim) != attention_head_dim:
+            raise ValueError(
+                f"`rope_axes_dim` must sum to attention_head_dim={attention_head_dim}, got {tuple(rope_axes_dim)}."
+            )
+        tower_kwargs = {
+            "num_attention_heads": num_attention_heads,
+            "attention_head_dim": attention_head_dim,
+            "num_layers": num_layers,
+            "num_single_layers": num_single_layers,
+            "num_refiner_layers": num_refiner_layers,
+            "mlp_ratio": mlp_ratio,
+            "text_embed_dim": text_embed_dim,
+        }
+        self.video_tower = SkyReelsV4Tower(
+            in_channels, out_channels, patch_size=(patch_size_t, patch_size, patch_size), **tower_kwargs
+        )
+        self.audio_tower = SkyReelsV4Tower(audio_in_channels, audio_in_channels, patch_size=None, **tower_kwargs)
+        self.cross_modal_blocks = nn.ModuleList(
+            [
+                SkyReelsV4CrossModalBlock(num_attention_heads, attention_head_dim)
+                for _ in range(num_layers + num_single_layers)
+            ]
+        )
+        self.rope = SkyReelsV4RotaryPosEmbed(rope_axes_dim, rope_theta)
+        self.time_rope = SkyReelsV4RotaryPosEmbed((attention_head_dim,), rope_theta)
+        self.gradient_checkpointing = False
+
+    @property
+    def audio_rope_scale(self) -> float:
+        """Video latent frames per audio latent: places audio latent `j` at `j * scale` on the video timeline."""
+        return audio_rope_scale_from_config(self.config)
+
+    @classmethod
+    def from_video_and_audio(
+        cls,
+        video_model: "SkyReelsV4Transformer3DModel",
+        audio_model: ModelMixin,
+    ) -> "SkyReelsV4Transformer3DModel":
+        """Assemble a joint model from a video source and a T2A-pretrained `SkyReelsV4AudioTransformer1DModel`.
+
+        The video tower (and the RoPE/timeline config) comes from `video_model` (for example a converted
+        HunyuanVideo-1.5 model, whose audio tower is untrained), the audio tower from `audio_model`; the
+        cross-modal blocks are fresh, so their zero-initialised outputs make the result reproduce both sources.
+        Both towers share a module name with their source, so the weights load without any key renaming.
+        """
+        video_config, audio_config = video_model.config, audio_model.config
+        for key in ("num_attention_heads", "attention_head_dim", "num_layers", "num_single_layers", "text_embed_dim"):
+            if video_config[key] != audio_config[key]:
+                raise ValueError(
+                    f"`audio_model` must match `video_model` in {key}: got {audio_config[key]}, expected "
+                    f"{video_config[key]} (the twin towers have identical width and depth)."
+                )
+        config = {k: v for k, v in video_config.items() if not k.startswith("_")}
+        config["audio_in_channels"] = audio_config["in_channels"]
+        for key in ("num_refiner_layers", "audio_sample_rate", "audio_samples_per_latent"):
+            config[key] = audio_config[key]
+        model = cls.from_config(config).to(video_model.device)
+        if video_model.dtype != model.dtype:
+            model = model.to(video_model.dtype)
+        model.video_tower.load_state_dict(video_model.video_tower.state_dict())
+        model.audio_tower.load_state_dict(audio_model.audio_tower.state_dict())
+        return model
+
+    def _maybe_checkpoint(self, module: nn.Module, *args):
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(module, *args)
+        return module(*args)
+
+    @apply_lora_scale("attention_kwargs")
+    def forward(
+        self,
+        hidden_states: torch.Tensor | None,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None = None,
+        audio_hidden_states: torch.Tensor | None = None,
+        audio_timestep: torch.Tensor | None = None,
+        reference_latents: torch.Tensor | None = None,
+        audio_reference_latents: torch.Tensor | None = None,
+        keyframe_hidden_states: torch.Tensor | None = None,
+        keyframe_positions: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+    ) -> SkyReelsV4TransformerOutput | tuple:
+        """
+        Args:
+            hidden_states (`torch.Tensor` of shape `(B, 2C+1, F, H, W)` or `None`):
+                Video input: noisy latent, condition latent and mask stacked on channels. `None` for T2A.
+            timestep (`torch.Tensor` of shape `(B,)` or scalar): video timestep (Diffusers' `sigma * 1000`). Also the
+                audio timestep when `audio_timestep` is not given.
+            encoder_hidden_states (`torch.Tensor` of shape `(B, S, text_embed_dim)`): MLLM hidden states.
+            encoder_attention_mask (`torch.Tensor` of shape `(B, S)`, *optional*): True/1 for real tokens.
+            audio_hidden_states (`torch.Tensor` of shape `(B, C_a, L)`, *optional*): noisy audio latents; `None`
+                for T2V.
+            audio_timestep (`torch.Tensor` of shape `(B,)`, *optional*): audio timestep.
+            reference_latents (`torch.Tensor` of shape `(B, C, R, Hr, Wr)`, *optional*): clean reference latents
+                prepended to the video tokens.
+            audio_reference_latents (`torch.Tensor` of shape `(B, C_a, Lr)`, *optional*): clean audio reference
+                latents prepended to the audio tokens.
+            keyframe_hidden_states (`torch.Tensor` of shape `(B, 2C+1, K, Hk, Wk)`, *optional*): high-res keyframes
+                (same channel layout as `hidden_states`) appended to the video tokens.
+            keyframe_positions (`torch.Tensor` of shape `(K,)`, *optional*): temporal RoPE index of each keyframe on
+                the video latent timeline.
+            attention_kwargs (`dict`, *optional*): `{"scale": lora_scale}`.
+            return_dict (`bool`, defaults to `True`): return a `SkyReelsV4TransformerOutput` instead of a tuple.
+        """
+        self._check_inputs(
+            hidden_states,
+            timestep,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            audio_hidden_states,
+            audio_timestep,
+            reference_latents,
+            audio_reference_latents,
+            keyframe_hidden_states,
+            keyframe_positions,
+        )
+        has_video, has_audio = hidden_states is not None, audio_hidden_states is not None
+        reference = hidden_states if has_video else audio_hidden_states
+        batch_size, device, dtype = reference.shape[0], reference.device, reference.dtype
+        timestep = timestep.to(device).expand(batch_size) if timestep.ndim == 0 else timestep.to(device)
+        if audio_timestep is None:
+            audio_timestep = timestep
+        elif audio_timestep.ndim == 0:
+            audio_timestep = audio_timestep.to(device).expand(batch_size)
+        if encoder_attention_mask is not None:
+            encoder_attention_mask = encoder_attention_mask.bool()
+
+        if has_video:
+            video, video_text, video_temb, video_rope, video_time_rope, video_layout = self._embed_video(
+                hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, reference_latents,
+                keyframe_hidden_states, keyframe_positions, dtype,
+            )  # fmt: skip
+            video_text_context = video_text  # the single-stream text cross-attention reads the refined prompt
+        if has_audio:
+            audio, audio_text, audio_temb, audio_rope, num_audio_refs = self._embed_audio(
+                audio_hidden_states, audio_timestep, encoder_hidden_states, encoder_attention_mask,
+                audio_reference_latents, dtype,
+            )  # fmt: skip
+            audio_text_context = audio_text
+
+        video_blocks = self.video_tower.blocks
+        audio_blocks = self.audio_tower.blocks
+        for index, cross_modal_block in enumerate(self.cross_modal_blocks):
+            if has_video:
+                video, video_text = self._maybe_checkpoint(
+                    video_blocks[index], video, video_text, video_temb, encoder_attention_mask, video_rope,
+                    video_text_context,
+                )  # fmt: skip
+            if has_audio:
+                audio, audio_text = self._maybe_checkpoint(
+                    audio_blocks[index], audio, audio_text, audio_temb, encoder_attention_mask, audio_rope,
+                    audio_text_context,
+                )  # fmt: skip
+            if has_video and has_audio:
+                video, audio = self._maybe_checkpoint(cross_modal_block, video, audio, video_time_rope, audio_rope)
+
+        video_sample = keyframe_sample = audio_sample = None
+        if has_video:
+            video_sample, keyframe_sample = self._unembed_video(video, video_temb, video_layout)
+        if has_audio:
+            audio_sample = self.audio_tower.project_out(audio[:, num_audio_refs:], audio_temb).transpose(1, 2)
+
+        if not return_dict:
+            return (video_sample, audio_sample, keyframe_sample)
+        return SkyReelsV4TransformerOutput(
+            sample=video_sample, audio_sample=audio_sample, keyframe_sample=keyframe_sample
+        )
+
+    def _embed_video(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        reference_latents: torch.Tensor | None,
+        keyframe_hidden_states: torch.Tensor | None,
+        keyframe_positions: torch.Tensor | None,
+        dtype: torch.dtype,
+    ):
+        """Tokens `[references ; video ; keyframes]` with their 3D RoPE and temporal (cross-modal) RoPE."""
+        tower, device = self.video_tower, hidden_states.device
+        p_t, p = self.config.patch_size_t, self.config.patch_size
+        _, _, num_frames, height, width = hidden_states.shape
+        grid = (num_frames // p_t, height // p, width // p)
+        temb, text = tower.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
+
+        tokens = [tower.x_embedder(hidden_states)]
+        reference_grid = keyframe_grid = None
+        num_reference_tokens = 0
+        if reference_latents is not None:
+            ones = torch.ones_like(reference_latents[:, :1])
+            reference_input = torch.cat([reference_latents, reference_latents, ones], dim=1).to(dtype)
+            tokens.insert(0, tower.x_embedder(reference_input))
+            num_reference_tokens = tokens[0].shape[1]
+            _, _, num_refs, ref_height, ref_width = reference_latents.shape
+            reference_grid = (num_refs // p_t, ref_height // p, ref_width // p)
+        if keyframe_hidden_states is not None:
+            tokens.append(tower.x_embedder(keyframe_hidden_states.to(dtype)))
+            _, _, num_keyframes, kf_height, kf_width = keyframe_hidden_states.shape
+            keyframe_grid = (num_keyframes, kf_height // p, kf_width // p)
+
+        tokens = torch.cat(tokens, dim=1) if len(tokens) > 1 else tokens[0]
+        positions = self.video_positions(grid, reference_grid, keyframe_grid, keyframe_positions, device)
+        rope = self.rope(positions)
+        time_rope = self.time_rope(positions[:, :1])
+        layout = (num_reference_tokens, grid, keyframe_grid)
+        return tokens, text, temb, rope, time_rope, layout
+
+    def video_positions(
+        self,
+        grid: tuple[int, int, int],
+        reference_grid: tuple[int, int, int] | None = None,
+        keyframe_grid: tuple[int, int, int] | None = None,
+        keyframe_positions: torch.Tensor | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """fp32 RoPE positions `(num_tokens, 3)` of the video tokens `[references ; video ; keyframes]`.
+
+        Grids are post-patch `(frames, height, width)`. Reference `i` of `R` gets temporal index `-R + i`; with
+        keyframes, low-res spatial positions are scaled onto the keyframes' grid, whose tokens keep integer
+        positions and take their temporal index from `keyframe_positions`."""
+        spatial_scale = (1.0, 1.0)
+        if keyframe_grid is not None:
+            spatial_scale = (keyframe_grid[1] / grid[1], keyframe_grid[2] / grid[2])
+        positions = [video_token_positions(*grid, device, spatial_scale=spatial_scale)]
+        if reference_grid is not None:
+            reference_times = torch.arange(-reference_grid[0], 0, device=device, dtype=torch.float32)
+            positions.insert(0, video_token_positions(*reference_grid, device, reference_times))
+        if keyframe_grid is not None:
+            positions.append(video_token_positions(*keyframe_grid, device, keyframe_positions))
+        return torch.cat(positions, dim=0) if len(positions) > 1 else positions[0]
+
+    def _unembed_video(self, tokens: torch.Tensor, temb: torch.Tensor, layout) -> tuple[torch.Tensor, torch.Tensor]:
+        num_reference_tokens, grid, keyframe_grid = layout
+        num_video_tokens = grid[0] * grid[1] * grid[2]
+        tokens = self.video_tower.project_out(tokens[:, num_reference_tokens:], temb)
+        video = self._unpatchify(tokens[:, :num_video_tokens], grid)
+        keyframes = self._unpatchify(tokens[:, num_video_tokens:], keyframe_grid) if keyframe_grid else None
+        return video, keyframes
+
+    def _unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        p_t, p = self.config.patch_size_t, self.config.patch_size
+        batch_size = tokens.shape[0]
+        tokens = tokens.reshape(batch_size, *grid, -1, p_t, p, p)
+        tokens = tokens.permute(0, 4, 1, 5, 2, 6, 3, 7)
+        return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def _embed_audio(
+        self,
+        audio_hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        audio_reference_latents: torch.Tensor | None,
+        dtype: torch.dtype,
+    ):
+        tower = self.audio_tower
+        temb, text = tower.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
+        latents = audio_hidden_states
+        num_refs = 0
+        if audio_reference_latents is not None:
+            num_refs = audio_reference_latents.shape[2]
+            latents = torch.cat([audio_reference_latents.to(dtype), latents], dim=2)
+        tokens = tower.x_embedder(latents.transpose(1, 2))
+        positions = audio_token_positions(latents.shape[2], num_refs, self.audio_rope_scale, latents.device)
+        return tokens, text, temb, self.time_rope(positions), num_refs
+
+    def _check_inputs(
+        self,
+        hidden_states,
+        timestep,
+        encoder_hidden_states,
+        encoder_attention_mask,
+        audio_hidden_states,
+        audio_timestep,
+        reference_latents,
+        audio_reference_latents,
+        keyframe_hidden_states,
+        keyframe_positions,
+    ) -> None:
+        config = self.config
+        if hidden_states is None and audio_hidden_states is None:
+            raise ValueError("Pass `hidden_states` (video), `audio_hidden_states` (audio) or both; got neither.")
+        batch_sizes = {}
+        if hidden_states is not None:
+            _check_tensor("hidden_states", hidden_states, ndim=5, channels=config.in_channels, what="(B, 2C+1, F, H, W)")
+            _check_divisible("hidden_states", hidden_states.shape[2:], (config.patch_size_t, config.patch_size, config.patch_size))
+            batch_sizes["hidden_states"] = hidden_states.shape[0]
+        if audio_hidden_states is not None:
+            _check_tensor("audio_hidden_states", audio_hidden_states, ndim=3, channels=config.audio_in_channels, what="(B, C_a, L)")
+            batch_sizes["audio_hidden_states"] = audio_hidden_states.shape[0]
+        _check_tensor("encoder_hidden_states", encoder_hidden_states, ndim=3, what="(B, S, text_embed_dim)")
+        if encoder_hidden_states.shape[-1] != config.text_embed_dim:
+            raise ValueError(
+                f"`encoder_hidden_states` must have text_embed_dim={config.text_embed_dim} features, got "
+                f"{encoder_hidden_states.shape[-1]}."
+            )
+        batch_sizes["encoder_hidden_states"] = encoder_hidden_states.shape[0]
+        if encoder_attention_mask is not None and tuple(encoder_attention_mask.shape) != tuple(
+            encoder_hidden_states.shape[:2]
+        ):
+            raise ValueError(
+                f"`encoder_attention_mask` must have shape (batch, text_len) = {tuple(encoder_hidden_states.shape[:2])}"
+                f" to match `encoder_hidden_states`, got {tuple(encoder_attention_mask.shape)}."
+            )
+        for name, t in (("timestep", timestep), ("audio_timestep", audio_timestep)):
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor) or t.ndim > 1:
+                raise TypeError(f"`{name}` must be a scalar or 1D torch.Tensor of shape (B,), got {_describe(t)}.")
+            if t.ndim == 1:
+                batch_sizes[name] = t.shape[0]
+        if reference_latents is not None:
+            if hidden_states is None:
+                raise ValueError("`reference_latents` condition the video tower and need `hidden_states`.")
+            _check_tensor("reference_latents", reference_latents, ndim=5, channels=config.out_channels, what="(B, C, R, Hr, Wr)")
+            _check_divisible("reference_latents", reference_latents.shape[2:], (config.patch_size_t, config.patch_size, config.patch_size))
+            batch_sizes["reference_latents"] = reference_latents.shape[0]
+        if audio_reference_latents is not None:
+            if audio_hidden_states is None:
+                raise ValueError("`audio_reference_latents` condition the audio tower and need `audio_hidden_states`.")
+            _check_tensor("audio_reference_latents", audio_reference_latents, ndim=3, channels=config.audio_in_channels, what="(B, C_a, Lr)")
+            batch_sizes["audio_reference_latents"] = audio_reference_latents.shape[0]
+        if (keyframe_hidden_states is None) != (keyframe_positions is None):
+            raise ValueError("`keyframe_hidden_states` and `keyframe_positions` must be given together.")
+        if keyframe_hidden_states is not None:
+            if hidden_states is None:
+                raise ValueError("`keyframe_hidden_states` are appended to the video and need `hidden_states`.")
+            _check_tensor("keyframe_hidden_states", keyframe_hidden_states, ndim=5, channels=config.in_channels, what="(B, 2C+1, K, Hk, Wk)")
+            _check_divisible("keyframe_hidden_states", keyframe_hidden_states.shape[2:], (config.patch_size_t, config.patch_size, config.patch_size))
+            batch_sizes["keyframe_hidden_states"] = keyframe_hidden_states.shape[0]
+            if keyframe_positions.shape != (keyframe_hidden_states.shape[2],):
+                raise ValueError(
+                    f"`keyframe_positions` must have shape (num_keyframes,) = ({keyframe_hidden_states.shape[2]},), "
+                    f"got {tuple(keyframe_positions.shape)}."
+                )
+        if len(set(batch_sizes.values())) > 1:
+            raise ValueError(f"All inputs must share one batch size, got {batch_sizes}.")
+
+        if hidden_states is not None and audio_hidden_states is not None:
+            video_latents_per_second = config.fps / config.vae_temporal_compression_ratio
+            audio_latents_per_second = config.audio_sample_rate / config.audio_samples_per_latent
+            num_pixel_frames = (hidden_states.shape[2] - 1) * config.vae_temporal_compression_ratio + 1
+            expected = num_pixel_frames / config.fps * audio_latents_per_second
+            tolerance = audio_latents_per_second / video_latents_per_second  # one video latent frame
+            if abs(audio_hidden_states.shape[2] - expected) > tolerance:
+                raise ValueError(
+                    f"`audio_hidden_states` has {audio_hidden_states.shape[2]} latents, but {hidden_states.shape[2]} "
+                    f"video latent frames ({num_pixel_frames} frames at {config.fps} fps) need about {expected:.1f} "
+                    f"audio latents (within {tolerance:.1f}) at {audio_latents_per_second:.2f} audio latents per "
+                    "second."
+                )
+
+
+def audio_rope_scale_from_config(config) -> float:
+    """Video latent frames per audio latent: `(fps / temporal_ratio) / (sample_rate / samples_per_latent)`."""
+    video_latents_per_second = config["fps"] / config["vae_temporal_compression_ratio"]
+    audio_latents_per_second = config["audio_sample_rate"] / config["audio_samples_per_latent"]
+    return video_latents_per_second / audio_latents_per_second
+
+
+def audio_token_positions(num_tokens: int, num_references: int, scale: float, device: torch.device) -> torch.Tensor:
+    """fp32 positions `(num_tokens, 1)` on the video latent timeline; the first `num_references` are negative."""
+    return ((torch.arange(num_tokens, device=device, dtype=torch.float32) - num_references) * scale)[:, None]
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__}"
+
+
+def _check_tensor(name: str, value, ndim: int, what: str, channels: int | None = None) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor of shape {what}, got {_describe(value)}.")
+    if value.ndim != ndim:
+        raise ValueError(f"`{name}` must have shape {what}, got {tuple(value.shape)}.")
+    if channels is not None and value.shape[1] != channels:
+        raise ValueError(f"`{name}` must have {channels} channels (shape {what}), got {value.shape[1]}.")
+
+
+def _check_divisible(name: str, sizes, patch: tuple[int, int, int]) -> None:
+    if any(size % p for size, p in zip(sizes, patch)):
+        raise ValueError(
+            f"`{name}` frames/height/width {tuple(sizes)} must be divisible by the patch sizes (t, h, w) = {patch}."
+        )
