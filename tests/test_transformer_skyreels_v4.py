@@ -167,10 +167,10 @@ def test_cross_modal_order_audio_first_then_video_sees_updated_audio(model):
     with torch.no_grad():
         new_video, new_audio = block(video, audio, video_rope, audio_rope)
         expected_audio = audio + block.audio_attn(
-            block.norm_audio_query(audio), block.norm_video_context(video), None, audio_rope, video_rope
+            block.norm_audio_query(audio), block.norm_video(video), None, audio_rope, video_rope
         )
         expected_video = video + block.video_attn(
-            block.norm_video_query(video), block.norm_audio_context(expected_audio), None, video_rope, audio_rope
+            block.norm_video(video), block.norm_audio_context(expected_audio), None, video_rope, audio_rope
         )
     torch.testing.assert_close(new_audio, expected_audio)
     torch.testing.assert_close(new_video, expected_video)
@@ -179,8 +179,18 @@ def test_cross_modal_order_audio_first_then_video_sees_updated_audio(model):
 @pytest.mark.parametrize(
     "timeline",
     [
-        {"fps": 16.0, "vae_temporal_compression_ratio": 4, "audio_sample_rate": 44100, "audio_samples_per_latent": 1024},
-        {"fps": 24.0, "vae_temporal_compression_ratio": 4, "audio_sample_rate": 16000, "audio_samples_per_latent": 320},
+        {
+            "fps": 16.0,
+            "vae_temporal_compression_ratio": 4,
+            "audio_sample_rate": 44100,
+            "audio_samples_per_latent": 1024,
+        },
+        {
+            "fps": 24.0,
+            "vae_temporal_compression_ratio": 4,
+            "audio_sample_rate": 16000,
+            "audio_samples_per_latent": 320,
+        },
     ],
 )
 def test_audio_rope_scale_derived_from_config(timeline):

@@ -393,20 +393,21 @@ class SkyReelsV4CrossModalBlock(nn.Module):
 
     Both sides use 1D RoPE on the shared video latent timeline, so attention can tell which audio belongs to which
     frame. Output projections start at zero: a freshly assembled joint model reproduces each tower exactly.
+
     [ours] The exchange runs after each tower's block (not between its attention and MLP), so both towers keep
     whole, self-contained blocks: the standalone audio DiT uses the same block class and regional compilation sees
-    whole blocks.
+    whole blocks. [ours] The attention is narrower than the towers (`num_attention_heads` of the same head width,
+    by default a quarter of the towers' heads): its projections run over every video token, and at full width this
+    block alone cost 23% of a dual-stream block at 5-second proportions (benchmarks/bench_transformer.py).
     """
 
-    def __init__(self, num_attention_heads: int, attention_head_dim: int) -> None:
+    def __init__(self, dim: int, num_attention_heads: int, attention_head_dim: int) -> None:
         super().__init__()
-        dim = num_attention_heads * attention_head_dim
         self.norm_audio_query = nn.LayerNorm(dim, eps=1e-6)
-        self.norm_video_context = nn.LayerNorm(dim, eps=1e-6)
+        self.norm_video = nn.LayerNorm(dim, eps=1e-6)  # video is unchanged between the two attentions: one norm
         self.audio_attn = SkyReelsV4Attention(
             dim, num_attention_heads, attention_head_dim, cross_attention_dim=dim, zero_init_output=True
         )
-        self.norm_video_query = nn.LayerNorm(dim, eps=1e-6)
         self.norm_audio_context = nn.LayerNorm(dim, eps=1e-6)
         self.video_attn = SkyReelsV4Attention(
             dim, num_attention_heads, attention_head_dim, cross_attention_dim=dim, zero_init_output=True
@@ -419,14 +420,15 @@ class SkyReelsV4CrossModalBlock(nn.Module):
         video_time_rotary_emb: tuple[torch.Tensor, torch.Tensor],
         audio_time_rotary_emb: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        norm_video = self.norm_video(video_hidden_states)
         audio_hidden_states = audio_hidden_states + self.audio_attn(
             self.norm_audio_query(audio_hidden_states),
-            self.norm_video_context(video_hidden_states),
+            norm_video,
             image_rotary_emb=audio_time_rotary_emb,
             encoder_rotary_emb=video_time_rotary_emb,
         )
         video_hidden_states = video_hidden_states + self.video_attn(
-            self.norm_video_query(video_hidden_states),
+            norm_video,
             self.norm_audio_context(audio_hidden_states),
             image_rotary_emb=video_time_rotary_emb,
             encoder_rotary_emb=audio_time_rotary_emb,
@@ -542,6 +544,8 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
         fps (`float`, defaults to 16), vae_temporal_compression_ratio (`int`, defaults to 4),
         audio_sample_rate (`int`, defaults to 44100), audio_samples_per_latent (`int`, defaults to 1024):
             the latent timelines that place audio on the video's RoPE axis.
+        cross_modal_attention_heads (`int`, *optional*): heads of width `attention_head_dim` in the audio<->video
+            cross-attention; defaults to `max(1, num_attention_heads // 4)`.
     """
 
     _supports_gradient_checkpointing = True
@@ -577,6 +581,7 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
         vae_temporal_compression_ratio: int = 4,
         audio_sample_rate: int = 44100,
         audio_samples_per_latent: int = 1024,
+        cross_modal_attention_heads: int | None = None,
     ) -> None:
         super().__init__()
         if in_channels != 2 * out_channels + 1:
@@ -601,9 +606,12 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
             in_channels, out_channels, patch_size=(patch_size_t, patch_size, patch_size), **tower_kwargs
         )
         self.audio_tower = SkyReelsV4Tower(audio_in_channels, audio_in_channels, patch_size=None, **tower_kwargs)
+        cross_modal_heads = cross_modal_attention_heads or max(1, num_attention_heads // 4)
         self.cross_modal_blocks = nn.ModuleList(
             [
-                SkyReelsV4CrossModalBlock(num_attention_heads, attention_head_dim)
+                SkyReelsV4CrossModalBlock(
+                    num_attention_heads * attention_head_dim, cross_modal_heads, attention_head_dim
+                )
                 for _ in range(num_layers + num_single_layers)
             ]
         )
@@ -640,9 +648,9 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
         config["audio_in_channels"] = audio_config["in_channels"]
         for key in ("num_refiner_layers", "audio_sample_rate", "audio_samples_per_latent"):
             config[key] = audio_config[key]
-        model = cls.from_config(config).to(video_model.device)
-        if video_model.dtype != model.dtype:
-            model = model.to(video_model.dtype)
+        model = cls.from_config(config)
+        if (video_model.device, video_model.dtype) != (model.device, model.dtype):
+            model = model.to(device=video_model.device, dtype=video_model.dtype)
         model.video_tower.load_state_dict(video_model.video_tower.state_dict())
         model.audio_tower.load_state_dict(audio_model.audio_tower.state_dict())
         return model
@@ -871,11 +879,21 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
             raise ValueError("Pass `hidden_states` (video), `audio_hidden_states` (audio) or both; got neither.")
         batch_sizes = {}
         if hidden_states is not None:
-            _check_tensor("hidden_states", hidden_states, ndim=5, channels=config.in_channels, what="(B, 2C+1, F, H, W)")
-            _check_divisible("hidden_states", hidden_states.shape[2:], (config.patch_size_t, config.patch_size, config.patch_size))
+            _check_tensor(
+                "hidden_states", hidden_states, ndim=5, channels=config.in_channels, what="(B, 2C+1, F, H, W)"
+            )
+            _check_divisible(
+                "hidden_states", hidden_states.shape[2:], (config.patch_size_t, config.patch_size, config.patch_size)
+            )
             batch_sizes["hidden_states"] = hidden_states.shape[0]
         if audio_hidden_states is not None:
-            _check_tensor("audio_hidden_states", audio_hidden_states, ndim=3, channels=config.audio_in_channels, what="(B, C_a, L)")
+            _check_tensor(
+                "audio_hidden_states",
+                audio_hidden_states,
+                ndim=3,
+                channels=config.audio_in_channels,
+                what="(B, C_a, L)",
+            )
             batch_sizes["audio_hidden_states"] = audio_hidden_states.shape[0]
         _check_tensor("encoder_hidden_states", encoder_hidden_states, ndim=3, what="(B, S, text_embed_dim)")
         if encoder_hidden_states.shape[-1] != config.text_embed_dim:
@@ -901,21 +919,43 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
         if reference_latents is not None:
             if hidden_states is None:
                 raise ValueError("`reference_latents` condition the video tower and need `hidden_states`.")
-            _check_tensor("reference_latents", reference_latents, ndim=5, channels=config.out_channels, what="(B, C, R, Hr, Wr)")
-            _check_divisible("reference_latents", reference_latents.shape[2:], (config.patch_size_t, config.patch_size, config.patch_size))
+            _check_tensor(
+                "reference_latents", reference_latents, ndim=5, channels=config.out_channels, what="(B, C, R, Hr, Wr)"
+            )
+            _check_divisible(
+                "reference_latents",
+                reference_latents.shape[2:],
+                (config.patch_size_t, config.patch_size, config.patch_size),
+            )
             batch_sizes["reference_latents"] = reference_latents.shape[0]
         if audio_reference_latents is not None:
             if audio_hidden_states is None:
                 raise ValueError("`audio_reference_latents` condition the audio tower and need `audio_hidden_states`.")
-            _check_tensor("audio_reference_latents", audio_reference_latents, ndim=3, channels=config.audio_in_channels, what="(B, C_a, Lr)")
+            _check_tensor(
+                "audio_reference_latents",
+                audio_reference_latents,
+                ndim=3,
+                channels=config.audio_in_channels,
+                what="(B, C_a, Lr)",
+            )
             batch_sizes["audio_reference_latents"] = audio_reference_latents.shape[0]
         if (keyframe_hidden_states is None) != (keyframe_positions is None):
             raise ValueError("`keyframe_hidden_states` and `keyframe_positions` must be given together.")
         if keyframe_hidden_states is not None:
             if hidden_states is None:
                 raise ValueError("`keyframe_hidden_states` are appended to the video and need `hidden_states`.")
-            _check_tensor("keyframe_hidden_states", keyframe_hidden_states, ndim=5, channels=config.in_channels, what="(B, 2C+1, K, Hk, Wk)")
-            _check_divisible("keyframe_hidden_states", keyframe_hidden_states.shape[2:], (config.patch_size_t, config.patch_size, config.patch_size))
+            _check_tensor(
+                "keyframe_hidden_states",
+                keyframe_hidden_states,
+                ndim=5,
+                channels=config.in_channels,
+                what="(B, 2C+1, K, Hk, Wk)",
+            )
+            _check_divisible(
+                "keyframe_hidden_states",
+                keyframe_hidden_states.shape[2:],
+                (config.patch_size_t, config.patch_size, config.patch_size),
+            )
             batch_sizes["keyframe_hidden_states"] = keyframe_hidden_states.shape[0]
             if keyframe_positions.shape != (keyframe_hidden_states.shape[2],):
                 raise ValueError(

@@ -54,7 +54,11 @@ class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixi
     _supports_gradient_checkpointing = True
     _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "norm", "text_type_embedding"]
     _keep_in_fp32_modules = ["time_embed"]
-    _no_split_modules = ["SkyReelsV4TransformerBlock", "SkyReelsV4SingleTransformerBlock", "HunyuanVideo15TokenRefiner"]
+    _no_split_modules = [
+        "SkyReelsV4TransformerBlock",
+        "SkyReelsV4SingleTransformerBlock",
+        "HunyuanVideo15TokenRefiner",
+    ]
     _repeated_blocks = ["SkyReelsV4TransformerBlock", "SkyReelsV4SingleTransformerBlock"]
 
     @register_to_config
