@@ -2,7 +2,23 @@
 
 __version__ = "0.1.0.dev0"
 
+# Pipeline folders name this package as the library of our components; Diffusers' loader picks a component's load
+# method by looking the library base classes up in that module, so they are importable from here.
+from diffusers import ModelMixin
+from transformers import ProcessorMixin
+
 from .models import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Transformer3DModel, SkyReelsV4TransformerOutput
+from .pipelines import SkyReelsV4Pipeline, SkyReelsV4PipelineOutput
+from .processing_qwen2_5_vl import Qwen2_5_VLImageTextProcessor
 
 
-__all__ = ["SkyReelsV4AudioTransformer1DModel", "SkyReelsV4Transformer3DModel", "SkyReelsV4TransformerOutput"]
+__all__ = [
+    "ModelMixin",
+    "ProcessorMixin",
+    "Qwen2_5_VLImageTextProcessor",
+    "SkyReelsV4AudioTransformer1DModel",
+    "SkyReelsV4Pipeline",
+    "SkyReelsV4PipelineOutput",
+    "SkyReelsV4Transformer3DModel",
+    "SkyReelsV4TransformerOutput",
+]

@@ -1,0 +1,108 @@
+"""One interface over the Diffusers VAEs the pipelines accept, reading every ratio and statistic from their configs.
+
+Video: `AutoencoderKLHunyuanVideo15` (scaling factor) and `AutoencoderKLWan` (per-channel mean/std), both with 4x
+causal temporal compression. Audio: `MMAudioVAE` (mel latents, decoded to a waveform by `MMAudioVocoder`) and
+`AutoencoderOobleck` (waveform latents, no vocoder).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import AutoencoderOobleck, MMAudioVAE
+
+
+@dataclass(frozen=True)
+class VideoVAESpec:
+    temporal_compression: int
+    spatial_compression: int
+    latent_channels: int
+
+
+@dataclass(frozen=True)
+class AudioVAESpec:
+    sample_rate: int
+    samples_per_latent: int
+    latent_channels: int
+    audio_channels: int
+
+
+def video_vae_spec(vae) -> VideoVAESpec:
+    config = vae.config
+    temporal = getattr(config, "temporal_compression_ratio", None) or getattr(config, "scale_factor_temporal", None)
+    spatial = getattr(config, "spatial_compression_ratio", None) or getattr(config, "scale_factor_spatial", None)
+    channels = getattr(config, "latent_channels", None) or getattr(config, "z_dim", None)
+    if not (temporal and spatial and channels):
+        raise TypeError(
+            f"`vae` must be a Diffusers video VAE whose config gives temporal/spatial compression and latent channels "
+            f"(e.g. AutoencoderKLHunyuanVideo15, AutoencoderKLWan), got {type(vae).__name__}."
+        )
+    return VideoVAESpec(int(temporal), int(spatial), int(channels))
+
+
+def _video_latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """(shift, scale) with `normalized = (raw - shift) * scale`, from per-channel statistics or a scaling factor."""
+    config = vae.config
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(shape)
+        std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(shape)
+        return mean, 1.0 / std
+    return getattr(config, "shift_factor", None) or 0.0, getattr(config, "scaling_factor", None) or 1.0
+
+
+def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
+    """Pixels `(B, 3, F, H, W)` in [-1, 1] -> normalized latents `(B, C, (F-1)/t+1, H/s, W/s)` (posterior mode).
+
+    Samples go through the VAE one at a time: `AutoencoderKLHunyuanVideo15` (diffusers 0.42) fails on batches > 1,
+    and per-sample passes also bound the VAE's peak memory."""
+    video = video.to(device=vae.device, dtype=vae.dtype)
+    latents = torch.cat([vae.encode(sample[None]).latent_dist.mode() for sample in video])
+    shift, scale = _video_latent_stats(vae, latents)
+    return (latents - shift) * scale
+
+
+def decode_video(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalized latents -> pixels `(B, 3, F, H, W)` in [-1, 1], one sample at a time (see `encode_video`)."""
+    latents = latents.to(device=vae.device, dtype=vae.dtype)
+    shift, scale = _video_latent_stats(vae, latents)
+    latents = latents / scale + shift
+    return torch.cat([vae.decode(sample[None]).sample for sample in latents]).clamp(-1, 1)
+
+
+def audio_vae_spec(audio_vae) -> AudioVAESpec:
+    if isinstance(audio_vae, MMAudioVAE):
+        config = audio_vae.config
+        # MMAudio's encoder halves the mel frame rate once, hence two mel hops per latent.
+        return AudioVAESpec(config.sample_rate, audio_vae.latent_hop_length, config.latent_channels, 1)
+    if isinstance(audio_vae, AutoencoderOobleck):
+        config = audio_vae.config
+        return AudioVAESpec(
+            config.sampling_rate, audio_vae.hop_length, config.decoder_input_channels, config.audio_channels
+        )
+    raise TypeError(
+        f"`audio_vae` must be a diffusers MMAudioVAE (with an MMAudioVocoder) or AutoencoderOobleck, got "
+        f"{type(audio_vae).__name__}."
+    )
+
+
+def encode_audio(audio_vae, waveform: torch.Tensor) -> torch.Tensor:
+    """Waveform `(B, channels, samples)` in [-1, 1] at the VAE's rate -> normalized latents `(B, C_a, L)`."""
+    waveform = waveform.to(device=audio_vae.device, dtype=audio_vae.dtype)
+    if isinstance(audio_vae, MMAudioVAE):
+        latents = audio_vae.encode(waveform.mean(dim=1)).latent_dist.mode()  # MMAudio is mono
+        return latents * audio_vae.config.scaling_factor
+    return audio_vae.encode(waveform).latent_dist.mode()
+
+
+def decode_audio(audio_vae, vocoder, latents: torch.Tensor) -> torch.Tensor:
+    """Normalized latents `(B, C_a, L)` -> waveform `(B, channels, samples)`."""
+    latents = latents.to(device=audio_vae.device, dtype=audio_vae.dtype)
+    if isinstance(audio_vae, MMAudioVAE):
+        if vocoder is None:
+            raise ValueError("`vocoder` is required to turn MMAudioVAE mel spectrograms into a waveform; got None.")
+        mel = audio_vae.decode(latents / audio_vae.config.scaling_factor).sample
+        waveform = vocoder(mel.to(device=vocoder.device, dtype=vocoder.dtype)).sample
+    else:
+        waveform = audio_vae.decode(latents).sample
+    return waveform.unsqueeze(1) if waveform.ndim == 2 else waveform

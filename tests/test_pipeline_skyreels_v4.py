@@ -1,0 +1,221 @@
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+from skyreels_diffusers import SkyReelsV4Pipeline
+from skyreels_diffusers.utils.tiny_components import CAPTION_TAG_TOKENS, build_tiny_pipeline
+
+
+PROMPT = "<text>A red ball bounces in a box.</text><sfx>A knock on every bounce.</sfx>"
+# 9 frames at 16 fps = 0.5625 s of audio at 44.1 kHz.
+NUM_SAMPLES = round(9 / 16 * 44100)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_tiny_pipeline()
+
+
+def run(pipe, prompt=PROMPT, seed=0, **kwargs):
+    kwargs.setdefault("num_inference_steps", 2)
+    return pipe(prompt, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+class CountCalls:
+    def __init__(self, module):
+        self.count = 0
+        self.handle = module.register_forward_pre_hook(self)
+
+    def __call__(self, module, args):
+        self.count += 1
+
+
+@pytest.mark.parametrize("output_type", ["np", "pt", "pil", "latent"])
+def test_t2av_output_types(pipe, output_type):
+    out = run(pipe, output_type=output_type)
+    if output_type == "np":
+        assert out.frames.shape == (1, 9, 32, 32, 3) and out.frames.dtype == np.float32
+        assert 0 <= out.frames.min() and out.frames.max() <= 1
+        assert isinstance(out.audio, np.ndarray) and out.audio.shape == (1, 1, NUM_SAMPLES)
+    elif output_type == "pt":
+        assert out.frames.shape == (1, 9, 3, 32, 32) and isinstance(out.audio, torch.Tensor)
+        assert out.audio.shape == (1, 1, NUM_SAMPLES)
+    elif output_type == "pil":
+        assert len(out.frames) == 1 and len(out.frames[0]) == 9
+        assert all(isinstance(f, PIL.Image.Image) and f.size == (32, 32) for f in out.frames[0])
+    else:
+        assert out.frames.shape == (1, 8, 3, 8, 8)  # latent channels 8, 3 latent frames, 4x spatial
+        assert out.audio.shape == (1, 8, 25)  # ceil(0.5625 s * 44100 / 1024)
+        assert out.audio_sample_rate is None
+    if output_type != "latent":
+        assert out.audio_sample_rate == 44100
+        assert np.abs(np.asarray(out.audio)).max() <= 1
+
+
+def test_t2v_and_t2a_from_the_same_pipeline(pipe):
+    video_only = run(pipe, generate_audio=False)
+    assert video_only.frames.shape == (1, 9, 32, 32, 3) and video_only.audio is None
+    audio_only = run(pipe, generate_video=False, audio_duration=1.0)
+    assert audio_only.frames is None and audio_only.audio.shape == (1, 1, 44100)
+
+
+@pytest.mark.parametrize("video_vae, audio_vae", [("wan", "oobleck"), ("hunyuanvideo15", "oobleck")])
+def test_other_vaes(video_vae, audio_vae):
+    pipe = build_tiny_pipeline(video_vae=video_vae, audio_vae=audio_vae)
+    out = run(pipe)
+    assert out.frames.shape == (1, 9, 32, 32, 3)
+    assert out.audio.shape == (1, 2, NUM_SAMPLES)  # Oobleck decodes stereo
+
+
+def test_seeded_generation_is_deterministic(pipe):
+    a, b = run(pipe, seed=3), run(pipe, seed=3)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    c = run(pipe, seed=4)
+    assert not np.allclose(a.frames, c.frames)
+
+
+def test_batch_equals_each_prompt_alone(pipe):
+    prompts = [PROMPT, "<text>Two blue squares.</text>"]
+    generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    batch = pipe(prompts, generator=generators, num_inference_steps=2, output_type="latent")
+    for index, prompt in enumerate(prompts):
+        single = run(pipe, prompt, seed=index, output_type="latent")
+        torch.testing.assert_close(batch.frames[index : index + 1], single.frames, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(batch.audio[index : index + 1], single.audio, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "guidance, audio_guidance, calls_per_step", [(1.0, 1.0, 1), (5.0, None, 2), (1.0, 3.0, 2), (4.0, 1.0, 2)]
+)
+def test_transformer_calls_per_step(pipe, guidance, audio_guidance, calls_per_step):
+    counter = CountCalls(pipe.transformer)
+    try:
+        run(pipe, guidance_scale=guidance, audio_guidance_scale=audio_guidance, num_inference_steps=3)
+    finally:
+        counter.handle.remove()
+    assert counter.count == 3 * calls_per_step
+
+
+def test_guidance_changes_the_result(pipe):
+    plain = run(pipe, guidance_scale=1.0, output_type="latent")
+    guided = run(pipe, guidance_scale=4.0, output_type="latent")
+    assert not torch.allclose(plain.frames, guided.frames)
+    assert not torch.allclose(plain.audio, guided.audio)
+
+
+def test_callback_can_change_latents(pipe):
+    seen = []
+
+    def zero_at_last_step(pipeline, step, timestep, tensors):
+        seen.append((step, sorted(tensors)))
+        if step == pipeline.num_timesteps - 1:
+            return {"latents": torch.zeros_like(tensors["latents"]), "audio_latents": tensors["audio_latents"] + 7}
+        return {}
+
+    reference = run(pipe, output_type="latent")
+    out = run(
+        pipe,
+        output_type="latent",
+        callback_on_step_end=zero_at_last_step,
+        callback_on_step_end_tensor_inputs=["latents", "audio_latents"],
+    )
+    assert seen == [(0, ["audio_latents", "latents"]), (1, ["audio_latents", "latents"])]
+    assert torch.count_nonzero(out.frames) == 0
+    torch.testing.assert_close(out.audio, reference.audio + 7)
+
+
+def test_prompt_embeds_and_multimodal_prompt(pipe):
+    embeds, mask, negative, negative_mask = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=True)
+    assert embeds.ndim == 3 and embeds.shape[-1] == pipe.transformer.config.text_embed_dim
+    assert mask.dtype == torch.bool and mask.shape == embeds.shape[:2] and negative.shape[0] == 1
+    from_text = run(pipe, output_type="latent")
+    from_embeds = pipe(
+        prompt_embeds=embeds,
+        prompt_attention_mask=mask,
+        negative_prompt_embeds=negative,
+        negative_prompt_attention_mask=negative_mask,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+    )
+    torch.testing.assert_close(from_text.frames, from_embeds.frames)
+
+    image = PIL.Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8))
+    with_image, image_mask, _, _ = pipe.encode_prompt(PROMPT, prompt_images=[image], do_classifier_free_guidance=False)
+    assert with_image.shape[1] > embeds.shape[1]  # the image's vision tokens are part of the instruction
+    out = run(pipe, prompt_images=image, output_type="latent")
+    assert not torch.allclose(out.frames, from_text.frames)
+
+
+def test_structured_tags_reach_the_text_encoder_as_tokens(pipe):
+    tokenizer = pipe.processor.tokenizer
+    text = pipe.processor.apply_chat_template(pipe._build_messages(PROMPT, []), tokenize=False)
+    ids = tokenizer(text).input_ids
+    for tag in ("<text>", "</text>", "<sfx>", "</sfx>"):
+        assert tag in CAPTION_TAG_TOKENS and tokenizer.convert_tokens_to_ids(tag) in ids
+    assert pipe.config.system_prompt in text
+
+
+def test_max_sequence_length_truncates(pipe):
+    embeds, mask, _, _ = pipe.encode_prompt(PROMPT * 4, do_classifier_free_guidance=False, max_sequence_length=5)
+    assert embeds.shape[1] == 5 and mask.shape == (1, 5)
+
+
+def test_save_load_roundtrip_and_generic_loader(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    assert not list(tmp_path.rglob("*.bin")) and list(tmp_path.rglob("*.safetensors"))
+    loaded = SkyReelsV4Pipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded, SkyReelsV4Pipeline)
+    expected, actual = run(pipe), run(loaded)
+    np.testing.assert_array_equal(expected.frames, actual.frames)
+    np.testing.assert_array_equal(expected.audio, actual.audio)
+    generic = DiffusionPipeline.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(generic) is SkyReelsV4Pipeline
+    assert generic.config.default_height == 32 and generic.config.text_hidden_layer == -1
+
+
+def test_tampered_stub_is_not_trusted(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    stub = tmp_path / "skyreels_v4_pipeline.py"
+    stub.write_text(stub.read_text() + "\nprint('side effect')\n")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SkyReelsV4Pipeline.from_pretrained(tmp_path)
+
+
+def test_model_cpu_offload_runs():
+    pipe = build_tiny_pipeline()
+    pipe.enable_model_cpu_offload(device="cpu")
+    out = run(pipe)
+    assert out.frames.shape == (1, 9, 32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"height": 30}, "height"),
+        ({"width": 34}, "width"),
+        ({"num_frames": 8}, "num_frames"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"generate_video": False, "generate_audio": False}, "generate_video"),
+        ({"audio_duration": 2.0}, "audio_duration"),
+        ({"fps": 24}, "fps"),
+        ({"output_type": "gif"}, "output_type"),
+        ({"prompt_embeds": torch.zeros(1, 4, 32)}, "both"),
+        ({"callback_on_step_end_tensor_inputs": ["noise"]}, "callback_on_step_end_tensor_inputs"),
+        ({"latents": torch.zeros(1, 8, 2, 8, 8)}, "latents"),
+        ({"negative_prompt": ["a", "b"], "guidance_scale": 2.0}, "negative_prompt"),
+    ],
+)
+def test_bad_inputs(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe(PROMPT, **{"num_inference_steps": 1, **kwargs})
+
+
+def test_missing_prompt_and_wrong_type(pipe):
+    with pytest.raises(ValueError, match="neither"):
+        pipe(num_inference_steps=1)
+    with pytest.raises(TypeError, match="prompt"):
+        pipe(prompt=3, num_inference_steps=1)
