@@ -8,7 +8,7 @@ from diffusers import ModelMixin
 from transformers import ProcessorMixin
 
 from .models import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Transformer3DModel, SkyReelsV4TransformerOutput
-from .pipelines import SkyReelsV4Pipeline, SkyReelsV4PipelineOutput
+from .pipelines import SkyReelsV4InpaintPipeline, SkyReelsV4Pipeline, SkyReelsV4PipelineOutput
 from .processing_qwen2_5_vl import Qwen2_5_VLImageTextProcessor
 
 
@@ -17,6 +17,7 @@ __all__ = [
     "ProcessorMixin",
     "Qwen2_5_VLImageTextProcessor",
     "SkyReelsV4AudioTransformer1DModel",
+    "SkyReelsV4InpaintPipeline",
     "SkyReelsV4Pipeline",
     "SkyReelsV4PipelineOutput",
     "SkyReelsV4Transformer3DModel",

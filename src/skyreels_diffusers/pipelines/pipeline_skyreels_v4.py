@@ -21,18 +21,27 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import (
+    AutoencoderKLHunyuanVideo15,
+    AutoencoderKLWan,
+    AutoencoderOobleck,
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    MMAudioVAE,
+    MMAudioVocoder,
+)
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
+from .conditioning import build_video_condition
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .vae_utils import AudioVAESpec, audio_vae_spec, decode_audio, decode_video, encode_video, video_vae_spec
+from .vae_utils import AudioVAESpec, audio_vae_spec, decode_audio, decode_video, video_vae_spec
 
 
 logger = logging.get_logger(__name__)
@@ -88,12 +97,12 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
     def __init__(
         self,
         text_encoder: PreTrainedModel,
-        processor: Any,
+        processor: ProcessorMixin | PreTrainedTokenizerBase,
         transformer: SkyReelsV4Transformer3DModel,
-        vae: Any,
+        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan,
         scheduler: FlowMatchEulerDiscreteScheduler,
-        audio_vae: Any = None,
-        vocoder: Any = None,
+        audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
+        vocoder: MMAudioVocoder | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         text_hidden_layer: int = -3,
         default_height: int = 480,
@@ -358,18 +367,6 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         shape = (batch_size, self.transformer.config.audio_in_channels, num_audio_latents)
         return _noise_or_given("audio_latents", audio_latents, shape, generator, device, dtype)
 
-    def prepare_condition(self, latents: torch.Tensor) -> torch.Tensor:
-        """Text-to-video condition channels `[black-image latent per frame ; mask = 0]`, shape `(B, C+1, F, h, w)`.
-
-        Frames that are not conditions hold the latent of a black image, not zeros (the paper's convention)."""
-        batch_size, _, num_frames, height, width = latents.shape
-        spatial = self.vae_spec.spatial_compression
-        black = torch.full((1, 3, 1, height * spatial, width * spatial), -1.0, device=latents.device)
-        black_latent = encode_video(self.vae, black).to(latents.dtype)
-        condition = black_latent.expand(batch_size, -1, num_frames, -1, -1)
-        mask = torch.zeros_like(latents[:, :1])
-        return torch.cat([condition, mask], dim=1)
-
     # ------------------------------------------------------------------ properties
 
     @property
@@ -493,7 +490,6 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
         device = self._execution_device
-        transformer_dtype = self.transformer.dtype
 
         # 2. Encode the instruction
         prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
@@ -509,7 +505,7 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                 negative_prompt_attention_mask=negative_prompt_attention_mask,
                 max_sequence_length=max_sequence_length,
                 device=device,
-                dtype=transformer_dtype,
+                dtype=self.transformer.dtype,
             )
         )
         batch_size = prompt_embeds.shape[0]
@@ -527,7 +523,9 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             latents = self.prepare_latents(
                 batch_size, height, width, num_frames, torch.float32, device, generator, latents
             )
-            condition = self.prepare_condition(latents).to(transformer_dtype)
+            # Text-to-video: no condition frames, so every latent frame holds the black-image latent, mask 0.
+            condition = build_video_condition(self.vae, batch_size, num_frames, height, width).as_channels()
+            condition = condition.to(self.transformer.dtype)
         else:
             latents = None
         if generate_audio:
@@ -542,18 +540,73 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             audio_latents = None
 
         # 5. Denoising loop
+        latents, audio_latents = self.denoise(
+            latents,
+            audio_latents,
+            condition if generate_video else None,
+            timesteps,
+            audio_scheduler,
+            prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_embeds,
+            negative_prompt_attention_mask,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
+
+        # 6. Decode
+        if output_type == "latent":
+            frames, audio, sample_rate = latents, audio_latents, None
+        else:
+            frames = self.decode_latents(latents) if generate_video else None
+            audio = self.decode_audio_latents(audio_latents, audio_duration) if generate_audio else None
+            frames, audio = self.format_outputs(frames, audio, output_type)
+            sample_rate = self.audio_spec.sample_rate if generate_audio else None
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (frames, audio, sample_rate)
+        return SkyReelsV4PipelineOutput(frames=frames, audio=audio, audio_sample_rate=sample_rate)
+
+    def denoise(
+        self,
+        latents: torch.Tensor | None,
+        audio_latents: torch.Tensor | None,
+        condition: torch.Tensor | None,
+        timesteps: torch.Tensor,
+        audio_scheduler: FlowMatchEulerDiscreteScheduler,
+        prompt_embeds: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        negative_prompt_embeds: torch.Tensor | None,
+        negative_prompt_attention_mask: torch.Tensor | None,
+        callback_on_step_end: Callable | None,
+        callback_on_step_end_tensor_inputs: list[str],
+        reference_latents: torch.Tensor | None = None,
+        audio_reference_latents: torch.Tensor | None = None,
+        preserved: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The flow-matching loop over video latents `(B, C, F, h, w)` and audio latents `(B, C_a, L)` (either may be
+        `None`). `condition` `(B, C+1, F, h, w)` is concatenated to the video latents on channels at every step.
+
+        `preserved = (known_latents, keep_mask, noise)` re-injects known video latents after every step at the next
+        noise level, `(1 - sigma) * known + sigma * noise` where `keep_mask` is 1, so they end exactly known.
+        """
+        transformer_dtype = self.transformer.dtype
+        batch_size = prompt_embeds.shape[0]
+        sigmas = self.scheduler.sigmas
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                timestep = t.expand(batch_size)
                 model_inputs = {
-                    "hidden_states": torch.cat([latents.to(transformer_dtype), condition], dim=1)
-                    if generate_video
-                    else None,
-                    "audio_hidden_states": audio_latents.to(transformer_dtype) if generate_audio else None,
-                    "timestep": timestep,
-                    "attention_kwargs": attention_kwargs,
+                    "hidden_states": None
+                    if latents is None
+                    else torch.cat([latents.to(transformer_dtype), condition], dim=1),
+                    "audio_hidden_states": None if audio_latents is None else audio_latents.to(transformer_dtype),
+                    "timestep": t.expand(batch_size),
+                    "reference_latents": reference_latents,
+                    "audio_reference_latents": audio_reference_latents,
+                    "attention_kwargs": self.attention_kwargs,
                 }
                 prediction = self.transformer(
                     **model_inputs, encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_attention_mask
@@ -565,16 +618,20 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                         encoder_hidden_states=negative_prompt_embeds,
                         encoder_attention_mask=negative_prompt_attention_mask,
                     )
-                    if generate_video:
-                        noise_pred = unconditional.sample + guidance_scale * (noise_pred - unconditional.sample)
-                    if generate_audio:
-                        audio_pred = unconditional.audio_sample + audio_guidance_scale * (
+                    if latents is not None:
+                        noise_pred = unconditional.sample + self.guidance_scale * (noise_pred - unconditional.sample)
+                    if audio_latents is not None:
+                        audio_pred = unconditional.audio_sample + self.audio_guidance_scale * (
                             audio_pred - unconditional.audio_sample
                         )
 
-                if generate_video:
+                if latents is not None:
                     latents = self.scheduler.step(noise_pred.float(), t, latents, return_dict=False)[0]
-                if generate_audio:
+                    if preserved is not None:
+                        known, keep, noise = preserved
+                        sigma = sigmas[i + 1].to(latents.device)
+                        latents = torch.lerp(latents, (1 - sigma) * known + sigma * noise, keep)
+                if audio_latents is not None:
                     audio_latents = audio_scheduler.step(audio_pred.float(), t, audio_latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
@@ -591,24 +648,26 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
                     negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
                 progress_bar.update()
+        return latents, audio_latents
 
-        # 6. Decode
-        self._current_timestep = None
-        frames, audio, sample_rate = latents, audio_latents, None
-        if output_type != "latent":
-            if generate_video:
-                video = decode_video(self.vae, latents)
-                frames = self.video_processor.postprocess_video(video, output_type=output_type)
-            if generate_audio:
-                sample_rate = self.audio_spec.sample_rate
-                waveform = decode_audio(self.audio_vae, self.vocoder, audio_latents).float()
-                audio = waveform[..., : round(audio_duration * sample_rate)].clamp(-1, 1)
-                audio = audio if output_type == "pt" else audio.cpu().numpy()
-        self.maybe_free_model_hooks()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Video latents -> frames `(B, F, 3, H, W)` in [0, 1]."""
+        return self.video_processor.postprocess_video(decode_video(self.vae, latents), output_type="pt")
 
-        if not return_dict:
-            return (frames, audio, sample_rate)
-        return SkyReelsV4PipelineOutput(frames=frames, audio=audio, audio_sample_rate=sample_rate)
+    def decode_audio_latents(self, audio_latents: torch.Tensor, duration: float) -> torch.Tensor:
+        """Audio latents -> waveform `(B, channels, samples)` in [-1, 1], trimmed to `duration` seconds."""
+        waveform = decode_audio(self.audio_vae, self.vocoder, audio_latents).float()
+        return waveform[..., : round(duration * self.audio_spec.sample_rate)].clamp(-1, 1)
+
+    def format_outputs(self, frames: torch.Tensor | None, audio: torch.Tensor | None, output_type: str):
+        """Frames `(B, F, 3, H, W)` in [0, 1] and audio `(B, ch, N)` -> the requested `output_type`."""
+        if output_type == "pt":
+            return frames, audio
+        if frames is not None:
+            frames = frames.permute(0, 1, 3, 4, 2).float().cpu().numpy()
+            if output_type == "pil":
+                frames = [self.video_processor.numpy_to_pil(video) for video in frames]
+        return frames, None if audio is None else audio.cpu().numpy()
 
 
 def _per_prompt_images(prompt_images: Any, num_prompts: int) -> list[list]:

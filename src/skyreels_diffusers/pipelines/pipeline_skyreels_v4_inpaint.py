@@ -1,0 +1,488 @@
+# Copyright 2026 The skyreels-diffusers authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""SkyReelsV4InpaintPipeline: every inpainting-style task through one interface.
+
+Image-to-video, start-end interpolation, keyframes, extension and masked editing are choices of the
+channel-concatenated condition (see `conditioning.py`); reference images/frames and an audio reference are
+prepended in context to the video and audio tokens.
+"""
+
+import copy
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+from diffusers import (
+    AutoencoderKLHunyuanVideo15,
+    AutoencoderKLWan,
+    AutoencoderOobleck,
+    FlowMatchEulerDiscreteScheduler,
+    MMAudioVAE,
+    MMAudioVocoder,
+)
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
+
+from ..models import SkyReelsV4Transformer3DModel
+from .conditioning import build_video_condition, latent_frame_index
+from .pipeline_output import SkyReelsV4PipelineOutput
+from .pipeline_skyreels_v4 import SkyReelsV4Pipeline, _per_prompt_images
+from .vae_utils import encode_audio, encode_video
+
+
+class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
+    r"""
+    Image-to-video, start-end interpolation, keyframes, extension, masked editing and reference-guided generation
+    with SkyReels-V4, with synchronized audio. Same components as [`SkyReelsV4Pipeline`].
+
+    Inputs are resized to `(height, width)` by the same policy everywhere: scaled to cover the target and
+    center-cropped (`PIL.ImageOps.fit`), so images of another aspect are cropped, never stretched. Reference
+    images are instead scaled to fit inside the target and padded with black, so nothing of them is cut.
+
+    Extra args (pipeline config):
+        max_keyframes (`int`, defaults to 8): frame conditions allowed per call (first, last and up to 6 middle).
+        max_references (`int`, defaults to 4): reference images plus reference-video frames allowed per call.
+        max_audio_reference_seconds (`float`, defaults to 10.0): longest audio reference accepted.
+    """
+
+    def __init__(
+        self,
+        text_encoder: PreTrainedModel,
+        processor: ProcessorMixin | PreTrainedTokenizerBase,
+        transformer: SkyReelsV4Transformer3DModel,
+        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
+        vocoder: MMAudioVocoder | None = None,
+        system_prompt: str | None = None,
+        text_hidden_layer: int = -3,
+        default_height: int = 480,
+        default_width: int = 848,
+        default_num_frames: int = 81,
+        max_keyframes: int = 8,
+        max_references: int = 4,
+        max_audio_reference_seconds: float = 10.0,
+    ) -> None:
+        kwargs = {} if system_prompt is None else {"system_prompt": system_prompt}
+        super().__init__(
+            text_encoder, processor, transformer, vae, scheduler, audio_vae, vocoder, text_hidden_layer=text_hidden_layer,
+            default_height=default_height, default_width=default_width, default_num_frames=default_num_frames, **kwargs,
+        )  # fmt: skip
+        self.register_to_config(
+            max_keyframes=max_keyframes,
+            max_references=max_references,
+            max_audio_reference_seconds=max_audio_reference_seconds,
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        image: Any = None,
+        last_image: Any = None,
+        keyframes: list[tuple[int, Any]] | None = None,
+        video: Any = None,
+        num_condition_frames: int | None = None,
+        mask: Any = None,
+        preserve_unmasked: bool | None = None,
+        reference_images: list | None = None,
+        reference_video: list | None = None,
+        audio_reference: Any = None,
+        audio_reference_sample_rate: int | None = None,
+        keep_input_audio: bool = False,
+        prompt_images: Any = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        audio_duration: float | None = None,
+        generate_audio: bool = True,
+        num_inference_steps: int = 30,
+        sigmas: list[float] | None = None,
+        guidance_scale: float = 5.0,
+        audio_guidance_scale: float | None = None,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        audio_latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        max_sequence_length: int = 512,
+    ) -> SkyReelsV4PipelineOutput | tuple:
+        r"""
+        Generates (or edits) a video with synchronized audio under visual and audio conditions. Every argument of
+        [`SkyReelsV4Pipeline.__call__`] is accepted (except `generate_video`: this pipeline always makes video), plus:
+
+        Args:
+            image: first frame (image-to-video). PIL image, NumPy `(H, W, 3)` or torch `(3, H, W)`, in [0, 1] or uint8.
+            last_image: last frame (start-end interpolation, with `image`).
+            keyframes (`list[tuple[int, image]]`): `(pixel_frame_index, image)` pairs generalising both; frame `f`
+                conditions latent frame `ceil(f / 4)` of the causal VAE. At most `max_keyframes`.
+            video: a source clip: a list of PIL images, NumPy `(F, H, W, 3)`, torch `(F, 3, H, W)`, or a video file
+                path. With `num_condition_frames=k` it is extended: its first k frames are kept and the rest of
+                `num_frames` generated. With `mask` it is edited.
+            mask: the edit mask, 1 = keep, 0 = regenerate: one image (broadcast over time) or one per frame, as PIL,
+                NumPy or torch, the size of `video`. Soft masks are thresholded at 0.5.
+            preserve_unmasked (`bool`, *optional*): re-inject the known latents at every step and composite the
+                unmasked input pixels into the output, so they are identical to the input. Defaults to True for
+                editing and extension, False otherwise.
+            reference_images (`list`): images whose content should appear (identity, objects, style); VAE-encoded,
+                prepended to the video tokens at negative temporal RoPE indices, kept clean, and also shown to the MLLM.
+            reference_video (`list`): frames of a video used the same way (each frame is one reference).
+            audio_reference: a file path, or a waveform `(samples,)` / `(channels, samples)` array or tensor with
+                `audio_reference_sample_rate`; resampled with PyAV to the audio VAE's rate, encoded and prepended to
+                the audio tokens. At most `max_audio_reference_seconds` long.
+            keep_input_audio (`bool`, defaults to False): instead of regenerating audio (the paper's behaviour:
+                audio is made from scratch, conditioned on the edited video), return the audio track of `video`
+                (a file path) unchanged, trimmed or padded to the output's duration.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        height = height or self.config.default_height
+        width = width or self.config.default_width
+        fps = fps or self.transformer.config.fps
+        audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
+        device = self._execution_device
+
+        # 1. Read and check the visual and audio conditions
+        input_audio = None
+        if isinstance(video, (str, os.PathLike)):
+            from ..utils.media import load_audio, load_video
+
+            video_path = video
+            video, _ = load_video(video_path)
+            if keep_input_audio:
+                input_audio = load_audio(
+                    video_path,
+                    target_sample_rate=self.audio_spec.sample_rate,
+                    num_channels=self.audio_spec.audio_channels,
+                )
+        elif keep_input_audio:
+            raise ValueError("`keep_input_audio=True` needs `video` as a file path with an audio track.")
+        source_frames = None if video is None else _frames_to_tensor("video", video, height, width)
+        if num_frames is None:
+            num_frames = (
+                self.config.default_num_frames if video is None or num_condition_frames else len(source_frames)
+            )
+        frame_conditions = self._collect_frame_conditions(image, last_image, keyframes, num_frames, height, width)
+        pixel_keep = self._pixel_keep_mask(video, source_frames, mask, num_condition_frames, num_frames)
+        if source_frames is not None:  # extension: frames past the source are black (not kept anyway)
+            source_frames = torch.nn.functional.pad(
+                source_frames[:num_frames], (0, 0, 0, 0, 0, 0, 0, max(0, num_frames - len(source_frames)))
+            )
+        references = [*(reference_images or []), *(reference_video or [])]
+        if len(references) > self.config.max_references:
+            raise ValueError(
+                f"At most max_references={self.config.max_references} references (reference_images plus "
+                f"reference_video frames) are allowed, got {len(references)}."
+            )
+        if preserve_unmasked is None:
+            preserve_unmasked = pixel_keep is not None
+        generate_audio = generate_audio and not keep_input_audio
+        self.check_inputs(
+            prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, height, width, num_frames, fps,
+            audio_duration, True, generate_audio, num_inference_steps, sigmas, output_type,
+            callback_on_step_end_tensor_inputs,
+        )  # fmt: skip
+        self._guidance_scale, self._audio_guidance_scale = guidance_scale, audio_guidance_scale
+        self._generate_video, self._generate_audio = True, generate_audio
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+
+        # 2. Encode the instruction; references are part of it (their semantic path)
+        reference_pil = [_fit_with_black_padding(_to_pil("reference_images", r), height, width) for r in references]
+        if reference_pil and prompt is not None:
+            num_prompts = 1 if isinstance(prompt, str) else len(prompt)
+            prompt_images = [[*imgs, *reference_pil] for imgs in _per_prompt_images(prompt_images, num_prompts)]
+        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
+            self.encode_prompt(
+                prompt, negative_prompt, prompt_images=prompt_images,
+                do_classifier_free_guidance=self.do_classifier_free_guidance,
+                num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds,
+                prompt_attention_mask=prompt_attention_mask, negative_prompt_embeds=negative_prompt_embeds,
+                negative_prompt_attention_mask=negative_prompt_attention_mask,
+                max_sequence_length=max_sequence_length, device=device, dtype=self.transformer.dtype,
+            )
+        )  # fmt: skip
+        batch_size = prompt_embeds.shape[0]
+        dtype = self.transformer.dtype
+
+        # 3. Timesteps
+        if sigmas is None:
+            sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
+        self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+        timesteps = self.scheduler.timesteps
+        audio_scheduler = copy.deepcopy(self.scheduler)
+        self._num_timesteps = len(timesteps)
+
+        # 4. Conditions on the latent grid: the channel-concatenated condition, references, audio reference
+        source = None if source_frames is None else (source_frames * 2 - 1).movedim(1, 0)[None]
+        condition = build_video_condition(
+            self.vae, batch_size, num_frames, height, width,
+            video=None if source is None else source.expand(batch_size, -1, -1, -1, -1),
+            keep_mask=None if pixel_keep is None else pixel_keep.expand(batch_size, -1, -1, -1, -1),
+            frame_conditions=[(index, frame.expand(batch_size, -1, -1, -1)) for index, frame in frame_conditions],
+        )  # fmt: skip
+        reference_latents = None
+        if reference_pil:
+            pixels = torch.stack([_frames_to_tensor("reference_images", [r], height, width)[0] for r in reference_pil])
+            pixels = (pixels * 2 - 1).movedim(1, 0)[None]  # (1, 3, R, H, W); each reference is one image
+            reference_latents = torch.cat(
+                [encode_video(self.vae, pixels[:, :, i : i + 1]) for i in range(len(reference_pil))], dim=2
+            )
+            reference_latents = reference_latents.expand(batch_size, -1, -1, -1, -1).to(dtype)
+        audio_reference_latents = None
+        if audio_reference is not None and generate_audio:
+            audio_reference_latents = self._encode_audio_reference(audio_reference, audio_reference_sample_rate)
+            audio_reference_latents = audio_reference_latents.expand(batch_size, -1, -1).to(dtype)
+
+        # 5. Latents
+        latents = self.prepare_latents(
+            batch_size, height, width, num_frames, torch.float32, device, generator, latents
+        )
+        audio_duration = audio_duration or num_frames / fps
+        if generate_audio:
+            spec = self.audio_spec
+            num_audio_latents = math.ceil(audio_duration * spec.sample_rate / spec.samples_per_latent)
+            audio_latents = self.prepare_audio_latents(
+                batch_size, num_audio_latents, torch.float32, device, generator, audio_latents
+            )
+        else:
+            audio_latents = None
+        preserved = None
+        if preserve_unmasked and pixel_keep is not None:
+            known = encode_video(self.vae, source).float().expand(batch_size, -1, -1, -1, -1)
+            noise = randn_tensor(known.shape, generator=generator, device=device, dtype=torch.float32)
+            preserved = (known, condition.mask.float(), noise)
+
+        # 6. Denoising loop
+        latents, audio_latents = self.denoise(
+            latents, audio_latents, condition.as_channels().to(dtype), timesteps, audio_scheduler, prompt_embeds,
+            prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask, callback_on_step_end,
+            callback_on_step_end_tensor_inputs, reference_latents=reference_latents,
+            audio_reference_latents=audio_reference_latents, preserved=preserved,
+        )  # fmt: skip
+
+        # 7. Decode; unmasked pixels come from the input, exactly
+        sample_rate = None
+        if output_type == "latent":
+            frames, audio = latents, audio_latents
+        else:
+            frames = self.decode_latents(latents)
+            if preserved is not None:
+                keep = pixel_keep.movedim(1, 2).to(frames.device).bool()  # (1, F, 1, H, W)
+                frames = torch.where(keep, source_frames.to(frames), frames)
+            if generate_audio:
+                audio = self.decode_audio_latents(audio_latents, audio_duration)
+            elif input_audio is not None:
+                num_samples = round(audio_duration * self.audio_spec.sample_rate)
+                audio = torch.nn.functional.pad(input_audio, (0, max(0, num_samples - input_audio.shape[-1])))
+                audio = audio[None, :, :num_samples].expand(batch_size, -1, -1)
+            else:
+                audio = None
+            sample_rate = None if audio is None else self.audio_spec.sample_rate
+            frames, audio = self.format_outputs(frames, audio, output_type)
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (frames, audio, sample_rate)
+        return SkyReelsV4PipelineOutput(frames=frames, audio=audio, audio_sample_rate=sample_rate)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _collect_frame_conditions(self, image, last_image, keyframes, num_frames, height, width):
+        """`[(pixel_frame_index, (1, 3, H, W) in [-1, 1])]` from `image`, `last_image` and `keyframes`."""
+        pairs = []
+        if image is not None:
+            pairs.append((0, image, "image"))
+        if last_image is not None:
+            pairs.append((num_frames - 1, last_image, "last_image"))
+        if keyframes is not None:
+            if not isinstance(keyframes, (list, tuple)) or not all(
+                isinstance(k, (list, tuple)) and len(k) == 2 and isinstance(k[0], int) for k in keyframes
+            ):
+                raise TypeError("`keyframes` must be a list of (frame_index: int, image) pairs.")
+            pairs.extend((index, frame, "keyframes") for index, frame in keyframes)
+        if len(pairs) > self.config.max_keyframes:
+            raise ValueError(
+                f"At most max_keyframes={self.config.max_keyframes} frame conditions (image, last_image, keyframes) "
+                f"are allowed, got {len(pairs)}."
+            )
+        conditions = []
+        for index, frame, name in pairs:
+            if not 0 <= index < num_frames:
+                raise ValueError(f"`{name}` frame index {index} is outside the clip of num_frames={num_frames}.")
+            pixels = _frames_to_tensor(name, [frame], height, width)[0]
+            conditions.append((index, (pixels * 2 - 1)[None]))
+        indices = [latent_frame_index(i, self.vae_spec.temporal_compression) for i, _ in conditions]
+        if len(set(indices)) != len(indices):
+            raise ValueError(
+                f"Frame conditions at frames {[i for i, _ in conditions]} share latent frames {indices}: each latent "
+                f"frame (frame 0, then groups of {self.vae_spec.temporal_compression}) holds at most one."
+            )
+        return conditions
+
+    def _pixel_keep_mask(self, video, source_frames, mask, num_condition_frames, num_frames):
+        """Pixel keep-mask `(1, 1, F, H, W)` for extension or editing, or None."""
+        if video is None:
+            if mask is not None or num_condition_frames is not None:
+                raise ValueError("`mask` and `num_condition_frames` need a source `video`.")
+            return None
+        if (mask is None) == (num_condition_frames is None):
+            raise ValueError(
+                "With `video`, pass exactly one of `num_condition_frames` (extension) or `mask` (editing); got "
+                + ("both." if mask is not None else "neither.")
+            )
+        _, _, height, width = source_frames.shape
+        if num_condition_frames is not None:
+            if not isinstance(num_condition_frames, int) or not 1 <= num_condition_frames < num_frames:
+                raise ValueError(
+                    f"`num_condition_frames` must be an integer in [1, num_frames={num_frames}) (frames kept before "
+                    f"the generated ones), got {num_condition_frames!r}."
+                )
+            if num_condition_frames > len(source_frames):
+                raise ValueError(
+                    f"`num_condition_frames`={num_condition_frames} exceeds the {len(source_frames)} frames of `video`."
+                )
+            keep = torch.zeros(1, 1, num_frames, height, width)
+            keep[:, :, :num_condition_frames] = 1
+            return keep
+        if len(source_frames) != num_frames:
+            raise ValueError(
+                f"For editing, `video` must have num_frames={num_frames} frames, got {len(source_frames)}."
+            )
+        return _mask_to_tensor(mask, video, num_frames, height, width)[None]
+
+    def _encode_audio_reference(self, audio_reference, sample_rate) -> torch.Tensor:
+        from ..utils.media import load_audio
+
+        spec = self.audio_spec
+        waveform = load_audio(
+            audio_reference,
+            target_sample_rate=spec.sample_rate,
+            sample_rate=sample_rate,
+            num_channels=spec.audio_channels,
+            max_duration=self.config.max_audio_reference_seconds,
+        )
+        return encode_audio(self.audio_vae, waveform[None])
+
+
+# ---------------------------------------------------------------------- pixel input helpers
+
+
+def _to_pil(name: str, frame: Any) -> PIL.Image.Image:
+    """One frame as an RGB PIL image: PIL, NumPy `(H, W, 3)` (uint8 or float in [0, 1]) or torch `(3, H, W)`."""
+    if isinstance(frame, PIL.Image.Image):
+        return frame.convert("RGB")
+    array = _to_numpy_hwc(name, frame)
+    return PIL.Image.fromarray((array * 255).round().astype(np.uint8))
+
+
+def _to_numpy_hwc(name: str, frame: Any) -> np.ndarray:
+    if isinstance(frame, PIL.Image.Image):
+        return np.asarray(frame.convert("RGB"), dtype=np.float32) / 255
+    if isinstance(frame, torch.Tensor):
+        if frame.ndim != 3 or frame.shape[0] != 3:
+            raise ValueError(f"`{name}` tensors must have shape (3, H, W), got {tuple(frame.shape)}.")
+        frame = frame.permute(1, 2, 0).cpu().numpy()
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(
+            f"`{name}` frames must be PIL images, NumPy arrays or torch tensors, got {type(frame).__name__}."
+        )
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"`{name}` arrays must have shape (H, W, 3), got {frame.shape}.")
+    return frame.astype(np.float32) / 255 if frame.dtype == np.uint8 else frame.astype(np.float32)
+
+
+def _frames_to_tensor(name: str, frames: Any, height: int, width: int) -> torch.Tensor:
+    """Frames -> `(F, 3, height, width)` float in [0, 1]. Frames of another size are scaled to cover the target
+    and center-cropped; frames already at the target size are taken exactly as given."""
+    if isinstance(frames, np.ndarray) and frames.ndim == 4:
+        frames = list(frames)
+    elif isinstance(frames, torch.Tensor) and frames.ndim == 4:
+        frames = list(frames)
+    if not isinstance(frames, (list, tuple)) or not frames:
+        raise TypeError(
+            f"`{name}` must be a non-empty list of frames (PIL, NumPy (H, W, 3), torch (3, H, W)), a NumPy array "
+            f"(F, H, W, 3) or a torch tensor (F, 3, H, W); got {type(frames).__name__}."
+        )
+    out = []
+    for frame in frames:
+        array = _to_numpy_hwc(name, frame)
+        if array.shape[:2] != (height, width):
+            image = PIL.Image.fromarray((array.clip(0, 1) * 255).round().astype(np.uint8))
+            array = np.asarray(PIL.ImageOps.fit(image, (width, height), PIL.Image.BICUBIC), dtype=np.float32) / 255
+        out.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+def _fit_with_black_padding(image: PIL.Image.Image, height: int, width: int) -> PIL.Image.Image:
+    """References keep their whole content: scaled to fit inside the target and padded with black."""
+    if image.size == (width, height):
+        return image
+    return PIL.ImageOps.pad(image, (width, height), PIL.Image.BICUBIC, color=(0, 0, 0))
+
+
+def _mask_to_tensor(mask: Any, video: Any, num_frames: int, height: int, width: int) -> torch.Tensor:
+    """Edit mask -> `(1, F, height, width)` float {0, 1} (1 = keep), thresholded at 0.5; checked against the
+    source video's own size and frame count before the shared resize/crop."""
+    video_height, video_width = _to_numpy_hwc("video", video[0]).shape[:2]
+    if isinstance(mask, PIL.Image.Image) or (isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim == 2):
+        masks = [mask]
+    elif isinstance(mask, (list, tuple)):
+        masks = list(mask)
+    elif isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim in (3, 4):
+        masks = list(mask.reshape(mask.shape[0], mask.shape[-2], mask.shape[-1]))
+    else:
+        raise TypeError(
+            "`mask` must be a PIL image, a NumPy/torch array (H, W) or (F, H, W), or a list of those; got "
+            f"{type(mask).__name__}."
+        )
+    arrays = []
+    for item in masks:
+        if isinstance(item, PIL.Image.Image):
+            array = np.asarray(item.convert("L"), dtype=np.float32) / 255
+        else:
+            array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+            array = array.astype(np.float32) / 255 if array.dtype == np.uint8 else array.astype(np.float32)
+        if array.shape != (video_height, video_width):
+            raise ValueError(
+                f"`mask` frames must match the video size (H, W) = {(video_height, video_width)}, got {array.shape}."
+            )
+        arrays.append(array >= 0.5)
+    if len(arrays) not in (1, num_frames):
+        raise ValueError(f"`mask` must be one image or {num_frames} frames (one per video frame), got {len(arrays)}.")
+    keep = []
+    for array in arrays:
+        if array.shape != (height, width):
+            image = PIL.Image.fromarray(array.astype(np.uint8) * 255)
+            array = np.asarray(PIL.ImageOps.fit(image, (width, height), PIL.Image.NEAREST)) >= 128
+        keep.append(torch.from_numpy(array.astype(np.float32)))
+    keep = torch.stack(keep).expand(num_frames, -1, -1) if len(keep) == 1 else torch.stack(keep)
+    return keep[None]

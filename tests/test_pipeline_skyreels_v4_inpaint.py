@@ -1,0 +1,214 @@
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from skyreels_diffusers import SkyReelsV4InpaintPipeline
+from skyreels_diffusers.pipelines.conditioning import build_video_condition, latent_keep_mask
+from skyreels_diffusers.pipelines.vae_utils import encode_video
+from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_video_vae
+
+
+PROMPT = "<text>A red ball bounces.</text><sfx>A knock.</sfx>"
+FRAMES, SIZE = 9, 32  # 9 frames -> 3 latent frames; 32 px -> 8 latent cells (4x spatial)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return build_tiny_video_vae("hunyuanvideo15")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return SkyReelsV4InpaintPipeline.from_pipe(build_tiny_pipeline())
+
+
+def random_video(seed=1, frames=FRAMES):
+    return np.random.RandomState(seed).rand(frames, SIZE, SIZE, 3).astype(np.float32)
+
+
+def random_image(seed=0, height=SIZE, width=SIZE):
+    return np.random.RandomState(seed).rand(height, width, 3).astype(np.float32)
+
+
+def run(pipe, **kwargs):
+    kwargs.setdefault("num_inference_steps", 2)
+    return pipe(PROMPT, generator=torch.Generator().manual_seed(0), **kwargs)
+
+
+def black_latent(vae):
+    return encode_video(vae, torch.full((1, 3, 1, SIZE, SIZE), -1.0))[:, :, 0]
+
+
+def image_latent(vae, image):
+    return encode_video(vae, image[:, :, None])[:, :, 0]
+
+
+# ---------------------------------------------------------------------- the condition builder, row by row
+
+
+def test_t2v_row_all_zero_mask_and_black_latents(vae):
+    condition = build_video_condition(vae, 2, FRAMES, SIZE, SIZE)
+    assert condition.mask.shape == (2, 1, 3, 8, 8) and condition.mask.eq(0).all()
+    for t in range(3):
+        torch.testing.assert_close(condition.latents[:, :, t], black_latent(vae).expand(2, -1, -1, -1))
+    assert condition.as_channels().shape == (2, 9, 3, 8, 8)
+    assert not condition.latents.eq(0).all()  # black-image latents, not zeros
+
+
+def test_i2v_row_frame_zero(vae):
+    image = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    condition = build_video_condition(vae, 1, FRAMES, SIZE, SIZE, frame_conditions=[(0, image)])
+    assert condition.mask[:, :, 0].eq(1).all() and condition.mask[:, :, 1:].eq(0).all()
+    torch.testing.assert_close(condition.latents[:, :, 0], image_latent(vae, image))
+    torch.testing.assert_close(condition.latents[:, :, 1], black_latent(vae))
+    torch.testing.assert_close(condition.latents[:, :, 2], black_latent(vae))
+
+
+def test_interpolation_row_first_and_last(vae):
+    first, last = torch.rand(1, 3, SIZE, SIZE) * 2 - 1, torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    condition = build_video_condition(vae, 1, FRAMES, SIZE, SIZE, frame_conditions=[(0, first), (FRAMES - 1, last)])
+    assert condition.mask[0, 0, :, 0, 0].tolist() == [1.0, 0.0, 1.0]
+    torch.testing.assert_close(condition.latents[:, :, 0], image_latent(vae, first))
+    torch.testing.assert_close(condition.latents[:, :, 2], image_latent(vae, last))
+    torch.testing.assert_close(condition.latents[:, :, 1], black_latent(vae))
+
+
+def test_extension_row_first_k_frames(vae):
+    video = torch.rand(1, 3, 13, SIZE, SIZE) * 2 - 1
+    keep = torch.zeros(1, 1, 13, SIZE, SIZE)
+    keep[:, :, :5] = 1  # frames 0..4 = latent frames 0 and 1 of the causal VAE
+    condition = build_video_condition(vae, 1, 13, SIZE, SIZE, video=video, keep_mask=keep)
+    assert condition.mask[0, 0, :, 0, 0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    # Causality: the kept latents equal the encoding of the kept prefix alone.
+    prefix = encode_video(vae, video[:, :, :5])
+    torch.testing.assert_close(condition.latents[:, :, :2], prefix, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(condition.latents[:, :, 3], black_latent(vae))
+
+
+def test_editing_row_spatial_mask_max_pooled(vae):
+    video = torch.rand(1, 3, FRAMES, SIZE, SIZE) * 2 - 1
+    keep = torch.ones(1, 1, FRAMES, SIZE, SIZE)
+    keep[:, :, 3, 9:14, 0:4] = 0  # frame 3 (latent frame 1): rows 9..13 touch latent rows 2 and 3, column 0
+    condition = build_video_condition(vae, 1, FRAMES, SIZE, SIZE, video=video, keep_mask=keep)
+    expected = torch.ones(1, 1, 3, 8, 8)
+    expected[:, :, 1, 2:4, 0] = 0
+    torch.testing.assert_close(condition.mask, expected)
+    masked = torch.where(keep.bool(), video, torch.full_like(video, -1.0))
+    torch.testing.assert_close(condition.latents, encode_video(vae, masked))
+
+
+def test_latent_keep_mask_first_frame_alone():
+    keep = torch.ones(1, 1, FRAMES, 8, 8)
+    keep[:, :, 1] = 0  # frame 1 belongs to latent frame 1, not 0
+    mask = latent_keep_mask(keep, 4, 4)
+    assert mask[0, 0, :, 0, 0].tolist() == [1.0, 0.0, 1.0]
+
+
+# ---------------------------------------------------------------------- the pipeline, task by task
+
+
+def test_each_task_runs_end_to_end(pipe):
+    image, video = random_image(), random_video()
+    mask = np.ones((SIZE, SIZE), np.float32)
+    mask[8:24, 8:24] = 0
+    results = {
+        "i2v": run(pipe, image=image),
+        "interpolation": run(pipe, image=image, last_image=random_image(2)),
+        "keyframes": run(pipe, keyframes=[(0, image), (4, random_image(3)), (8, random_image(4))]),
+        "extension": run(pipe, video=video, num_condition_frames=5, num_frames=17),
+        "editing": run(pipe, video=video, mask=mask),
+        "references": run(pipe, reference_images=[image, random_image(5, 16, 40)]),
+        "reference_video": run(pipe, reference_video=list(video[:2])),
+    }
+    for name, out in results.items():
+        expected_frames = 17 if name == "extension" else FRAMES
+        assert out.frames.shape == (1, expected_frames, SIZE, SIZE, 3), name
+        assert out.audio.shape == (1, 1, round(expected_frames / 16 * 44100)), name
+
+
+def test_preserve_unmasked_keeps_pixels_exactly(pipe):
+    video = random_video()
+    mask = np.ones((FRAMES, SIZE, SIZE), np.float32)
+    mask[:, 4:20, 10:30] = 0.3  # soft mask values below 0.5 count as "regenerate"
+    out = run(pipe, video=video, mask=mask)
+    keep = mask >= 0.5
+    np.testing.assert_array_equal(out.frames[0][keep], video[keep])
+    assert np.abs(out.frames[0][~keep] - video[~keep]).max() > 0.05
+    loose = run(pipe, video=video, mask=mask, preserve_unmasked=False)
+    assert not np.array_equal(loose.frames[0][keep], video[keep])
+
+
+def test_pil_masks_and_single_mask_broadcast(pipe):
+    video = [PIL.Image.fromarray((f * 255).astype(np.uint8)) for f in random_video()]
+    mask = np.full((SIZE, SIZE), 255, np.uint8)
+    mask[:16] = 0
+    out = run(pipe, video=video, mask=PIL.Image.fromarray(mask), output_type="pil")
+    first = np.asarray(out.frames[0][0])
+    np.testing.assert_array_equal(first[16:], np.asarray(video[0])[16:])
+
+
+def test_extension_keeps_the_first_frames(pipe):
+    video = random_video(frames=9)
+    out = run(pipe, video=video, num_condition_frames=5, num_frames=17)
+    np.testing.assert_array_equal(out.frames[0][:5], video[:5])
+
+
+def test_references_get_negative_rope_and_are_not_predicted(pipe):
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen.setdefault("references", kwargs.get("reference_latents"))
+
+    handle = pipe.transformer.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        out = run(pipe, reference_images=[random_image(), random_image(6)], output_type="latent")
+    finally:
+        handle.remove()
+    references = seen["references"]
+    assert references.shape == (1, 8, 2, 8, 8)  # (B, C, R, h, w): clean latents, two references
+    assert out.frames.shape == (1, 8, 3, 8, 8)  # the prediction covers the video only
+    positions = pipe.transformer.video_positions(grid=(3, 8, 8), reference_grid=(2, 8, 8))
+    assert positions[: 2 * 64, 0].unique().tolist() == [-2.0, -1.0]
+    assert positions[2 * 64 :, 0].min() == 0
+
+
+def test_aspect_policy_crop_and_reference_padding(pipe):
+    from skyreels_diffusers.pipelines.pipeline_skyreels_v4_inpaint import _fit_with_black_padding, _frames_to_tensor
+
+    wide = np.zeros((16, 64, 3), np.float32)
+    wide[:, 30:34] = 1.0  # a white centre band: the crop keeps it, the cut sides were black
+    cropped = _frames_to_tensor("image", [wide], SIZE, SIZE)[0]
+    assert cropped.shape == (3, SIZE, SIZE) and cropped[:, :, 16].mean() > 0.9 and cropped[:, :, 0].mean() < 0.1
+    padded = np.asarray(_fit_with_black_padding(PIL.Image.fromarray(np.full((16, 64, 3), 255, np.uint8)), 32, 32))
+    assert padded[:8].max() == 0 and padded[12:20].min() > 200  # whole content kept, black bars added
+
+
+def test_keep_input_audio_needs_a_file(pipe):
+    with pytest.raises(ValueError, match="keep_input_audio"):
+        run(pipe, video=random_video(), num_condition_frames=5, keep_input_audio=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"video": random_video(), "mask": np.ones((16, 16))}, ValueError, "video size"),
+        ({"video": random_video(), "mask": np.ones((4, SIZE, SIZE))}, ValueError, "one per video frame"),
+        ({"reference_images": [random_image()] * 5}, ValueError, "max_references"),
+        ({"keyframes": [(9, random_image())]}, ValueError, "outside the clip"),
+        ({"keyframes": [(1, random_image()), (2, random_image())]}, ValueError, "share latent frames"),
+        ({"keyframes": [("0", random_image())]}, TypeError, "keyframes"),
+        ({"video": random_video(), "num_condition_frames": 9}, ValueError, "num_condition_frames"),
+        (
+            {"video": random_video(), "num_condition_frames": 3, "num_frames": 17, "mask": np.ones((9, 32, 32))},
+            ValueError,
+            "exactly one",
+        ),
+        ({"mask": np.ones((SIZE, SIZE))}, ValueError, "need a source"),
+        ({"image": "not an image"}, TypeError, "image"),
+        ({"image": np.zeros((3, SIZE, SIZE), np.float32)}, ValueError, r"\(H, W, 3\)"),
+    ],
+)
+def test_bad_inputs(pipe, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        run(pipe, num_inference_steps=1, **kwargs)
