@@ -219,3 +219,32 @@ def test_missing_prompt_and_wrong_type(pipe):
         pipe(num_inference_steps=1)
     with pytest.raises(TypeError, match="prompt"):
         pipe(prompt=3, num_inference_steps=1)
+
+
+def test_high_res_keyframes_denoised_with_the_video(pipe):
+    out = run(pipe, num_keyframes=2)
+    assert out.keyframe_indices == [0, 8]
+    assert out.keyframes.shape == (1, 2, 64, 64, 3)  # twice the video size by default
+    latent = run(pipe, keyframe_indices=[4], keyframe_height=96, keyframe_width=96, output_type="latent")
+    assert latent.keyframes.shape == (1, 8, 1, 24, 24) and latent.keyframe_indices == [4]
+    # The keyframe tokens take part in the same attention: they change the low-res prediction.
+    plain = run(pipe, output_type="latent")
+    with_keyframes = run(pipe, keyframe_indices=[4], output_type="latent")
+    assert with_keyframes.frames.shape == plain.frames.shape
+    assert not torch.allclose(with_keyframes.frames, plain.frames)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"keyframe_indices": [9]}, "keyframe_indices"),
+        ({"keyframe_indices": [1, 2]}, "same latent frames"),
+        ({"num_keyframes": 4}, "num_keyframes"),
+        ({"num_keyframes": 1, "keyframe_indices": [0]}, "at most one"),
+        ({"num_keyframes": 1, "keyframe_height": 48}, "keyframe_height"),
+        ({"num_keyframes": 1, "generate_video": False}, "generate_video"),
+    ],
+)
+def test_bad_keyframe_requests(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe(PROMPT, num_inference_steps=1, **kwargs)

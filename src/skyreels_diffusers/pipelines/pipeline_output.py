@@ -21,8 +21,14 @@ class SkyReelsV4PipelineOutput(BaseOutput):
             NumPy otherwise), or the audio latents `(batch, C_a, L)` for `"latent"`. `None` without audio.
         audio_sample_rate (`int` or `None`):
             Sample rate of `audio` in Hz.
+        keyframes (*optional*): the high-resolution keyframes generated with the video, in the format of `frames`
+            (`(batch, num_keyframes, kf_height, kf_width, 3)` for `"np"`), or their latents `(batch, C, K, hk, wk)` for
+            `"latent"` (what `SkyReelsV4RefinerPipeline` consumes).
+        keyframe_indices (`list[int]`, *optional*): the pixel frame each keyframe shows.
     """
 
     frames: np.ndarray | torch.Tensor | list[list[PIL.Image.Image]] | None
     audio: np.ndarray | torch.Tensor | None
     audio_sample_rate: int | None
+    keyframes: np.ndarray | torch.Tensor | list[list[PIL.Image.Image]] | None = None
+    keyframe_indices: list[int] | None = None

@@ -431,6 +431,10 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
+        keyframe_indices: list[int] | None = None,
+        num_keyframes: int | None = None,
+        keyframe_height: int | None = None,
+        keyframe_width: int | None = None,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Generates a video with synchronized audio (or either alone) from an instruction.
@@ -463,6 +467,13 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                 each step; it may return a dict that replaces any of `callback_on_step_end_tensor_inputs`.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): subset of `_callback_tensor_inputs`.
             max_sequence_length (`int`, defaults to 512): maximum instruction tokens after the system prompt.
+            keyframe_indices (`list[int]`, *optional*): pixel frames to also generate at high resolution, in the
+                same pass (the paper's low-res full sequence + high-res keyframes). Frame `f` sits at `f / 4` on the
+                latent timeline; indices must fall in distinct latent frames.
+            num_keyframes (`int`, *optional*): instead of indices, this many keyframes spread evenly from the first
+                to the last frame, on latent-frame boundaries.
+            keyframe_height, keyframe_width (`int`, *optional*): keyframe size, an integer multiple of the video's;
+                defaults to twice the video size.
 
         Examples:
 
@@ -484,6 +495,10 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             audio_duration, generate_video, generate_audio, num_inference_steps, sigmas, output_type,
             callback_on_step_end_tensor_inputs,
         )  # fmt: skip
+        keyframe_indices = self.check_keyframes(
+            keyframe_indices, num_keyframes, keyframe_height, keyframe_width, height, width, num_frames, generate_video
+        )
+        keyframe_height, keyframe_width = keyframe_height or 2 * height, keyframe_width or 2 * width
         self._guidance_scale = guidance_scale
         self._audio_guidance_scale = audio_guidance_scale
         self._generate_video, self._generate_audio = generate_video, generate_audio
@@ -511,12 +526,7 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         batch_size = prompt_embeds.shape[0]
 
         # 3. Timesteps: one noise level shared by video and audio; each modality steps its own scheduler copy.
-        if sigmas is None:
-            sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
-        self.scheduler.set_timesteps(sigmas=sigmas, device=device)
-        timesteps = self.scheduler.timesteps
-        audio_scheduler = copy.deepcopy(self.scheduler)
-        self._num_timesteps = len(timesteps)
+        timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
 
         # 4. Latents
         if generate_video:
@@ -528,6 +538,19 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             condition = condition.to(self.transformer.dtype)
         else:
             latents = None
+        keyframe_latents = keyframe_condition = keyframe_positions = None
+        if keyframe_indices:
+            spatial = self.vae_spec.spatial_compression
+            keyframe_shape = (
+                batch_size, self.vae_spec.latent_channels, len(keyframe_indices), keyframe_height // spatial,
+                keyframe_width // spatial,
+            )  # fmt: skip
+            keyframe_latents = randn_tensor(keyframe_shape, generator=generator, device=device, dtype=torch.float32)
+            keyframe_condition = build_video_condition(self.vae, batch_size, 1, keyframe_height, keyframe_width)
+            keyframe_condition = keyframe_condition.as_channels().expand(-1, -1, len(keyframe_indices), -1, -1)
+            keyframe_condition = keyframe_condition.to(self.transformer.dtype)
+            temporal = self.vae_spec.temporal_compression
+            keyframe_positions = torch.tensor([i / temporal for i in keyframe_indices], device=device)
         if generate_audio:
             spec = self.audio_spec or _audio_spec_from_transformer(self.transformer)
             audio_duration = audio_duration or num_frames / fps
@@ -540,21 +563,24 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             audio_latents = None
 
         # 5. Denoising loop
-        latents, audio_latents = self.denoise(
+        latents, audio_latents, keyframe_latents = self.denoise(
             latents,
             audio_latents,
             condition if generate_video else None,
             timesteps,
-            audio_scheduler,
             prompt_embeds,
             prompt_attention_mask,
             negative_prompt_embeds,
             negative_prompt_attention_mask,
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
+            keyframe_latents=keyframe_latents,
+            keyframe_condition=keyframe_condition,
+            keyframe_positions=keyframe_positions,
         )
 
         # 6. Decode
+        keyframes = keyframe_latents
         if output_type == "latent":
             frames, audio, sample_rate = latents, audio_latents, None
         else:
@@ -562,11 +588,79 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             audio = self.decode_audio_latents(audio_latents, audio_duration) if generate_audio else None
             frames, audio = self.format_outputs(frames, audio, output_type)
             sample_rate = self.audio_spec.sample_rate if generate_audio else None
+            if keyframe_latents is not None:
+                # Each keyframe is a one-frame latent video: decode them as a batch of single frames.
+                single_frames = keyframe_latents.movedim(2, 1).flatten(0, 1)[:, :, None]
+                decoded = self.decode_latents(single_frames).unflatten(0, (batch_size, -1)).squeeze(2)
+                keyframes, _ = self.format_outputs(decoded, None, output_type)
         self.maybe_free_model_hooks()
 
         if not return_dict:
             return (frames, audio, sample_rate)
-        return SkyReelsV4PipelineOutput(frames=frames, audio=audio, audio_sample_rate=sample_rate)
+        return SkyReelsV4PipelineOutput(
+            frames=frames,
+            audio=audio,
+            audio_sample_rate=sample_rate,
+            keyframes=keyframes,
+            keyframe_indices=keyframe_indices or None,
+        )
+
+    def check_keyframes(
+        self,
+        keyframe_indices,
+        num_keyframes,
+        keyframe_height,
+        keyframe_width,
+        height,
+        width,
+        num_frames,
+        generate_video,
+    ) -> list[int]:
+        """Validate the high-res keyframe request; returns the pixel frame indices (empty without keyframes)."""
+        if keyframe_indices is None and num_keyframes is None:
+            return []
+        if keyframe_indices is not None and num_keyframes is not None:
+            raise ValueError("Pass at most one of `keyframe_indices` or `num_keyframes`; got both.")
+        if not generate_video:
+            raise ValueError("High-resolution keyframes are part of the video; they need `generate_video=True`.")
+        temporal = self.vae_spec.temporal_compression
+        num_latent_frames = (num_frames - 1) // temporal + 1
+        if num_keyframes is not None:
+            if not isinstance(num_keyframes, int) or not 1 <= num_keyframes <= num_latent_frames:
+                raise ValueError(
+                    f"`num_keyframes` must be an integer in [1, {num_latent_frames}] (one per latent frame at most), "
+                    f"got {num_keyframes!r}."
+                )
+            latent_indices = np.linspace(0, num_latent_frames - 1, num_keyframes).round().astype(int)
+            keyframe_indices = [int(i) * temporal for i in latent_indices]
+        if not all(isinstance(i, int) and 0 <= i < num_frames for i in keyframe_indices):
+            raise ValueError(
+                f"`keyframe_indices` must be frame indices in [0, num_frames={num_frames}), got {keyframe_indices}."
+            )
+        latent_positions = [math.ceil(i / temporal) for i in keyframe_indices]
+        if len(set(latent_positions)) != len(latent_positions):
+            raise ValueError(
+                f"`keyframe_indices` {keyframe_indices} fall in the same latent frames {latent_positions}; use at most "
+                f"one keyframe per group of {temporal} frames."
+            )
+        for name, size, low in (
+            ("keyframe_height", keyframe_height, height),
+            ("keyframe_width", keyframe_width, width),
+        ):
+            if size is not None and (not isinstance(size, int) or size <= 0 or size % low):
+                raise ValueError(
+                    f"`{name}` must be a positive integer multiple of the video's {low} px (keyframes share the "
+                    f"low-res RoPE frame scaled by an integer factor), got {size!r}."
+                )
+        return list(keyframe_indices)
+
+    def prepare_timesteps(self, num_inference_steps: int, sigmas: list[float] | None, device) -> torch.Tensor:
+        """One noise schedule for every modality (the paper shares t between video and audio)."""
+        if sigmas is None:
+            sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
+        self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+        self._num_timesteps = len(self.scheduler.timesteps)
+        return self.scheduler.timesteps
 
     def denoise(
         self,
@@ -574,7 +668,6 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         audio_latents: torch.Tensor | None,
         condition: torch.Tensor | None,
         timesteps: torch.Tensor,
-        audio_scheduler: FlowMatchEulerDiscreteScheduler,
         prompt_embeds: torch.Tensor,
         prompt_attention_mask: torch.Tensor,
         negative_prompt_embeds: torch.Tensor | None,
@@ -584,9 +677,13 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         reference_latents: torch.Tensor | None = None,
         audio_reference_latents: torch.Tensor | None = None,
         preserved: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The flow-matching loop over video latents `(B, C, F, h, w)` and audio latents `(B, C_a, L)` (either may be
-        `None`). `condition` `(B, C+1, F, h, w)` is concatenated to the video latents on channels at every step.
+        keyframe_latents: torch.Tensor | None = None,
+        keyframe_condition: torch.Tensor | None = None,
+        keyframe_positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The flow-matching loop over video latents `(B, C, F, h, w)`, audio latents `(B, C_a, L)` and high-res
+        keyframe latents `(B, C, K, hk, wk)` (any may be `None`). `condition` `(B, C+1, F, h, w)` (and
+        `keyframe_condition`) is concatenated to its latents on channels at every step.
 
         `preserved = (known_latents, keep_mask, noise)` re-injects known video latents after every step at the next
         noise level, `(1 - sigma) * known + sigma * noise` where `keep_mask` is 1, so they end exactly known.
@@ -594,6 +691,8 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         transformer_dtype = self.transformer.dtype
         batch_size = prompt_embeds.shape[0]
         sigmas = self.scheduler.sigmas
+        # Each latent stream steps its own copy of the (already set) scheduler: `step` advances a step index.
+        audio_scheduler, keyframe_scheduler = copy.deepcopy(self.scheduler), copy.deepcopy(self.scheduler)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
@@ -606,12 +705,17 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                     "timestep": t.expand(batch_size),
                     "reference_latents": reference_latents,
                     "audio_reference_latents": audio_reference_latents,
+                    "keyframe_hidden_states": None
+                    if keyframe_latents is None
+                    else torch.cat([keyframe_latents.to(transformer_dtype), keyframe_condition], dim=1),
+                    "keyframe_positions": keyframe_positions,
                     "attention_kwargs": self.attention_kwargs,
                 }
                 prediction = self.transformer(
                     **model_inputs, encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_attention_mask
                 )
                 noise_pred, audio_pred = prediction.sample, prediction.audio_sample
+                keyframe_pred = prediction.keyframe_sample
                 if self.do_classifier_free_guidance:
                     unconditional = self.transformer(
                         **model_inputs,
@@ -620,6 +724,10 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                     )
                     if latents is not None:
                         noise_pred = unconditional.sample + self.guidance_scale * (noise_pred - unconditional.sample)
+                    if keyframe_latents is not None:
+                        keyframe_pred = unconditional.keyframe_sample + self.guidance_scale * (
+                            keyframe_pred - unconditional.keyframe_sample
+                        )
                     if audio_latents is not None:
                         audio_pred = unconditional.audio_sample + self.audio_guidance_scale * (
                             audio_pred - unconditional.audio_sample
@@ -633,6 +741,10 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                         latents = torch.lerp(latents, (1 - sigma) * known + sigma * noise, keep)
                 if audio_latents is not None:
                     audio_latents = audio_scheduler.step(audio_pred.float(), t, audio_latents, return_dict=False)[0]
+                if keyframe_latents is not None:
+                    keyframe_latents = keyframe_scheduler.step(
+                        keyframe_pred.float(), t, keyframe_latents, return_dict=False
+                    )[0]
 
                 if callback_on_step_end is not None:
                     step_tensors = {
@@ -648,7 +760,7 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
                     negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
                 progress_bar.update()
-        return latents, audio_latents
+        return latents, audio_latents, keyframe_latents
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Video latents -> frames `(B, F, 3, H, W)` in [0, 1]."""

@@ -18,7 +18,6 @@ channel-concatenated condition (see `conditioning.py`); reference images/frames 
 prepended in context to the video and audio tokens.
 """
 
-import copy
 import math
 import os
 from collections.abc import Callable
@@ -234,12 +233,7 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         dtype = self.transformer.dtype
 
         # 3. Timesteps
-        if sigmas is None:
-            sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
-        self.scheduler.set_timesteps(sigmas=sigmas, device=device)
-        timesteps = self.scheduler.timesteps
-        audio_scheduler = copy.deepcopy(self.scheduler)
-        self._num_timesteps = len(timesteps)
+        timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
 
         # 4. Conditions on the latent grid: the channel-concatenated condition, references, audio reference
         source = None if source_frames is None else (source_frames * 2 - 1).movedim(1, 0)[None]
@@ -282,8 +276,8 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
             preserved = (known, condition.mask.float(), noise)
 
         # 6. Denoising loop
-        latents, audio_latents = self.denoise(
-            latents, audio_latents, condition.as_channels().to(dtype), timesteps, audio_scheduler, prompt_embeds,
+        latents, audio_latents, _ = self.denoise(
+            latents, audio_latents, condition.as_channels().to(dtype), timesteps, prompt_embeds,
             prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask, callback_on_step_end,
             callback_on_step_end_tensor_inputs, reference_latents=reference_latents,
             audio_reference_latents=audio_reference_latents, preserved=preserved,
