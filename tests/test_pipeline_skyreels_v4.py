@@ -248,3 +248,26 @@ def test_high_res_keyframes_denoised_with_the_video(pipe):
 def test_bad_keyframe_requests(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipe(PROMPT, num_inference_steps=1, **kwargs)
+
+
+def test_lora_through_the_pipeline(tmp_path):
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = build_tiny_pipeline()
+    base = run(pipe, output_type="latent")
+    pipe.transformer.add_adapter(
+        LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"], init_lora_weights=False)
+    )
+    adapted = run(pipe, output_type="latent")
+    SkyReelsV4Pipeline.save_lora_weights(tmp_path, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer))
+
+    fresh = build_tiny_pipeline()
+    fresh.load_lora_weights(tmp_path, adapter_name="style")
+    torch.testing.assert_close(run(fresh, output_type="latent").frames, adapted.frames)
+    assert not torch.allclose(adapted.frames, base.frames)
+    fresh.fuse_lora()
+    torch.testing.assert_close(run(fresh, output_type="latent").frames, adapted.frames, atol=1e-5, rtol=1e-4)
+    fresh.unfuse_lora()
+    fresh.unload_lora_weights()
+    torch.testing.assert_close(run(fresh, output_type="latent").frames, base.frames)

@@ -7,6 +7,7 @@ __version__ = "0.1.0.dev0"
 from diffusers import ModelMixin
 from transformers import ProcessorMixin
 
+from .loaders import SkyReelsV4LoraLoaderMixin
 from .models import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Transformer3DModel, SkyReelsV4TransformerOutput
 from .pipelines import SkyReelsV4InpaintPipeline, SkyReelsV4Pipeline, SkyReelsV4PipelineOutput
 from .processing_qwen2_5_vl import Qwen2_5_VLImageTextProcessor
@@ -18,6 +19,7 @@ __all__ = [
     "Qwen2_5_VLImageTextProcessor",
     "SkyReelsV4AudioTransformer1DModel",
     "SkyReelsV4InpaintPipeline",
+    "SkyReelsV4LoraLoaderMixin",
     "SkyReelsV4Pipeline",
     "SkyReelsV4PipelineOutput",
     "SkyReelsV4Transformer3DModel",

@@ -1,0 +1,4 @@
+from .lora_pipeline import SkyReelsV4LoraLoaderMixin
+
+
+__all__ = ["SkyReelsV4LoraLoaderMixin"]
