@@ -271,3 +271,36 @@ def test_lora_through_the_pipeline(tmp_path):
     fresh.unfuse_lora()
     fresh.unload_lora_weights()
     torch.testing.assert_close(run(fresh, output_type="latent").frames, base.frames)
+
+
+def test_exported_mp4_has_synchronized_streams(pipe, tmp_path):
+    import av
+
+    from skyreels_diffusers.utils.media import export_to_video_with_audio
+
+    out = run(pipe)
+    path = export_to_video_with_audio(
+        out.frames[0], str(tmp_path / "clip.mp4"), fps=16, audio=out.audio[0], audio_sample_rate=out.audio_sample_rate
+    )
+    with av.open(path) as container:
+        (video_stream,) = container.streams.video
+        (audio_stream,) = container.streams.audio
+        assert video_stream.codec_context.name == "h264" and audio_stream.codec_context.name == "aac"
+        assert video_stream.average_rate == 16 and audio_stream.rate == 44100
+        video_seconds = float(video_stream.duration * video_stream.time_base)
+        audio_seconds = float(audio_stream.duration * audio_stream.time_base)
+    assert abs(video_seconds - audio_seconds) <= 1 / 16
+
+
+def test_cli_generate_writes_an_mp4(tmp_path, monkeypatch, capsys):
+    from skyreels_diffusers.cli import frames_for_duration, main
+
+    monkeypatch.delenv("SKYREELS_V4_MODEL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--prompt", PROMPT, "--out", "clip.mp4", "--steps", "2", "--duration", "1"]) == 0
+    assert (tmp_path / "clip.mp4").stat().st_size > 0
+    captured = capsys.readouterr()
+    assert "RANDOMLY INITIALISED" in captured.err and "17 frames" in captured.out
+    assert frames_for_duration(5.0, 16, 4) == 81
+    assert main(["generate", "--prompt", PROMPT, "--out", "x.mp4", "--height", "30"]) == 2
+    assert "height" in capsys.readouterr().err

@@ -212,3 +212,51 @@ def test_keep_input_audio_needs_a_file(pipe):
 def test_bad_inputs(pipe, kwargs, error, message):
     with pytest.raises(error, match=message):
         run(pipe, num_inference_steps=1, **kwargs)
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_audio_reference_resampled_to_the_vae_rate(pipe, rate):
+    seconds = 0.5
+    tone = np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate).astype(np.float32)
+    latents = pipe._encode_audio_reference(tone, rate)
+    # Resampled to 44.1 kHz: 22050 samples -> 21 latents of 1024 samples (MMAudio drops a partial last latent).
+    assert latents.shape == (1, 8, 22050 // 1024)
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen.setdefault("audio", kwargs.get("audio_reference_latents"))
+
+    handle = pipe.transformer.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        out = run(pipe, audio_reference=torch.from_numpy(tone), audio_reference_sample_rate=rate)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(seen["audio"], latents)
+    assert out.audio.shape == (1, 1, round(FRAMES / 16 * 44100))
+
+
+def test_audio_reference_too_long_is_refused(pipe):
+    with pytest.raises(ValueError, match="max_duration|long"):
+        run(pipe, audio_reference=np.zeros(16000 * 11, np.float32), audio_reference_sample_rate=16000)
+
+
+def test_keep_input_audio_from_a_file(pipe, tmp_path):
+    from skyreels_diffusers.utils.media import export_to_video_with_audio
+
+    video = random_video(frames=17)
+    tone = 0.5 * np.sin(2 * np.pi * 330 * np.arange(44100) / 44100).astype(np.float32)
+    path = export_to_video_with_audio(video, str(tmp_path / "in.mp4"), fps=16, audio=tone, audio_sample_rate=44100)
+    transformer_calls = []
+
+    def capture(module, args, kwargs):
+        transformer_calls.append(kwargs.get("audio_hidden_states"))
+
+    handle = pipe.transformer.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        out = run(pipe, video=path, num_condition_frames=5, num_frames=17, keep_input_audio=True)
+    finally:
+        handle.remove()
+    assert all(audio is None for audio in transformer_calls)  # no audio generated
+    assert out.audio.shape == (1, 1, round(17 / 16 * 44100))
+    spectrum = np.abs(np.fft.rfft(out.audio[0, 0]))
+    assert abs(np.argmax(spectrum) * 44100 / out.audio.shape[-1] - 330) < 5

@@ -99,3 +99,29 @@ def build_video_condition(
         latents[:, :, latent_index] = encode_video(vae, image[:, :, None].to(device))[:, :, 0].to(latents.dtype)
         mask[:, :, latent_index] = 1.0
     return VideoCondition(latents=latents, mask=mask)
+
+
+def build_refiner_condition(
+    low_res_latents: torch.Tensor,
+    spatial_factor: int,
+    temporal_factor: int,
+    keyframe_latents: torch.Tensor | None = None,
+    keyframe_latent_indices: list[int] | None = None,
+) -> VideoCondition:
+    """The Refiner's condition (DESIGN.md §2 "Refiner"), on the high-resolution latent grid.
+
+    1. the low-res latents `(B, C, F, h, w)` are upsampled linearly in space (x `spatial_factor`) and time
+       (`(F - 1) * temporal_factor + 1` latent frames, endpoints aligned: 2x frame interpolation keeps the `4k+1`
+       pixel-frame form);
+    2. at keyframe positions they are replaced by the high-res keyframe latents `(B, C, K, h*s, w*s)`;
+    3. the mask is 1 on keyframe latent frames (known) and 0 elsewhere.
+    """
+    batch_size, _, num_frames, height, width = low_res_latents.shape
+    size = ((num_frames - 1) * temporal_factor + 1, height * spatial_factor, width * spatial_factor)
+    latents = F.interpolate(low_res_latents.float(), size=size, mode="trilinear", align_corners=True)
+    mask = torch.zeros_like(latents[:, :1])
+    if keyframe_latents is not None:
+        index = torch.tensor(keyframe_latent_indices, device=latents.device)
+        latents[:, :, index] = keyframe_latents.to(latents)
+        mask[:, :, index] = 1.0
+    return VideoCondition(latents=latents.to(low_res_latents.dtype), mask=mask.to(low_res_latents.dtype))
