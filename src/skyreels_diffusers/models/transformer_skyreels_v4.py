@@ -215,9 +215,17 @@ class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         encoder_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **processor_kwargs,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # `processor_kwargs` reach processors that take more (the Refiner's sparse attention takes its grid).
         return self.processor(
-            self, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb, encoder_rotary_emb
+            self,
+            hidden_states,
+            encoder_hidden_states,
+            attention_mask,
+            image_rotary_emb,
+            encoder_rotary_emb,
+            **processor_kwargs,
         )
 
 
@@ -321,13 +329,18 @@ class SkyReelsV4TransformerBlock(nn.Module):
         attention_mask: torch.Tensor | None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         text_context: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=temb)
         norm_text, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(
             encoder_hidden_states, emb=temb
         )
         attn_output, text_attn_output = self.attn(
-            norm_hidden, norm_text, attention_mask=attention_mask, image_rotary_emb=rotary_emb
+            norm_hidden,
+            norm_text,
+            attention_mask=attention_mask,
+            image_rotary_emb=rotary_emb,
+            **(attention_kwargs or {}),
         )
         hidden_states = hidden_states + attn_output * gate_msa.unsqueeze(1)
         encoder_hidden_states = encoder_hidden_states + text_attn_output * c_gate_msa.unsqueeze(1)
@@ -369,12 +382,15 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
         attention_mask: torch.Tensor | None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         text_context: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         num_media = hidden_states.shape[1]
         residual = torch.cat([hidden_states, encoder_hidden_states], dim=1)
         norm_hidden, gate = self.norm(residual, emb=temb)
         mlp_hidden = self.act_mlp(self.proj_mlp(norm_hidden))
-        attn_output = self.attn(norm_hidden, attention_mask=attention_mask, image_rotary_emb=rotary_emb)
+        attn_output = self.attn(
+            norm_hidden, attention_mask=attention_mask, image_rotary_emb=rotary_emb, **(attention_kwargs or {})
+        )
         hidden_states = residual + gate.unsqueeze(1) * self.proj_out(torch.cat([attn_output, mlp_hidden], dim=2))
         hidden_states, encoder_hidden_states = hidden_states[:, :num_media], hidden_states[:, num_media:]
 
@@ -835,11 +851,7 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
         return video, keyframes
 
     def _unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-        p_t, p = self.config.patch_size_t, self.config.patch_size
-        batch_size = tokens.shape[0]
-        tokens = tokens.reshape(batch_size, *grid, -1, p_t, p, p)
-        tokens = tokens.permute(0, 4, 1, 5, 2, 6, 3, 7)
-        return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        return unpatchify(tokens, grid, (self.config.patch_size_t, self.config.patch_size, self.config.patch_size))
 
     def _embed_audio(
         self,
@@ -978,6 +990,12 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
                     f"audio latents (within {tolerance:.1f}) at {audio_latents_per_second:.2f} audio latents per "
                     "second."
                 )
+
+
+def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> torch.Tensor:
+    """Tokens `(B, F*H*W, C*pt*ph*pw)` on a post-patch `grid` (t-major) -> latents `(B, C, F*pt, H*ph, W*pw)`."""
+    tokens = tokens.reshape(tokens.shape[0], *grid, -1, *patch).permute(0, 4, 1, 5, 2, 6, 3, 7)
+    return tokens.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
 
 def audio_rope_scale_from_config(config) -> float:

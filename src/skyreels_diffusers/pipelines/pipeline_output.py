@@ -25,6 +25,7 @@ class SkyReelsV4PipelineOutput(BaseOutput):
             (`(batch, num_keyframes, kf_height, kf_width, 3)` for `"np"`), or their latents `(batch, C, K, hk, wk)` for
             `"latent"` (what `SkyReelsV4RefinerPipeline` consumes).
         keyframe_indices (`list[int]`, *optional*): the pixel frame each keyframe shows.
+        fps (`float`, *optional*): frame rate of `frames` (the Refiner doubles the base rate when it interpolates).
     """
 
     frames: np.ndarray | torch.Tensor | list[list[PIL.Image.Image]] | None
@@ -32,3 +33,4 @@ class SkyReelsV4PipelineOutput(BaseOutput):
     audio_sample_rate: int | None
     keyframes: np.ndarray | torch.Tensor | list[list[PIL.Image.Image]] | None = None
     keyframe_indices: list[int] | None = None
+    fps: float | None = None

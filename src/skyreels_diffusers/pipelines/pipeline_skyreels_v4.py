@@ -603,6 +603,7 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             audio_sample_rate=sample_rate,
             keyframes=keyframes,
             keyframe_indices=keyframe_indices or None,
+            fps=fps,
         )
 
     def check_keyframes(

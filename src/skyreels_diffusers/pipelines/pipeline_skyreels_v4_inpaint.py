@@ -306,7 +306,7 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
 
         if not return_dict:
             return (frames, audio, sample_rate)
-        return SkyReelsV4PipelineOutput(frames=frames, audio=audio, audio_sample_rate=sample_rate)
+        return SkyReelsV4PipelineOutput(frames=frames, audio=audio, audio_sample_rate=sample_rate, fps=fps)
 
     # ------------------------------------------------------------------ inputs
 

@@ -1,0 +1,325 @@
+# Copyright 2026 The skyreels-diffusers authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The SkyReels-V4 Refiner: super-resolution and 2x frame interpolation with Video Sparse Attention."""
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention import AttentionMixin
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import apply_lora_scale
+from diffusers.utils.torch_utils import maybe_allow_in_graph
+
+from .transformer_skyreels_v4 import (
+    SkyReelsV4Attention,
+    SkyReelsV4RotaryPosEmbed,
+    SkyReelsV4Tower,
+    _check_tensor,
+    audio_rope_scale_from_config,
+    audio_token_positions,
+    unpatchify,
+    video_token_positions,
+)
+from .video_sparse_attention import VSA_BACKENDS, video_sparse_attention
+
+
+class SkyReelsV4VSAAttnProcessor:
+    """Self-attention of the Refiner's video tokens through Video Sparse Attention; text tokens stay dense.
+
+    Handles both block layouts of the tower: joint attention with separate text projections (dual-stream) and one
+    shared projection over `[video ; text]` (single-stream, the text being the tokens after `video_grid`'s count).
+    The output is `fine + coarse * gate`, with `gate = attn.vsa_gate(x)` per head, zero-initialised, so a Refiner
+    fresh from a dense video tower starts from the fine branch alone (dense attention at sparsity 0).
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(
+        self,
+        attn: SkyReelsV4Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        encoder_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        video_grid: tuple[int, int, int] | None = None,
+        sparsity: float = 0.0,
+        vsa_backend: str = "auto",
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        is_joint = encoder_hidden_states is not None
+        num_video = video_grid[0] * video_grid[1] * video_grid[2]
+
+        def heads(x):
+            return x.unflatten(2, (attn.heads, -1))
+
+        query = attn.norm_q(heads(attn.to_q(hidden_states)))
+        key = attn.norm_k(heads(attn.to_k(hidden_states)))
+        value = heads(attn.to_v(hidden_states))
+        gate = heads(attn.vsa_gate(hidden_states[:, :num_video]))
+        if is_joint:
+            text_query = attn.norm_added_q(heads(attn.add_q_proj(encoder_hidden_states)))
+            text_key = attn.norm_added_k(heads(attn.add_k_proj(encoder_hidden_states)))
+            text_value = heads(attn.add_v_proj(encoder_hidden_states))
+        else:  # single-stream: the text tokens follow the video tokens in one sequence
+            query, text_query = query[:, :num_video], query[:, num_video:]
+            key, text_key = key[:, :num_video], key[:, num_video:]
+            value, text_value = value[:, :num_video], value[:, num_video:]
+        if image_rotary_emb is not None:
+            from diffusers.models.embeddings import apply_rotary_emb
+
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+
+        video_out, text_out = video_sparse_attention(
+            query, key, value, video_grid, gate=gate, sparsity=sparsity, backend=vsa_backend,
+            text_query=text_query, text_key=text_key, text_value=text_value, text_mask=attention_mask,
+        )  # fmt: skip
+        video_out = video_out.flatten(2, 3).to(hidden_states.dtype)
+        text_out = text_out.flatten(2, 3).to(hidden_states.dtype)
+        if is_joint:
+            return attn.to_out[0](video_out), attn.to_add_out(text_out)
+        return torch.cat([video_out, text_out], dim=1)  # pre-only: the block projects attention and MLP together
+
+
+@maybe_allow_in_graph
+class SkyReelsV4AudioConditionBlock(nn.Module):
+    """Video tokens attend to the clean audio latents of the base pass: `v' = v + CrossAttn(q=v, kv=audio)`, with
+    1D RoPE on the base video timeline on both sides so interpolated frames find their sound. Zero-initialised."""
+
+    def __init__(self, dim: int, num_attention_heads: int, attention_head_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = SkyReelsV4Attention(
+            dim, num_attention_heads, attention_head_dim, cross_attention_dim=dim, zero_init_output=True
+        )
+
+    def forward(self, hidden_states, audio_tokens, video_time_rotary_emb, audio_time_rotary_emb) -> torch.Tensor:
+        return hidden_states + self.attn(
+            self.norm(hidden_states),
+            audio_tokens,
+            image_rotary_emb=video_time_rotary_emb,
+            encoder_rotary_emb=audio_time_rotary_emb,
+        )
+
+
+class SkyReelsV4RefinerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
+    r"""
+    The Refiner of SkyReels-V4: a DiT with the video tower's design (so it initialises from it, see
+    `from_video_transformer`) that denoises the high-resolution (and, with `temporal_upscale_factor=2`,
+    double-frame-rate) video given `[noisy latent ; condition latent ; mask]` on `2C+1` channels, where the
+    condition holds the linearly upsampled low-res latents with the high-res keyframes at their frames.
+
+    Video self-attention runs through Video Sparse Attention (coarse + fine, (4,4,4) cubes, text dense); `sparsity`
+    is a forward argument. Optional cross-attention to the base pass's clean audio latents keeps the sound in sync
+    when frames are interpolated.
+
+    RoPE: self-attention uses the integer grid of the output latents (as the video tower was trained); the audio
+    cross-attention places output latent frame `j` at `j / temporal_upscale_factor` on the base video timeline, where
+    the audio sits at `audio_rope_scale` per latent as in the joint model.
+
+    Args:
+        in_channels, out_channels, num_attention_heads, attention_head_dim, num_layers, num_single_layers,
+        num_refiner_layers, mlp_ratio, patch_size, patch_size_t, text_embed_dim, rope_theta, rope_axes_dim, fps,
+        vae_temporal_compression_ratio, audio_sample_rate, audio_samples_per_latent: as in
+        [`SkyReelsV4Transformer3DModel`].
+        audio_in_channels (`int`, *optional*, defaults to 40): channels of the base audio latents; `None` builds no
+            audio cross-attention.
+        temporal_upscale_factor (`int`, defaults to 2): 1 for super-resolution only, 2 to also double the frame rate.
+        default_sparsity (`float`, defaults to 0.875): VSA sparsity when `forward` is not given one.
+    """
+
+    _supports_gradient_checkpointing = True
+    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "norm", "text_type_embedding"]
+    _keep_in_fp32_modules = ["time_embed"]
+    _no_split_modules = [
+        "SkyReelsV4TransformerBlock",
+        "SkyReelsV4SingleTransformerBlock",
+        "SkyReelsV4AudioConditionBlock",
+        "HunyuanVideo15TokenRefiner",
+    ]
+    _repeated_blocks = [
+        "SkyReelsV4TransformerBlock",
+        "SkyReelsV4SingleTransformerBlock",
+        "SkyReelsV4AudioConditionBlock",
+    ]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 65,
+        out_channels: int = 32,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 128,
+        num_layers: int = 20,
+        num_single_layers: int = 40,
+        num_refiner_layers: int = 2,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 1,
+        patch_size_t: int = 1,
+        text_embed_dim: int = 3584,
+        rope_theta: float = 256.0,
+        rope_axes_dim: tuple[int, int, int] = (16, 56, 56),
+        audio_in_channels: int | None = 40,
+        temporal_upscale_factor: int = 2,
+        default_sparsity: float = 0.875,
+        fps: float = 16.0,
+        vae_temporal_compression_ratio: int = 4,
+        audio_sample_rate: int = 44100,
+        audio_samples_per_latent: int = 1024,
+    ) -> None:
+        super().__init__()
+        if in_channels != 2 * out_channels + 1:
+            raise ValueError(
+                f"`in_channels` must be 2 * out_channels + 1 = {2 * out_channels + 1} (noisy latent, condition, "
+                f"mask), got in_channels={in_channels} with out_channels={out_channels}."
+            )
+        if temporal_upscale_factor not in (1, 2):
+            raise ValueError(f"`temporal_upscale_factor` must be 1 or 2, got {temporal_upscale_factor!r}.")
+        dim = num_attention_heads * attention_head_dim
+        self.video_tower = SkyReelsV4Tower(
+            in_channels,
+            out_channels,
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            num_layers=num_layers,
+            num_single_layers=num_single_layers,
+            num_refiner_layers=num_refiner_layers,
+            mlp_ratio=mlp_ratio,
+            text_embed_dim=text_embed_dim,
+            patch_size=(patch_size_t, patch_size, patch_size),
+        )
+        for block in self.video_tower.blocks:
+            block.attn.vsa_gate = nn.Linear(dim, dim)
+            nn.init.zeros_(block.attn.vsa_gate.weight)
+            nn.init.zeros_(block.attn.vsa_gate.bias)
+            block.attn.set_processor(SkyReelsV4VSAAttnProcessor())
+        self.audio_embedder = None
+        self.audio_blocks = None
+        if audio_in_channels:
+            self.audio_embedder = nn.Linear(audio_in_channels, dim)
+            self.audio_blocks = nn.ModuleList(
+                [
+                    SkyReelsV4AudioConditionBlock(dim, max(1, num_attention_heads // 4), attention_head_dim)
+                    for _ in range(num_layers + num_single_layers)
+                ]
+            )
+        self.rope = SkyReelsV4RotaryPosEmbed(rope_axes_dim, rope_theta)
+        self.time_rope = SkyReelsV4RotaryPosEmbed((attention_head_dim,), rope_theta)
+        self.gradient_checkpointing = False
+
+    @classmethod
+    def from_video_transformer(cls, video_model, **config_overrides) -> "SkyReelsV4RefinerTransformer3DModel":
+        """A Refiner initialised from the video tower of a [`SkyReelsV4Transformer3DModel`]: same blocks, same
+        weights; the VSA gates and the audio cross-attention are new and start at zero, so at sparsity 0 the
+        Refiner computes exactly what the video tower computes on the same input."""
+        keys = (
+            "in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers",
+            "num_single_layers", "num_refiner_layers", "mlp_ratio", "patch_size", "patch_size_t", "text_embed_dim",
+            "rope_theta", "rope_axes_dim", "audio_in_channels", "fps", "vae_temporal_compression_ratio",
+            "audio_sample_rate", "audio_samples_per_latent",
+        )  # fmt: skip
+        config = {key: video_model.config[key] for key in keys}
+        config.update(config_overrides)
+        refiner = cls(**config)
+        missing, unexpected = refiner.video_tower.load_state_dict(video_model.video_tower.state_dict(), strict=False)
+        if unexpected or any("vsa_gate" not in key for key in missing):
+            raise ValueError(f"Video tower mismatch: missing {missing}, unexpected {unexpected}.")
+        if (video_model.device, video_model.dtype) != (refiner.device, refiner.dtype):
+            refiner = refiner.to(device=video_model.device, dtype=video_model.dtype)
+        return refiner
+
+    @apply_lora_scale("attention_kwargs")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None = None,
+        audio_latents: torch.Tensor | None = None,
+        sparsity: float | None = None,
+        vsa_backend: str = "auto",
+        attention_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple:
+        """
+        Args:
+            hidden_states (`torch.Tensor` of shape `(B, 2C+1, F, H, W)`): high-res noisy latent, condition, mask.
+            timestep (`torch.Tensor` of shape `(B,)` or scalar): Diffusers' `sigma * 1000`.
+            encoder_hidden_states (`torch.Tensor` of shape `(B, S, text_embed_dim)`), encoder_attention_mask
+                (`(B, S)`): the MLLM prompt.
+            audio_latents (`torch.Tensor` of shape `(B, C_a, L)`, *optional*): clean audio latents of the base pass.
+            sparsity (`float`, *optional*): VSA sparsity in [0, 1); defaults to `config.default_sparsity`.
+            vsa_backend (`str`): one of `VSA_BACKENDS` ("auto" picks the gather path on CPU, flex on CUDA).
+
+        Returns:
+            `Transformer2DModelOutput` whose `sample` `(B, C, F, H, W)` is the velocity prediction.
+        """
+        config = self.config
+        sparsity = config.default_sparsity if sparsity is None else sparsity
+        if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+            raise ValueError(f"`sparsity` must be a number in [0, 1), got {sparsity!r}.")
+        if vsa_backend not in VSA_BACKENDS:
+            raise ValueError(f"`vsa_backend` must be one of {VSA_BACKENDS}, got {vsa_backend!r}.")
+        _check_tensor("hidden_states", hidden_states, ndim=5, channels=config.in_channels, what="(B, 2C+1, F, H, W)")
+        _check_tensor("encoder_hidden_states", encoder_hidden_states, ndim=3, what="(B, S, text_embed_dim)")
+        if audio_latents is not None:
+            if self.audio_embedder is None:
+                raise ValueError("`audio_latents` given, but this Refiner was built with audio_in_channels=None.")
+            _check_tensor(
+                "audio_latents", audio_latents, ndim=3, channels=config.audio_in_channels, what="(B, C_a, L)"
+            )
+
+        batch_size, _, num_frames, height, width = hidden_states.shape
+        p_t, p = config.patch_size_t, config.patch_size
+        grid = (num_frames // p_t, height // p, width // p)
+        device, dtype = hidden_states.device, hidden_states.dtype
+        timestep = timestep.to(device).expand(batch_size) if timestep.ndim == 0 else timestep.to(device)
+        if encoder_attention_mask is not None:
+            encoder_attention_mask = encoder_attention_mask.bool()
+
+        tower = self.video_tower
+        temb, text = tower.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
+        text_context = text
+        tokens = tower.x_embedder(hidden_states)
+        positions = video_token_positions(*grid, device)
+        rope = self.rope(positions)
+        vsa_kwargs = {"video_grid": grid, "sparsity": float(sparsity), "vsa_backend": vsa_backend}
+
+        audio_tokens = video_time_rope = audio_time_rope = None
+        if audio_latents is not None:
+            audio_tokens = self.audio_embedder(audio_latents.transpose(1, 2).to(dtype))
+            video_time_rope = self.time_rope(positions[:, :1] / config.temporal_upscale_factor)
+            audio_positions = audio_token_positions(
+                audio_latents.shape[2], 0, audio_rope_scale_from_config(config), device
+            )
+            audio_time_rope = self.time_rope(audio_positions)
+
+        for index, block in enumerate(tower.blocks):
+            args = (tokens, text, temb, encoder_attention_mask, rope, text_context, vsa_kwargs)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                tokens, text = self._gradient_checkpointing_func(block, *args)
+            else:
+                tokens, text = block(*args)
+            if audio_tokens is not None:
+                tokens = self.audio_blocks[index](tokens, audio_tokens, video_time_rope, audio_time_rope)
+
+        sample = unpatchify(tower.project_out(tokens, temb), grid, (p_t, p, p))
+        if not return_dict:
+            return (sample,)
+        return Transformer2DModelOutput(sample=sample)

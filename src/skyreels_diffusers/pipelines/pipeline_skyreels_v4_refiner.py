@@ -1,0 +1,301 @@
+# Copyright 2026 The skyreels-diffusers authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""SkyReelsV4RefinerPipeline: super-resolution and 2x frame interpolation of a base clip (or any video)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKLHunyuanVideo15,
+    AutoencoderKLWan,
+    AutoencoderOobleck,
+    FlowMatchEulerDiscreteScheduler,
+    MMAudioVAE,
+    MMAudioVocoder,
+)
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
+
+from ..models.transformer_skyreels_v4_refiner import SkyReelsV4RefinerTransformer3DModel
+from .conditioning import build_refiner_condition, latent_frame_index
+from .pipeline_output import SkyReelsV4PipelineOutput
+from .pipeline_skyreels_v4 import SkyReelsV4Pipeline
+from .pipeline_skyreels_v4_inpaint import _frames_to_tensor, _to_numpy_hwc
+from .vae_utils import encode_audio, encode_video
+
+
+class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
+    r"""
+    The second stage of SkyReels-V4: from a low-resolution clip (latents of the base pass, or any video) plus a few
+    high-resolution keyframes, generate the clip at `scale_factor` times the size and, with a Refiner whose
+    `temporal_upscale_factor` is 2, at twice the frame rate. The base audio passes through unchanged; its clean
+    latents condition the Refiner so interpolated frames stay in sync.
+
+    Chain (see `examples/generate_refined.py`):
+
+    ```py
+    base = pipe(prompt, num_keyframes=3, output_type="latent")
+    out = refiner(prompt, latents=base.frames, keyframes=base.keyframes, keyframe_indices=base.keyframe_indices,
+                  audio_latents=base.audio)
+    ```
+
+    Components are those of [`SkyReelsV4Pipeline`] with a [`SkyReelsV4RefinerTransformer3DModel`] as `transformer`.
+    """
+
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(
+        self,
+        text_encoder: PreTrainedModel,
+        processor: ProcessorMixin | PreTrainedTokenizerBase,
+        transformer: SkyReelsV4RefinerTransformer3DModel,
+        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
+        vocoder: MMAudioVocoder | None = None,
+        system_prompt: str | None = None,
+        text_hidden_layer: int = -3,
+    ) -> None:
+        kwargs = {} if system_prompt is None else {"system_prompt": system_prompt}
+        super().__init__(
+            text_encoder, processor, transformer, vae, scheduler, audio_vae, vocoder,
+            text_hidden_layer=text_hidden_layer, **kwargs,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        latents: torch.Tensor | None = None,
+        video: Any = None,
+        keyframes: Any = None,
+        keyframe_indices: list[int] | None = None,
+        audio: Any = None,
+        audio_latents: torch.Tensor | None = None,
+        scale_factor: int = 2,
+        num_inference_steps: int = 30,
+        sigmas: list[float] | None = None,
+        guidance_scale: float = 5.0,
+        sparsity: float | None = None,
+        vsa_backend: str = "auto",
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        max_sequence_length: int = 512,
+    ) -> SkyReelsV4PipelineOutput | tuple:
+        r"""
+        Args:
+            latents (`torch.Tensor` of shape `(B, C, F, h, w)`): low-res latents of the base pass
+                (`output_type="latent"`). Either this or `video`.
+            video: a low-res clip to refine instead (list of PIL images, NumPy `(F, H, W, 3)`, torch
+                `(F, 3, H, W)`), `4k+1` frames whose size is a multiple of the VAE's spatial compression.
+            keyframes: high-res keyframes at the target size: latents `(B, C, K, h*s, w*s)` (the base pass's
+                `keyframes` with `output_type="latent"`) or a list of K images.
+            keyframe_indices (`list[int]`): the low-res frame each keyframe shows.
+            audio: the base waveform `(B, channels, samples)`; returned unchanged.
+            audio_latents (`torch.Tensor` of shape `(B, C_a, L)`): clean base audio latents conditioning the Refiner;
+                encoded from `audio` when only that is given; decoded for the output when `audio` is not given.
+            scale_factor (`int`, defaults to 2): spatial upscaling factor, a whole number.
+            sparsity (`float`, *optional*): VSA sparsity in [0, 1); defaults to the Refiner's config.
+            vsa_backend (`str`, defaults to "auto"): VSA implementation.
+            Other arguments are as in [`SkyReelsV4Pipeline.__call__`].
+
+        Returns:
+            [`SkyReelsV4PipelineOutput`] with frames at `scale_factor` times the size and `(F-1) *
+            temporal_upscale_factor + 1` frames at `fps * temporal_upscale_factor`, and the base audio.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        config = self.transformer.config
+        temporal_factor = config.temporal_upscale_factor
+        device = self._execution_device
+        dtype = self.transformer.dtype
+
+        # 1. Check inputs and bring the low-res clip to latents
+        if isinstance(scale_factor, bool) or not isinstance(scale_factor, int) or scale_factor < 1:
+            raise ValueError(f"`scale_factor` must be a whole number >= 1, got {scale_factor!r}.")
+        if (latents is None) == (video is None):
+            raise ValueError("Pass exactly one of `latents` (base pass output) or `video` (frames to refine).")
+        if output_type not in ("np", "pt", "pil", "latent"):
+            raise ValueError(f"`output_type` must be one of 'np', 'pt', 'pil', 'latent'; got {output_type!r}.")
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("Pass exactly one of `prompt` or `prompt_embeds`.")
+        if video is not None:
+            latents = self._encode_low_res_video(video)
+        if (
+            not isinstance(latents, torch.Tensor)
+            or latents.ndim != 5
+            or latents.shape[1] != self.vae_spec.latent_channels
+        ):
+            raise ValueError(
+                f"`latents` must be low-res latents of shape (B, {self.vae_spec.latent_channels}, F, h, w), got "
+                f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}."
+            )
+        latents = latents.to(device=device, dtype=torch.float32)
+        _, _, num_latent_frames, low_height, low_width = latents.shape
+        num_low_frames = (num_latent_frames - 1) * self.vae_spec.temporal_compression + 1
+        target_latent_size = (low_height * scale_factor, low_width * scale_factor)
+        keyframe_latents, keyframe_latent_indices = self._prepare_keyframes(
+            keyframes, keyframe_indices, num_low_frames, target_latent_size, temporal_factor, device
+        )
+
+        self._guidance_scale, self._audio_guidance_scale = guidance_scale, 1.0
+        self._generate_video, self._generate_audio = True, False
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+
+        # 2. Encode the instruction
+        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
+            self.encode_prompt(
+                prompt, negative_prompt, do_classifier_free_guidance=self.do_classifier_free_guidance,
+                prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_attention_mask,
+                negative_prompt_embeds=negative_prompt_embeds,
+                negative_prompt_attention_mask=negative_prompt_attention_mask,
+                max_sequence_length=max_sequence_length, device=device, dtype=dtype,
+            )
+        )  # fmt: skip
+        batch_size = prompt_embeds.shape[0]
+        if latents.shape[0] != batch_size:
+            raise ValueError(f"`latents` has batch {latents.shape[0]} but the prompts give {batch_size}.")
+
+        # 3. Condition: upsampled low-res latents with the keyframes at their frames, plus the mask
+        condition = build_refiner_condition(
+            latents, scale_factor, temporal_factor, keyframe_latents, keyframe_latent_indices
+        ).as_channels()
+        condition = condition.to(dtype)
+        if audio_latents is None and audio is not None and self.audio_vae is not None and config.audio_in_channels:
+            audio_latents = encode_audio(self.audio_vae, torch.as_tensor(np.asarray(audio), device=device))
+        condition_audio = None if audio_latents is None or not config.audio_in_channels else audio_latents.to(dtype)
+
+        # 4. Timesteps and noise
+        timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
+        noisy = randn_tensor(
+            (batch_size, latents.shape[1], *condition.shape[2:]),
+            generator=generator,
+            device=device,
+            dtype=torch.float32,
+        )
+
+        # 5. Denoising loop
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                model_inputs = {
+                    "hidden_states": torch.cat([noisy.to(dtype), condition], dim=1),
+                    "timestep": t.expand(batch_size),
+                    "audio_latents": condition_audio,
+                    "sparsity": sparsity,
+                    "vsa_backend": vsa_backend,
+                    "attention_kwargs": attention_kwargs,
+                }
+                noise_pred = self.transformer(
+                    **model_inputs, encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_attention_mask
+                ).sample
+                if self.do_classifier_free_guidance:
+                    unconditional = self.transformer(
+                        **model_inputs,
+                        encoder_hidden_states=negative_prompt_embeds,
+                        encoder_attention_mask=negative_prompt_attention_mask,
+                    ).sample
+                    noise_pred = unconditional + guidance_scale * (noise_pred - unconditional)
+                noisy = self.scheduler.step(noise_pred.float(), t, noisy, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    step_tensors = {
+                        "latents": noisy,
+                        "prompt_embeds": prompt_embeds,
+                        "negative_prompt_embeds": negative_prompt_embeds,
+                    }
+                    callback_outputs = callback_on_step_end(
+                        self, i, t, {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
+                    )
+                    noisy = callback_outputs.pop("latents", noisy)
+                progress_bar.update()
+
+        # 6. Decode; the base audio passes through
+        fps = config.fps * temporal_factor
+        sample_rate = None
+        if output_type == "latent":
+            frames, out_audio = noisy, audio_latents
+        else:
+            frames = self.decode_latents(noisy)
+            out_audio = None
+            if audio is not None:
+                out_audio = torch.as_tensor(np.asarray(audio)) if not isinstance(audio, torch.Tensor) else audio
+            elif audio_latents is not None and self.audio_vae is not None:
+                out_audio = self.decode_audio_latents(audio_latents, num_low_frames / config.fps)
+            sample_rate = None if out_audio is None or self.audio_spec is None else self.audio_spec.sample_rate
+            frames, out_audio = self.format_outputs(frames, out_audio, output_type)
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (frames, out_audio, sample_rate)
+        return SkyReelsV4PipelineOutput(frames=frames, audio=out_audio, audio_sample_rate=sample_rate, fps=fps)
+
+    def _encode_low_res_video(self, video: Any) -> torch.Tensor:
+        """Frames at their own size -> low-res latents `(1, C, F', h, w)`."""
+        if isinstance(video, (list, tuple, np.ndarray, torch.Tensor)) and len(video) == 0:
+            raise ValueError("`video` must hold at least one frame.")
+        height, width = _to_numpy_hwc("video", video[0]).shape[:2]
+        spatial, temporal = self.vae_spec.spatial_compression, self.vae_spec.temporal_compression
+        frames = _frames_to_tensor("video", video, height, width)
+        if height % spatial or width % spatial or (len(frames) - 1) % temporal:
+            raise ValueError(
+                f"`video` must have 4k+1 frames of a size divisible by {spatial}; got {len(frames)} frames of "
+                f"{height}x{width}."
+            )
+        return encode_video(self.vae, (frames * 2 - 1).movedim(1, 0)[None])
+
+    def _prepare_keyframes(self, keyframes, keyframe_indices, num_low_frames, target_latent_size, factor, device):
+        """High-res keyframe latents `(B, C, K, H, W)` and the output latent frame each one lands on."""
+        if keyframes is None and keyframe_indices is None:
+            return None, None
+        if keyframes is None or keyframe_indices is None:
+            raise ValueError("`keyframes` and `keyframe_indices` must be given together.")
+        if not all(isinstance(i, int) and 0 <= i < num_low_frames for i in keyframe_indices):
+            raise ValueError(
+                f"`keyframe_indices` must be frame indices of the low-res clip in [0, {num_low_frames}), got "
+                f"{keyframe_indices}."
+            )
+        if isinstance(keyframes, torch.Tensor):
+            if keyframes.ndim != 5 or tuple(keyframes.shape[-2:]) != target_latent_size:
+                raise ValueError(
+                    f"`keyframes` latents must be (B, C, K, {target_latent_size[0]}, {target_latent_size[1]}): the "
+                    f"low-res latent size times `scale_factor`; got {tuple(keyframes.shape)}. The low-res size must "
+                    "divide the keyframe size by a whole `scale_factor`."
+                )
+            latents = keyframes.to(device=device, dtype=torch.float32)
+        else:
+            spatial = self.vae_spec.spatial_compression
+            pixels = _frames_to_tensor(
+                "keyframes", keyframes, target_latent_size[0] * spatial, target_latent_size[1] * spatial
+            )
+            pixels = (pixels * 2 - 1).movedim(1, 0)[None]
+            latents = torch.cat([encode_video(self.vae, pixels[:, :, i : i + 1]) for i in range(pixels.shape[2])], 2)
+        if latents.shape[2] != len(keyframe_indices):
+            raise ValueError(f"Got {latents.shape[2]} keyframes but {len(keyframe_indices)} `keyframe_indices`.")
+        temporal = self.vae_spec.temporal_compression
+        return latents, [latent_frame_index(i * factor, temporal) for i in keyframe_indices]
