@@ -8,8 +8,18 @@ from diffusers import ModelMixin
 from transformers import ProcessorMixin
 
 from .loaders import SkyReelsV4LoraLoaderMixin
-from .models import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Transformer3DModel, SkyReelsV4TransformerOutput
-from .pipelines import SkyReelsV4InpaintPipeline, SkyReelsV4Pipeline, SkyReelsV4PipelineOutput
+from .models import (
+    SkyReelsV4AudioTransformer1DModel,
+    SkyReelsV4RefinerTransformer3DModel,
+    SkyReelsV4Transformer3DModel,
+    SkyReelsV4TransformerOutput,
+)
+from .pipelines import (
+    SkyReelsV4InpaintPipeline,
+    SkyReelsV4Pipeline,
+    SkyReelsV4PipelineOutput,
+    SkyReelsV4RefinerPipeline,
+)
 from .processing_qwen2_5_vl import Qwen2_5_VLImageTextProcessor
 
 
@@ -22,6 +32,8 @@ __all__ = [
     "SkyReelsV4LoraLoaderMixin",
     "SkyReelsV4Pipeline",
     "SkyReelsV4PipelineOutput",
+    "SkyReelsV4RefinerPipeline",
+    "SkyReelsV4RefinerTransformer3DModel",
     "SkyReelsV4Transformer3DModel",
     "SkyReelsV4TransformerOutput",
 ]

@@ -25,6 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
+from .attention_video_sparse import VSA_BACKENDS, video_sparse_attention
 from .transformer_skyreels_v4 import (
     SkyReelsV4Attention,
     SkyReelsV4RotaryPosEmbed,
@@ -35,7 +36,6 @@ from .transformer_skyreels_v4 import (
     unpatchify,
     video_token_positions,
 )
-from .video_sparse_attention import VSA_BACKENDS, video_sparse_attention
 
 
 class SkyReelsV4VSAAttnProcessor:

@@ -1,6 +1,12 @@
 from .pipeline_output import SkyReelsV4PipelineOutput
 from .pipeline_skyreels_v4 import SkyReelsV4Pipeline
 from .pipeline_skyreels_v4_inpaint import SkyReelsV4InpaintPipeline
+from .pipeline_skyreels_v4_refiner import SkyReelsV4RefinerPipeline
 
 
-__all__ = ["SkyReelsV4InpaintPipeline", "SkyReelsV4Pipeline", "SkyReelsV4PipelineOutput"]
+__all__ = [
+    "SkyReelsV4InpaintPipeline",
+    "SkyReelsV4Pipeline",
+    "SkyReelsV4PipelineOutput",
+    "SkyReelsV4RefinerPipeline",
+]

@@ -69,11 +69,16 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
         vocoder: MMAudioVocoder | None = None,
         system_prompt: str | None = None,
         text_hidden_layer: int = -3,
+        default_height: int = 480,
+        default_width: int = 848,
+        default_num_frames: int = 81,
     ) -> None:
+        # The defaults size a base pass; the Refiner takes its size from its input and keeps them for from_pipe.
         kwargs = {} if system_prompt is None else {"system_prompt": system_prompt}
         super().__init__(
             text_encoder, processor, transformer, vae, scheduler, audio_vae, vocoder,
-            text_hidden_layer=text_hidden_layer, **kwargs,
+            text_hidden_layer=text_hidden_layer, default_height=default_height, default_width=default_width,
+            default_num_frames=default_num_frames, **kwargs,
         )  # fmt: skip
 
     @torch.no_grad()

@@ -496,3 +496,16 @@ def build_tiny_pipeline(video_vae: str = "hunyuanvideo15", audio_vae: str = "mma
         default_width=32,
         default_num_frames=9,
     )
+
+
+def build_tiny_refiner(video_transformer=None, temporal_upscale_factor: int = 2, seed: int = 0):
+    """A tiny ``SkyReelsV4RefinerTransformer3DModel`` initialised from a tiny joint model's video tower (built
+    with :func:`build_tiny_transformer` when not given); its VSA gates and audio cross-attention start at zero."""
+    from ..models import SkyReelsV4RefinerTransformer3DModel
+
+    video_transformer = video_transformer or build_tiny_transformer(seed=seed)
+    with _seeded(_check_seed(seed)):
+        refiner = SkyReelsV4RefinerTransformer3DModel.from_video_transformer(
+            video_transformer, temporal_upscale_factor=temporal_upscale_factor
+        )
+    return refiner.eval()

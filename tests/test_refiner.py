@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+
+from skyreels_diffusers import SkyReelsV4RefinerPipeline, SkyReelsV4RefinerTransformer3DModel
+from skyreels_diffusers.pipelines.conditioning import build_refiner_condition
+from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_refiner, build_tiny_transformer
+
+
+PROMPT = "<text>A red ball bounces.</text><sfx>A knock.</sfx>"
+
+
+@pytest.fixture(scope="module")
+def base():
+    return build_tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def refiner(base):
+    return SkyReelsV4RefinerPipeline.from_pipe(base, transformer=build_tiny_refiner(base.transformer))
+
+
+def text_inputs(batch=1, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 5, 32, generator=generator), torch.ones(batch, 5, dtype=torch.bool)
+
+
+def test_refiner_from_video_tower_reproduces_it_at_zero_sparsity():
+    video_model = build_tiny_transformer()
+    refiner = build_tiny_refiner(video_model, temporal_upscale_factor=1)
+    hidden = torch.randn(1, 17, 5, 8, 8)
+    text, mask = text_inputs()
+    timestep = torch.tensor([400.0])
+    with torch.no_grad():
+        expected = video_model(hidden, timestep, text, mask).sample
+        actual = refiner(hidden, timestep, text, mask, sparsity=0.0).sample
+        sparse = refiner(hidden, timestep, text, mask, sparsity=0.75).sample
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+    assert sparse.shape == expected.shape and not torch.allclose(sparse, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("temporal_upscale_factor", [1, 2])
+def test_refiner_shapes_with_and_without_audio(temporal_upscale_factor):
+    refiner = build_tiny_refiner(temporal_upscale_factor=temporal_upscale_factor)
+    frames = 2 * 2 + 1 if temporal_upscale_factor == 2 else 3
+    hidden = torch.randn(2, 17, frames, 8, 12)
+    text, mask = text_inputs(2)
+    with torch.no_grad():
+        out = refiner(hidden, torch.tensor([500.0, 200.0]), text, mask).sample
+        with_audio = refiner(hidden, torch.tensor([500.0, 200.0]), text, mask, audio_latents=torch.randn(2, 8, 25))
+    assert out.shape == (2, 8, frames, 8, 12)
+    # The audio cross-attention starts at zero: a fresh Refiner ignores the audio exactly.
+    torch.testing.assert_close(with_audio.sample, out)
+
+
+def test_refiner_gradients_flow_through_sparse_attention():
+    refiner = build_tiny_refiner(temporal_upscale_factor=1)
+    with torch.no_grad():
+        for block in refiner.video_tower.blocks:
+            block.attn.vsa_gate.weight.normal_(std=0.1)
+    text, mask = text_inputs()
+    out = refiner(torch.randn(1, 17, 5, 8, 8), torch.tensor([300.0]), text, mask, sparsity=0.5).sample
+    out.square().mean().backward()
+    gate_grad = refiner.video_tower.transformer_blocks[0].attn.vsa_gate.weight.grad
+    query_grad = refiner.video_tower.single_transformer_blocks[0].attn.to_q.weight.grad
+    assert gate_grad is not None and gate_grad.abs().sum() > 0 and query_grad.abs().sum() > 0
+
+
+def test_refiner_condition_upsamples_and_places_keyframes():
+    low = torch.randn(1, 4, 3, 2, 2)
+    keyframes = torch.full((1, 4, 2, 4, 4), 7.0)
+    condition = build_refiner_condition(low, 2, 2, keyframes, [0, 4])
+    assert condition.latents.shape == (1, 4, 5, 4, 4)
+    assert condition.mask[0, 0, :, 0, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert condition.latents[:, :, [0, 4]].eq(7).all()
+    # Between keyframes: linear interpolation in time and space, endpoints aligned.
+    expected_mid = torch.nn.functional.interpolate(low, size=(5, 4, 4), mode="trilinear", align_corners=True)
+    torch.testing.assert_close(condition.latents[:, :, 1:4], expected_mid[:, :, 1:4])
+    torch.testing.assert_close(expected_mid[:, :, 2, 0, 0], low[:, :, 1, 0, 0])
+
+
+def test_chain_base_to_refiner_end_to_end(base, refiner):
+    generator = torch.Generator().manual_seed(0)
+    stage1 = base(PROMPT, num_keyframes=2, num_inference_steps=2, generator=generator, output_type="latent")
+    seen = []
+
+    def capture(module, args, kwargs):
+        seen.append(kwargs["hidden_states"][:, -1:])  # the mask channel
+
+    handle = refiner.transformer.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        stage2 = refiner(
+            PROMPT, latents=stage1.frames, keyframes=stage1.keyframes, keyframe_indices=stage1.keyframe_indices,
+            audio_latents=stage1.audio, num_inference_steps=2, generator=generator,
+        )  # fmt: skip
+    finally:
+        handle.remove()
+    # 9 frames at 16 fps -> 17 frames at 32 fps, twice the size; the audio is the base audio, decoded.
+    assert stage2.frames.shape == (1, 17, 64, 64, 3) and stage2.fps == 32
+    assert stage2.audio.shape == (1, 1, round(9 / 16 * 44100)) and stage2.audio_sample_rate == 44100
+    # Keyframes of low-res frames 0 and 8 land on output latent frames 0 and 4 (frames 0 and 16 at 2x fps).
+    assert seen[0][0, 0, :, 0, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_refiner_as_a_standalone_upscaler_passes_audio_through(refiner):
+    video = np.random.RandomState(0).rand(5, 32, 32, 3).astype(np.float32)
+    audio = np.random.RandomState(1).uniform(-0.5, 0.5, (1, 1, 13781)).astype(np.float32)
+    out = refiner(PROMPT, video=video, audio=audio, num_inference_steps=1, guidance_scale=1.0, sparsity=0.5)
+    assert out.frames.shape == (1, 9, 64, 64, 3)
+    np.testing.assert_array_equal(out.audio, audio)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"keyframes": [np.zeros((64, 64, 3), np.float32)], "keyframe_indices": [9]}, "keyframe_indices"),
+        ({"scale_factor": 1.5}, "scale_factor"),
+        ({"sparsity": 1.0}, "sparsity"),
+        ({"sparsity": -0.1}, "sparsity"),
+        ({"keyframes": torch.zeros(1, 8, 1, 12, 12), "keyframe_indices": [0]}, "divide"),
+        ({"keyframes": torch.zeros(1, 8, 1, 16, 16)}, "together"),
+    ],
+)
+def test_refiner_bad_inputs(refiner, kwargs, message):
+    latents = torch.randn(1, 8, 3, 8, 8)
+    with pytest.raises(ValueError, match=message):
+        refiner(PROMPT, latents=latents, num_inference_steps=1, **kwargs)
+
+
+def test_refiner_bad_config():
+    with pytest.raises(ValueError, match="temporal_upscale_factor"):
+        SkyReelsV4RefinerTransformer3DModel(in_channels=9, out_channels=4, temporal_upscale_factor=3)
