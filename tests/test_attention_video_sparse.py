@@ -92,7 +92,7 @@ def test_coarse_mean_divides_by_real_tokens():
     fine, _ = video_sparse_attention(q, k, v, grid, sparsity=0.0)
     # The coarse value is the mean over the 2 real tokens (3.0), not over all 64 slots (0.09375).
     torch.testing.assert_close(with_gate - fine, torch.tensor([3.0, 0, 0, 0]).expand(1, 2, 1, 4))
-    _, real = cube_layout(grid)
+    _, real, _ = cube_layout(grid)
     assert real.shape == (1, 64) and int(real.sum()) == 2
 
 

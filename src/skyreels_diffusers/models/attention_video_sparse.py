@@ -41,6 +41,7 @@ import torch.nn.functional as F
 VSA_BACKENDS = ("auto", "reference", "gather", "flex")
 CUBE = (4, 4, 4)
 CUBE_TOKENS = CUBE[0] * CUBE[1] * CUBE[2]
+GATHER_BUDGET_BYTES = 4 * 2**20
 
 
 def vsa_topk(num_cubes: int, sparsity: float) -> int:
@@ -48,35 +49,47 @@ def vsa_topk(num_cubes: int, sparsity: float) -> int:
     return max(1, math.ceil((1.0 - sparsity) * num_cubes))
 
 
-def cube_layout(grid: tuple[int, int, int], device=None) -> tuple[tuple[int, int, int], torch.Tensor]:
-    """Cubes per axis of the padded grid, and the `(num_cubes, 64)` mask of real (unpadded) tokens."""
-    cubes = tuple(math.ceil(n / c) for n, c in zip(grid, CUBE))
-    real = torch.zeros(*(n * c for n, c in zip(cubes, CUBE)), dtype=torch.bool, device=device)
-    real[: grid[0], : grid[1], : grid[2]] = True
-    return cubes, _to_cubes(real[None, ..., None, None], cubes)[0, 0, :, :, 0]
+def cube_layout(grid: tuple[int, int, int], device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cube order of a `(T, H, W)` token grid.
+
+    Returns `(order, real, inverse)`: `order` `(num_cubes * 64,)` gives the token at each cube-ordered slot (padded
+    slots point at an extra zero token `T*H*W`), `real` `(num_cubes, 64)` marks the unpadded slots, and `inverse`
+    `(T*H*W,)` gives each token's slot.
+    """
+    cubes = [math.ceil(n / c) for n, c in zip(grid, CUBE)]
+    num_tokens = grid[0] * grid[1] * grid[2]
+    ids = torch.full([n * c for n, c in zip(cubes, CUBE)], num_tokens, dtype=torch.long, device=device)
+    ids[: grid[0], : grid[1], : grid[2]] = torch.arange(num_tokens, device=device).reshape(grid)
+    order = ids.reshape(cubes[0], CUBE[0], cubes[1], CUBE[1], cubes[2], CUBE[2]).permute(0, 2, 4, 1, 3, 5).reshape(-1)
+    real = order < num_tokens
+    inverse = torch.empty(num_tokens, dtype=torch.long, device=device)
+    inverse[order[real]] = torch.arange(order.numel(), device=device)[real]
+    return order, real.reshape(-1, CUBE_TOKENS), inverse
 
 
-def _to_cubes(x: torch.Tensor, cubes: tuple[int, int, int]) -> torch.Tensor:
-    """`(B, Tp, Hp, Wp, heads, D)` -> `(B, heads, num_cubes, 64, D)`, cubes in t-major order."""
-    batch, _, _, _, heads, dim = x.shape
-    x = x.reshape(batch, cubes[0], CUBE[0], cubes[1], CUBE[1], cubes[2], CUBE[2], heads, dim)
-    x = x.permute(0, 7, 1, 3, 5, 2, 4, 6, 8)
-    return x.reshape(batch, heads, cubes[0] * cubes[1] * cubes[2], CUBE_TOKENS, dim)
+def _to_cubes(x: torch.Tensor, order: torch.Tensor, extra_rows: int = 0) -> torch.Tensor:
+    """`(B, T*H*W, heads, D)` -> head-major cube order `(B, heads, num_cubes * 64 + extra_rows, D)`.
+
+    Padded slots repeat token 0 (callers mask them); `extra_rows` are left for the caller to fill (text). Without
+    autograd each (batch, head) plane is gathered straight into one preallocated table: large fresh temporaries
+    cost a page fault per 4 KiB here, more than the copies themselves.
+    """
+    batch, num_tokens, heads, dim = x.shape
+    order = order.clamp(max=num_tokens - 1)
+    if torch.is_grad_enabled() and x.requires_grad:
+        table = x.transpose(1, 2).index_select(2, order)
+        return F.pad(table, (0, 0, 0, extra_rows)) if extra_rows else table
+    table = x.new_empty(batch, heads, order.numel() + extra_rows, dim)
+    for b in range(batch):
+        for head in range(heads):
+            torch.index_select(x[b, :, head], 0, order, out=table[b, head, : order.numel()])
+    return table
 
 
-def _from_cubes(x: torch.Tensor, cubes: tuple[int, int, int], grid: tuple[int, int, int]) -> torch.Tensor:
-    """Inverse of `_to_cubes` followed by dropping the padding: -> `(B, T*H*W, heads, D)`."""
+def _from_cubes(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """`(B, heads, num_cubes, 64, D)` -> `(B, T*H*W, heads, D)` (a transposed view), dropping the padding."""
     batch, heads, _, _, dim = x.shape
-    x = x.reshape(batch, heads, *cubes, *CUBE, dim).permute(0, 2, 5, 3, 6, 4, 7, 1, 8)
-    x = x.reshape(batch, cubes[0] * CUBE[0], cubes[1] * CUBE[1], cubes[2] * CUBE[2], heads, dim)
-    return x[:, : grid[0], : grid[1], : grid[2]].reshape(batch, -1, heads, dim)
-
-
-def _pad_grid(x: torch.Tensor, grid: tuple[int, int, int], cubes: tuple[int, int, int]) -> torch.Tensor:
-    """`(B, T*H*W, heads, D)` -> `(B, Tp, Hp, Wp, heads, D)` zero-padded to whole cubes."""
-    x = x.reshape(x.shape[0], *grid, *x.shape[2:])
-    pad_t, pad_h, pad_w = (c * size - n for n, c, size in zip(grid, cubes, CUBE))
-    return F.pad(x, (0, 0, 0, 0, 0, pad_w, 0, pad_h, 0, pad_t))
+    return x.reshape(batch, heads, -1, dim).index_select(2, inverse).transpose(1, 2)
 
 
 def video_sparse_attention(
@@ -91,7 +104,7 @@ def video_sparse_attention(
     text_key: torch.Tensor | None = None,
     text_value: torch.Tensor | None = None,
     text_mask: torch.Tensor | None = None,
-    chunk_size: int = 8,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Video Sparse Attention over video tokens, with dense text tokens.
 
@@ -104,25 +117,35 @@ def video_sparse_attention(
         backend (`str`): one of `VSA_BACKENDS`.
         text_query, text_key, text_value (`torch.Tensor` of shape `(B, S, heads, D)`, *optional*): text tokens.
         text_mask (`torch.Tensor` of shape `(B, S)`, *optional*): True for real text tokens.
-        chunk_size (`int`): query cubes per gather step of the `"gather"` backend.
+        chunk_size (`int`, *optional*): query cubes per gather step of the `"gather"` backend; by default as many
+            as keep the gathered keys and values within `GATHER_BUDGET_BYTES`.
 
     Returns:
         `(video_out (B, T*H*W, heads, D), text_out (B, S, heads, D) or None)`.
     """
-    _check_inputs(query, key, value, video_grid, sparsity, backend, text_query, text_key, text_value, text_mask)
+    _check_inputs(
+        query, key, value, video_grid, sparsity, backend, text_query, text_key, text_value, text_mask, chunk_size
+    )
     if backend == "auto":
         backend = "flex" if query.is_cuda else "gather"
     has_text = text_key is not None
     batch, _, heads, dim = query.shape
-    cubes, real = cube_layout(video_grid, query.device)
+    order, real, inverse = cube_layout(video_grid, query.device)
     num_cubes = real.shape[0]
     scale = 1.0 / math.sqrt(dim)
 
-    q, k, v = (_to_cubes(_pad_grid(x, video_grid, cubes), cubes) for x in (query, key, value))  # (B, h, C, 64, D)
+    num_slots = num_cubes * CUBE_TOKENS
+    text_rows = (
+        0 if text_key is None or backend != "gather" else math.ceil(text_key.shape[1] / CUBE_TOKENS) * CUBE_TOKENS
+    )
+    q = _to_cubes(query, order).view(batch, heads, num_cubes, CUBE_TOKENS, dim)
+    k_table, v_table = (_to_cubes(x, order, text_rows) for x in (key, value))  # gather's tables hold the text too
+    k, v = (t[:, :, :num_slots].view(batch, heads, num_cubes, CUBE_TOKENS, dim) for t in (k_table, v_table))
 
-    # 1. Coarse pass over cube means (dividing by the real token count; padded tokens are zeros).
-    counts = real.sum(-1).to(q.dtype)[:, None]  # (C, 1)
-    q_mean, k_mean, v_mean = (x.sum(3) / counts for x in (q, k, v))  # (B, h, C, D)
+    # 1. Coarse pass over cube means, dividing by the number of real tokens (padded slots weigh 0).
+    weights = real.to(q.dtype) / real.sum(-1, keepdim=True).to(q.dtype)  # (C, 64)
+    # A broadcast (1 x 64) @ (64 x D) matmul per cube reads the tables in place (einsum would permute-copy them).
+    q_mean, k_mean, v_mean = ((weights[:, None, :] @ x).squeeze(-2) for x in (q, k, v))  # (B, h, C, D)
     scores = q_mean @ k_mean.transpose(-1, -2) * scale  # (B, h, C, C)
     coarse = torch.softmax(scores, dim=-1) @ v_mean  # (B, h, C, D)
 
@@ -138,15 +161,22 @@ def video_sparse_attention(
     if backend == "reference":
         fine = _fine_reference(q, k, v, real, selected, text_keys, text_values, text_key_mask, scale)
     elif backend == "gather":
-        fine = _fine_gather(q, k, v, real, selected, text_keys, text_values, text_key_mask, scale, chunk_size)
+        if text_rows:
+            num_text = text_keys.shape[2]
+            for table, text in ((k_table, text_keys), (v_table, text_values)):
+                table[:, :, num_slots : num_slots + num_text] = text
+                table[:, :, num_slots + num_text :] = 0  # masked, but must be finite: 0 * NaN is NaN
+        fine = _fine_gather(q, k_table, v_table, real, selected, text_key_mask, text_rows, scale, chunk_size)
     else:
         fine = _fine_flex(q, k, v, real, selected, text_keys, text_values, text_key_mask, scale)
 
-    # 4. fine + coarse * gate, back in token order.
-    video_out = _from_cubes(fine, cubes, video_grid)
+    # 4. fine + coarse * gate (the coarse output broadcast over each cube's tokens), back in token order.
     if gate is not None:
-        coarse_tokens = coarse[:, :, :, None].expand(-1, -1, -1, CUBE_TOKENS, -1)
-        video_out = video_out + _from_cubes(coarse_tokens, cubes, video_grid) * gate
+        gate = _to_cubes(gate, order).view(batch, heads, num_cubes, CUBE_TOKENS, dim)
+        # In place saves a large temporary at inference; autograd may still need `fine` (reference path).
+        add = torch.addcmul if torch.is_grad_enabled() else torch.Tensor.addcmul_
+        fine = add(fine, coarse[:, :, :, None], gate)
+    video_out = _from_cubes(fine, inverse)
 
     text_out = None
     if text_query is not None:
@@ -189,40 +219,65 @@ def _fine_reference(q, k, v, real, selected, text_keys, text_values, text_key_ma
     return out.reshape(batch, heads, num_cubes, tokens, dim)
 
 
-def _fine_gather(q, k, v, real, selected, text_keys, text_values, text_key_mask, scale, chunk_size):
-    """Gather the selected cubes' keys/values for `chunk_size` query cubes at a time; 4-D SDPA per chunk."""
+def _fine_gather(q, k_table, v_table, real, selected, text_key_mask, text_rows, scale, chunk_size):
+    """Gather the selected cubes' keys/values for `chunk_size` query cubes at a time; 4-D SDPA per chunk.
+
+    `k_table`/`v_table` `(B, h, C*64 + text_rows, D)` hold the video cubes followed by the text tokens padded to
+    whole cubes, which every query cube selects. The gather's row order is `(batch, query cube, head, key cube)`,
+    so one `index_select` per chunk yields SDPA's `(batch * chunk, heads, keys, D)` layout with no further copy.
+    """
     batch, heads, num_cubes, tokens, dim = q.shape
-    topk = selected.shape[-1]
-    flat_k, flat_v = k.reshape(-1, tokens, dim), v.reshape(-1, tokens, dim)  # (B*h*C, 64, D)
-    offsets = torch.arange(batch * heads, device=q.device).reshape(batch, heads, 1, 1) * num_cubes
-    flat_selected = selected + offsets  # (B, h, C, k) rows of flat_k
-    any_padding = not bool(real.all())
-    num_text = 0 if text_keys is None else text_keys.shape[2]
-    outputs = []
+    device = q.device
+    row_real = real[None].expand(batch, -1, -1)  # (B, C, 64) real-token mask per table row
+    selected = selected.transpose(1, 2)  # (B, C, h, k)
+    if text_rows:
+        text_cubes = text_rows // tokens
+        num_text = text_rows if text_key_mask is None else text_key_mask.shape[1]
+        text_real = torch.zeros(batch, text_rows, dtype=torch.bool, device=device)
+        text_real[:, :num_text] = True if text_key_mask is None else text_key_mask
+        row_real = torch.cat([row_real, text_real.reshape(batch, text_cubes, tokens)], dim=1)
+        text_ids = torch.arange(num_cubes, num_cubes + text_cubes, device=device)
+        selected = torch.cat([selected, text_ids.expand(batch, num_cubes, heads, -1)], dim=-1)
+    num_rows, keys_per_query = row_real.shape[1], selected.shape[-1] * tokens
+    table_k, table_v = k_table.reshape(-1, tokens, dim), v_table.reshape(-1, tokens, dim)
+    head_ids = torch.arange(heads, device=device)[:, None]
+    batch_ids = torch.arange(batch, device=device)[:, None, None, None]
+    rows = (batch_ids * heads + head_ids) * num_rows + selected  # (B, C, h, k') rows of the table
+    needs_mask = not bool(row_real.all())
+    if chunk_size is None:
+        # Keep each chunk's gathered keys + values within a cache-sized budget (measured: bench_vsa.py).
+        bytes_per_cube = 2 * batch * heads * keys_per_query * dim * table_k.element_size()
+        chunk_size = max(1, GATHER_BUDGET_BYTES // bytes_per_cube)
+
+    # Reused gather buffers: a fresh multi-MB allocation per chunk costs page faults on every step. Autograd needs
+    # fresh tensors, so training gathers without them.
+    reuse_buffers = not (torch.is_grad_enabled() and (table_k.requires_grad or table_v.requires_grad))
+    buffer_rows = batch * min(chunk_size, num_cubes) * heads * selected.shape[-1] if reuse_buffers else 0
+    key_buffer, value_buffer = (table_k.new_empty(buffer_rows, tokens, dim) for _ in range(2))
+    output = torch.empty_like(q)  # (B, h, C, 64, D)
     for start in range(0, num_cubes, chunk_size):
         stop = min(start + chunk_size, num_cubes)
-        rows = flat_selected[:, :, start:stop]  # (B, h, c, k)
-        chunk = stop - start
-        keys = flat_k[rows].reshape(batch, heads, chunk, topk * tokens, dim)
-        values = flat_v[rows].reshape(batch, heads, chunk, topk * tokens, dim)
-        if num_text:
-            keys = torch.cat([keys, text_keys[:, :, None].expand(-1, -1, chunk, -1, -1)], dim=3)
-            values = torch.cat([values, text_values[:, :, None].expand(-1, -1, chunk, -1, -1)], dim=3)
+        chunk_rows = rows[:, start:stop].reshape(-1)
+        # index_select copies whole 64-token rows; several times faster than advanced indexing here.
+        if reuse_buffers:
+            keys = torch.index_select(table_k, 0, chunk_rows, out=key_buffer[: len(chunk_rows)])
+            values = torch.index_select(table_v, 0, chunk_rows, out=value_buffer[: len(chunk_rows)])
+        else:
+            keys, values = table_k.index_select(0, chunk_rows), table_v.index_select(0, chunk_rows)
+        keys = keys.reshape(-1, heads, keys_per_query, dim)
+        values = values.reshape(-1, heads, keys_per_query, dim)
         mask = None
-        if any_padding or text_key_mask is not None:
-            real_keys = real[selected[:, :, start:stop]].reshape(batch, heads, chunk, topk * tokens)
-            mask = _key_mask(real_keys, text_key_mask, batch, num_text)
-            mask = mask.transpose(1, 2).reshape(batch * chunk, heads, 1, -1)
-        # 4-D SDPA: (B * chunk, heads, 64, D) queries against each query cube's own gathered keys.
-        out = F.scaled_dot_product_attention(
-            q[:, :, start:stop].transpose(1, 2).reshape(batch * chunk, heads, tokens, dim),
-            keys.transpose(1, 2).reshape(batch * chunk, heads, -1, dim),
-            values.transpose(1, 2).reshape(batch * chunk, heads, -1, dim),
-            attn_mask=mask,
-            scale=scale,
-        )
-        outputs.append(out.reshape(batch, chunk, heads, tokens, dim).transpose(1, 2))
-    return torch.cat(outputs, dim=2)
+        if needs_mask:
+            cube_ids = selected[:, start:stop]  # (B, c, h, k')
+            mask = torch.gather(
+                row_real[:, None, None].expand(-1, *cube_ids.shape[1:3], -1, -1),
+                3,
+                cube_ids[..., None].expand(-1, -1, -1, -1, tokens),
+            ).reshape(-1, heads, 1, keys_per_query)
+        queries = q[:, :, start:stop].transpose(1, 2).reshape(-1, heads, tokens, dim)
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=scale)
+        output[:, :, start:stop] = out.view(batch, stop - start, heads, tokens, dim).transpose(1, 2)
+    return output
 
 
 def _fine_flex(q, k, v, real, selected, text_keys, text_values, text_key_mask, scale):
@@ -258,7 +313,9 @@ def _fine_flex(q, k, v, real, selected, text_keys, text_values, text_key_mask, s
     return out.reshape(batch, heads, num_cubes, tokens, dim)
 
 
-def _check_inputs(query, key, value, grid, sparsity, backend, text_query, text_key, text_value, text_mask):
+def _check_inputs(query, key, value, grid, sparsity, backend, text_query, text_key, text_value, text_mask, chunk_size):
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"`chunk_size` must be None (automatic) or a positive int, got {chunk_size!r}.")
     if backend not in VSA_BACKENDS:
         raise ValueError(f"`backend` must be one of {VSA_BACKENDS}, got {backend!r}.")
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:

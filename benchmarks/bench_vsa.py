@@ -1,0 +1,78 @@
+"""Attention time of Video Sparse Attention (coarse + fine, chunked-gather path) vs dense SDPA on CPU.
+
+Video tokens 4k, 16k and 32k, sparsity 75%, 87.5% and 93.75%, measured in one run with interleaved repeats.
+Target: >= 4x at 87.5% for >= 16k tokens (the limit is 1 / (1 - 0.875) = 8x).
+
+    python benchmarks/bench_vsa.py               # ~3 min on 2 cores
+    python benchmarks/bench_vsa.py --quick       # 4k and 16k tokens only
+    python benchmarks/bench_vsa.py --chunk_sizes 2 4 8 16    # tune the gather chunk
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from skyreels_diffusers.models.attention_video_sparse import video_sparse_attention
+
+
+GRIDS = {"4k": (16, 16, 16), "16k": (16, 32, 32), "32k": (32, 32, 32)}
+
+
+def best_seconds(*fns, repeats: int) -> list[float]:
+    """Best-of-`repeats` wall time of each function, runs interleaved so that machine load hits all alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            fn_times.append(time.perf_counter() - start)
+    return [min(t) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--head_dim", type=int, default=128)
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.75, 0.875, 0.9375])
+    parser.add_argument("--chunk_sizes", type=int, nargs="+", default=[0], help="0 = automatic (the default)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    grids = {k: v for k, v in GRIDS.items() if not (args.quick and k == "32k")}
+
+    torch.manual_seed(0)
+    print(f"heads {args.heads} x head_dim {args.head_dim}, batch 1, torch threads {torch.get_num_threads()}")
+    print(f"{'tokens':>7} {'sparsity':>8} {'chunk':>5} {'dense s':>8} {'vsa s':>8} {'speedup':>8}")
+    results = {}
+    with torch.inference_mode():
+        for name, grid in grids.items():
+            tokens = grid[0] * grid[1] * grid[2]
+            q, k, v, gate = (torch.randn(1, tokens, args.heads, args.head_dim) for _ in range(4))
+            qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+            for sparsity in args.sparsities:
+                for chunk in args.chunk_sizes:
+
+                    def dense(qt=qt, kt=kt, vt=vt):
+                        return F.scaled_dot_product_attention(qt, kt, vt)
+
+                    def sparse(q=q, k=k, v=v, gate=gate, grid=grid, sparsity=sparsity, chunk=chunk):
+                        return video_sparse_attention(
+                            q, k, v, grid, gate=gate, sparsity=sparsity, backend="gather", chunk_size=chunk or None
+                        )
+
+                    dense_s, vsa_s = best_seconds(dense, sparse, repeats=args.repeats)
+                    results[name, sparsity, chunk] = dense_s / vsa_s
+                    print(
+                        f"{name:>7} {sparsity:>8.4f} {chunk:>5} {dense_s:>8.3f} {vsa_s:>8.3f} {dense_s / vsa_s:>7.2f}x"
+                    )
+    at_target = [r for (name, sparsity, _), r in results.items() if sparsity == 0.875 and name != "4k"]
+    if at_target:
+        print(f"target: >= 4x at 87.5% sparsity for >= 16k tokens; measured min {min(at_target):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
