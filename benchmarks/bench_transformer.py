@@ -12,32 +12,17 @@
 """
 
 import argparse
-import time
+import os
+import sys
 
 import torch
 from diffusers import HunyuanVideo15Transformer3DModel
-from torch.utils.flop_counter import FlopCounterMode
 
 from skyreels_diffusers import SkyReelsV4Transformer3DModel
 
 
-def best_seconds(*fns, repeats: int) -> list[float]:
-    """Best-of-`repeats` wall time of each function, runs interleaved so that machine load hits all alike."""
-    for fn in fns:
-        fn()  # warm-up
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, fn_times in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            fn_times.append(time.perf_counter() - start)
-    return [min(fn_times) for fn_times in times]
-
-
-def cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of the fused CPU attention kernel, which `FlopCounterMode` does not count: QK^T and PV."""
-    batch, heads, query_len, head_dim = query_shape
-    return 4 * batch * heads * query_len * key_shape[-2] * head_dim
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import best_seconds, count_flops  # noqa: E402
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -115,15 +100,8 @@ def main() -> None:
     print(f"[2] T2AV {t2av_s:.3f}s vs T2V {t2v_s:.3f}s: ratio {t2av_s / t2v_s:.3f} (target <= {target:.3f})")
 
     # 3. Achieved throughput vs a large matmul.
-    with (
-        torch.inference_mode(),
-        FlopCounterMode(
-            display=False,
-            custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention_flops},
-        ) as counter,
-    ):
-        joint(video, timestep, text, text_mask, audio_hidden_states=audio)
-    flops = counter.get_total_flops()
+    with torch.inference_mode():
+        flops = count_flops(lambda: joint(video, timestep, text, text_mask, audio_hidden_states=audio))
     achieved = flops / t2av_s / 1e9
     peak = matmul_gflops()
     print(f"[3] joint forward {flops / 1e9:.1f} GFLOP in {t2av_s:.3f}s = {achieved:.1f} GFLOP/s; fp32 matmul "

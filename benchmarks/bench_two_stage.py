@@ -15,37 +15,16 @@ measured time on CPU. Target: <= 0.4x. Audio is left out of both (it costs the s
 """
 
 import argparse
-import time
+import os
+import sys
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from skyreels_diffusers import SkyReelsV4RefinerTransformer3DModel, SkyReelsV4Transformer3DModel
 
 
-def cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    batch, heads, query_len, head_dim = query_shape
-    return 4 * batch * heads * query_len * key_shape[-2] * head_dim
-
-
-def count_flops(fn) -> int:
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention_flops}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def best_seconds(*fns, repeats: int) -> list[float]:
-    """Best-of-`repeats` wall time of each function, runs interleaved so that machine load hits all alike."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, fn_times in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            fn_times.append(time.perf_counter() - start)
-    return [min(t) for t in times]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import best_seconds, count_flops  # noqa: E402
 
 
 def main() -> None:

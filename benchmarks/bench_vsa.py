@@ -9,7 +9,8 @@ Target: >= 4x at 87.5% for >= 16k tokens (the limit is 1 / (1 - 0.875) = 8x).
 """
 
 import argparse
-import time
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -17,20 +18,11 @@ import torch.nn.functional as F
 from skyreels_diffusers.models.attention_video_sparse import video_sparse_attention
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import best_seconds  # noqa: E402
+
+
 GRIDS = {"4k": (16, 16, 16), "16k": (16, 32, 32), "32k": (32, 32, 32)}
-
-
-def best_seconds(*fns, repeats: int) -> list[float]:
-    """Best-of-`repeats` wall time of each function, runs interleaved so that machine load hits all alike."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, fn_times in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            fn_times.append(time.perf_counter() - start)
-    return [min(t) for t in times]
 
 
 def main() -> None:

@@ -114,17 +114,7 @@ class SkyReelsV4AttnProcessor:
             attention_mask = F.pad(attention_mask.bool(), (key.shape[1] - attention_mask.shape[1], 0), value=True)
             attention_mask = attention_mask[:, None, None, :]
 
-        hidden_states = dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            dropout_p=0.0,
-            is_causal=False,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
-        )
-        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+        hidden_states = _dispatch_attention(self, query, key, value, attention_mask)
 
         if is_joint:
             num_text = encoder_hidden_states.shape[1]
@@ -135,6 +125,22 @@ class SkyReelsV4AttnProcessor:
         if attn.pre_only:
             return hidden_states
         return attn.to_out[0](hidden_states)
+
+
+def _dispatch_attention(processor, query, key, value, attention_mask) -> torch.Tensor:
+    """`(B, L, heads, D)` attention through Diffusers' dispatcher (so `set_attention_backend` and context parallelism
+    apply), flattened back to `(B, L, heads * D)`."""
+    hidden_states = dispatch_attention_fn(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=0.0,
+        is_causal=False,
+        backend=processor._attention_backend,
+        parallel_config=processor._parallel_config,
+    )
+    return hidden_states.flatten(2, 3).to(query.dtype)
 
 
 def _apply_rotary_emb_prefix(x: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -241,17 +247,7 @@ class SkyReelsV4TokenRefinerAttnProcessor:
         query = attn.to_q(hidden_states).unflatten(2, (attn.heads, -1))
         key = attn.to_k(hidden_states).unflatten(2, (attn.heads, -1))
         value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
-        hidden_states = dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            dropout_p=0.0,
-            is_causal=False,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
-        )
-        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+        hidden_states = _dispatch_attention(self, query, key, value, attention_mask)
         return attn.to_out[1](attn.to_out[0](hidden_states))
 
 
@@ -536,7 +532,9 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
 
     Video tokens are `[references ; video ; keyframes]`:
     - references (clean latents, shape `(B, C, R, Hr, Wr)`) are embedded as `[latent, latent, mask=1]`, get temporal
-      RoPE index `-R + i` and are not predicted;
+      RoPE index `-R + i` and are not predicted. [ours] They share the sample's timestep modulation (one adaLN per
+      tower keeps blocks HunyuanVideo-compatible and compile-friendly); they are told apart by being clean, by
+      their mask channel and by their negative temporal index;
     - keyframes (shape `(B, 2C+1, K, Hk, Wk)`) are high-resolution frames denoised together with the low-res video.
       Their RoPE shares one spatial frame with the low-res tokens, whose positions are scaled by `Hk / H`; their
       temporal index is `keyframe_positions` (in latent frames: pixel frame `f` sits at `f / temporal_ratio`).

@@ -1,0 +1,33 @@
+"""Shared measurement helpers of the benchmark scripts (imported as a sibling module)."""
+
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def best_seconds(*fns, repeats: int) -> list[float]:
+    """Best-of-`repeats` wall time of each function, runs interleaved so that machine load hits all alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            fn_times.append(time.perf_counter() - start)
+    return [min(fn_times) for fn_times in times]
+
+
+def cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of the fused CPU attention kernel, which `FlopCounterMode` does not count: QK^T and PV."""
+    batch, heads, query_len, head_dim = query_shape
+    return 4 * batch * heads * query_len * key_shape[-2] * head_dim
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of `fn`, attention included."""
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return counter.get_total_flops()
