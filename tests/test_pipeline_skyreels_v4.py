@@ -304,3 +304,15 @@ def test_cli_generate_writes_an_mp4(tmp_path, monkeypatch, capsys):
     assert frames_for_duration(5.0, 16, 4) == 81
     assert main(["generate", "--prompt", PROMPT, "--out", "x.mp4", "--height", "30"]) == 2
     assert "height" in capsys.readouterr().err
+
+
+def test_vae_tiling_passes_through():
+    pipe = build_tiny_pipeline()
+    pipe.vae.enable_tiling(
+        tile_sample_min_height=16, tile_sample_min_width=16, tile_latent_min_height=4, tile_latent_min_width=4
+    )
+    tiled_calls = []
+    original = pipe.vae.tiled_decode
+    pipe.vae.tiled_decode = lambda z, *args, **kwargs: tiled_calls.append(z.shape) or original(z, *args, **kwargs)
+    out = run(pipe)
+    assert tiled_calls and out.frames.shape == (1, 9, 32, 32, 3) and np.isfinite(out.frames).all()
