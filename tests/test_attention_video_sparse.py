@@ -48,6 +48,13 @@ def test_all_cubes_selected_fine_branch_equals_dense(grid, with_text):
         assert not torch.allclose(all_keys[-1], masked[-1])  # the text mask matters
 
 
+def test_text_without_mask_pads_to_whole_cubes_correctly():
+    grid = (4, 4, 8)
+    (q, k, v, _), (tq, tk, tv), _ = qkv(grid, seed=4)  # 5 text tokens: the gather pads them to one 64-row cube
+    out, _ = video_sparse_attention(q, k, v, grid, sparsity=0.0, text_query=tq, text_key=tk, text_value=tv)
+    torch.testing.assert_close(out, dense(q, k, v, tk, tv), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("grid", [(8, 8, 4), (5, 6, 7), (3, 9, 5)])
 @pytest.mark.parametrize("sparsity", [0.3, 0.6, 0.9])
 def test_gather_equals_masked_reference(grid, sparsity):

@@ -166,7 +166,8 @@ def video_sparse_attention(
             for table, text in ((k_table, text_keys), (v_table, text_values)):
                 table[:, :, num_slots : num_slots + num_text] = text
                 table[:, :, num_slots + num_text :] = 0  # masked, but must be finite: 0 * NaN is NaN
-        fine = _fine_gather(q, k_table, v_table, real, selected, text_key_mask, text_rows, scale, chunk_size)
+        num_text = 0 if text_keys is None else text_keys.shape[2]
+        fine = _fine_gather(q, k_table, v_table, real, selected, text_key_mask, num_text, text_rows, scale, chunk_size)
     else:
         fine = _fine_flex(q, k, v, real, selected, text_keys, text_values, text_key_mask, scale)
 
@@ -219,7 +220,7 @@ def _fine_reference(q, k, v, real, selected, text_keys, text_values, text_key_ma
     return out.reshape(batch, heads, num_cubes, tokens, dim)
 
 
-def _fine_gather(q, k_table, v_table, real, selected, text_key_mask, text_rows, scale, chunk_size):
+def _fine_gather(q, k_table, v_table, real, selected, text_key_mask, num_text, text_rows, scale, chunk_size):
     """Gather the selected cubes' keys/values for `chunk_size` query cubes at a time; 4-D SDPA per chunk.
 
     `k_table`/`v_table` `(B, h, C*64 + text_rows, D)` hold the video cubes followed by the text tokens padded to
@@ -232,8 +233,7 @@ def _fine_gather(q, k_table, v_table, real, selected, text_key_mask, text_rows, 
     selected = selected.transpose(1, 2)  # (B, C, h, k)
     if text_rows:
         text_cubes = text_rows // tokens
-        num_text = text_rows if text_key_mask is None else text_key_mask.shape[1]
-        text_real = torch.zeros(batch, text_rows, dtype=torch.bool, device=device)
+        text_real = torch.zeros(batch, text_rows, dtype=torch.bool, device=device)  # padding rows stay False
         text_real[:, :num_text] = True if text_key_mask is None else text_key_mask
         row_real = torch.cat([row_real, text_real.reshape(batch, text_cubes, tokens)], dim=1)
         text_ids = torch.arange(num_cubes, num_cubes + text_cubes, device=device)
