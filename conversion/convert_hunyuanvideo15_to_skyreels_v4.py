@@ -1,0 +1,179 @@
+"""Initialise a `SkyReelsV4Transformer3DModel` from a HunyuanVideo-1.5 transformer (Diffusers format).
+
+The video tower takes the HunyuanVideo-1.5 weights under the same names (`video_tower.` prefix); its text
+condition-type embedding becomes `text_type_embedding`. Everything new — the audio tower (unless `--audio_source`
+gives a T2A-pretrained `SkyReelsV4AudioTransformer1DModel`), the cross-modal blocks, the single-stream blocks'
+text cross-attention — is fresh, with zero-initialised outputs, so with audio absent the converted model reproduces
+`HunyuanVideo15Transformer3DModel` on the same inputs (ByT5 and image-embedding streams masked out; SkyReels-V4 has
+neither). `--check` verifies that on random inputs.
+
+    python conversion/convert_hunyuanvideo15_to_skyreels_v4.py --source path/to/hunyuanvideo-1.5/transformer \\
+        --output out/skyreels-v4-transformer --dtype bf16 --check
+
+Sources are a Diffusers model folder (`config.json` + safetensors) or a `.safetensors` state dict with
+`--source_config`. Pickle checkpoints are refused.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+from diffusers import HunyuanVideo15Transformer3DModel
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from skyreels_diffusers import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Transformer3DModel
+
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# HunyuanVideo-1.5 parts SkyReels-V4 has no input for (ByT5 glyph text, SigLIP image embeddings).
+UNUSED_PREFIXES = ("image_embedder.", "context_embedder_2.")
+CONFIG_KEYS = (
+    "in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers", "num_refiner_layers",
+    "mlp_ratio", "patch_size", "patch_size_t", "text_embed_dim", "rope_theta", "rope_axes_dim",
+)  # fmt: skip
+
+
+def load_source(source: str, source_config: str | None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, state dict) of a HunyuanVideo-1.5 transformer; safetensors only."""
+    if os.path.isdir(source):
+        config_path = os.path.join(source, "config.json")
+        shards = sorted(f for f in os.listdir(source) if f.endswith(".safetensors"))
+        if any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in os.listdir(source)) and not shards:
+            raise ValueError(f"`--source` {source} holds only pickle checkpoints; convert them to safetensors first.")
+        if not shards:
+            raise ValueError(f"`--source` {source} has no .safetensors weights.")
+        state_dict = {}
+        for shard in shards:
+            state_dict.update(load_file(os.path.join(source, shard)))
+    elif source.endswith(".safetensors") and os.path.isfile(source):
+        if source_config is None:
+            raise ValueError("A .safetensors `--source` needs `--source_config` (the transformer's config.json).")
+        config_path, state_dict = source_config, load_file(source)
+    elif os.path.isfile(source):
+        raise ValueError(
+            f"`--source` must be a Diffusers folder or a .safetensors file; refusing {source!r} (pickle)."
+        )
+    else:
+        raise ValueError(f"`--source` {source!r} does not exist.")
+    with open(source_config or config_path, encoding="utf-8") as f:
+        return json.load(f), state_dict
+
+
+def convert(
+    config: dict,
+    state_dict: dict[str, torch.Tensor],
+    audio_model: SkyReelsV4AudioTransformer1DModel | None = None,
+    audio_in_channels: int = 40,
+    strict: bool = False,
+    show_progress: bool = True,
+) -> tuple[SkyReelsV4Transformer3DModel, list[str], list[str]]:
+    """Returns the converted model, the source keys left unused, and the target keys initialised fresh."""
+    target_config = {key: config[key] for key in CONFIG_KEYS if key in config}
+    target_config["rope_axes_dim"] = tuple(target_config["rope_axes_dim"])
+    target_config["num_single_layers"] = 0  # HunyuanVideo-1.5 is dual-stream only
+    target_config["audio_in_channels"] = audio_model.config.in_channels if audio_model else audio_in_channels
+    model = SkyReelsV4Transformer3DModel(**target_config)
+    target = model.state_dict()
+
+    converted, unused = {}, []
+    for key, tensor in tqdm(state_dict.items(), desc="tensors", disable=not show_progress):
+        if key == "cond_type_embed.weight":
+            converted["video_tower.text_type_embedding"] = tensor[0]  # row 0 marks MLLM text tokens
+            unused.append(f"{key}[1:] (ByT5 and image condition types)")
+        elif key.startswith(UNUSED_PREFIXES):
+            unused.append(key)
+        elif f"video_tower.{key}" in target:
+            converted[f"video_tower.{key}"] = tensor
+        else:
+            unused.append(key)
+    if strict and unused:
+        raise ValueError(f"--strict: {len(unused)} source keys have no place in the target: {unused[:10]} ...")
+    for key, tensor in converted.items():
+        if tensor.shape != target[key].shape:
+            raise ValueError(
+                f"Shape mismatch for {key}: source {tuple(tensor.shape)}, target {tuple(target[key].shape)}."
+            )
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    assert not unexpected, unexpected
+    if audio_model is not None:
+        model.audio_tower.load_state_dict(audio_model.audio_tower.state_dict())
+        missing = [k for k in missing if not k.startswith("audio_tower.")]
+    return model, unused, missing
+
+
+@torch.no_grad()
+def check_equivalence(source: HunyuanVideo15Transformer3DModel, converted: SkyReelsV4Transformer3DModel) -> float:
+    """Max abs difference between the source and the converted video tower on random inputs (audio absent)."""
+    config = source.config
+    generator = torch.Generator().manual_seed(0)
+    batch, frames, size, text_len = 1, 2, 4 * config.patch_size, 6
+    hidden = torch.randn(batch, config.in_channels, frames, size, size, generator=generator)
+    text = torch.randn(batch, text_len, config.text_embed_dim, generator=generator)
+    mask = torch.ones(batch, text_len, dtype=torch.long)
+    mask[:, -2:] = 0
+    timestep = torch.tensor([437.0])
+    expected = source(
+        hidden, timestep, text, mask,
+        encoder_hidden_states_2=torch.zeros(batch, 1, config.text_embed_2_dim),
+        encoder_attention_mask_2=torch.zeros(batch, 1, dtype=torch.long),
+        image_embeds=torch.zeros(batch, 1, config.image_embed_dim),
+    ).sample  # fmt: skip
+    actual = converted(hidden.to(converted.dtype), timestep, text.to(converted.dtype), mask).sample
+    return (expected.float() - actual.float()).abs().max().item()
+
+
+def save_atomically(model, output: str) -> None:
+    """Write into a temporary sibling folder and rename it, so an interrupted run leaves no valid-looking folder."""
+    if os.path.exists(output):
+        raise ValueError(f"`--output` {output!r} already exists; choose a new folder.")
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="HunyuanVideo-1.5 transformer folder or .safetensors file")
+    parser.add_argument("--source_config", default=None, help="config.json for a .safetensors --source")
+    parser.add_argument("--output", required=True, help="new folder for the SkyReelsV4Transformer3DModel")
+    parser.add_argument("--audio_source", default=None, help="a SkyReelsV4AudioTransformer1DModel folder (T2A)")
+    parser.add_argument("--audio_in_channels", type=int, default=40, help="audio latent channels of a fresh tower")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--strict", action="store_true", help="fail on any unused source key")
+    parser.add_argument("--check", action="store_true", help="verify the video tower reproduces the source (fp32)")
+    args = parser.parse_args(argv)
+    try:
+        config, state_dict = load_source(args.source, args.source_config)
+        audio_model = None
+        if args.audio_source:
+            audio_model = SkyReelsV4AudioTransformer1DModel.from_pretrained(args.audio_source, use_safetensors=True)
+        model, unused, fresh = convert(config, state_dict, audio_model, args.audio_in_channels, args.strict)
+        print(f"used {len(state_dict) - len(unused) + 1} of {len(state_dict)} source tensors; unused: {unused}")
+        print(f"initialised fresh: {len(fresh)} target tensors, e.g. {fresh[:5]}")
+        if args.check:
+            source = HunyuanVideo15Transformer3DModel.from_config(config)
+            source.load_state_dict(state_dict)
+            difference = check_equivalence(source.eval(), model.eval())
+            print(f"check: max |HunyuanVideo-1.5 - converted| = {difference:.3e} (fp32)")
+            if difference > 1e-5:
+                raise ValueError(f"The converted video tower differs from the source by {difference:.3e} > 1e-5.")
+        save_atomically(model.to(DTYPES[args.dtype]), args.output)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

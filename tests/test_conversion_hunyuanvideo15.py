@@ -1,0 +1,87 @@
+import importlib.util
+import os
+
+import pytest
+import torch
+from diffusers import HunyuanVideo15Transformer3DModel
+
+from skyreels_diffusers import SkyReelsV4Transformer3DModel
+
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "conversion", "convert_hunyuanvideo15_to_skyreels_v4.py")
+spec = importlib.util.spec_from_file_location("convert_hunyuanvideo15", SCRIPT)
+convert_hv15 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(convert_hv15)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    torch.manual_seed(0)
+    model = HunyuanVideo15Transformer3DModel(
+        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+        num_refiner_layers=1, text_embed_dim=24, text_embed_2_dim=8, image_embed_dim=12, rope_axes_dim=(4, 6, 6),
+    ).eval()  # fmt: skip
+    folder = tmp_path_factory.mktemp("hv15")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def test_converted_video_tower_reproduces_hunyuanvideo15(source, tmp_path):
+    model, folder = source
+    output = tmp_path / "converted"
+    assert convert_hv15.main(["--source", str(folder), "--output", str(output), "--check"]) == 0
+    converted = SkyReelsV4Transformer3DModel.from_pretrained(output).eval()
+    assert converted.config.num_single_layers == 0 and converted.config.num_layers == 2
+    assert convert_hv15.check_equivalence(model, converted) <= 1e-5
+    # New paths start at zero: audio present or not, the video prediction is the same.
+    generator = torch.Generator().manual_seed(1)
+    hidden, text = torch.randn(1, 9, 3, 4, 4, generator=generator), torch.randn(1, 5, 24, generator=generator)
+    with torch.no_grad():
+        video_only = converted(hidden, torch.tensor([300.0]), text).sample
+        joint = converted(hidden, torch.tensor([300.0]), text, audio_hidden_states=torch.randn(1, 40, 24)).sample
+    torch.testing.assert_close(video_only, joint)
+
+
+def test_strict_refuses_unused_keys_and_dtype(source, tmp_path):
+    _, folder = source
+    assert convert_hv15.main(["--source", str(folder), "--output", str(tmp_path / "a"), "--strict"]) == 2
+    assert not (tmp_path / "a").exists()
+    assert convert_hv15.main(["--source", str(folder), "--output", str(tmp_path / "b"), "--dtype", "bf16"]) == 0
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "b" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert f.get_tensor("video_tower.proj_out.weight").dtype == torch.bfloat16
+
+
+def test_refuses_pickle_missing_and_existing_output(source, tmp_path):
+    _, folder = source
+    pickle = tmp_path / "weights.bin"
+    torch.save({"x": torch.zeros(1)}, pickle)
+    assert convert_hv15.main(["--source", str(pickle), "--output", str(tmp_path / "o")]) == 2
+    assert convert_hv15.main(["--source", str(tmp_path / "nope"), "--output", str(tmp_path / "o")]) == 2
+    (tmp_path / "exists").mkdir()
+    assert convert_hv15.main(["--source", str(folder), "--output", str(tmp_path / "exists")]) == 2
+    assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_audio_tower_taken_from_a_t2a_checkpoint(source, tmp_path):
+    from skyreels_diffusers import SkyReelsV4AudioTransformer1DModel
+
+    _, folder = source
+    torch.manual_seed(2)
+    audio_model = SkyReelsV4AudioTransformer1DModel(
+        in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=0,
+        num_refiner_layers=1, text_embed_dim=24,
+    ).eval()  # fmt: skip
+    audio_model.save_pretrained(tmp_path / "t2a")
+    output = tmp_path / "joint"
+    assert (
+        convert_hv15.main(["--source", str(folder), "--output", str(output), "--audio_source", str(tmp_path / "t2a")])
+        == 0
+    )
+    joint = SkyReelsV4Transformer3DModel.from_pretrained(output).eval()
+    audio, text = torch.randn(1, 6, 20), torch.randn(1, 5, 24)
+    with torch.no_grad():
+        expected = audio_model(audio, torch.tensor([500.0]), text).audio_sample
+        actual = joint(None, torch.tensor([500.0]), text, audio_hidden_states=audio).audio_sample
+    torch.testing.assert_close(actual, expected)
