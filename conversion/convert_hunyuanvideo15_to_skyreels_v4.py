@@ -15,53 +15,26 @@ Sources are a Diffusers model folder (`config.json` + safetensors) or a `.safete
 """
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 
 import torch
 from diffusers import HunyuanVideo15Transformer3DModel
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from skyreels_diffusers import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Transformer3DModel
 
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import DTYPES, load_source, save_atomically  # noqa: E402
+
+
 # HunyuanVideo-1.5 parts SkyReels-V4 has no input for (ByT5 glyph text, SigLIP image embeddings).
 UNUSED_PREFIXES = ("image_embedder.", "context_embedder_2.")
 CONFIG_KEYS = (
     "in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers", "num_refiner_layers",
     "mlp_ratio", "patch_size", "patch_size_t", "text_embed_dim", "rope_theta", "rope_axes_dim",
 )  # fmt: skip
-
-
-def load_source(source: str, source_config: str | None) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config, state dict) of a HunyuanVideo-1.5 transformer; safetensors only."""
-    if os.path.isdir(source):
-        config_path = os.path.join(source, "config.json")
-        shards = sorted(f for f in os.listdir(source) if f.endswith(".safetensors"))
-        if any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in os.listdir(source)) and not shards:
-            raise ValueError(f"`--source` {source} holds only pickle checkpoints; convert them to safetensors first.")
-        if not shards:
-            raise ValueError(f"`--source` {source} has no .safetensors weights.")
-        state_dict = {}
-        for shard in shards:
-            state_dict.update(load_file(os.path.join(source, shard)))
-    elif source.endswith(".safetensors") and os.path.isfile(source):
-        if source_config is None:
-            raise ValueError("A .safetensors `--source` needs `--source_config` (the transformer's config.json).")
-        config_path, state_dict = source_config, load_file(source)
-    elif os.path.isfile(source):
-        raise ValueError(
-            f"`--source` must be a Diffusers folder or a .safetensors file; refusing {source!r} (pickle)."
-        )
-    else:
-        raise ValueError(f"`--source` {source!r} does not exist.")
-    with open(source_config or config_path, encoding="utf-8") as f:
-        return json.load(f), state_dict
 
 
 def convert(
@@ -125,20 +98,6 @@ def check_equivalence(source: HunyuanVideo15Transformer3DModel, converted: SkyRe
     ).sample  # fmt: skip
     actual = converted(hidden.to(converted.dtype), timestep, text.to(converted.dtype), mask).sample
     return (expected.float() - actual.float()).abs().max().item()
-
-
-def save_atomically(model, output: str) -> None:
-    """Write into a temporary sibling folder and rename it, so an interrupted run leaves no valid-looking folder."""
-    if os.path.exists(output):
-        raise ValueError(f"`--output` {output!r} already exists; choose a new folder.")
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".partial-", dir=parent)
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
