@@ -26,6 +26,7 @@ from diffusers.loaders.lora_base import (
     _best_guess_weight_name,
     _fetch_state_dict,
 )
+from diffusers.loaders.lora_conversion_utils import _convert_hunyuan_video_lora_to_diffusers
 from diffusers.loaders.lora_pipeline import _LOW_CPU_MEM_USAGE_DEFAULT_LORA
 from diffusers.utils import logging, require_peft_backend
 
@@ -235,14 +236,30 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
     @classmethod
     def _convert_non_diffusers_lora(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """
-        Hook: rename LoRA keys from the original SkyReels-V4 (HunyuanVideo-style) checkpoint layout to the Diffusers
-        layout (`transformer.<module path>.lora_A.weight`), as `HunyuanVideoLoraLoaderMixin` does with
-        `_convert_hunyuan_video_lora_to_diffusers`.
+        Bring HunyuanVideo-style LoRA files into this model's layout:
 
-        Not implemented yet: the state dict is returned unchanged, and `load_lora_weights` rejects keys that are not
-        in the Diffusers layout with an error naming them.
+        - the original HunyuanVideo / SkyReels-V1 naming (`double_blocks.N.img_attn_qkv...`) goes through Diffusers'
+          own `_convert_hunyuan_video_lora_to_diffusers` first;
+        - Diffusers' HunyuanVideo (and HunyuanVideo-1.5) layout names the same modules our video tower holds, so
+          `transformer.<path>` becomes `transformer.video_tower.<path>` (the timestep embedder is `time_embed`).
+
+        Keys already in this model's layout are left unchanged.
         """
-        return state_dict
+        if any("img_attn_qkv" in key or "txt_attn_qkv" in key for key in state_dict):
+            state_dict = _convert_hunyuan_video_lora_to_diffusers(dict(state_dict))
+        own_prefixes = tuple(
+            f"{cls.transformer_name}.{m}." for m in ("video_tower", "audio_tower", "cross_modal_blocks")
+        )
+        prefix = f"{cls.transformer_name}."
+        converted = {}
+        for key, value in state_dict.items():
+            if key.startswith(prefix) and not key.startswith(own_prefixes):
+                path = key[len(prefix) :]
+                if path.startswith("time_text_embed.timestep_embedder."):
+                    path = path.replace("time_text_embed.", "time_embed.", 1)
+                key = f"{prefix}video_tower.{path}"
+            converted[key] = value
+        return converted
 
     @classmethod
     def _check_diffusers_layout(cls, state_dict: dict[str, torch.Tensor]) -> None:
