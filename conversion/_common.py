@@ -13,41 +13,54 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def load_source(source: str, source_config: str | None) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config, state dict) of a HunyuanVideo-1.5 transformer; safetensors only."""
+def load_state_dict_file(path: str, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file; pickle files only with `allow_pickle` (loaded with `weights_only=True`)."""
+    if path.endswith(".safetensors"):
+        return load_file(path)
+    if path.endswith(PICKLE_SUFFIXES):
+        if not allow_pickle:
+            raise ValueError(
+                f"Refusing pickle file {path!r}: pickles can run code when loaded. Convert it to safetensors, or pass "
+                "--allow-pickle if you trust its source."
+            )
+        return torch.load(path, map_location="cpu", weights_only=True)
+    raise ValueError(f"Unsupported weights file {path!r}: expected .safetensors (or a pickle with --allow-pickle).")
+
+
+def load_source(source: str, source_config: str | None, allow_pickle: bool = False) -> tuple[dict, dict]:
+    """(config, state dict) of a Diffusers model folder, or of a weights file plus `source_config`."""
     if os.path.isdir(source):
         config_path = os.path.join(source, "config.json")
-        shards = sorted(f for f in os.listdir(source) if f.endswith(".safetensors"))
-        if any(f.endswith(PICKLE_SUFFIXES) for f in os.listdir(source)) and not shards:
-            raise ValueError(f"`--source` {source} holds only pickle checkpoints; convert them to safetensors first.")
-        if not shards:
-            raise ValueError(f"`--source` {source} has no .safetensors weights.")
+        files = sorted(os.listdir(source))
+        weights = [f for f in files if f.endswith(".safetensors")] or [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+        if not weights:
+            raise ValueError(f"`--source` {source} has no weights (.safetensors).")
         state_dict = {}
-        for shard in shards:
-            state_dict.update(load_file(os.path.join(source, shard)))
-    elif source.endswith(".safetensors") and os.path.isfile(source):
-        if source_config is None:
-            raise ValueError("A .safetensors `--source` needs `--source_config` (the transformer's config.json).")
-        config_path, state_dict = source_config, load_file(source)
+        for name in weights:
+            state_dict.update(load_state_dict_file(os.path.join(source, name), allow_pickle))
     elif os.path.isfile(source):
-        raise ValueError(
-            f"`--source` must be a Diffusers folder or a .safetensors file; refusing {source!r} (pickle)."
-        )
+        if source_config is None:
+            raise ValueError("A weights-file `--source` needs `--source_config` (the transformer's config.json).")
+        config_path, state_dict = source_config, load_state_dict_file(source, allow_pickle)
     else:
         raise ValueError(f"`--source` {source!r} does not exist.")
     with open(source_config or config_path, encoding="utf-8") as f:
         return json.load(f), state_dict
 
 
-def save_atomically(model, output: str) -> None:
-    """Write into a temporary sibling folder and rename it, so an interrupted run leaves no valid-looking folder."""
+def save_atomically(write, output: str) -> None:
+    """Run `write(folder)` (or `write.save_pretrained(folder)` for a model) into a temporary sibling folder and rename
+    it to `output` only when complete, so an interrupted run never leaves a valid-looking folder behind."""
     if os.path.exists(output):
         raise ValueError(f"`--output` {output!r} already exists; choose a new folder.")
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".partial-", dir=parent)
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        if hasattr(write, "save_pretrained"):
+            write.save_pretrained(staging, safe_serialization=True)
+        else:
+            write(staging)
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

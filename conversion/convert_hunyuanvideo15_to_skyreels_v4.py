@@ -108,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio_source", default=None, help="a SkyReelsV4AudioTransformer1DModel folder (T2A)")
     parser.add_argument("--audio_in_channels", type=int, default=40, help="audio latent channels of a fresh tower")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt/.ckpt weights (trusted only)")
     parser.add_argument("--strict", action="store_true", help="fail on any unused source key")
     parser.add_argument("--check", action="store_true", help="verify the video tower reproduces the source (fp32)")
     args = parser.parse_args(argv)
     try:
-        config, state_dict = load_source(args.source, args.source_config)
+        config, state_dict = load_source(args.source, args.source_config, args.allow_pickle)
         audio_model = None
         if args.audio_source:
             audio_model = SkyReelsV4AudioTransformer1DModel.from_pretrained(args.audio_source, use_safetensors=True)

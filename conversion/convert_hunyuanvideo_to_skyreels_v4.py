@@ -139,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio_source", default=None, help="a SkyReelsV4AudioTransformer1DModel folder (T2A)")
     parser.add_argument("--audio_in_channels", type=int, default=40, help="audio latent channels of a fresh tower")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt/.ckpt weights (trusted only)")
     parser.add_argument("--strict", action="store_true", help="fail on any unused source key")
     parser.add_argument("--check", action="store_true", help="verify the video tower reproduces the source (fp32)")
     args = parser.parse_args(argv)
     try:
-        config, state_dict = load_source(args.source, args.source_config)
+        config, state_dict = load_source(args.source, args.source_config, args.allow_pickle)
         source = HunyuanVideoTransformer3DModel.from_config(config).eval()
         missing, unexpected = source.load_state_dict(state_dict, strict=False)
         if missing or unexpected:
