@@ -100,6 +100,25 @@ def check_equivalence(source: HunyuanVideo15Transformer3DModel, converted: SkyRe
     return (expected.float() - actual.float()).abs().max().item()
 
 
+def pipeline_around(transformer: SkyReelsV4Transformer3DModel, pipeline_source: str):
+    """A video-only `SkyReelsV4Pipeline` from a HunyuanVideo-1.5 pipeline folder's VAE, MLLM and tokenizer."""
+    from diffusers import AutoencoderKLHunyuanVideo15, FlowMatchEulerDiscreteScheduler
+    from transformers import AutoModel, AutoTokenizer
+
+    from skyreels_diffusers import SkyReelsV4Pipeline
+
+    for part in ("vae", "text_encoder", "tokenizer"):
+        if not os.path.isdir(os.path.join(pipeline_source, part)):
+            raise ValueError(f"`--pipeline_source` {pipeline_source!r} has no {part}/ folder.")
+    return SkyReelsV4Pipeline(
+        text_encoder=AutoModel.from_pretrained(pipeline_source, subfolder="text_encoder", use_safetensors=True),
+        processor=AutoTokenizer.from_pretrained(pipeline_source, subfolder="tokenizer"),
+        transformer=transformer,
+        vae=AutoencoderKLHunyuanVideo15.from_pretrained(pipeline_source, subfolder="vae", use_safetensors=True),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="HunyuanVideo-1.5 transformer folder or .safetensors file")
@@ -111,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt/.ckpt weights (trusted only)")
     parser.add_argument("--strict", action="store_true", help="fail on any unused source key")
     parser.add_argument("--check", action="store_true", help="verify the video tower reproduces the source (fp32)")
+    parser.add_argument(
+        "--pipeline_source",
+        default=None,
+        help="a HunyuanVideo-1.5 Diffusers pipeline folder: write a whole SkyReelsV4Pipeline folder around the "
+        "converted transformer with its vae/, text_encoder/ and tokenizer/ (no audio components)",
+    )
     args = parser.parse_args(argv)
     try:
         config, state_dict = load_source(args.source, args.source_config, args.allow_pickle)
@@ -127,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"check: max |HunyuanVideo-1.5 - converted| = {difference:.3e} (fp32)")
             if difference > 1e-5:
                 raise ValueError(f"The converted video tower differs from the source by {difference:.3e} > 1e-5.")
-        save_atomically(model.to(DTYPES[args.dtype]), args.output)
+        model = model.to(DTYPES[args.dtype])
+        save_atomically(pipeline_around(model, args.pipeline_source) if args.pipeline_source else model, args.output)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

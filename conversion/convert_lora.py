@@ -21,6 +21,10 @@ from safetensors.torch import load_file
 from skyreels_diffusers import SkyReelsV4LoraLoaderMixin
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import PICKLE_SUFFIXES, load_state_dict_file  # noqa: E402
+
+
 PEFT_PREFIX = "base_model.model."
 
 
@@ -72,12 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     imported = commands.add_parser("import", help="HunyuanVideo-style LoRA file -> this package's layout")
     imported.add_argument("--lora", required=True)
     imported.add_argument("--output", required=True)
+    imported.add_argument("--allow-pickle", action="store_true", help="accept a .bin/.pt LoRA file (trusted only)")
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
             state_dict, metadata = read_adapter(args.adapter)
         else:
-            state_dict, metadata = SkyReelsV4LoraLoaderMixin.lora_state_dict(args.lora, return_lora_metadata=True)
+            source = args.lora
+            if args.lora.endswith(PICKLE_SUFFIXES):  # refused unless allowed; loaded with weights_only=True
+                source = load_state_dict_file(args.lora, args.allow_pickle)
+            state_dict, metadata = SkyReelsV4LoraLoaderMixin.lora_state_dict(source, return_lora_metadata=True)
         write(state_dict, metadata, args.output)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -85,3 +85,27 @@ def test_audio_tower_taken_from_a_t2a_checkpoint(source, tmp_path):
         expected = audio_model(audio, torch.tensor([500.0]), text).audio_sample
         actual = joint(None, torch.tensor([500.0]), text, audio_hidden_states=audio).audio_sample
     torch.testing.assert_close(actual, expected)
+
+
+def test_whole_pipeline_folder_around_the_converted_transformer(tmp_path):
+    from skyreels_diffusers import SkyReelsV4Pipeline
+    from skyreels_diffusers.utils.tiny_components import build_tiny_text_encoder, build_tiny_video_vae
+
+    torch.manual_seed(0)
+    source = HunyuanVideo15Transformer3DModel(
+        in_channels=17, out_channels=8, num_attention_heads=2, attention_head_dim=16, num_layers=1,
+        num_refiner_layers=1, text_embed_dim=32, text_embed_2_dim=8, image_embed_dim=12, rope_axes_dim=(4, 6, 6),
+    ).eval()  # fmt: skip
+    hv15 = tmp_path / "hunyuanvideo15"
+    source.save_pretrained(hv15 / "transformer")
+    text_encoder, processor = build_tiny_text_encoder()
+    text_encoder.save_pretrained(hv15 / "text_encoder")
+    processor.tokenizer.save_pretrained(hv15 / "tokenizer")
+    build_tiny_video_vae("hunyuanvideo15").save_pretrained(hv15 / "vae")
+    output = tmp_path / "pipeline"
+    args = ["--source", str(hv15 / "transformer"), "--output", str(output), "--pipeline_source", str(hv15)]
+    assert convert_hv15.main(args) == 0
+    pipe = SkyReelsV4Pipeline.from_pretrained(output)
+    out = pipe("<text>a ball</text>", height=32, width=32, num_frames=5, num_inference_steps=1, generate_audio=False)
+    assert out.frames.shape == (1, 5, 32, 32, 3) and out.audio is None
+    assert convert_hv15.main([*args[:3], str(tmp_path / "p2"), "--pipeline_source", str(tmp_path)]) == 2
