@@ -64,3 +64,21 @@ def save_atomically(write, output: str) -> None:
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_video_tower(model, converted: dict[str, torch.Tensor], audio_model=None) -> list[str]:
+    """Load converted video-tower tensors (shape-checked, naming the key) and an optional T2A audio tower into a
+    fresh joint model; returns the target keys left at their fresh (zero-output) initialisation."""
+    target = model.state_dict()
+    for key, tensor in converted.items():
+        if tensor.shape != target[key].shape:
+            raise ValueError(
+                f"Shape mismatch for {key}: source {tuple(tensor.shape)}, target {tuple(target[key].shape)}."
+            )
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    if unexpected:
+        raise ValueError(f"Converted keys missing from the target model: {unexpected[:10]}")
+    if audio_model is not None:
+        model.audio_tower.load_state_dict(audio_model.audio_tower.state_dict())
+        missing = [k for k in missing if not k.startswith("audio_tower.")]
+    return missing

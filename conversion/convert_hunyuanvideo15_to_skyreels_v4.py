@@ -26,7 +26,7 @@ from skyreels_diffusers import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Tran
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import DTYPES, load_source, save_atomically  # noqa: E402
+from _common import DTYPES, load_source, load_video_tower, save_atomically  # noqa: E402
 
 
 # HunyuanVideo-1.5 parts SkyReels-V4 has no input for (ByT5 glyph text, SigLIP image embeddings).
@@ -66,17 +66,7 @@ def convert(
             unused.append(key)
     if strict and unused:
         raise ValueError(f"--strict: {len(unused)} source keys have no place in the target: {unused[:10]} ...")
-    for key, tensor in converted.items():
-        if tensor.shape != target[key].shape:
-            raise ValueError(
-                f"Shape mismatch for {key}: source {tuple(tensor.shape)}, target {tuple(target[key].shape)}."
-            )
-    missing, unexpected = model.load_state_dict(converted, strict=False)
-    assert not unexpected, unexpected
-    if audio_model is not None:
-        model.audio_tower.load_state_dict(audio_model.audio_tower.state_dict())
-        missing = [k for k in missing if not k.startswith("audio_tower.")]
-    return model, unused, missing
+    return model, unused, load_video_tower(model, converted, audio_model)
 
 
 @torch.no_grad()

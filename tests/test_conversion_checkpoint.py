@@ -1,21 +1,17 @@
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import save_file
+from script_loading import load_script
 
 from skyreels_diffusers import SkyReelsV4Pipeline
 from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
 
 
-path = os.path.join(os.path.dirname(__file__), "..", "conversion", "convert_skyreels_v4_checkpoint.py")
-spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
-convert_checkpoint = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(convert_checkpoint)
+convert_checkpoint = load_script("convert_skyreels_v4_checkpoint")
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,9 @@
-import importlib.util
-import os
-
 import pytest
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
+from script_loading import load_script
 
 from skyreels_diffusers import SkyReelsV4Transformer3DModel
-
-
-def load_script(name):
-    path = os.path.join(os.path.dirname(__file__), "..", "conversion", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 convert_hv = load_script("convert_hunyuanvideo_to_skyreels_v4")

@@ -1,17 +1,12 @@
-import importlib.util
-import os
-
 import pytest
 import torch
 from diffusers import HunyuanVideo15Transformer3DModel
+from script_loading import load_script
 
 from skyreels_diffusers import SkyReelsV4Transformer3DModel
 
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "conversion", "convert_hunyuanvideo15_to_skyreels_v4.py")
-spec = importlib.util.spec_from_file_location("convert_hunyuanvideo15", SCRIPT)
-convert_hv15 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(convert_hv15)
+convert_hv15 = load_script("convert_hunyuanvideo15_to_skyreels_v4")
 
 
 @pytest.fixture(scope="module")

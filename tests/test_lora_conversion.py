@@ -1,20 +1,10 @@
-import importlib.util
-import os
-
 import torch
 from diffusers import DiffusionPipeline, HunyuanVideoTransformer3DModel
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
+from script_loading import load_script
 
 from skyreels_diffusers import SkyReelsV4LoraLoaderMixin
-
-
-def load_script(name):
-    path = os.path.join(os.path.dirname(__file__), "..", "conversion", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 convert_hv = load_script("convert_hunyuanvideo_to_skyreels_v4")
