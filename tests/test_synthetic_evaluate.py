@@ -1,0 +1,56 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples", "synthetic_av"))
+import evaluate  # noqa: E402
+import world  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_adherence_detects_the_rendered_colour_and_shape(seed):
+    clip = world.render_clip(seed)
+    assert evaluate.detect_colour_and_shape(clip.frames) == (clip.objects[0]["colour"], clip.objects[0]["shape"])
+
+
+def test_onsets_exactly_at_bounces_score_100_percent():
+    clip = world.render_clip(7, num_frames=49)
+    bounces = evaluate.bounce_times_from_video(clip.frames, clip.fps)
+    truth = [seconds for seconds, _ in clip.bounces]
+    assert len(bounces) == len(truth)
+    assert max(min(abs(b - t) for t in truth) for b in bounces) <= 1 / clip.fps  # the video finds the bounces
+    error, fraction = evaluate.sync_metrics(bounces, evaluate.audio_onsets(clip.audio, clip.sample_rate), clip.fps)
+    assert fraction == 1.0 and error < 1000 / clip.fps
+
+
+def knocks(times, sample_rate=44100, seconds=3.0):
+    """A hand-built track: a decaying 440 Hz knock starting at each of `times`."""
+    audio = np.zeros(int(seconds * sample_rate), np.float32)
+    t = np.arange(int(0.1 * sample_rate)) / sample_rate
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t) * np.exp(-t / 0.03)).astype(np.float32)
+    for start in times:
+        index = int(round(start * sample_rate))
+        audio[index : index + len(tone)] += tone[: len(audio) - index]
+    return audio
+
+
+def test_hand_built_onsets_exact_and_shifted_by_five_frames():
+    fps, bounces = 16, [0.5, 1.25, 2.0]  # well apart, so a shifted knock cannot land on another bounce
+    exact = evaluate.sync_metrics(bounces, evaluate.audio_onsets(knocks(bounces), 44100), fps)
+    assert exact[1] == 1.0 and exact[0] < 5
+    shifted = evaluate.sync_metrics(bounces, evaluate.audio_onsets(knocks([b + 5 / fps for b in bounces]), 44100), fps)
+    assert shifted[1] == 0.0 and abs(shifted[0] - 5000 / fps) < 5
+
+
+def test_psnr_and_masks():
+    a = np.zeros((4, 4, 3))
+    b = a.copy()
+    b[0, 0] = 0.1
+    assert evaluate.psnr(a, a) == float("inf")
+    assert abs(evaluate.psnr(a, b) - 10 * np.log10(1 / (0.01 * 3 / 48))) < 1e-9
+    mask = np.ones((4, 4, 3), bool)
+    mask[0, 0] = False
+    assert evaluate.psnr(a, b, mask) == float("inf")
