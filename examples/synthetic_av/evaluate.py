@@ -125,7 +125,7 @@ def main() -> None:
             within.append(fraction)
     print("| metric | value |\n|---|---|")
     print(f"| colour/shape adherence | {100 * np.mean(adherence):.1f}% |")
-    print(f"| mean |onset - bounce| | {np.mean(mean_errors) if mean_errors else float('nan'):.1f} ms |")
+    print(f"| mean abs(onset - bounce) | {np.mean(mean_errors) if mean_errors else float('nan'):.1f} ms |")
     print(f"| bounces with an onset within 1 frame | {100 * np.mean(within) if within else float('nan'):.1f}% |")
 
 
