@@ -139,6 +139,16 @@ def test_preserve_unmasked_keeps_pixels_exactly(pipe):
     assert not np.array_equal(loose.frames[0][keep], video[keep])
 
 
+def test_preserve_unmasked_reinjects_image_and_last_frame_latents(pipe):
+    first, last = random_image(3), random_image(4)
+    to_pixels = lambda image: torch.from_numpy(image).permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
+    out = run(pipe, image=first, last_image=last, preserve_unmasked=True, output_type="latent")
+    torch.testing.assert_close(out.frames[:, :, 0], image_latent(pipe.vae, to_pixels(first)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.frames[:, :, -1], image_latent(pipe.vae, to_pixels(last)), rtol=0, atol=1e-6)
+    free = run(pipe, image=first, last_image=last, output_type="latent")  # default: the model's own prediction
+    assert not torch.allclose(free.frames[:, :, 0], out.frames[:, :, 0])
+
+
 def test_pil_masks_and_single_mask_broadcast(pipe):
     video = [PIL.Image.fromarray((f * 255).astype(np.uint8)) for f in random_video()]
     mask = np.full((SIZE, SIZE), 255, np.uint8)

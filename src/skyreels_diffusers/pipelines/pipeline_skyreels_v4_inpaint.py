@@ -149,7 +149,8 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
                 NumPy or torch, the size of `video`. Soft masks are thresholded at 0.5.
             preserve_unmasked (`bool`, *optional*): re-inject the known latents at every step and composite the
                 unmasked input pixels into the output, so they are identical to the input. Defaults to True for
-                editing and extension, False otherwise.
+                editing and extension, False otherwise. When True, image / last-frame / keyframe conditions are
+                re-injected too, so those frames decode to exactly the VAE reconstruction of the given images.
             reference_images (`list`): images whose content should appear (identity, objects, style); VAE-encoded,
                 prepended to the video tokens at negative temporal RoPE indices, kept clean, and also shown to the MLLM.
             reference_video (`list`): frames of a video used the same way (each frame is one reference).
@@ -270,8 +271,15 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         else:
             audio_latents = None
         preserved = None
-        if preserve_unmasked and pixel_keep is not None:
-            known = encode_video(self.vae, source).float().expand(batch_size, -1, -1, -1, -1)
+        if preserve_unmasked and bool(condition.mask.any()):
+            known = condition.latents.float()
+            if pixel_keep is not None:
+                # Kept source cells take the source's own latents; the condition holds the masked-video encoding.
+                from_source = torch.ones(known.shape[2], dtype=torch.bool, device=known.device)
+                for index, _ in frame_conditions:
+                    from_source[latent_frame_index(index, self.vae_spec.temporal_compression)] = False
+                source_latents = encode_video(self.vae, source).float().expand(batch_size, -1, -1, -1, -1)
+                known = torch.where(from_source.view(1, 1, -1, 1, 1), source_latents, known)
             noise = randn_tensor(known.shape, generator=generator, device=device, dtype=torch.float32)
             preserved = (known, condition.mask.float(), noise)
 
@@ -289,7 +297,7 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
             frames, audio = latents, audio_latents
         else:
             frames = self.decode_latents(latents)
-            if preserved is not None:
+            if preserved is not None and pixel_keep is not None:
                 keep = pixel_keep.movedim(1, 2).to(frames.device).bool()  # (1, F, 1, H, W)
                 frames = torch.where(keep, source_frames.to(frames), frames)
             if generate_audio:

@@ -1,0 +1,181 @@
+"""Train the tiny default's two autoencoders on the synthetic audio-visual world (CPU, minutes).
+
+- video: `AutoencoderKLWan` (4x4x4 compression, 8 latent channels) on 5-frame 64x64 crops of clips rendered at
+  64 and 128 pixels, so one VAE serves the base pass and the 2x Refiner;
+- audio: `AutoencoderOobleck` (16 kHz mono, 512 samples per latent, 8 latent channels) on half-second crops,
+  with an L1 waveform loss plus a multi-resolution STFT magnitude loss.
+
+Afterwards the latents are normalised to unit variance per channel: the video VAE's `latents_mean`/`latents_std`
+config is set from measured statistics; the Oobleck config has no such field, so its encoder output and decoder
+input convolutions are rescaled instead (an exact reparametrisation).
+
+    python examples/synthetic_av/train_tiny_vaes.py --out runs/tiny/vaes
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan, AutoencoderOobleck
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import world  # noqa: E402
+
+
+AUDIO_SAMPLE_RATE = 16_000
+
+
+def build_video_vae() -> AutoencoderKLWan:
+    return AutoencoderKLWan(
+        base_dim=16,
+        z_dim=8,
+        dim_mult=[1, 2, 2],
+        num_res_blocks=1,
+        attn_scales=[],
+        temperal_downsample=[True, True],
+        latents_mean=[0.0] * 8,
+        latents_std=[1.0] * 8,
+        scale_factor_temporal=4,
+        scale_factor_spatial=4,
+    )
+
+
+def build_audio_vae() -> AutoencoderOobleck:
+    # The encoder's last convolution outputs mean and scale stacked: `encoder_hidden_size` = 2 x latent channels.
+    return AutoencoderOobleck(
+        encoder_hidden_size=16,
+        downsampling_ratios=[2, 4, 8, 8],
+        channel_multiples=[1, 2, 2, 4],
+        decoder_channels=16,
+        decoder_input_channels=8,
+        audio_channels=1,
+        sampling_rate=AUDIO_SAMPLE_RATE,
+    )
+
+
+def video_batch(rng: np.random.Generator, batch_size: int) -> torch.Tensor:
+    """`(B, 3, 5, 64, 64)` in [-1, 1]: 64x64 crops of 5-frame clips rendered at 64 or 128 pixels."""
+    clips = []
+    for _ in range(batch_size):
+        size = int(rng.choice([64, 128]))
+        frames = world.render_clip(int(rng.integers(1 << 30)), num_frames=5, size=size).frames
+        top, left = rng.integers(0, size - 64 + 1, 2) // 8 * 8
+        clips.append(frames[:, top : top + 64, left : left + 64])
+    video = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float()
+    return video / 127.5 - 1
+
+
+def audio_batch(rng: np.random.Generator, batch_size: int, samples: int = 8192) -> torch.Tensor:
+    """`(B, 1, samples)`: crops of 17-frame clips' knocks at 16 kHz, starting on a latent boundary."""
+    crops = []
+    for _ in range(batch_size):
+        audio = world.render_clip(int(rng.integers(1 << 30)), num_frames=17, sample_rate=AUDIO_SAMPLE_RATE).audio
+        start = int(rng.integers(0, len(audio) - samples + 1)) // 512 * 512
+        crops.append(audio[start : start + samples])
+    return torch.from_numpy(np.stack(crops))[:, None]
+
+
+def stft_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between log and linear STFT magnitudes at three resolutions (keeps onsets and pitch, not phase)."""
+    loss = 0.0
+    for n_fft in (128, 512, 2048):
+        window = torch.hann_window(n_fft)
+        spectra = [
+            torch.stft(x.flatten(0, 1), n_fft, n_fft // 4, window=window, return_complex=True).abs()
+            for x in (prediction, target)
+        ]
+        loss = loss + F.l1_loss(spectra[0], spectra[1]) + F.l1_loss(torch.log1p(spectra[0]), torch.log1p(spectra[1]))
+    return loss / 3
+
+
+def train(model, make_batch, reconstruction_loss, steps: int, lr: float, kl_weight: float, name: str, seed: int):
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.05)
+    model.train()
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        target = make_batch(rng)
+        posterior = model.encode(target).latent_dist
+        reconstruction = model.decode(posterior.sample()).sample
+        loss = reconstruction_loss(reconstruction, target)
+        kl = 0.5 * (posterior.mean**2 + posterior.var - posterior.logvar - 1).mean()
+        (loss + kl_weight * kl).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 50 == 0 or step == steps:
+            print(f"{name} step {step}/{steps} loss {loss.item():.4f} kl {kl.item():.3f} "
+                  f"({time.perf_counter() - start:.0f}s)", flush=True)  # fmt: skip
+    return model.eval()
+
+
+@torch.no_grad()
+def latent_statistics(model, batches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the posterior modes over `batches`."""
+    latents = torch.cat([model.encode(batch).latent_dist.mode().movedim(1, -1).reshape(-1, 8) for batch in batches])
+    return latents.mean(0), latents.std(0)
+
+
+@torch.no_grad()
+def normalise_oobleck_latents(vae: AutoencoderOobleck, std: torch.Tensor) -> None:
+    """Rescale the encoder's mean outputs by 1/std and the decoder's input weights by std, per latent channel.
+
+    Both convolutions are weight-normalised (`weight = g * v / |v|`, norm per output channel), so `v` and `g` are
+    scaled such that the effective weight is scaled exactly and the decode(encode(x)) map is unchanged."""
+    channels = std.numel()
+    encoder_out = vae.encoder.conv2
+    encoder_out.weight_g[:channels] /= std.view(-1, 1, 1)
+    encoder_out.bias[:channels] /= std
+    decoder_in = vae.decoder.conv1
+    old_norm = decoder_in.weight_v.flatten(1).norm(dim=1).view(-1, 1, 1)
+    decoder_in.weight_v.mul_(std.view(1, -1, 1))
+    decoder_in.weight_g.mul_(decoder_in.weight_v.flatten(1).norm(dim=1).view(-1, 1, 1) / old_norm)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(4.0 / F.mse_loss(a, b)))  # both in [-1, 1]: peak-to-peak 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--video_steps", type=int, default=800)
+    parser.add_argument("--audio_steps", type=int, default=800)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+
+    video_vae = train(
+        build_video_vae(), lambda rng: video_batch(rng, args.batch_size),
+        lambda x, y: F.l1_loss(x, y) + F.mse_loss(x, y), args.video_steps, 2e-3, 1e-4, "video VAE", args.seed,
+    )  # fmt: skip
+    held_out = [video_batch(np.random.default_rng(10**6 + i), 4) for i in range(4)]
+    mean, std = latent_statistics(video_vae, held_out)
+    video_vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+    with torch.no_grad():
+        video_psnr = np.mean([psnr(video_vae(batch).sample.clamp(-1, 1), batch) for batch in held_out])
+    print(f"video VAE held-out PSNR {video_psnr:.2f} dB; latent std {std.numpy().round(3)}")
+    video_vae.save_pretrained(os.path.join(args.out, "vae"))
+
+    audio_vae = train(
+        build_audio_vae(), lambda rng: audio_batch(rng, 2 * args.batch_size),
+        lambda x, y: F.l1_loss(x, y) + stft_loss(x, y), args.audio_steps, 2e-3, 1e-4, "audio VAE", args.seed + 1,
+    )  # fmt: skip
+    held_out = [audio_batch(np.random.default_rng(10**6 + i), 8) for i in range(4)]
+    _, std = latent_statistics(audio_vae, held_out)
+    normalise_oobleck_latents(audio_vae, std)
+    _, std_after = latent_statistics(audio_vae, held_out)
+    print(f"audio VAE latent std {std.numpy().round(3)} -> {std_after.numpy().round(3)}")
+    audio_vae.save_pretrained(os.path.join(args.out, "audio_vae"))
+
+
+if __name__ == "__main__":
+    main()

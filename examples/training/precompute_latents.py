@@ -1,0 +1,182 @@
+"""Encode a training manifest once with the pipeline's VAEs and MLLM, so training reads tensors instead of media.
+
+Manifest: one JSON object per line, paths relative to the manifest's folder:
+
+    {"video": "clips/0001.mp4", "caption": "<text>...</text><sfx>...</sfx>",
+     "mask": "masks/0001.png",                # optional: edit mask, image or video, white = keep
+     "reference_images": ["refs/0001.png"],   # optional: the first one is used as the reference image
+     "audio_reference": "refs/0001.wav"}      # optional: else the clip's own audio is the audio reference
+
+Every clip is scaled to cover `--height x --width` and center-cropped (the pipelines' resize policy), cut to its
+first `--num_frames` frames (4k+1) and its audio to the same duration. Output (`--output_dir`):
+
+- `latents.safetensors`: `video_latents (N, C, F', h, w)`, `last_frame_latents (N, C, h, w)` (the last frame encoded
+  alone, for interpolation), `reference_latents (N, C, 1, h, w)`, `audio_latents` and `audio_reference_latents`
+  `(N, C_a, L)`, `prompt_embeds (N, S, D)` + `prompt_attention_mask (N, S)`, `null_prompt_embeds (1, S, D)` + mask
+  (the empty prompt, for text dropout), `black_latents (C, h, w)`, `edit_keep_masks (N, 1, F', h, w)` + `has_edit_mask
+  (N,)`, and with `--refiner_scale s`: `low_res_latents` of the clip downsampled s times (Refiner training);
+- `metadata.json`: sizes, fps, sample rate and the captions.
+
+    python examples/training/precompute_latents.py --pretrained_model_name_or_path pipelines/skyreels-v4-tiny \
+        --manifest data/synthetic/manifest.jsonl --output_dir data/synthetic/latents --height 64 --width 64 \
+        --num_frames 17
+"""
+
+import argparse
+import json
+import os
+
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from skyreels_diffusers import SkyReelsV4Pipeline
+from skyreels_diffusers.pipelines.conditioning import latent_keep_mask
+from skyreels_diffusers.pipelines.pipeline_skyreels_v4_inpaint import (
+    _fit_with_black_padding,
+    _frames_to_tensor,
+    _mask_to_tensor,
+)
+from skyreels_diffusers.pipelines.vae_utils import encode_audio, encode_video
+from skyreels_diffusers.utils.media import load_audio, load_video, load_video_audio
+
+
+def read_manifest(path: str) -> list[dict]:
+    """Records with absolute paths; every record needs `video` and `caption`."""
+    root = os.path.dirname(os.path.abspath(path))
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            missing = [key for key in ("video", "caption") if key not in record]
+            if missing:
+                raise ValueError(f"`manifest` line {line_number} has no {missing}: every record needs both.")
+            for key in ("video", "mask", "audio_reference"):
+                if record.get(key):
+                    record[key] = os.path.join(root, record[key])
+            record["reference_images"] = [os.path.join(root, p) for p in record.get("reference_images", [])]
+            records.append(record)
+    if not records:
+        raise ValueError(f"`manifest` {path!r} has no records.")
+    return records
+
+
+def _pixels(frames: torch.Tensor) -> torch.Tensor:
+    """`(F, 3, H, W)` in [0, 1] -> `(1, 3, F, H, W)` in [-1, 1]."""
+    return (frames * 2 - 1).permute(1, 0, 2, 3)[None]
+
+
+@torch.no_grad()
+def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: int, num_frames: int,
+                  refiner_scale: int | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One manifest record -> its latents (without the prompt, which is encoded per unique caption)."""
+    sample_rate = pipe.audio_spec.sample_rate
+    frames, fps, audio = load_video_audio(record["video"], sample_rate, num_channels=pipe.audio_spec.audio_channels)
+    if len(frames) < num_frames:
+        raise ValueError(f"{record['video']!r} has {len(frames)} frames; `--num_frames` asks for {num_frames}.")
+    frames = _frames_to_tensor("video", frames[:num_frames], height, width)
+    samples = round(num_frames * sample_rate / fps)
+    if audio is None:
+        audio = torch.zeros(pipe.audio_spec.audio_channels, samples)
+    audio = F.pad(audio[:, :samples], (0, max(0, samples - audio.shape[1])))
+
+    video = _pixels(frames)
+    out = {
+        "video_latents": encode_video(pipe.vae, video)[0],
+        "last_frame_latents": encode_video(pipe.vae, video[:, :, -1:])[0, :, 0],
+        "audio_latents": encode_audio(pipe.audio_vae, audio[None])[0],
+    }
+    if record["reference_images"]:
+        image = _fit_with_black_padding(PIL.Image.open(record["reference_images"][0]).convert("RGB"), height, width)
+        reference = _frames_to_tensor("reference_images", [image], height, width)
+    else:
+        reference = frames[num_frames // 2 : num_frames // 2 + 1]  # a frame of the clip itself
+    out["reference_latents"] = encode_video(pipe.vae, _pixels(reference))[0]
+    if record.get("audio_reference"):
+        reference_audio = load_audio(record["audio_reference"], sample_rate, num_channels=audio.shape[0])
+        reference_audio = F.pad(reference_audio[:, :samples], (0, max(0, samples - reference_audio.shape[1])))
+        out["audio_reference_latents"] = encode_audio(pipe.audio_vae, reference_audio[None])[0]
+    else:
+        out["audio_reference_latents"] = out["audio_latents"]
+
+    spec = pipe.vae_spec
+    if record.get("mask"):
+        mask_frames, _ = load_video(record["mask"]) if record["mask"].endswith((".mp4", ".mov", ".webm")) else (
+            [PIL.Image.open(record["mask"]).convert("L")], None)  # fmt: skip
+        keep = _mask_to_tensor(mask_frames, frames, num_frames, height, width)
+        out["edit_keep_masks"] = latent_keep_mask(keep[None], spec.temporal_compression, spec.spatial_compression)[0]
+        out["has_edit_mask"] = torch.tensor(1.0)
+    else:
+        out["edit_keep_masks"] = torch.zeros_like(out["video_latents"][:1])
+        out["has_edit_mask"] = torch.tensor(0.0)
+
+    if refiner_scale:
+        low = F.interpolate(frames, scale_factor=1 / refiner_scale, mode="area")
+        out["low_res_latents"] = encode_video(pipe.vae, _pixels(low))[0]
+    return out
+
+
+@torch.no_grad()
+def encode_captions(pipe: SkyReelsV4Pipeline, captions: list[str], max_sequence_length: int):
+    """Unique captions (and the empty prompt) -> embeddings padded to one length `S`, with boolean masks."""
+    unique = sorted(set(captions)) + [""]
+    encoded = [pipe.encode_prompt(c, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length,
+                                  dtype=torch.float32)[:2] for c in unique]  # fmt: skip
+    length = max(embeds.shape[1] for embeds, _ in encoded)
+    table = {}
+    for caption, (embeds, mask) in zip(unique, encoded):
+        pad = length - embeds.shape[1]
+        table[caption] = (F.pad(embeds[0], (0, 0, 0, pad)), F.pad(mask[0], (0, pad), value=False))
+    return table
+
+
+def precompute(pipe, records, height, width, num_frames, max_sequence_length=512, refiner_scale=None):
+    """All records -> the tensors described in the module docstring."""
+    if num_frames % pipe.vae_spec.temporal_compression != 1:
+        raise ValueError(f"`num_frames` must be 4k+1 for the causal video VAE, got {num_frames}.")
+    per_clip = [encode_record(pipe, r, height, width, num_frames, refiner_scale) for r in tqdm(records, "encoding")]
+    tensors = {key: torch.stack([clip[key] for clip in per_clip]).contiguous() for key in per_clip[0]}
+    table = encode_captions(pipe, [r["caption"] for r in records], max_sequence_length)
+    tensors["prompt_embeds"] = torch.stack([table[r["caption"]][0] for r in records])
+    tensors["prompt_attention_mask"] = torch.stack([table[r["caption"]][1] for r in records])
+    tensors["null_prompt_embeds"], tensors["null_prompt_attention_mask"] = (x[None] for x in table[""])
+    black = torch.full((1, 3, 1, height, width), -1.0)
+    tensors["black_latents"] = encode_video(pipe.vae, black)[0, :, 0]
+    return tensors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrained_model_name_or_path", required=True, help="pipeline folder")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--height", type=int, required=True)
+    parser.add_argument("--width", type=int, required=True)
+    parser.add_argument("--num_frames", type=int, required=True, help="4k+1 frames per clip")
+    parser.add_argument("--max_sequence_length", type=int, default=512)
+    parser.add_argument("--refiner_scale", type=int, default=None, help="also encode the clip downsampled this much")
+    args = parser.parse_args()
+
+    pipe = SkyReelsV4Pipeline.from_pretrained(args.pretrained_model_name_or_path)
+    records = read_manifest(args.manifest)
+    tensors = precompute(pipe, records, args.height, args.width, args.num_frames, args.max_sequence_length,
+                         args.refiner_scale)  # fmt: skip
+    os.makedirs(args.output_dir, exist_ok=True)
+    save_file({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()},
+              os.path.join(args.output_dir, "latents.safetensors"))  # fmt: skip
+    metadata = {
+        "height": args.height, "width": args.width, "num_frames": args.num_frames,
+        "fps": pipe.transformer.config.fps, "sample_rate": pipe.audio_spec.sample_rate,
+        "refiner_scale": args.refiner_scale, "captions": [r["caption"] for r in records],
+    }  # fmt: skip
+    with open(os.path.join(args.output_dir, "metadata.json"), "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=1)
+    print(f"wrote {len(records)} clips to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

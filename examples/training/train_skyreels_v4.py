@@ -1,0 +1,539 @@
+"""Fine-tune SkyReels-V4 (full or PEFT LoRA) with Accelerate: the joint video + audio model, or the Refiner.
+
+Loss (DESIGN.md "Training"): rectified flow in Diffusers' sigma convention. One sigma per sample, shared by video
+and audio: `x_sigma = (1 - sigma) * x0 + sigma * noise`, the model predicts the velocity `noise - x0` (the paper's
+`z0 - eps` with t = 1 - sigma, sign flipped because sigma runs the other way), loss = MSE(video) + MSE(audio).
+Sigma is drawn logit-normal or uniform and then shifted like the scheduler (`shift * s / (1 + (shift - 1) * s)`).
+
+Every step draws one task for the whole batch (`--task_ratios`): t2av, t2v, t2a, i2v, interpolation, extension,
+edit, reference_images, audio_reference. Conditions follow the pipelines exactly (channel-concatenated condition
+latents + keep-mask, black-image latents elsewhere; references as extra clean tokens), and text / condition
+dropout train the unconditional branch used by classifier-free guidance.
+
+Reproducibility: the clips, task, sigmas and noise of step `s` depend only on `(--seed, s)` and the sample's place
+in the global batch, so a resumed run continues exactly, and N processes see the same global batch as one.
+
+Data: precomputed tensors (`--train_latents`, from `precompute_latents.py`) or a JSONL manifest (`--train_manifest`,
+encoded once at start-up with the same code).
+
+    accelerate launch examples/training/train_skyreels_v4.py --pretrained_model_name_or_path pipelines/skyreels-v4-tiny \
+        --train_latents data/latents --output_dir runs/lora --lora_rank 16 --max_train_steps 1000
+
+Multi-GPU / FSDP: run `accelerate config` (or use a file from `examples/training/accelerate_configs/`) and launch with
+`accelerate launch --config_file ...`; the global batch is `train_batch_size x processes x accumulation`.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
+from huggingface_hub import ModelCard, ModelCardData
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from skyreels_diffusers import (
+    SkyReelsV4Pipeline,
+    SkyReelsV4RefinerTransformer3DModel,
+)
+from skyreels_diffusers.pipelines.conditioning import build_refiner_condition
+from skyreels_diffusers.utils.media import export_to_video_with_audio
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from precompute_latents import precompute, read_manifest  # noqa: E402
+
+
+logger = get_logger(__name__)
+
+TASKS = ("t2av", "t2v", "t2a", "i2v", "interpolation", "extension", "edit", "reference_images", "audio_reference")
+DEFAULT_TASK_RATIOS = (
+    "t2av=0.4,t2v=0.1,t2a=0.1,i2v=0.1,interpolation=0.05,extension=0.1,edit=0.05,reference_images=0.05,"
+    "audio_reference=0.05"
+)
+# Tensors of `precompute_latents.py` that hold one entry per clip (the rest are shared).
+PER_CLIP_KEYS = (
+    "video_latents", "last_frame_latents", "reference_latents", "audio_latents", "audio_reference_latents",
+    "prompt_embeds", "prompt_attention_mask", "edit_keep_masks", "has_edit_mask", "low_res_latents",
+)  # fmt: skip
+LORA_TOWERS = {"video": "video_tower", "audio": "audio_tower", "cross_modal": "cross_modal_blocks"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--pretrained_model_name_or_path", required=True, help="SkyReelsV4Pipeline folder")
+    model.add_argument("--refiner", action="store_true", help="train the Refiner instead of the joint model")
+    model.add_argument("--refiner_model_name_or_path", default=None,
+                       help="Refiner to start from; default: built from the pipeline's video tower")  # fmt: skip
+    model.add_argument("--lora_rank", type=int, default=None, help="train a PEFT LoRA of this rank (default: full)")
+    model.add_argument("--lora_alpha", type=int, default=None, help="default: the rank")
+    model.add_argument("--lora_towers", default="video,audio,cross_modal", help=f"subset of {sorted(LORA_TOWERS)}")
+    model.add_argument("--lora_target_modules", default="to_q,to_k,to_v,to_out.0,add_q_proj,add_k_proj,add_v_proj")
+    data = parser.add_argument_group("data")
+    data.add_argument("--train_latents", default=None, help="folder written by precompute_latents.py")
+    data.add_argument("--train_manifest", default=None, help="JSONL manifest, encoded at start-up")
+    data.add_argument("--height", type=int, default=None, help="manifest clips: target height (pipeline default)")
+    data.add_argument("--width", type=int, default=None)
+    data.add_argument("--num_frames", type=int, default=None)
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train_batch_size", type=int, default=1, help="per process")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--max_train_steps", type=int, default=1000)
+    train.add_argument("--learning_rate", type=float, default=1e-4)
+    train.add_argument("--adam_weight_decay", type=float, default=0.0)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--lr_scheduler", default="constant_with_warmup", help="any diffusers.optimization schedule")
+    train.add_argument("--lr_warmup_steps", type=int, default=0)
+    train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    train.add_argument("--gradient_checkpointing", action="store_true")
+    train.add_argument("--use_ema", action="store_true")
+    train.add_argument("--ema_decay", type=float, default=0.999)
+    flow = parser.add_argument_group("flow matching and tasks")
+    flow.add_argument("--weighting_scheme", default="logit_normal", choices=["logit_normal", "uniform"])
+    flow.add_argument("--logit_mean", type=float, default=0.0)
+    flow.add_argument("--logit_std", type=float, default=1.0)
+    flow.add_argument("--shift", type=float, default=None, help="default: the pipeline scheduler's shift")
+    flow.add_argument("--task_ratios", default=DEFAULT_TASK_RATIOS, help="comma list of task=weight")
+    flow.add_argument("--text_dropout", type=float, default=0.1, help="P(empty prompt) per sample")
+    flow.add_argument("--condition_dropout", type=float, default=0.1, help="P(no condition) per conditioned sample")
+    flow.add_argument("--refiner_crop", type=int, default=None, help="Refiner: square crop, in high-res latent cells")
+    flow.add_argument("--max_sparsity", type=float, default=None, help="Refiner: VSA sparsity ramp end (config)")
+    flow.add_argument("--sparsity_ramp_steps", type=int, default=0, help="Refiner: steps to ramp sparsity up")
+    io = parser.add_argument_group("checkpoints and validation")
+    io.add_argument("--checkpointing_steps", type=int, default=500)
+    io.add_argument("--checkpoints_total_limit", type=int, default=None)
+    io.add_argument("--resume_from_checkpoint", default=None, help='a checkpoint folder or "latest"')
+    io.add_argument("--validation_prompts", nargs="*", default=[])
+    io.add_argument("--validation_steps", type=int, default=500)
+    io.add_argument("--validation_inference_steps", type=int, default=20)
+    io.add_argument("--logging_steps", type=int, default=10)
+    io.add_argument("--report_to", default=None, help="tensorboard, wandb, ... (Accelerate trackers)")
+    args = parser.parse_args(argv)
+
+    if (args.train_latents is None) == (args.train_manifest is None):
+        parser.error("give exactly one of --train_latents and --train_manifest.")
+    args.task_ratios = parse_task_ratios(args.task_ratios)
+    unknown = set(args.lora_towers.split(",")) - set(LORA_TOWERS)
+    if unknown:
+        parser.error(f"--lora_towers accepts {sorted(LORA_TOWERS)}, got {sorted(unknown)}.")
+    return args
+
+
+def parse_task_ratios(text: str) -> dict[str, float]:
+    ratios = {}
+    for item in text.split(","):
+        name, _, weight = item.partition("=")
+        if name.strip() not in TASKS:
+            raise ValueError(f"`--task_ratios` names tasks from {TASKS}, got {name.strip()!r}.")
+        ratios[name.strip()] = float(weight)
+    if sum(ratios.values()) <= 0 or min(ratios.values()) < 0:
+        raise ValueError(f"`--task_ratios` must be non-negative with a positive sum, got {ratios}.")
+    return ratios
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Deterministic sampling: everything about step `s` comes from (seed, s, sample index).
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    return np.random.default_rng([seed, step])
+
+
+def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0]))
+
+
+def global_batch(seed: int, step: int, global_size: int, dataset_size: int, task_ratios: dict[str, float]):
+    """The clip indices and the task of micro-step `step`, identical on every process."""
+    rng = step_rng(seed, step)
+    indices = rng.choice(dataset_size, size=global_size, replace=global_size > dataset_size)
+    names = list(task_ratios)
+    weights = np.array([task_ratios[n] for n in names])
+    return indices, names[rng.choice(len(names), p=weights / weights.sum())]
+
+
+def sample_sigma(generator: torch.Generator, args, shift: float) -> float:
+    density = compute_density_for_timestep_sampling(
+        args.weighting_scheme, 1, args.logit_mean, args.logit_std, generator=generator
+    )
+    return float(shift * density / (1 + (shift - 1) * density))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Task inputs
+
+
+def random_keep_box(generator: torch.Generator, frames: int, height: int, width: int) -> torch.Tensor:
+    """Latent keep-mask `(1, F, h, w)`: 1 everywhere except one random box (at least a quarter of each side)."""
+    keep = torch.ones(1, frames, height, width)
+    sizes = [int(torch.randint(max(1, n // 4), n + 1, (1,), generator=generator)) for n in (frames, height, width)]
+    starts = [
+        int(torch.randint(0, n - s + 1, (1,), generator=generator)) for n, s in zip((frames, height, width), sizes)
+    ]
+    keep[:, starts[0] : starts[0] + sizes[0], starts[1] : starts[1] + sizes[1], starts[2] : starts[2] + sizes[2]] = 0
+    return keep
+
+
+def video_condition(task: str, clip: dict, black: torch.Tensor, generator: torch.Generator, dropout: bool):
+    """`(C + 1, F, h, w)` condition channels of one sample, exactly as the pipelines build them."""
+    x0 = clip["video_latents"]
+    latents = black[:, None].expand_as(x0).clone()
+    keep = torch.zeros_like(x0[:1])
+    if not dropout:
+        if task in ("i2v", "interpolation"):
+            keep[:, 0] = 1  # the causal VAE's latent frame 0 is frame 0 encoded alone
+            latents[:, 0] = x0[:, 0]
+        if task == "interpolation":
+            keep[:, -1] = 1
+            latents[:, -1] = clip["last_frame_latents"]
+        if task == "extension":
+            kept = int(torch.randint(1, x0.shape[1], (1,), generator=generator))
+            keep[:, :kept] = 1
+            latents[:, :kept] = x0[:, :kept]
+        if task == "edit":
+            keep = clip["edit_keep_masks"] if clip["has_edit_mask"] > 0 else random_keep_box(generator, *x0.shape[1:])
+            # Latent-space stand-in for encoding the video with the region to generate blacked out.
+            latents = torch.where(keep.bool(), x0, latents)
+    return torch.cat([latents, keep])
+
+
+def base_model_inputs(task, clips, null_prompt, black, args, shift, seed, step, offset):
+    """Noisy inputs, targets and conditions of the joint model for one micro-batch."""
+    has_video, has_audio = task != "t2a", task != "t2v"
+    noisy_video, conditions, video_targets, noisy_audio, audio_targets, sigmas, prompts, masks = ([] for _ in range(8))
+    for i, clip in enumerate(clips):
+        generator = sample_generator(seed, step, offset + i)
+        sigma = sample_sigma(generator, args, shift)
+        sigmas.append(sigma)
+        drop_text = bool(torch.rand(1, generator=generator) < args.text_dropout)
+        drop_condition = bool(torch.rand(1, generator=generator) < args.condition_dropout)
+        prompts.append(null_prompt[0] if drop_text else clip["prompt_embeds"])
+        masks.append(null_prompt[1] if drop_text else clip["prompt_attention_mask"])
+        if has_video:
+            x0 = clip["video_latents"]
+            noise = torch.randn(x0.shape, generator=generator)
+            noisy_video.append((1 - sigma) * x0 + sigma * noise)
+            video_targets.append(noise - x0)
+            conditions.append(video_condition(task, clip, black, generator, drop_condition))
+        if has_audio:
+            a0 = clip["audio_latents"]
+            noise = torch.randn(a0.shape, generator=generator)
+            noisy_audio.append((1 - sigma) * a0 + sigma * noise)
+            audio_targets.append(noise - a0)
+    stack = lambda xs: torch.stack(xs) if xs else None  # noqa: E731
+    inputs = {
+        "hidden_states": torch.cat([stack(noisy_video), stack(conditions)], dim=1) if has_video else None,
+        "audio_hidden_states": stack(noisy_audio),
+        "timestep": torch.tensor(sigmas) * 1000,
+        "encoder_hidden_states": stack(prompts),
+        "encoder_attention_mask": stack(masks),
+    }
+    if task == "reference_images" and has_video:
+        inputs["reference_latents"] = stack([clip["reference_latents"] for clip in clips])
+    if task == "audio_reference":
+        inputs["audio_reference_latents"] = stack([clip["audio_reference_latents"] for clip in clips])
+    return inputs, stack(video_targets), stack(audio_targets)
+
+
+def refiner_model_inputs(clips, null_prompt, args, shift, seed, step, offset, sparsity, spatial_factor):
+    """Noisy high-res latents + the Refiner condition (upsampled low-res latents, random keyframes), optionally
+    cropped to `--refiner_crop` latent cells at the same place in both grids."""
+    noisy, targets, conditions, sigmas, prompts, masks, audio = ([] for _ in range(7))
+    for i, clip in enumerate(clips):
+        generator = sample_generator(seed, step, offset + i)
+        sigma = sample_sigma(generator, args, shift)
+        sigmas.append(sigma)
+        drop_text = bool(torch.rand(1, generator=generator) < args.text_dropout)
+        prompts.append(null_prompt[0] if drop_text else clip["prompt_embeds"])
+        masks.append(null_prompt[1] if drop_text else clip["prompt_attention_mask"])
+        x0 = clip["video_latents"]
+        num_keyframes = int(torch.randint(0, 3, (1,), generator=generator))
+        keyframe_indices = sorted(torch.randperm(x0.shape[1], generator=generator)[:num_keyframes].tolist())
+        condition = build_refiner_condition(
+            clip["low_res_latents"][None], spatial_factor, 1,
+            x0[None][:, :, keyframe_indices] if keyframe_indices else None, keyframe_indices or None,
+        ).as_channels()[0]  # fmt: skip
+        noise = torch.randn(x0.shape, generator=generator)
+        x_sigma, target = (1 - sigma) * x0 + sigma * noise, noise - x0
+        if args.refiner_crop:
+            size = args.refiner_crop
+            top, left = (int(torch.randint(0, (n - size) // spatial_factor + 1, (1,), generator=generator))
+                         * spatial_factor for n in x0.shape[-2:])  # fmt: skip
+            x_sigma, target, condition = (t[..., top : top + size, left : left + size]
+                                          for t in (x_sigma, target, condition))  # fmt: skip
+        noisy.append(x_sigma)
+        targets.append(target)
+        conditions.append(condition)
+        audio.append(clip["audio_latents"])
+    inputs = {
+        "hidden_states": torch.cat([torch.stack(noisy), torch.stack(conditions)], dim=1),
+        "timestep": torch.tensor(sigmas) * 1000,
+        "encoder_hidden_states": torch.stack(prompts),
+        "encoder_attention_mask": torch.stack(masks),
+        "audio_latents": torch.stack(audio),
+        "sparsity": sparsity,
+        "vsa_backend": "gather",  # flex_attention has no CPU backward; gather has autograd everywhere
+    }
+    return inputs, torch.stack(targets)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model setup, checkpoints, validation and the model card
+
+
+def add_lora(transformer, args) -> None:
+    from peft import LoraConfig
+
+    towers = "|".join(LORA_TOWERS[t] for t in args.lora_towers.split(","))
+    modules = "|".join(m.replace(".", r"\.") for m in args.lora_target_modules.split(","))
+    config = LoraConfig(
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha or args.lora_rank,
+        init_lora_weights="gaussian",
+        target_modules=rf"^({towers})\..*\.({modules})$" if not args.refiner else rf"^.*\.({modules})$",
+    )
+    transformer.requires_grad_(False)
+    transformer.add_adapter(config)
+
+
+def load_training_data(args, pipe) -> dict[str, torch.Tensor]:
+    if args.train_latents:
+        return load_file(os.path.join(args.train_latents, "latents.safetensors"))
+    records = read_manifest(args.train_manifest)
+    return precompute(
+        pipe, records,
+        args.height or pipe.config.default_height, args.width or pipe.config.default_width,
+        args.num_frames or pipe.config.default_num_frames, refiner_scale=2 if args.refiner else None,
+    )  # fmt: skip
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    steps = [int(d.split("-")[1]) for d in os.listdir(output_dir) if d.startswith("checkpoint-")] if (
+        os.path.isdir(output_dir)) else []  # fmt: skip
+    return os.path.join(output_dir, f"checkpoint-{max(steps)}") if steps else None
+
+
+def prune_checkpoints(output_dir: str, limit: int | None) -> None:
+    """Keep room for one more checkpoint under `limit`."""
+    if not limit:
+        return
+    steps = sorted(int(d.split("-")[1]) for d in os.listdir(output_dir) if d.startswith("checkpoint-"))
+    for step in steps[: max(0, len(steps) - limit + 1)]:
+        shutil.rmtree(os.path.join(output_dir, f"checkpoint-{step}"))
+
+
+@torch.no_grad()
+def log_validation(pipe, transformer, args, step: int, accelerator) -> list[str]:
+    """Generate each validation prompt (seeded) with the current weights; write MP4s with sound."""
+    pipe.transformer = accelerator.unwrap_model(transformer).eval()
+    folder = os.path.join(args.output_dir, "validation")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, prompt in enumerate(args.validation_prompts):
+        out = pipe(prompt, num_inference_steps=args.validation_inference_steps,
+                   generator=torch.Generator().manual_seed(args.seed + i))  # fmt: skip
+        path = os.path.join(folder, f"step-{step:06d}-{i}.mp4")
+        export_to_video_with_audio(out.frames[0], path, fps=pipe.transformer.config.fps, audio=out.audio[0],
+                                   audio_sample_rate=out.audio_sample_rate)  # fmt: skip
+        paths.append(path)
+    transformer.train()
+    logger.info(f"validation clips: {paths}")
+    return paths
+
+
+def write_model_card(args, losses: list[float], validation: list[str]) -> None:
+    kind = "Refiner" if args.refiner else "joint video + audio model"
+    method = (
+        f"a PEFT LoRA (rank {args.lora_rank}, towers: {args.lora_towers})" if args.lora_rank else "full fine-tuning"
+    )
+    description = (
+        f"SkyReels-V4 {kind} trained with `examples/training/train_skyreels_v4.py` ({method}) from "
+        f"`{args.pretrained_model_name_or_path}` for {args.max_train_steps} steps at learning rate {args.learning_rate} "
+        f"(global batch {args.global_batch_size}; tasks {args.task_ratios}; text dropout {args.text_dropout}; "
+        f"{'EMA ' + str(args.ema_decay) if args.use_ema else 'no EMA'}). Final training loss (mean of the last "
+        f"{min(len(losses), 100)} steps): {np.mean(losses[-100:]):.4f}."
+    )
+    if validation:
+        description += "\n\nValidation clips: " + ", ".join(
+            f"`{os.path.relpath(p, args.output_dir)}`" for p in validation
+        )
+    tags = ["skyreels-v4", "text-to-video", "text-to-audio", "diffusers-training"] + (
+        ["lora"] if args.lora_rank else []
+    )
+    data = ModelCardData(license="apache-2.0", library_name="diffusers", tags=tags,
+                         base_model=args.pretrained_model_name_or_path)  # fmt: skip
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# SkyReels-V4 {kind}\n\n{description}\n")
+    card.save(os.path.join(args.output_dir, "README.md"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+    )  # fmt: skip
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    pipe = SkyReelsV4Pipeline.from_pretrained(args.pretrained_model_name_or_path)
+    for module in (pipe.text_encoder, pipe.vae, pipe.audio_vae, pipe.vocoder):
+        if module is not None:
+            module.requires_grad_(False)
+    if args.refiner:
+        transformer = (SkyReelsV4RefinerTransformer3DModel.from_pretrained(args.refiner_model_name_or_path)
+                       if args.refiner_model_name_or_path else
+                       SkyReelsV4RefinerTransformer3DModel.from_video_transformer(pipe.transformer,
+                                                                                  temporal_upscale_factor=1))  # fmt: skip
+        if transformer.config.temporal_upscale_factor != 1:
+            raise ValueError(
+                "--refiner trains spatial super-resolution: the Refiner's temporal_upscale_factor must be 1."
+            )
+    else:
+        transformer = pipe.transformer
+    if args.lora_rank:
+        add_lora(transformer, args)
+    if args.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    ema = EMAModel(transformer.parameters(), decay=args.ema_decay) if args.use_ema else None
+
+    data = load_training_data(args, pipe)
+    dataset_size = len(data["video_latents"])
+    null_prompt = (data["null_prompt_embeds"][0], data["null_prompt_attention_mask"][0].bool())
+    shift = args.shift or pipe.scheduler.config.shift
+    spatial_factor = None
+    if args.refiner:
+        if "low_res_latents" not in data:
+            raise ValueError("--refiner needs `low_res_latents`: precompute with --refiner_scale.")
+        spatial_factor = data["video_latents"].shape[-1] // data["low_res_latents"].shape[-1]
+    max_sparsity = args.max_sparsity if args.max_sparsity is not None else getattr(
+        transformer.config, "default_sparsity", 0.0)  # fmt: skip
+
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=args.max_train_steps * accelerator.num_processes)  # fmt: skip
+    transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    args.global_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    global_step = 0
+    if args.resume_from_checkpoint:
+        path = (latest_checkpoint(args.output_dir) if args.resume_from_checkpoint == "latest"
+                else args.resume_from_checkpoint)  # fmt: skip
+        if path is None:
+            logger.info("no checkpoint to resume from: starting a new run")
+        else:
+            accelerator.load_state(path)
+            global_step = int(os.path.basename(path.rstrip("/")).split("-")[1])
+            logger.info(f"resumed from {path} at step {global_step}")
+    if accelerator.is_main_process:
+        accelerator.init_trackers("skyreels-v4", config={k: str(v) for k, v in vars(args).items()})
+
+    losses, validation = [], []
+    log_path = os.path.join(args.output_dir, "loss.jsonl")
+    progress = tqdm(range(global_step, args.max_train_steps), disable=not accelerator.is_local_main_process)
+    local_size, rank = args.train_batch_size, accelerator.process_index
+    while global_step < args.max_train_steps:
+        step_loss = 0.0
+        for micro in range(args.gradient_accumulation_steps):
+            micro_step = global_step * args.gradient_accumulation_steps + micro
+            indices, task = global_batch(args.seed, micro_step, local_size * accelerator.num_processes, dataset_size,
+                                         args.task_ratios)  # fmt: skip
+            task = "refiner" if args.refiner else task
+            offset = rank * local_size
+            clips = [{k: v[j] for k, v in data.items() if k in PER_CLIP_KEYS}
+                     for j in indices[offset : offset + local_size]]  # fmt: skip
+            with accelerator.accumulate(transformer):
+                if args.refiner:
+                    ramp = min(1.0, (global_step + 1) / args.sparsity_ramp_steps) if args.sparsity_ramp_steps else 1.0
+                    inputs, target = refiner_model_inputs(clips, null_prompt, args, shift, args.seed, micro_step,
+                                                           offset, max_sparsity * ramp, spatial_factor)  # fmt: skip
+                    inputs = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+                    prediction = transformer(**inputs).sample
+                    loss = F.mse_loss(prediction.float(), target.to(prediction.device).float())
+                else:
+                    black = data["black_latents"]
+                    inputs, video_target, audio_target = base_model_inputs(
+                        task, clips, null_prompt, black, args, shift, args.seed, micro_step, offset)  # fmt: skip
+                    inputs = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+                    output = transformer(**inputs)
+                    loss = 0.0
+                    if video_target is not None:
+                        loss = loss + F.mse_loss(output.sample.float(), video_target.to(accelerator.device))
+                    if audio_target is not None:
+                        loss = loss + F.mse_loss(output.audio_sample.float(), audio_target.to(accelerator.device))
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += accelerator.reduce(loss.detach(), "mean").item() / args.gradient_accumulation_steps
+
+        global_step += 1
+        progress.update(1)
+        if ema is not None:
+            ema.step(params)
+        losses.append(step_loss)
+        if accelerator.is_main_process:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": global_step, "loss": step_loss, "task": task}) + "\n")
+        accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+        if global_step % args.logging_steps == 0:
+            progress.set_postfix(loss=float(np.mean(losses[-args.logging_steps :])))
+
+        if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
+            if accelerator.is_main_process:
+                prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+            accelerator.wait_for_everyone()
+            accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+        if (args.validation_prompts and not args.refiner and accelerator.is_main_process
+                and (global_step % args.validation_steps == 0 or global_step == args.max_train_steps)):  # fmt: skip
+            validation = log_validation(pipe, transformer, args, global_step, accelerator)
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(transformer)
+        if ema is not None:
+            ema.copy_to(model.parameters())
+        save_final(model, pipe, args)
+        write_model_card(args, losses, validation)
+    accelerator.end_training()
+
+
+def save_final(model, pipe, args) -> None:
+    """LoRA -> `pytorch_lora_weights.safetensors` (load with `pipe.load_lora_weights`); full joint model -> a whole
+    pipeline folder; Refiner -> `refiner/`."""
+    if args.lora_rank:
+        from peft.utils import get_peft_model_state_dict
+
+        SkyReelsV4Pipeline.save_lora_weights(args.output_dir, transformer_lora_layers=get_peft_model_state_dict(model))
+    elif args.refiner:
+        model.save_pretrained(os.path.join(args.output_dir, "refiner"))
+    else:
+        pipe.transformer = model
+        pipe.save_pretrained(args.output_dir)
+
+
+if __name__ == "__main__":
+    main()
