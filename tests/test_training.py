@@ -124,3 +124,41 @@ def test_bad_task_ratios_are_rejected():
         train.parse_task_ratios("t2av=1,dance=1")
     with pytest.raises(ValueError, match="--task_ratios"):
         train.parse_task_ratios("t2av=0")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_processes(argv):
+    """`accelerate launch` with the shipped DDP config, 2 CPU processes over gloo."""
+    import subprocess
+    import sys
+
+    root = os.path.join(os.path.dirname(__file__), "..", "examples", "training")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               os.path.join(root, "accelerate_configs", "ddp.yaml"), "--num_processes", "2", "--main_process_port",
+               str(free_port()), os.path.join(root, "train_skyreels_v4.py"), *map(str, argv)]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MULTI_CPU x 2 processes; global batch 4" in result.stdout
+
+
+def test_two_process_ddp_matches_one_process_and_resumes(setup, tmp_path):
+    root, manifest = setup
+    args = ["--pretrained_model_name_or_path", root / "pipe", "--train_manifest", manifest, "--seed", 5,
+            "--learning_rate", "1e-3", "--checkpointing_steps", 2]  # fmt: skip
+    run([*args, "--output_dir", tmp_path / "one", "--max_train_steps", 3, "--train_batch_size", 4])
+    launch_two_processes([*args, "--output_dir", tmp_path / "two", "--max_train_steps", 2, "--train_batch_size", 2])
+    assert sorted(p for p in os.listdir(tmp_path / "two") if p.startswith("checkpoint-")) == ["checkpoint-2"]
+    launch_two_processes([*args, "--output_dir", tmp_path / "two", "--max_train_steps", 3, "--train_batch_size", 2,
+                          "--resume_from_checkpoint", "latest"])  # fmt: skip
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [r["step"] for r in two] == [1, 2, 3] and [r["task"] for r in two] == [r["task"] for r in one]
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in two]), torch.tensor([r["loss"] for r in one]),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip

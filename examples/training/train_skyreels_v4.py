@@ -436,6 +436,9 @@ def main(argv=None) -> None:
         accelerator.register_for_checkpointing(ema)
 
     args.global_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    accelerator.print(
+        f"{accelerator.distributed_type} x {accelerator.num_processes} processes; global batch {args.global_batch_size}"
+    )
     global_step = 0
     if args.resume_from_checkpoint:
         path = (latest_checkpoint(args.output_dir) if args.resume_from_checkpoint == "latest"
