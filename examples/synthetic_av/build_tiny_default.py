@@ -10,7 +10,7 @@ Stages (each skipped when its output already exists in `--work_dir`, so an inter
 3. the training sets: `world.py` clips as MP4 (H.264 + AAC) + manifest, 64x64 for the joint model and 128x128 for
    the Refiner, encoded by `examples/training/precompute_latents.py`;
 4. the joint model: `examples/training/train_skyreels_v4.py`, full training with EMA, all tasks;
-5. the Refiner (2x super-resolution, VSA), initialised from the joint model's video tower, same script with --refiner;
+5. the Refiner (2x super-resolution, VSA), same script with --refiner, trained side by side with the joint model;
 6. the final folder (the Refiner in its `refiner/` subfolder), its metrics from `evaluate.py`, and the model card.
 """
 
@@ -44,11 +44,22 @@ TRANSFORMER_CONFIG = {
     "vae_temporal_compression_ratio": 4,
     "cross_modal_attention_heads": 4,  # all heads: audio-video sync is what this model must learn
 }
+TASK_RATIOS = (
+    "t2av=0.55,t2v=0.05,t2a=0.05,i2v=0.1,interpolation=0.05,extension=0.1,edit=0.05,reference_images=0.025,"
+    "audio_reference=0.025"
+)
 
 
-def run(*command: str) -> None:
-    print("$", " ".join(command), flush=True)
-    subprocess.run([sys.executable, *command], check=True)
+def run(*commands: list[str]) -> None:
+    """Run scripts in parallel, one CPU thread each when there are several (2-core machines), and wait for all."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if len(commands) > 1 else None
+    processes = []
+    for command in commands:
+        print("$", " ".join(command), flush=True)
+        processes.append(subprocess.Popen([sys.executable, *command], env=env))
+    failed = [" ".join(c) for c, p in zip(commands, processes) if p.wait() != 0]
+    if failed:
+        raise RuntimeError(f"failed: {failed}")
 
 
 def build_initial_pipeline(vae_dir: str, out: str, seed: int) -> None:
@@ -81,10 +92,10 @@ def main() -> None:
     parser.add_argument("--work_dir", default="runs/tiny")
     parser.add_argument("--out", default="pipelines/skyreels-v4-tiny")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_clips", type=int, default=3000)
-    parser.add_argument("--num_refiner_clips", type=int, default=1000)
+    parser.add_argument("--num_clips", type=int, default=1500)
+    parser.add_argument("--num_refiner_clips", type=int, default=300)
     parser.add_argument("--vae_steps", type=int, default=1500)
-    parser.add_argument("--train_steps", type=int, default=5000)
+    parser.add_argument("--train_steps", type=int, default=4000)
     parser.add_argument("--refiner_steps", type=int, default=1500)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--eval_seeds", type=int, default=50)
@@ -93,8 +104,8 @@ def main() -> None:
     os.makedirs(args.work_dir, exist_ok=True)
 
     if not os.path.isdir(work("vaes", "audio_vae")):
-        run(os.path.join(HERE, "train_tiny_vaes.py"), "--out", work("vaes"), "--video_steps", str(args.vae_steps),
-            "--audio_steps", str(args.vae_steps), "--seed", str(args.seed))  # fmt: skip
+        run([os.path.join(HERE, "train_tiny_vaes.py"), "--out", work("vaes"), "--video_steps", str(args.vae_steps),
+             "--audio_steps", str(args.vae_steps), "--seed", str(args.seed)])  # fmt: skip
     if not os.path.isfile(work("init", "model_index.json")):
         build_initial_pipeline(work("vaes"), work("init"), args.seed)
 
@@ -104,28 +115,35 @@ def main() -> None:
             world.write_dataset(work(name), count, seed=10**6, num_frames=NUM_FRAMES, size=size, sample_rate=16_000)
     precompute = os.path.join(TRAINING, "precompute_latents.py")
     common = ["--pretrained_model_name_or_path", work("init"), "--num_frames", str(NUM_FRAMES)]
+    jobs = []
     if not os.path.isfile(work("latents64", "latents.safetensors")):
-        run(precompute, *common, "--manifest", work("data64", "manifest.jsonl"), "--output_dir", work("latents64"),
-            "--height", str(SIZE), "--width", str(SIZE))  # fmt: skip
+        jobs.append([precompute, *common, "--manifest", work("data64", "manifest.jsonl"), "--output_dir",
+                     work("latents64"), "--height", str(SIZE), "--width", str(SIZE)])  # fmt: skip
     if not os.path.isfile(work("latents128", "latents.safetensors")):
-        run(precompute, *common, "--manifest", work("data128", "manifest.jsonl"), "--output_dir", work("latents128"),
-            "--height", str(REFINER_SIZE), "--width", str(REFINER_SIZE), "--refiner_scale", "2")  # fmt: skip
+        jobs.append([precompute, *common, "--manifest", work("data128", "manifest.jsonl"), "--output_dir",
+                     work("latents128"), "--height", str(REFINER_SIZE), "--width", str(REFINER_SIZE),
+                     "--refiner_scale", "2"])  # fmt: skip
+    if jobs:
+        run(*jobs)
 
+    # The joint model and the Refiner train side by side. The paper initialises the Refiner from the trained video
+    # tower; here both start from the same initial tower so that the two runs can share the two cores.
     train = os.path.join(TRAINING, "train_skyreels_v4.py")
     schedule = ["--lr_scheduler", "cosine", "--lr_warmup_steps", "200", "--train_batch_size", str(args.batch_size),
-                "--seed", str(args.seed), "--checkpointing_steps", "500", "--checkpoints_total_limit", "1",
-                "--resume_from_checkpoint", "latest", "--use_ema", "--ema_decay", "0.995"]  # fmt: skip
+                "--seed", str(args.seed), "--checkpointing_steps", "250", "--checkpoints_total_limit", "1",
+                "--resume_from_checkpoint", "latest", "--use_ema", "--ema_decay", "0.995",
+                "--pretrained_model_name_or_path", work("init")]  # fmt: skip
+    jobs = []
     if not os.path.isfile(work("base", "model_index.json")):
-        run(train, "--pretrained_model_name_or_path", work("init"), "--train_latents", work("latents64"),
-            "--output_dir", work("base"), "--max_train_steps", str(args.train_steps), "--learning_rate", "1e-3",
-            "--task_ratios", "t2av=0.55,t2v=0.05,t2a=0.05,i2v=0.1,interpolation=0.05,extension=0.1,edit=0.05,"
-            "reference_images=0.025,audio_reference=0.025", *schedule,
-            "--validation_prompts", world.render_clip(0, num_frames=NUM_FRAMES).caption)  # fmt: skip
+        jobs.append([train, "--train_latents", work("latents64"), "--output_dir", work("base"), "--max_train_steps",
+                     str(args.train_steps), "--learning_rate", "1e-3", "--task_ratios", TASK_RATIOS, *schedule,
+                     "--validation_prompts", world.render_clip(0, num_frames=NUM_FRAMES).caption])  # fmt: skip
     if not os.path.isdir(work("refiner", "refiner")):
-        run(train, "--pretrained_model_name_or_path", work("base"), "--refiner", "--train_latents", work("latents128"),
-            "--output_dir", work("refiner"), "--max_train_steps", str(args.refiner_steps), "--learning_rate", "5e-4",
-            "--refiner_crop", "16", "--max_sparsity", "0.5", "--sparsity_ramp_steps", str(args.refiner_steps // 2),
-            *schedule)  # fmt: skip
+        jobs.append([train, "--refiner", "--train_latents", work("latents128"), "--output_dir", work("refiner"),
+                     "--max_train_steps", str(args.refiner_steps), "--learning_rate", "5e-4", "--refiner_crop", "16",
+                     "--max_sparsity", "0.5", "--sparsity_ramp_steps", str(args.refiner_steps // 2), *schedule])  # fmt: skip
+    if jobs:
+        run(*jobs)
 
     from skyreels_diffusers import SkyReelsV4RefinerTransformer3DModel
 
@@ -142,7 +160,15 @@ def main() -> None:
 
     metrics_path = work("metrics.json")
     run(
-        os.path.join(HERE, "evaluate.py"), "--model", args.out, "--seeds", str(args.eval_seeds), "--json", metrics_path
+        [
+            os.path.join(HERE, "evaluate.py"),
+            "--model",
+            args.out,
+            "--seeds",
+            str(args.eval_seeds),
+            "--json",
+            metrics_path,
+        ]
     )
     with open(metrics_path, encoding="utf-8") as f:
         metrics = json.load(f)
