@@ -30,6 +30,10 @@ setup(
     packages=find_packages("src"),
     python_requires=">=3.10",
     install_requires=install_requires,
-    extras_require={"test": ["pytest>=8", "pytest-timeout"]},
+    extras_require={
+        # gradio + playwright: the demo in examples/gradio_app and its browser test, which drives the system's
+        # Chromium (Debian package `chromium`, see .ci/run); `playwright install` is never needed.
+        "test": ["pytest>=8", "pytest-timeout", "gradio>=6.0,<7", "playwright>=1.49,<2"],
+    },
     entry_points={"console_scripts": ["skyreels-v4=skyreels_diffusers.cli:main"]},
 )
