@@ -61,12 +61,14 @@ def test_t2v_and_t2a_from_the_same_pipeline(pipe):
     assert audio_only.frames is None and audio_only.audio.shape == (1, 1, 44100)
 
 
-@pytest.mark.parametrize("video_vae, audio_vae", [("wan", "oobleck"), ("hunyuanvideo15", "oobleck")])
+@pytest.mark.parametrize(
+    "video_vae, audio_vae", [("wan", "oobleck"), ("hunyuanvideo15", "oobleck"), ("image", "mmaudio")]
+)
 def test_other_vaes(video_vae, audio_vae):
     pipe = build_tiny_pipeline(video_vae=video_vae, audio_vae=audio_vae)
     out = run(pipe)
     assert out.frames.shape == (1, 9, 32, 32, 3)
-    assert out.audio.shape == (1, 2, NUM_SAMPLES)  # Oobleck decodes stereo
+    assert out.audio.shape == (1, 2 if audio_vae == "oobleck" else 1, NUM_SAMPLES)  # Oobleck decodes stereo
 
 
 def test_seeded_generation_is_deterministic(pipe):

@@ -270,3 +270,16 @@ def test_keep_input_audio_from_a_file(pipe, tmp_path):
     assert out.audio.shape == (1, 1, round(17 / 16 * 44100))
     spectrum = np.abs(np.fft.rfft(out.audio[0, 0]))
     assert abs(np.argmax(spectrum) * 44100 / out.audio.shape[-1] - 330) < 5
+
+
+def test_image_vae_tasks_frame_by_frame():
+    pipe = SkyReelsV4InpaintPipeline.from_pipe(build_tiny_pipeline(video_vae="image"))
+    image = random_image(5)
+    out = run(pipe, image=image, preserve_unmasked=True, output_type="latent")
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None] * 2 - 1
+    torch.testing.assert_close(out.frames[:, :, 0], image_latent(pipe.vae, pixels), rtol=0, atol=1e-6)
+    assert out.frames.shape[2] == FRAMES  # no temporal compression: one latent frame per frame
+    video, mask = random_video(), np.ones((FRAMES, SIZE, SIZE), np.float32)
+    mask[3:6, :, 16:] = 0  # only frames 3-5 regenerated: the others are conditions, frame by frame
+    edited = run(pipe, video=video, mask=mask)
+    np.testing.assert_array_equal(edited.frames[0][mask.astype(bool)], video[mask.astype(bool)])

@@ -4,7 +4,8 @@
 
 Stages (each skipped when its output already exists in `--work_dir`, so an interrupted build resumes):
 
-1. `train_tiny_vaes.py`: the video VAE (`AutoencoderKLWan`) and the audio VAE (`AutoencoderOobleck`, 16 kHz);
+1. `train_tiny_vaes.py`: the video VAE (an image `AutoencoderKL`, applied per frame) and the audio VAE
+   (`AutoencoderOobleck`, 16 kHz);
 2. an initial pipeline folder: those VAEs, a frozen *randomly initialised* tiny Qwen2.5-VL text encoder with its
    locally trained tokenizer, a new `SkyReelsV4Transformer3DModel` and the flow-matching scheduler;
 3. the training sets: `world.py` clips as MP4 (H.264 + AAC) + manifest, 64x64 for the joint model and 128x128 for
@@ -22,7 +23,7 @@ import subprocess
 import sys
 
 import torch
-from diffusers import AutoencoderKLWan, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,10 +39,10 @@ TRANSFORMER_CONFIG = {
     "num_layers": 2,
     "num_single_layers": 2,
     "num_refiner_layers": 1,
-    "patch_size": 2,
+    "patch_size": 4,  # 4x4 latent cells = 16x16 pixels per token: 16 tokens per frame
     "rope_axes_dim": (8, 12, 12),
     "fps": FPS,
-    "vae_temporal_compression_ratio": 4,
+    "vae_temporal_compression_ratio": 1,  # the image VAE keeps every frame: video tokens on each frame
     "cross_modal_attention_heads": 4,  # all heads: audio-video sync is what this model must learn
 }
 TASK_RATIOS = (
@@ -67,12 +68,12 @@ def build_initial_pipeline(vae_dir: str, out: str, seed: int) -> None:
     from skyreels_diffusers.utils.tiny_components import build_tiny_text_encoder
 
     text_encoder, processor = build_tiny_text_encoder(seed)
-    vae = AutoencoderKLWan.from_pretrained(os.path.join(vae_dir, "vae"))
+    vae = AutoencoderKL.from_pretrained(os.path.join(vae_dir, "vae"))
     audio_vae = AutoencoderOobleck.from_pretrained(os.path.join(vae_dir, "audio_vae"))
     torch.manual_seed(seed)
     transformer = SkyReelsV4Transformer3DModel(
-        in_channels=2 * vae.config.z_dim + 1,
-        out_channels=vae.config.z_dim,
+        in_channels=2 * vae.config.latent_channels + 1,
+        out_channels=vae.config.latent_channels,
         audio_in_channels=audio_vae.config.decoder_input_channels,
         text_embed_dim=text_encoder.config.text_config.hidden_size,
         audio_sample_rate=audio_vae.config.sampling_rate,
@@ -94,7 +95,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_clips", type=int, default=1500)
     parser.add_argument("--num_refiner_clips", type=int, default=300)
-    parser.add_argument("--vae_steps", type=int, default=1500)
     parser.add_argument("--train_steps", type=int, default=4000)
     parser.add_argument("--refiner_steps", type=int, default=1500)
     parser.add_argument("--batch_size", type=int, default=8)
@@ -104,8 +104,8 @@ def main() -> None:
     os.makedirs(args.work_dir, exist_ok=True)
 
     if not os.path.isdir(work("vaes", "audio_vae")):
-        run([os.path.join(HERE, "train_tiny_vaes.py"), "--out", work("vaes"), "--video_steps", str(args.vae_steps),
-             "--audio_steps", str(args.vae_steps), "--seed", str(args.seed)])  # fmt: skip
+        run([os.path.join(HERE, "train_tiny_vaes.py"), "--out", work("vaes"), "--video_steps", "1000",
+             "--audio_steps", "1200", "--seed", str(args.seed)])  # fmt: skip
     if not os.path.isfile(work("init", "model_index.json")):
         build_initial_pipeline(work("vaes"), work("init"), args.seed)
 
@@ -197,8 +197,9 @@ pretty videos.
 ## Components
 - `text_encoder`: a tiny `Qwen2_5_VLForConditionalGeneration` that is **randomly initialised and frozen** (never
   trained); its tokenizer is a byte-level BPE trained locally. The transformer learns to read its hidden states.
-- `vae`: `AutoencoderKLWan` (4x4x4, 8 channels), `audio_vae`: `AutoencoderOobleck` (16 kHz, 512 samples per latent),
-  both trained here by `examples/synthetic_av/train_tiny_vaes.py`.
+- `vae`: an image `AutoencoderKL` (4x spatial, 8 channels) that the pipelines apply frame by frame (no temporal
+  compression, so video tokens sit on every frame), `audio_vae`: `AutoencoderOobleck` (16 kHz mono, 512 samples per
+  latent), both trained here by `examples/synthetic_av/train_tiny_vaes.py`.
 - `transformer`: `SkyReelsV4Transformer3DModel` ({TRANSFORMER_CONFIG}).
 - `refiner/`: `SkyReelsV4RefinerTransformer3DModel`, initialised from the video tower, VSA at sparsity 0.5.
 

@@ -22,6 +22,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import (
+    AutoencoderKL,
     AutoencoderKLHunyuanVideo15,
     AutoencoderKLWan,
     AutoencoderOobleck,
@@ -80,7 +81,7 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             tokenizer; it must have a chat template.
         transformer ([`SkyReelsV4Transformer3DModel`]): the joint video-audio denoiser.
         vae: a Diffusers video VAE with 4x causal temporal compression (`AutoencoderKLHunyuanVideo15`,
-            `AutoencoderKLWan`).
+            `AutoencoderKLWan`), or an image `AutoencoderKL` applied frame by frame.
         scheduler ([`~diffusers.FlowMatchEulerDiscreteScheduler`]).
         audio_vae (*optional*): `MMAudioVAE` (with `vocoder`) or `AutoencoderOobleck`; without it only video is made.
         vocoder (*optional*): `MMAudioVocoder`, turning MMAudio mel spectrograms into waveforms.
@@ -99,7 +100,7 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         text_encoder: PreTrainedModel,
         processor: ProcessorMixin | PreTrainedTokenizerBase,
         transformer: SkyReelsV4Transformer3DModel,
-        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan,
+        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan | AutoencoderKL,
         scheduler: FlowMatchEulerDiscreteScheduler,
         audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
         vocoder: MMAudioVocoder | None = None,

@@ -28,6 +28,7 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 from diffusers import (
+    AutoencoderKL,
     AutoencoderKLHunyuanVideo15,
     AutoencoderKLWan,
     AutoencoderOobleck,
@@ -66,7 +67,7 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         text_encoder: PreTrainedModel,
         processor: ProcessorMixin | PreTrainedTokenizerBase,
         transformer: SkyReelsV4Transformer3DModel,
-        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan,
+        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan | AutoencoderKL,
         scheduler: FlowMatchEulerDiscreteScheduler,
         audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
         vocoder: MMAudioVocoder | None = None,

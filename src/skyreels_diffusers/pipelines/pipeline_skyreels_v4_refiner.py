@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import (
+    AutoencoderKL,
     AutoencoderKLHunyuanVideo15,
     AutoencoderKLWan,
     AutoencoderOobleck,
@@ -63,7 +64,7 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
         text_encoder: PreTrainedModel,
         processor: ProcessorMixin | PreTrainedTokenizerBase,
         transformer: SkyReelsV4RefinerTransformer3DModel,
-        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan,
+        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan | AutoencoderKL,
         scheduler: FlowMatchEulerDiscreteScheduler,
         audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
         vocoder: MMAudioVocoder | None = None,

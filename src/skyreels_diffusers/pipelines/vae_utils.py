@@ -1,14 +1,15 @@
 """One interface over the Diffusers VAEs the pipelines accept, reading every ratio and statistic from their configs.
 
 Video: `AutoencoderKLHunyuanVideo15` (scaling factor) and `AutoencoderKLWan` (per-channel mean/std), both with 4x
-causal temporal compression. Audio: `MMAudioVAE` (mel latents, decoded to a waveform by `MMAudioVocoder`) and
+causal temporal compression, or an image `AutoencoderKL` applied to every frame (no temporal compression; the tiny
+default model uses one). Audio: `MMAudioVAE` (mel latents, decoded to a waveform by `MMAudioVocoder`) and
 `AutoencoderOobleck` (waveform latents, no vocoder).
 """
 
 from dataclasses import dataclass
 
 import torch
-from diffusers import AutoencoderOobleck, MMAudioVAE
+from diffusers import AutoencoderKL, AutoencoderOobleck, MMAudioVAE
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,15 @@ class AudioVAESpec:
 
 def video_vae_spec(vae) -> VideoVAESpec:
     config = vae.config
+    if isinstance(vae, AutoencoderKL):  # an image VAE, frame by frame; each down block but the last halves H and W
+        return VideoVAESpec(1, 2 ** (len(config.block_out_channels) - 1), config.latent_channels)
     temporal = getattr(config, "temporal_compression_ratio", None) or getattr(config, "scale_factor_temporal", None)
     spatial = getattr(config, "spatial_compression_ratio", None) or getattr(config, "scale_factor_spatial", None)
     channels = getattr(config, "latent_channels", None) or getattr(config, "z_dim", None)
     if not (temporal and spatial and channels):
         raise TypeError(
             f"`vae` must be a Diffusers video VAE whose config gives temporal/spatial compression and latent channels "
-            f"(e.g. AutoencoderKLHunyuanVideo15, AutoencoderKLWan), got {type(vae).__name__}."
+            f"(e.g. AutoencoderKLHunyuanVideo15, AutoencoderKLWan) or an image AutoencoderKL, got {type(vae).__name__}."
         )
     return VideoVAESpec(int(temporal), int(spatial), int(channels))
 
@@ -57,7 +60,10 @@ def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
     Samples go through the VAE one at a time: `AutoencoderKLHunyuanVideo15` (diffusers 0.42) fails on batches > 1,
     and per-sample passes also bound the VAE's peak memory."""
     video = video.to(device=vae.device, dtype=vae.dtype)
-    latents = torch.cat([vae.encode(sample[None]).latent_dist.mode() for sample in video])
+    if isinstance(vae, AutoencoderKL):
+        latents = _per_frame(lambda frames: vae.encode(frames).latent_dist.mode(), video)
+    else:
+        latents = torch.cat([vae.encode(sample[None]).latent_dist.mode() for sample in video])
     shift, scale = _video_latent_stats(vae, latents)
     return (latents - shift) * scale
 
@@ -67,7 +73,14 @@ def decode_video(vae, latents: torch.Tensor) -> torch.Tensor:
     latents = latents.to(device=vae.device, dtype=vae.dtype)
     shift, scale = _video_latent_stats(vae, latents)
     latents = latents / scale + shift
+    if isinstance(vae, AutoencoderKL):
+        return _per_frame(lambda frames: vae.decode(frames).sample, latents).clamp(-1, 1)
     return torch.cat([vae.decode(sample[None]).sample for sample in latents]).clamp(-1, 1)
+
+
+def _per_frame(function, video: torch.Tensor) -> torch.Tensor:
+    """Apply an image function to every frame of `(B, C, F, H, W)`, frames of one sample at a time."""
+    return torch.stack([function(sample.movedim(1, 0)).movedim(0, 1) for sample in video])
 
 
 def audio_vae_spec(audio_vae) -> AudioVAESpec:

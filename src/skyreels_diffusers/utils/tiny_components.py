@@ -22,7 +22,14 @@ import json
 from collections.abc import Iterator
 
 import torch
-from diffusers import AutoencoderKLHunyuanVideo15, AutoencoderKLWan, AutoencoderOobleck, MMAudioVAE, MMAudioVocoder
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLHunyuanVideo15,
+    AutoencoderKLWan,
+    AutoencoderOobleck,
+    MMAudioVAE,
+    MMAudioVocoder,
+)
 from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
     Qwen2_5_VLConfig,
@@ -46,7 +53,7 @@ __all__ = [
     "build_tiny_video_vae",
 ]
 
-VIDEO_VAE_KINDS = ("hunyuanvideo15", "wan")
+VIDEO_VAE_KINDS = ("hunyuanvideo15", "wan", "image")
 AUDIO_VAE_KINDS = ("mmaudio", "oobleck")
 
 # Control tokens of Qwen2.5-VL, in the relative order the real vocabulary has them. `<|endoftext|>` is
@@ -312,7 +319,7 @@ def build_tiny_text_encoder(seed: int = 0) -> tuple[Qwen2_5_VLForConditionalGene
 
 def build_tiny_video_vae(
     kind: str = "hunyuanvideo15", seed: int = 0
-) -> AutoencoderKLHunyuanVideo15 | AutoencoderKLWan:
+) -> AutoencoderKLHunyuanVideo15 | AutoencoderKLWan | AutoencoderKL:
     """Build a tiny random video VAE with the real 4x causal temporal compression.
 
     ``"hunyuanvideo15"``: ``AutoencoderKLHunyuanVideo15``, 8 latent channels, 4x spatial compression (the
@@ -321,10 +328,11 @@ def build_tiny_video_vae(
     (``z_dim``), 4x spatial; its ``latents_mean`` / ``latents_std`` are placeholders chosen away from 0 / 1
     so that a pipeline that forgets to apply them fails its tests.
 
-    Both map ``(B, 3, 4k + 1, H, W)`` to latents ``(B, C, k + 1, H / 4, W / 4)`` and back.
+    Both map ``(B, 3, 4k + 1, H, W)`` to latents ``(B, C, k + 1, H / 4, W / 4)`` and back. ``"image"``: an image
+    ``AutoencoderKL`` (4x spatial, 4 channels) that the pipelines apply frame by frame (no temporal compression).
 
     Args:
-        kind: ``"hunyuanvideo15"`` or ``"wan"``.
+        kind: ``"hunyuanvideo15"``, ``"wan"`` or ``"image"``.
         seed: Seed of the weight initialisation.
 
     Returns:
@@ -344,6 +352,15 @@ def build_tiny_video_vae(
                 layers_per_block=1,
                 spatial_compression_ratio=4,
                 temporal_compression_ratio=4,
+            )
+        elif kind == "image":
+            vae = AutoencoderKL(
+                down_block_types=("DownEncoderBlock2D",) * 3,
+                up_block_types=("UpDecoderBlock2D",) * 3,
+                block_out_channels=(8, 16, 16),
+                latent_channels=4,
+                norm_num_groups=4,
+                mid_block_add_attention=False,
             )
         else:
             # Wan encodes the first frame alone and then chunks of 4 frames, so 4x temporal is built in;
@@ -441,6 +458,7 @@ def build_tiny_transformer(
     audio_latent_channels: int = 8,
     audio_samples_per_latent: int = 1024,
     text_embed_dim: int = 32,
+    vae_temporal_compression_ratio: int = 4,
     seed: int = 0,
 ):
     """A tiny random ``SkyReelsV4Transformer3DModel`` (hidden 32: 2 heads of 16, one dual- and one
@@ -460,6 +478,7 @@ def build_tiny_transformer(
             text_embed_dim=text_embed_dim,
             rope_axes_dim=(4, 6, 6),
             audio_samples_per_latent=audio_samples_per_latent,
+            vae_temporal_compression_ratio=vae_temporal_compression_ratio,
         )
     return transformer.eval()
 
@@ -481,6 +500,7 @@ def build_tiny_pipeline(video_vae: str = "hunyuanvideo15", audio_vae: str = "mma
         audio_latent_channels=audio_spec.latent_channels,
         audio_samples_per_latent=audio_spec.samples_per_latent,
         text_embed_dim=text_encoder.config.text_config.hidden_size,
+        vae_temporal_compression_ratio=video_vae_spec(vae).temporal_compression,
         seed=seed,
     )
     return SkyReelsV4Pipeline(
