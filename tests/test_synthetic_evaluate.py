@@ -54,3 +54,13 @@ def test_psnr_and_masks():
     mask = np.ones((4, 4, 3), bool)
     mask[0, 0] = False
     assert evaluate.psnr(a, b, mask) == float("inf")
+
+
+def test_stray_specks_do_not_change_the_detected_shape():
+    clip = world.render_clip(2)
+    frames = clip.frames.copy()
+    frames[:, 0, 0] = frames[:, -1, -1] = (255, 255, 255)  # specks far from the object
+    assert evaluate.detect_colour_and_shape(frames) == (clip.objects[0]["colour"], clip.objects[0]["shape"])
+    assert evaluate.bounce_times_from_video(frames, clip.fps) == evaluate.bounce_times_from_video(
+        clip.frames, clip.fps
+    )

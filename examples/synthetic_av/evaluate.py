@@ -24,8 +24,30 @@ import world  # noqa: E402
 
 
 def object_mask(frame: np.ndarray) -> np.ndarray:
-    """Pixels that differ clearly from the background, `(H, W)` bool."""
-    return np.abs(frame.astype(np.int32) - np.array(world.BACKGROUND)).sum(-1) > 60
+    """The object: the largest 8-connected region of pixels that differ clearly from the background, `(H, W)` bool.
+    Keeping one region makes the shape and position robust to stray specks a decoder may leave elsewhere."""
+    return largest_region(np.abs(frame.astype(np.int32) - np.array(world.BACKGROUND)).sum(-1) > 60)
+
+
+def largest_region(mask: np.ndarray) -> np.ndarray:
+    labels = np.zeros(mask.shape, np.int32)
+    best, best_size = 0, 0
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        label = labels.max() + 1
+        labels[start], stack, size = label, [start], 0
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny in range(max(0, y - 1), min(mask.shape[0], y + 2)):
+                for nx in range(max(0, x - 1), min(mask.shape[1], x + 2)):
+                    if mask[ny, nx] and not labels[ny, nx]:
+                        labels[ny, nx] = label
+                        stack.append((ny, nx))
+        if size > best_size:
+            best, best_size = label, size
+    return labels == best if best else mask
 
 
 def detect_colour_and_shape(frames: np.ndarray) -> tuple[str | None, str | None]:

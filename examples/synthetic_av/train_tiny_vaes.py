@@ -162,6 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--video_steps", type=int, default=800)
+    parser.add_argument("--video_polish_steps", type=int, default=0)
     parser.add_argument("--audio_steps", type=int, default=800)
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -169,10 +170,19 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     if not os.path.isdir(os.path.join(args.out, "vae")):
-        video_vae = train(
-            build_video_vae(), lambda rng: frame_batch(rng, args.batch_size), foreground_weighted_loss,
-            args.video_steps, 1e-3, 1e-4, "video VAE", args.seed,
-        )  # fmt: skip
+        # One one-cycle run, then optionally a polish at a third of the rate (the tiny default ships without one).
+        stage1 = os.path.join(args.out, "vae_stage1")
+        if not os.path.isdir(stage1):
+            train(
+                build_video_vae(), lambda rng: frame_batch(rng, args.batch_size), foreground_weighted_loss,
+                args.video_steps, 1e-3, 1e-4, "video VAE", args.seed,
+            ).save_pretrained(stage1)  # fmt: skip
+        video_vae = AutoencoderKL.from_pretrained(stage1)
+        if args.video_polish_steps:
+            video_vae = train(
+                video_vae, lambda rng: frame_batch(rng, args.batch_size), foreground_weighted_loss,
+                args.video_polish_steps, 3e-4, 1e-4, "video VAE (polish)", args.seed + 2,
+            )  # fmt: skip
         held_out = [frame_batch(np.random.default_rng(10**6 + i), 4) for i in range(4)]
         mean, std = latent_statistics(video_vae, held_out)
         video_vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())

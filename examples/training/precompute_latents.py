@@ -136,8 +136,9 @@ def encode_captions(pipe: SkyReelsV4Pipeline, captions: list[str], max_sequence_
 
 def precompute(pipe, records, height, width, num_frames, max_sequence_length=512, refiner_scale=None):
     """All records -> the tensors described in the module docstring."""
-    if num_frames % pipe.vae_spec.temporal_compression != 1:
-        raise ValueError(f"`num_frames` must be 4k+1 for the causal video VAE, got {num_frames}.")
+    temporal = pipe.vae_spec.temporal_compression
+    if (num_frames - 1) % temporal:
+        raise ValueError(f"`num_frames` must be {temporal}k+1 for the video VAE, got {num_frames}.")
     per_clip = [encode_record(pipe, r, height, width, num_frames, refiner_scale) for r in tqdm(records, "encoding")]
     tensors = {key: torch.stack([clip[key] for clip in per_clip]).contiguous() for key in per_clip[0]}
     table = encode_captions(pipe, [r["caption"] for r in records], max_sequence_length)
