@@ -210,7 +210,8 @@ pretty videos.
   compression, so video tokens sit on every frame), `audio_vae`: `AutoencoderOobleck` (16 kHz mono, 512 samples per
   latent), both trained here by `examples/synthetic_av/train_tiny_vaes.py`.
 - `transformer`: `SkyReelsV4Transformer3DModel` ({TRANSFORMER_CONFIG}).
-- `refiner/`: `SkyReelsV4RefinerTransformer3DModel`, initialised from the video tower, VSA at sparsity 0.5.
+- `refiner/`: `SkyReelsV4RefinerTransformer3DModel` (built with `from_video_transformer` from the initial,
+  untrained tower, and trained alongside the joint model), VSA at sparsity 0.5.
 
 ## Training (reproduce with one command)
 ```
