@@ -393,7 +393,8 @@ def main(argv=None) -> None:
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
 
-    pipe = SkyReelsV4Pipeline.from_pretrained(args.pretrained_model_name_or_path)
+    with accelerator.main_process_first():  # Diffusers copies the folder's pipeline stub into a shared module cache
+        pipe = SkyReelsV4Pipeline.from_pretrained(args.pretrained_model_name_or_path)
     for module in (pipe.text_encoder, pipe.vae, pipe.audio_vae, pipe.vocoder):
         if module is not None:
             module.requires_grad_(False)
