@@ -25,9 +25,21 @@ def cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_sh
     return 4 * batch * heads * query_len * key_shape[-2] * head_dim
 
 
+CPU_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _counted(fn) -> FlopCounterMode:
+    with FlopCounterMode(display=False, custom_mapping={CPU_ATTENTION: cpu_flash_attention_flops}) as counter:
+        fn()
+    return counter
+
+
 def count_flops(fn) -> int:
     """FLOPs of one call of `fn`, attention included."""
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention_flops}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    return counter.get_total_flops()
+    return _counted(fn).get_total_flops()
+
+
+def attention_flop_share(fn) -> float:
+    """Fraction of the FLOPs of one call of `fn` spent in attention (QK^T and PV)."""
+    counter = _counted(fn)
+    return counter.get_flop_counts()["Global"].get(CPU_ATTENTION, 0) / counter.get_total_flops()

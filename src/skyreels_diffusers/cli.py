@@ -29,10 +29,8 @@ def frames_for_duration(duration: float, fps: float, temporal_compression: int) 
     return max(1, round(duration * fps / temporal_compression)) * temporal_compression + 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skyreels-v4", description="SkyReels-V4 video + audio generation.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate", help="text (+ tags) -> MP4 with synchronized audio")
+def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
+    """The options of `skyreels-v4 generate` (shared with `examples/inference/generate_parallel.py`)."""
     generate.add_argument(
         "--model",
         default=None,
@@ -50,29 +48,41 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--guidance-scale", type=float, default=5.0)
     generate.add_argument("--audio-guidance-scale", type=float, default=None)
     generate.add_argument("--no-audio", action="store_true", help="video only (T2V)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skyreels-v4", description="SkyReels-V4 video + audio generation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_generate_arguments(commands.add_parser("generate", help="text (+ tags) -> MP4 with synchronized audio"))
     return parser
 
 
-def generate(args: argparse.Namespace) -> Path:
+def load_pipeline(model: str | None):
+    """`SkyReelsV4Pipeline` from `model`, else from `default_model()`, else tiny random components (with a note)."""
+    from skyreels_diffusers import SkyReelsV4Pipeline
+
+    model = model or default_model()
+    if model is not None:
+        return SkyReelsV4Pipeline.from_pretrained(model)
+    from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
+
+    print(
+        "NOTE: no trained model found, so this run uses RANDOMLY INITIALISED tiny components: it exercises the "
+        f"whole pipeline and writes a real MP4, but the picture and sound are noise. Pass --model or set "
+        f"${MODEL_ENV_VAR} to use trained weights.",
+        file=sys.stderr,
+    )
+    return build_tiny_pipeline()
+
+
+def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | None:
+    """Run `skyreels-v4 generate`: with `args.model`'s pipeline unless `pipe` is given; `write=False` generates
+    without writing (the other ranks of a context-parallel run)."""
     import torch
 
-    from skyreels_diffusers import SkyReelsV4Pipeline
     from skyreels_diffusers.utils.media import export_to_video_with_audio
 
-    model = args.model or default_model()
-    if model is None:
-        from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
-
-        print(
-            "NOTE: no trained model found, so this run uses RANDOMLY INITIALISED tiny components: it exercises the "
-            f"whole pipeline and writes a real MP4, but the picture and sound are noise. Pass --model or set "
-            f"${MODEL_ENV_VAR} to use trained weights.",
-            file=sys.stderr,
-        )
-        pipe = build_tiny_pipeline()
-    else:
-        pipe = SkyReelsV4Pipeline.from_pretrained(model)
-
+    pipe = pipe if pipe is not None else load_pipeline(args.model)
     fps = pipe.transformer.config.fps
     num_frames = None
     if args.duration is not None:
@@ -90,11 +100,14 @@ def generate(args: argparse.Namespace) -> Path:
         audio_guidance_scale=args.audio_guidance_scale,
         generator=torch.Generator().manual_seed(args.seed),
     )
+    seconds = time.perf_counter() - start
+    if not write:
+        return None
     audio = None if output.audio is None else output.audio[0]
     path = export_to_video_with_audio(
         output.frames[0], args.out, fps=fps, audio=audio, audio_sample_rate=output.audio_sample_rate
     )
-    print(f"wrote {path} ({len(output.frames[0])} frames at {fps} fps, in {time.perf_counter() - start:.1f}s)")
+    print(f"wrote {path} ({len(output.frames[0])} frames at {fps} fps, in {seconds:.1f}s)")
     return Path(path)
 
 

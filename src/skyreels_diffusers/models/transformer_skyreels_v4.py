@@ -21,16 +21,25 @@ Layout of the state dict, chosen so that conversions are plain prefix renames:
 - ``audio_tower.*``: the audio tower, the same code with a 1D linear patch embedding. The standalone
   ``SkyReelsV4AudioTransformer1DModel`` owns a module under the same name, so its state dict loads here unchanged.
 - ``cross_modal_blocks.*``: one bidirectional audio<->video cross-attention block per layer.
+
+Context parallelism (Ulysses) is described in `SkyReelsV4Transformer3DModel`'s class comment on `_cp_plan`.
 """
 
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
+from diffusers.models._modeling_parallel import (
+    ContextParallelConfig,
+    ContextParallelInput,
+    ContextParallelOutput,
+    ParallelConfig,
+)
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, FeedForward
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
@@ -43,6 +52,10 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
 )
 from diffusers.utils import BaseOutput, apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
+
+
+if dist.is_available():
+    import torch.distributed._functional_collectives as funcol
 
 
 @dataclass
@@ -70,9 +83,13 @@ class SkyReelsV4AttnProcessor:
     - joint attention with separate text projections (`added_kv_proj_dim`, dual-stream blocks);
     - cross-attention (`cross_attention_dim`), with optional RoPE on queries and keys (audio<->video).
 
-    `attention_mask` is a boolean `(batch, num_text_tokens)` mask over the *text* keys (True = attend). Media keys
-    are always attended, so the mask is left-padded with True up to the key length and broadcast over queries.
-    RoPE is applied to the first `len(rotary_emb)` tokens: the media tokens.
+    `attention_mask` is a boolean key mask (True = attend) over the last keys: the *text* keys `(batch, num_text)`,
+    or, under context parallelism, all keys (media padding and duplicate text copies masked). Keys it does not cover
+    are attended: it is left-padded with True up to the key length and broadcast over queries. RoPE is applied to the
+    first `len(rotary_emb)` tokens: the media tokens.
+
+    Under context parallelism, attention whose keys are sharded like the queries runs through Diffusers' Ulysses
+    attention; attention to the prompt (`attn.replicated_context`), which every rank holds whole, stays local.
     """
 
     _attention_backend = None
@@ -114,7 +131,9 @@ class SkyReelsV4AttnProcessor:
             attention_mask = F.pad(attention_mask.bool(), (key.shape[1] - attention_mask.shape[1], 0), value=True)
             attention_mask = attention_mask[:, None, None, :]
 
-        hidden_states = _dispatch_attention(self, query, key, value, attention_mask)
+        hidden_states = _dispatch_attention(
+            self, query, key, value, attention_mask, keys_sharded=not (is_cross and attn.replicated_context)
+        )
 
         if is_joint:
             num_text = encoder_hidden_states.shape[1]
@@ -127,9 +146,25 @@ class SkyReelsV4AttnProcessor:
         return attn.to_out[0](hidden_states)
 
 
-def _dispatch_attention(processor, query, key, value, attention_mask) -> torch.Tensor:
+def _dispatch_attention(processor, query, key, value, attention_mask, keys_sharded: bool = True) -> torch.Tensor:
     """`(B, L, heads, D)` attention through Diffusers' dispatcher (so `set_attention_backend` and context parallelism
-    apply), flattened back to `(B, L, heads * D)`."""
+    apply), flattened back to `(B, L, heads * D)`.
+
+    Under context parallelism, `keys_sharded=False` (keys replicated on every rank) runs local attention. Sharded keys
+    go through Ulysses, except when gathering the keys is the better exchange: the heads do not divide among the
+    ranks (Ulysses splits heads), or the keys are so much shorter than the queries that all-gathering them moves less
+    data than Ulysses' four all-to-alls (video queries attending to audio keys). Then every rank's local queries
+    attend to all keys; `attention_mask` `(B, 1, 1, local_keys)` is gathered with them."""
+    parallel_config = processor._parallel_config if keys_sharded else None
+    if parallel_config is not None:
+        cp_config = parallel_config.context_parallel_config
+        degree = cp_config.ulysses_degree
+        if query.shape[2] % degree or (degree - 1) * key.shape[1] < query.shape[1]:
+            group = cp_config._ulysses_mesh.get_group()
+            key, value = (_all_gather_sequence(x, 1, group) for x in (key, value))
+            if attention_mask is not None:
+                attention_mask = _all_gather_sequence(attention_mask, attention_mask.ndim - 1, group)
+            parallel_config = None
     hidden_states = dispatch_attention_fn(
         query,
         key,
@@ -138,9 +173,15 @@ def _dispatch_attention(processor, query, key, value, attention_mask) -> torch.T
         dropout_p=0.0,
         is_causal=False,
         backend=processor._attention_backend,
-        parallel_config=processor._parallel_config,
+        parallel_config=parallel_config,
     )
     return hidden_states.flatten(2, 3).to(query.dtype)
+
+
+def _all_gather_sequence(x: torch.Tensor, dim: int, group) -> torch.Tensor:
+    """All ranks' shards of `x` concatenated along `dim` in rank order (the order of Diffusers' sequence split)."""
+    gathered = funcol.all_gather_single(x.contiguous(), gather_dim=dim, group=group)
+    return gathered.wait() if isinstance(gathered, funcol.AsyncCollectiveTensor) else gathered
 
 
 def _apply_rotary_emb_prefix(x: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -165,6 +206,8 @@ class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
         added_kv_proj_dim: width of text tokens that get their own projections (dual-stream joint attention).
         pre_only: return the attention output without an output projection (single-stream blocks fuse it).
         zero_init_output: zero the output projection, so a new layer starts as an exact identity residual.
+        replicated_context: the key/value tokens of this cross-attention (the prompt, or the Refiner's audio
+            condition) are whole on every context-parallel rank, so it attends locally instead of exchanging them.
     """
 
     _default_processor_cls = SkyReelsV4AttnProcessor
@@ -179,6 +222,7 @@ class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
         added_kv_proj_dim: int | None = None,
         pre_only: bool = False,
         zero_init_output: bool = False,
+        replicated_context: bool = False,
         eps: float = 1e-6,
         processor: SkyReelsV4AttnProcessor | None = None,
     ) -> None:
@@ -188,6 +232,7 @@ class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
         self.head_dim = dim_head
         self.inner_dim = inner_dim
         self.is_cross_attention = cross_attention_dim is not None
+        self.replicated_context = replicated_context
         self.added_kv_proj_dim = added_kv_proj_dim
         self.pre_only = pre_only
         kv_dim = cross_attention_dim or query_dim
@@ -238,7 +283,7 @@ class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
 class SkyReelsV4TokenRefinerAttnProcessor:
     """Routes the attention of Diffusers' `HunyuanVideo15TokenRefiner` (which we reuse as is) through
     `dispatch_attention_fn`, so `set_attention_backend` reaches it. `attention_mask` is the refiner's boolean
-    `(batch, 1, tokens, tokens)` mask."""
+    `(batch, 1, tokens, tokens)` mask. The prompt is whole on every context-parallel rank: attention stays local."""
 
     _attention_backend = None
     _parallel_config = None
@@ -247,7 +292,7 @@ class SkyReelsV4TokenRefinerAttnProcessor:
         query = attn.to_q(hidden_states).unflatten(2, (attn.heads, -1))
         key = attn.to_k(hidden_states).unflatten(2, (attn.heads, -1))
         value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
-        hidden_states = _dispatch_attention(self, query, key, value, attention_mask)
+        hidden_states = _dispatch_attention(self, query, key, value, attention_mask, keys_sharded=False)
         return attn.to_out[1](attn.to_out[0](hidden_states))
 
 
@@ -325,8 +370,10 @@ class SkyReelsV4TransformerBlock(nn.Module):
         attention_mask: torch.Tensor | None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         text_context: torch.Tensor | None = None,
+        text_context_mask: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        # `text_context(_mask)` are read by the single-stream blocks only; both kinds share one call signature.
         norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=temb)
         norm_text, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(
             encoder_hidden_states, emb=temb
@@ -354,6 +401,9 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
     and MLP in parallel, parameter names of Diffusers' `HunyuanVideoSingleTransformerBlock`), followed by an extra
     text cross-attention `x'' = x' + Attn(q=x', kv=text)` against the refined prompt tokens. The paper adds it to
     counter semantic dilution; its output projection starts at zero so a converted single-stream block is unchanged.
+
+    `attention_mask` masks the keys of the joint attention, `text_context_mask` (default: `attention_mask`) those of
+    the text cross-attention; they differ under context parallelism (see `SkyReelsV4SequencePadding`).
     """
 
     def __init__(self, num_attention_heads: int, attention_head_dim: int, mlp_ratio: float) -> None:
@@ -367,7 +417,12 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
         self.proj_out = nn.Linear(dim + mlp_dim, dim)
         self.norm_text_attn = nn.LayerNorm(dim, eps=1e-6)
         self.text_attn = SkyReelsV4Attention(
-            dim, num_attention_heads, attention_head_dim, cross_attention_dim=dim, zero_init_output=True
+            dim,
+            num_attention_heads,
+            attention_head_dim,
+            cross_attention_dim=dim,
+            zero_init_output=True,
+            replicated_context=True,
         )
 
     def forward(
@@ -378,6 +433,7 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
         attention_mask: torch.Tensor | None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         text_context: torch.Tensor | None = None,
+        text_context_mask: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         num_media = hidden_states.shape[1]
@@ -390,8 +446,10 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
         hidden_states = residual + gate.unsqueeze(1) * self.proj_out(torch.cat([attn_output, mlp_hidden], dim=2))
         hidden_states, encoder_hidden_states = hidden_states[:, :num_media], hidden_states[:, num_media:]
 
+        if text_context_mask is None:
+            text_context_mask = attention_mask
         hidden_states = hidden_states + self.text_attn(
-            self.norm_text_attn(hidden_states), text_context, attention_mask=attention_mask
+            self.norm_text_attn(hidden_states), text_context, attention_mask=text_context_mask
         )
         return hidden_states, encoder_hidden_states
 
@@ -405,6 +463,7 @@ class SkyReelsV4CrossModalBlock(nn.Module):
 
     Both sides use 1D RoPE on the shared video latent timeline, so attention can tell which audio belongs to which
     frame. Output projections start at zero: a freshly assembled joint model reproduces each tower exactly.
+    `video_key_mask` `(B, N_v)` / `audio_key_mask` `(B, N_a)` mask padded tokens as keys (context parallelism).
 
     [ours] The exchange runs after each tower's block (not between its attention and MLP), so both towers keep
     whole, self-contained blocks: the standalone audio DiT uses the same block class and regional compilation sees
@@ -431,21 +490,134 @@ class SkyReelsV4CrossModalBlock(nn.Module):
         audio_hidden_states: torch.Tensor,
         video_time_rotary_emb: tuple[torch.Tensor, torch.Tensor],
         audio_time_rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        video_key_mask: torch.Tensor | None = None,
+        audio_key_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         norm_video = self.norm_video(video_hidden_states)
         audio_hidden_states = audio_hidden_states + self.audio_attn(
             self.norm_audio_query(audio_hidden_states),
             norm_video,
+            attention_mask=video_key_mask,
             image_rotary_emb=audio_time_rotary_emb,
             encoder_rotary_emb=video_time_rotary_emb,
         )
         video_hidden_states = video_hidden_states + self.video_attn(
             norm_video,
             self.norm_audio_context(audio_hidden_states),
+            attention_mask=audio_key_mask,
             image_rotary_emb=video_time_rotary_emb,
             encoder_rotary_emb=audio_time_rotary_emb,
         )
         return video_hidden_states, audio_hidden_states
+
+
+class SkyReelsV4SequencePadding(nn.Module):
+    """Prepares one modality's token sequence for context parallelism; the model's `_cp_plan` then splits every
+    output across the ranks (see `sequence_split_plan`). Without context parallelism it is not called.
+
+    The sequence is padded at its end to a multiple of `num_shards`, so Diffusers' equal split takes any length;
+    padded tokens are masked as keys everywhere and dropped when the output head gathers the sequence.
+
+    The prompt tokens are not split: every rank keeps them whole (they are short, the token refiner and the text
+    cross-attention need all of them, and a joint `[media ; text]` attention then needs no padding of the prompt).
+    Ulysses' all-to-all concatenates every rank's `[media ; text]` keys, so the prompt arrives `num_shards` times;
+    the joint key mask keeps rank 0's copy and masks the others, and each prompt token is attended once.
+
+    Args:
+        hidden_states (`torch.Tensor` of shape `(B, N, dim)`): the tokens.
+        text_mask (`torch.Tensor` of shape `(B, S)`): True for real prompt tokens.
+        num_shards (`int`): number of context-parallel ranks.
+        per_token (`torch.Tensor`s of shape `(N, d)`): RoPE cos/sin tables, one row per token.
+
+    Returns:
+        `(hidden_states (B, N_pad, dim), joint_mask (B, num_shards * (N_pad / num_shards + S)),
+        key_mask (B, N_pad), *per_token (N_pad, d))`. `joint_mask` is laid out rank after rank: rank `r`'s part
+        masks its local `[media ; text]` keys; `key_mask` marks the real tokens.
+    """
+
+    def forward(
+        self, hidden_states: torch.Tensor, text_mask: torch.Tensor, num_shards: int, *per_token: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        batch, num_tokens = hidden_states.shape[:2]
+        num_padded = -(-num_tokens // num_shards) * num_shards
+        padding = (0, 0, 0, num_padded - num_tokens)  # at the end of the token dim (dim -2)
+        hidden_states = F.pad(hidden_states, padding)
+        per_token = tuple(F.pad(table, padding) for table in per_token)
+        key_mask = torch.arange(num_padded, device=hidden_states.device) < num_tokens
+        key_mask = key_mask.expand(batch, -1).contiguous()
+        text_copies = F.pad(text_mask.bool()[:, None], (0, 0, 0, num_shards - 1), value=False)  # (B, shards, S)
+        joint_mask = torch.cat([key_mask.view(batch, num_shards, -1), text_copies], dim=2).flatten(1)
+        return (hidden_states, joint_mask, key_mask, *per_token)
+
+
+def sequence_split_plan(num_per_token: int) -> dict[int, ContextParallelInput]:
+    """`_cp_plan` entry splitting the outputs of a `SkyReelsV4SequencePadding` with `num_per_token` RoPE tables."""
+    return {
+        0: ContextParallelInput(split_dim=1, expected_dims=3, split_output=True),  # tokens
+        1: ContextParallelInput(split_dim=1, expected_dims=2, split_output=True),  # joint-attention key mask
+        2: ContextParallelInput(split_dim=1, expected_dims=2, split_output=True),  # media key mask
+        **{3 + i: ContextParallelInput(split_dim=0, expected_dims=2, split_output=True) for i in range(num_per_token)},
+    }
+
+
+class SkyReelsV4ContextParallelMixin:
+    """`enable_parallelism` for the SkyReels-V4 models: Ulysses context parallelism, on GPUs (NCCL) and on CPU
+    (gloo).
+
+    Ring attention is refused: it applies each rank's key mask to every rank's keys, and our keys carry per-rank
+    masks (padding, duplicate prompt copies); Diffusers' native (CPU) backend has no ring attention either. The
+    `*_anything` modes are refused because the sequences are padded to equal shards already.
+    """
+
+    def enable_parallelism(self, *, config, cp_plan=None):
+        cp_config = config if isinstance(config, ContextParallelConfig) else None
+        if isinstance(config, ParallelConfig):
+            cp_config = config.context_parallel_config
+        if cp_config is not None:
+            self._check_context_parallel_config(cp_config)
+        return super().enable_parallelism(config=config, cp_plan=cp_plan)
+
+    def _check_context_parallel_config(self, cp_config: ContextParallelConfig) -> None:
+        if cp_config.ring_degree != 1:
+            raise ValueError(
+                f"`config.ring_degree` must be 1, got {cp_config.ring_degree}: {type(self).__name__} supports Ulysses "
+                "context parallelism (`ContextParallelConfig(ulysses_degree=N)`) only, because ring attention would "
+                "apply one rank's key mask to every rank's keys."
+            )
+        if cp_config.ulysses_anything or cp_config.ring_anything:
+            raise ValueError(
+                "`config.ulysses_anything` / `ring_anything` must be False: the model pads its sequences to equal "
+                "shards itself."
+            )
+
+    def _resolve_parallel_config(self, config):
+        if torch.accelerator.device_count() > 0:
+            return super()._resolve_parallel_config(config)
+        # CPU-only (gloo): Diffusers picks the device as `rank % torch.accelerator.device_count()`, a division by
+        # zero here. Context parallelism needs no device of its own: build the mesh on CPU.
+        if isinstance(config, ContextParallelConfig):
+            config = ParallelConfig(context_parallel_config=config)
+        if not isinstance(config, ParallelConfig) or config.context_parallel_config is None:
+            raise ValueError(
+                "Without an accelerator, only context parallelism (`ContextParallelConfig`) is supported."
+            )
+        cp_config = config.context_parallel_config
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = cp_config.mesh or init_device_mesh(
+            "cpu", mesh_shape=cp_config.mesh_shape, mesh_dim_names=cp_config.mesh_dim_names
+        )
+        config.setup(dist.get_rank(), dist.get_world_size(), torch.device("cpu"), mesh=mesh)
+        self._parallel_config = config
+        return config
+
+    @property
+    def context_parallel_shards(self) -> int:
+        """Number of ranks the token sequences are split across; 1 without context parallelism."""
+        if self._parallel_config is None or self._parallel_config.context_parallel_config is None:
+            return 1
+        cp_config = self._parallel_config.context_parallel_config
+        return cp_config.ring_degree * cp_config.ulysses_degree
 
 
 class SkyReelsV4Tower(nn.Module):
@@ -516,11 +688,17 @@ class SkyReelsV4Tower(nn.Module):
         text = self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
         return temb, text + self.text_type_embedding.to(text.dtype)
 
-    def project_out(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        return self.proj_out(self.norm_out(hidden_states, temb))
+    def project_out(
+        self, hidden_states: torch.Tensor, temb: torch.Tensor, tokens: slice = slice(None)
+    ) -> torch.Tensor:
+        """Output head over `hidden_states[:, tokens]`. The slice is taken after `norm_out` (a per-token op), whose
+        output context parallelism gathers: positions then index the whole sequence."""
+        return self.proj_out(self.norm_out(hidden_states, temb)[:, tokens])
 
 
-class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
+class SkyReelsV4Transformer3DModel(
+    SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
+):
     r"""
     The joint video-audio MMDiT of SkyReels-V4: two towers of identical width and depth ("symmetric twin backbone")
     conditioned on one MLLM's hidden states, exchanging information through bidirectional audio<->video
@@ -573,6 +751,21 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
         "HunyuanVideo15PatchEmbed",
     ]
     _repeated_blocks = ["SkyReelsV4TransformerBlock", "SkyReelsV4SingleTransformerBlock", "SkyReelsV4CrossModalBlock"]
+    # Context parallelism (`enable_parallelism(config=ContextParallelConfig(ulysses_degree=N))`), Ulysses only:
+    # - each modality's whole token sequence (references, video, keyframes / audio references, audio) is padded to a
+    #   multiple of N and split into N equal shards by its `*_sequence_padding` module, together with everything
+    #   indexed per token: RoPE tables and key masks. The prompt stays whole on every rank;
+    # - attention whose keys are sharded (each tower's joint attention, audio<->video) runs through Diffusers'
+    #   Ulysses attention: an all-to-all gives each rank the whole sequence for 1/N of the heads, so padded keys and
+    #   the duplicate prompt copies are simply masked; the text cross-attention and the token refiner attend to the
+    #   replicated prompt locally;
+    # - `norm_out` (per token) gathers the sequence back before the output head drops references and padding.
+    _cp_plan = {
+        "video_sequence_padding": sequence_split_plan(num_per_token=4),  # 3D RoPE and temporal RoPE, cos and sin
+        "audio_sequence_padding": sequence_split_plan(num_per_token=2),
+        "video_tower.norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+        "audio_tower.norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
 
     @register_to_config
     def __init__(
@@ -631,6 +824,8 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
         )
         self.rope = SkyReelsV4RotaryPosEmbed(rope_axes_dim, rope_theta)
         self.time_rope = SkyReelsV4RotaryPosEmbed((attention_head_dim,), rope_theta)
+        self.video_sequence_padding = SkyReelsV4SequencePadding()
+        self.audio_sequence_padding = SkyReelsV4SequencePadding()
         self.gradient_checkpointing = False
 
     @property
@@ -747,28 +942,51 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
                 audio_reference_latents, dtype,
             )  # fmt: skip
             audio_text_context = audio_text
+            num_audio_tokens = audio.shape[1]
+
+        # Key masks of each tower's joint attention, and of the audio<->video attention (padding only).
+        video_mask = audio_mask = encoder_attention_mask
+        video_key_mask = audio_key_mask = None
+        num_shards = self.context_parallel_shards
+        if num_shards > 1:  # pad and (through `_cp_plan`) split the sequences; see `SkyReelsV4SequencePadding`
+            text_mask = encoder_attention_mask
+            if text_mask is None:
+                text_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.bool, device=device)
+            if has_video:
+                video, video_mask, video_key_mask, *tables = self.video_sequence_padding(
+                    video, text_mask, num_shards, *video_rope, *video_time_rope
+                )
+                video_rope, video_time_rope = tuple(tables[:2]), tuple(tables[2:])
+            if has_audio:
+                audio, audio_mask, audio_key_mask, *tables = self.audio_sequence_padding(
+                    audio, text_mask, num_shards, *audio_rope
+                )
+                audio_rope = tuple(tables)
 
         video_blocks = self.video_tower.blocks
         audio_blocks = self.audio_tower.blocks
         for index, cross_modal_block in enumerate(self.cross_modal_blocks):
             if has_video:
                 video, video_text = self._maybe_checkpoint(
-                    video_blocks[index], video, video_text, video_temb, encoder_attention_mask, video_rope,
-                    video_text_context,
+                    video_blocks[index], video, video_text, video_temb, video_mask, video_rope, video_text_context,
+                    encoder_attention_mask,
                 )  # fmt: skip
             if has_audio:
                 audio, audio_text = self._maybe_checkpoint(
-                    audio_blocks[index], audio, audio_text, audio_temb, encoder_attention_mask, audio_rope,
-                    audio_text_context,
+                    audio_blocks[index], audio, audio_text, audio_temb, audio_mask, audio_rope, audio_text_context,
+                    encoder_attention_mask,
                 )  # fmt: skip
             if has_video and has_audio:
-                video, audio = self._maybe_checkpoint(cross_modal_block, video, audio, video_time_rope, audio_rope)
+                video, audio = self._maybe_checkpoint(
+                    cross_modal_block, video, audio, video_time_rope, audio_rope, video_key_mask, audio_key_mask
+                )
 
         video_sample = keyframe_sample = audio_sample = None
         if has_video:
             video_sample, keyframe_sample = self._unembed_video(video, video_temb, video_layout)
         if has_audio:
-            audio_sample = self.audio_tower.project_out(audio[:, num_audio_refs:], audio_temb).transpose(1, 2)
+            audio_tokens = slice(num_audio_refs, num_audio_tokens)
+            audio_sample = self.audio_tower.project_out(audio, audio_temb, audio_tokens).transpose(1, 2)
 
         if not return_dict:
             return (video_sample, audio_sample, keyframe_sample)
@@ -843,7 +1061,9 @@ class SkyReelsV4Transformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, At
     def _unembed_video(self, tokens: torch.Tensor, temb: torch.Tensor, layout) -> tuple[torch.Tensor, torch.Tensor]:
         num_reference_tokens, grid, keyframe_grid = layout
         num_video_tokens = grid[0] * grid[1] * grid[2]
-        tokens = self.video_tower.project_out(tokens[:, num_reference_tokens:], temb)
+        num_keyframe_tokens = keyframe_grid[0] * keyframe_grid[1] * keyframe_grid[2] if keyframe_grid else 0
+        predicted = slice(num_reference_tokens, num_reference_tokens + num_video_tokens + num_keyframe_tokens)
+        tokens = self.video_tower.project_out(tokens, temb, predicted)
         video = self._unpatchify(tokens[:, :num_video_tokens], grid)
         keyframes = self._unpatchify(tokens[:, num_video_tokens:], keyframe_grid) if keyframe_grid else None
         return video, keyframes

@@ -13,13 +13,19 @@
 # limitations under the License.
 """The SkyReels-V4 Refiner: super-resolution and 2x frame interpolation with Video Sparse Attention."""
 
+import math
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks.context_parallel import EquipartitionSharder
 from diffusers.loaders import PeftAdapterMixin
+from diffusers.models._modeling_parallel import ContextParallelConfig, ContextParallelOutput
 from diffusers.models.attention import AttentionMixin
+from diffusers.models.attention_dispatch import SeqAllToAllDim
+from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import apply_lora_scale
@@ -28,11 +34,14 @@ from diffusers.utils.torch_utils import maybe_allow_in_graph
 from .attention_video_sparse import VSA_BACKENDS, video_sparse_attention
 from .transformer_skyreels_v4 import (
     SkyReelsV4Attention,
+    SkyReelsV4ContextParallelMixin,
     SkyReelsV4RotaryPosEmbed,
+    SkyReelsV4SequencePadding,
     SkyReelsV4Tower,
     _check_tensor,
     audio_rope_scale_from_config,
     audio_token_positions,
+    sequence_split_plan,
     unpatchify,
     video_token_positions,
 )
@@ -45,6 +54,12 @@ class SkyReelsV4VSAAttnProcessor:
     shared projection over `[video ; text]` (single-stream, the text being the tokens after `video_grid`'s count).
     The output is `fine + coarse * gate`, with `gate = attn.vsa_gate(x)` per head, zero-initialised, so a Refiner
     fresh from a dense video tower starts from the fine branch alone (dense attention at sparsity 0).
+
+    Context parallelism: VSA tiles the whole `(T, H, W)` grid into cubes, so it cannot run on a shard of the
+    sequence. Ulysses' all-to-all provides exactly what it needs: each rank receives the whole (unpadded) video
+    sequence for `heads / N` of the heads and runs VSA on them, and a second all-to-all returns its tokens with all
+    heads. The prompt is whole on every rank: each takes its heads' slice of the text queries/keys/values, and the
+    text output heads are all-gathered.
     """
 
     _attention_backend = None
@@ -64,6 +79,9 @@ class SkyReelsV4VSAAttnProcessor:
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         is_joint = encoder_hidden_states is not None
         num_video = video_grid[0] * video_grid[1] * video_grid[2]
+        cp_config = None if self._parallel_config is None else self._parallel_config.context_parallel_config
+        if cp_config is not None:  # this rank's shard of the video tokens, padded to equal shards
+            num_video = math.ceil(num_video / cp_config.ulysses_degree)
 
         def heads(x):
             return x.unflatten(2, (attn.heads, -1))
@@ -81,15 +99,19 @@ class SkyReelsV4VSAAttnProcessor:
             key, text_key = key[:, :num_video], key[:, num_video:]
             value, text_value = value[:, :num_video], value[:, num_video:]
         if image_rotary_emb is not None:
-            from diffusers.models.embeddings import apply_rotary_emb
-
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
-        video_out, text_out = video_sparse_attention(
-            query, key, value, video_grid, gate=gate, sparsity=sparsity, backend=vsa_backend,
-            text_query=text_query, text_key=text_key, text_value=text_value, text_mask=attention_mask,
-        )  # fmt: skip
+        vsa_kwargs = {"gate": gate, "sparsity": sparsity, "backend": vsa_backend, "text_mask": attention_mask}
+        if cp_config is None:
+            video_out, text_out = video_sparse_attention(
+                query, key, value, video_grid, text_query=text_query, text_key=text_key, text_value=text_value,
+                **vsa_kwargs,
+            )  # fmt: skip
+        else:
+            video_out, text_out = _ulysses_video_sparse_attention(
+                query, key, value, video_grid, text_query, text_key, text_value, vsa_kwargs, cp_config
+            )
         video_out = video_out.flatten(2, 3).to(hidden_states.dtype)
         text_out = text_out.flatten(2, 3).to(hidden_states.dtype)
         if is_joint:
@@ -97,16 +119,49 @@ class SkyReelsV4VSAAttnProcessor:
         return torch.cat([video_out, text_out], dim=1)  # pre-only: the block projects attention and MLP together
 
 
+def _ulysses_video_sparse_attention(
+    query, key, value, video_grid, text_query, text_key, text_value, vsa_kwargs, cp_config: ContextParallelConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`video_sparse_attention` on this rank's `(B, N_local, heads, D)` shard of the (padded) video sequence: the
+    whole sequence with `heads / N` heads after Ulysses' all-to-all, then back. Text tensors are whole per rank."""
+    group, degree = cp_config._ulysses_mesh.get_group(), cp_config.ulysses_degree
+    num_video = video_grid[0] * video_grid[1] * video_grid[2]
+    num_padded = query.shape[1] * degree
+
+    def to_head_shard(x):  # (B, N_local, heads, D) -> (B, N, heads / degree, D), padding dropped
+        return SeqAllToAllDim.apply(group, x, 2, 1)[:, :num_video]
+
+    heads_per_rank = query.shape[2] // degree
+    first_head = cp_config._ulysses_local_rank * heads_per_rank
+    local_heads = slice(first_head, first_head + heads_per_rank)  # the heads the all-to-all gives this rank
+    query, key, value = (to_head_shard(x) for x in (query, key, value))
+    vsa_kwargs = {**vsa_kwargs, "gate": to_head_shard(vsa_kwargs["gate"])}
+    video_out, text_out = video_sparse_attention(
+        query, key, value, video_grid, text_query=text_query[:, :, local_heads], text_key=text_key[:, :, local_heads],
+        text_value=text_value[:, :, local_heads], **vsa_kwargs,
+    )  # fmt: skip
+    video_out = F.pad(video_out, (0, 0, 0, 0, 0, num_padded - num_video))
+    video_out = SeqAllToAllDim.apply(group, video_out, 1, 2)
+    text_out = EquipartitionSharder.unshard(text_out, 2, cp_config._ulysses_mesh)
+    return video_out, text_out
+
+
 @maybe_allow_in_graph
 class SkyReelsV4AudioConditionBlock(nn.Module):
     """Video tokens attend to the clean audio latents of the base pass: `v' = v + CrossAttn(q=v, kv=audio)`, with
-    1D RoPE on the base video timeline on both sides so interpolated frames find their sound. Zero-initialised."""
+    1D RoPE on the base video timeline on both sides so interpolated frames find their sound. Zero-initialised.
+    The audio is short and not split by context parallelism: each rank's video tokens attend to it locally."""
 
     def __init__(self, dim: int, num_attention_heads: int, attention_head_dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.attn = SkyReelsV4Attention(
-            dim, num_attention_heads, attention_head_dim, cross_attention_dim=dim, zero_init_output=True
+            dim,
+            num_attention_heads,
+            attention_head_dim,
+            cross_attention_dim=dim,
+            zero_init_output=True,
+            replicated_context=True,
         )
 
     def forward(self, hidden_states, audio_tokens, video_time_rotary_emb, audio_time_rotary_emb) -> torch.Tensor:
@@ -118,7 +173,9 @@ class SkyReelsV4AudioConditionBlock(nn.Module):
         )
 
 
-class SkyReelsV4RefinerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
+class SkyReelsV4RefinerTransformer3DModel(
+    SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
+):
     r"""
     The Refiner of SkyReels-V4: a DiT with the video tower's design (so it initialises from it, see
     `from_video_transformer`) that denoises the high-resolution (and, with `temporal_upscale_factor=2`,
@@ -158,6 +215,14 @@ class SkyReelsV4RefinerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMi
         "SkyReelsV4SingleTransformerBlock",
         "SkyReelsV4AudioConditionBlock",
     ]
+    # Context parallelism (Ulysses): the video tokens are padded to a multiple of N and split with their RoPE tables
+    # (see `SkyReelsV4SequencePadding`); VSA runs per head group on the whole sequence (see
+    # `SkyReelsV4VSAAttnProcessor`), so the heads must divide among the ranks; the prompt and the audio condition stay
+    # whole on every rank; `norm_out` gathers the sequence back.
+    _cp_plan = {
+        "sequence_padding": sequence_split_plan(num_per_token=4),  # 3D RoPE and temporal RoPE, cos and sin
+        "video_tower.norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
 
     @register_to_config
     def __init__(
@@ -221,7 +286,17 @@ class SkyReelsV4RefinerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMi
             )
         self.rope = SkyReelsV4RotaryPosEmbed(rope_axes_dim, rope_theta)
         self.time_rope = SkyReelsV4RotaryPosEmbed((attention_head_dim,), rope_theta)
+        self.sequence_padding = SkyReelsV4SequencePadding()
         self.gradient_checkpointing = False
+
+    def _check_context_parallel_config(self, cp_config: ContextParallelConfig) -> None:
+        super()._check_context_parallel_config(cp_config)
+        heads = self.config.num_attention_heads
+        if heads % cp_config.ulysses_degree:
+            raise ValueError(
+                f"`config.ulysses_degree` ({cp_config.ulysses_degree}) must divide the Refiner's num_attention_heads "
+                f"({heads}): Video Sparse Attention needs the whole sequence, which Ulysses provides per head group."
+            )
 
     @classmethod
     def from_video_transformer(cls, video_model, **config_overrides) -> "SkyReelsV4RefinerTransformer3DModel":
@@ -304,14 +379,23 @@ class SkyReelsV4RefinerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMi
         audio_tokens = video_time_rope = audio_time_rope = None
         if audio_latents is not None:
             audio_tokens = self.audio_embedder(audio_latents.transpose(1, 2).to(dtype))
-            video_time_rope = self.time_rope(positions[:, :1] / config.temporal_upscale_factor)
             audio_positions = audio_token_positions(
                 audio_latents.shape[2], 0, audio_rope_scale_from_config(config), device
             )
             audio_time_rope = self.time_rope(audio_positions)
+        num_shards = self.context_parallel_shards
+        if audio_latents is not None or num_shards > 1:  # the split below takes the table either way
+            video_time_rope = self.time_rope(positions[:, :1] / config.temporal_upscale_factor)
+
+        if num_shards > 1:  # pad and (through `_cp_plan`) split the video tokens; the masks are not needed here
+            text_mask = encoder_attention_mask
+            if text_mask is None:
+                text_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.bool, device=device)
+            tokens, _, _, *tables = self.sequence_padding(tokens, text_mask, num_shards, *rope, *video_time_rope)
+            rope, video_time_rope = tuple(tables[:2]), tuple(tables[2:])
 
         for index, block in enumerate(tower.blocks):
-            args = (tokens, text, temb, encoder_attention_mask, rope, text_context, vsa_kwargs)
+            args = (tokens, text, temb, encoder_attention_mask, rope, text_context, encoder_attention_mask, vsa_kwargs)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 tokens, text = self._gradient_checkpointing_func(block, *args)
             else:
@@ -319,7 +403,8 @@ class SkyReelsV4RefinerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMi
             if audio_tokens is not None:
                 tokens = self.audio_blocks[index](tokens, audio_tokens, video_time_rope, audio_time_rope)
 
-        sample = unpatchify(tower.project_out(tokens, temb), grid, (p_t, p, p))
+        num_tokens = grid[0] * grid[1] * grid[2]
+        sample = unpatchify(tower.project_out(tokens, temb, slice(0, num_tokens)), grid, (p_t, p, p))
         if not return_dict:
             return (sample,)
         return Transformer2DModelOutput(sample=sample)
