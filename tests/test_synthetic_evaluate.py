@@ -64,3 +64,18 @@ def test_stray_specks_do_not_change_the_detected_shape():
     assert evaluate.bounce_times_from_video(frames, clip.fps) == evaluate.bounce_times_from_video(
         clip.frames, clip.fps
     )
+
+
+def test_motion_jumps_zero_for_the_world_and_counted_for_a_spliced_clip():
+    clips = [world.render_clip(seed, num_frames=17) for seed in range(6)]
+    assert all(evaluate.motion_jumps(clip.frames, clip.fps) == 0 for clip in clips)
+    # Splice the second half of another clip whose object is far away at the cut: one teleport.
+    first = clips[0]
+    far = max(
+        clips[1:],
+        key=lambda c: np.linalg.norm(
+            evaluate.centroid_track(c.frames[8:9]) - evaluate.centroid_track(first.frames[7:8])
+        ),
+    )
+    spliced = np.concatenate([first.frames[:8], far.frames[8:]])
+    assert evaluate.motion_jumps(spliced, first.fps) == 1

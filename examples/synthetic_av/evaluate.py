@@ -68,19 +68,32 @@ def detect_colour_and_shape(frames: np.ndarray) -> tuple[str | None, str | None]
     return max(set(colours), key=colours.count), max(set(shapes), key=shapes.count)
 
 
-def bounce_times_from_video(frames: np.ndarray, fps: float) -> list[float]:
-    """Seconds at which the object's centroid velocity flips sign on either axis (one object)."""
+def centroid_track(frames: np.ndarray) -> np.ndarray:
+    """`(F, 2)` (x, y) centroid of the object in each frame; NaN where no object is found."""
     centroids = []
     for frame in frames:
         rows, cols = np.nonzero(object_mask(frame))
         centroids.append((cols.mean(), rows.mean()) if len(rows) else (np.nan, np.nan))
-    velocity = np.diff(np.array(centroids), axis=0)
+    return np.array(centroids)
+
+
+def bounce_times_from_video(frames: np.ndarray, fps: float) -> list[float]:
+    """Seconds at which the object's centroid velocity flips sign on either axis (one object)."""
+    velocity = np.diff(centroid_track(frames), axis=0)
     times = []
     for axis in range(2):
         signs = np.sign(velocity[:, axis])
         for step in np.nonzero(signs[1:] * signs[:-1] < 0)[0]:
             times.append((step + 1) / fps)  # the turn happens around frame step + 1
     return sorted(times)
+
+
+def motion_jumps(frames: np.ndarray, fps: float) -> int:
+    """Frame-to-frame moves of the object longer than twice the world's fastest motion: teleports, which the world
+    never makes. Counts the motion incoherence that also turns into spurious "bounces"."""
+    limit = 2 * np.hypot(*[world.SPEED_RANGE[1]] * 2) * frames.shape[2] / fps
+    steps = np.linalg.norm(np.diff(centroid_track(frames), axis=0), axis=1)
+    return int(np.sum(steps > limit))  # frames without an object (NaN) do not count
 
 
 def audio_onsets(audio: np.ndarray, sample_rate: int, hop: int = 128, threshold: float = 0.05) -> list[float]:
@@ -155,13 +168,14 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
     import torch
 
     fps = pipe.transformer.config.fps
-    adherence, errors, within, precision = [], [], [], []
+    adherence, errors, within, precision, jumps = [], [], [], [], []
     for seed in seeds:
         target = world_clip(pipe, seed)
         out = pipe(target.caption, generator=torch.Generator().manual_seed(seed), **call_kwargs)
         frames = to_uint8(out.frames[0])
         adherence.append(detect_colour_and_shape(frames) == (target.objects[0]["colour"], target.objects[0]["shape"]))
         bounces = bounce_times_from_video(frames, fps)
+        jumps.append(motion_jumps(frames, fps))
         onsets = audio_onsets(out.audio[0], out.audio_sample_rate)
         error, fraction = sync_metrics(bounces, onsets, fps)
         if not np.isnan(error):
@@ -175,6 +189,7 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
         "sync_within_one_frame": float(np.mean(within)) if within else float("nan"),
         "onset_precision": float(np.mean(precision)) if precision else float("nan"),
         "clips_with_bounces": len(within),
+        "motion_jumps_per_clip": float(np.mean(jumps)),
     }
 
 
@@ -231,6 +246,7 @@ METRIC_ROWS = (
     ("sync_within_one_frame", "bounces with an audio onset within 1 frame (target >= 80%)", "{:.1%}"),
     ("sync_mean_error_ms", "mean abs(onset - bounce)", "{:.1f} ms"),
     ("onset_precision", "onsets with a bounce within 1 frame", "{:.1%}"),
+    ("motion_jumps_per_clip", "object jumps per clip (teleports; the world makes none)", "{:.2f}"),
     ("i2v_psnr_preserved", "I2V frame-0 PSNR vs VAE reconstruction, known latents re-injected (target >= 30)",
      "{:.2f} dB"),
     ("i2v_psnr_model", "I2V frame-0 PSNR vs VAE reconstruction, model's own prediction", "{:.2f} dB"),

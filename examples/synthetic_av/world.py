@@ -31,6 +31,7 @@ TIMBRE = {
 }
 TIMBRE_WORD = {"red": "pure", "green": "warm", "blue": "hollow", "yellow": "bright"}
 BACKGROUND = (30, 30, 34)
+SPEED_RANGE = (0.35, 0.6)  # per axis, in box sizes per second: fast enough to hit walls a few times in two seconds
 TONE_SECONDS, TONE_DECAY_SECONDS = 0.12, 0.03
 
 
@@ -78,8 +79,7 @@ def render_clip(
                 "colour": list(COLOURS)[rng.integers(len(COLOURS))],
                 "radius": radius,
                 "position": rng.uniform(radius, size - radius, 2),
-                # Fast enough to hit walls a few times in two seconds.
-                "velocity": rng.choice([-1, 1], 2) * rng.uniform(0.35, 0.6, 2) * size / fps,
+                "velocity": rng.choice([-1, 1], 2) * rng.uniform(*SPEED_RANGE, 2) * size / fps,
             }
         )
 
