@@ -79,7 +79,12 @@ def centroid_track(frames: np.ndarray) -> np.ndarray:
 
 def bounce_times_from_video(frames: np.ndarray, fps: float) -> list[float]:
     """Seconds at which the object's centroid velocity flips sign on either axis (one object)."""
-    velocity = np.diff(centroid_track(frames), axis=0)
+    return bounce_times(centroid_track(frames), fps)
+
+
+def bounce_times(track: np.ndarray, fps: float) -> list[float]:
+    """`bounce_times_from_video` on a `centroid_track`."""
+    velocity = np.diff(track, axis=0)
     times = []
     for axis in range(2):
         signs = np.sign(velocity[:, axis])
@@ -88,11 +93,12 @@ def bounce_times_from_video(frames: np.ndarray, fps: float) -> list[float]:
     return sorted(times)
 
 
-def motion_jumps(frames: np.ndarray, fps: float) -> int:
-    """Frame-to-frame moves of the object longer than twice the world's fastest motion: teleports, which the world
-    never makes. Counts the motion incoherence that also turns into spurious "bounces"."""
-    limit = 2 * np.hypot(*[world.SPEED_RANGE[1]] * 2) * frames.shape[2] / fps
-    steps = np.linalg.norm(np.diff(centroid_track(frames), axis=0), axis=1)
+def motion_jumps(track: np.ndarray, size: int, fps: float) -> int:
+    """Frame-to-frame moves of the object (a `centroid_track` in a `size`-pixel box) longer than twice the world's
+    fastest motion: teleports, which the world never makes. Counts the motion incoherence that also turns into
+    spurious "bounces"."""
+    limit = 2 * np.sqrt(2) * world.SPEED_RANGE[1] * size / fps
+    steps = np.linalg.norm(np.diff(track, axis=0), axis=1)
     return int(np.sum(steps > limit))  # frames without an object (NaN) do not count
 
 
@@ -174,8 +180,9 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
         out = pipe(target.caption, generator=torch.Generator().manual_seed(seed), **call_kwargs)
         frames = to_uint8(out.frames[0])
         adherence.append(detect_colour_and_shape(frames) == (target.objects[0]["colour"], target.objects[0]["shape"]))
-        bounces = bounce_times_from_video(frames, fps)
-        jumps.append(motion_jumps(frames, fps))
+        track = centroid_track(frames)
+        bounces = bounce_times(track, fps)
+        jumps.append(motion_jumps(track, frames.shape[2], fps))
         onsets = audio_onsets(out.audio[0], out.audio_sample_rate)
         error, fraction = sync_metrics(bounces, onsets, fps)
         if not np.isnan(error):
