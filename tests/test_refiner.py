@@ -110,9 +110,37 @@ def test_refiner_as_a_standalone_upscaler_passes_audio_through(refiner):
     np.testing.assert_array_equal(out.audio, audio)
 
 
+def test_refiner_strength_starts_from_the_noised_upsampled_condition(refiner):
+    latents = torch.randn(1, 8, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    seen = []
+
+    def capture(module, args, kwargs):
+        seen.append((kwargs["timestep"].clone(), kwargs["hidden_states"][:, :8].clone()))
+
+    handle = refiner.transformer.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        refiner(PROMPT, latents=latents, num_inference_steps=10, strength=0.3, guidance_scale=1.0,
+                generator=torch.Generator().manual_seed(0), output_type="latent")  # fmt: skip
+        assert refiner.num_timesteps == 3
+        schedule = refiner.prepare_timesteps(10, None, "cpu")
+    finally:
+        handle.remove()
+    # Only the last 3 of 10 steps run, starting at the 8th timestep of the full schedule ...
+    assert len(seen) == 3
+    torch.testing.assert_close(seen[0][0], schedule[7:8])
+    # ... from the upsampled low-res latents noised to that sigma with the generator's noise.
+    sigma = refiner.scheduler.sigmas[7]
+    upsampled = build_refiner_condition(latents, 2, refiner.transformer.config.temporal_upscale_factor).latents
+    noise = torch.randn(upsampled.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(seen[0][1], sigma * noise + (1 - sigma) * upsampled)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
+        ({"strength": 0.0}, "strength"),
+        ({"strength": 1.5}, "strength"),
+        ({"strength": 0.4}, "no step"),
         ({"keyframes": [np.zeros((64, 64, 3), np.float32)], "keyframe_indices": [9]}, "keyframe_indices"),
         ({"scale_factor": 1.5}, "scale_factor"),
         ({"sparsity": 1.0}, "sparsity"),

@@ -7,7 +7,6 @@ import json
 import os
 
 import av
-import numpy as np
 import pytest
 from script_loading import load_script
 
@@ -47,10 +46,43 @@ def test_components_are_the_real_classes(pipe):
     assert type(pipe.text_encoder).__name__ == "Qwen2_5_VLForConditionalGeneration"
 
 
-def test_adherence_on_a_few_seeds(pipe):
-    # Chance is 1/12 (4 colours x 3 shapes). Sync is not asserted: the shipped model does not yet meet it (model card).
+def test_adherence_and_sync_on_a_few_seeds(pipe):
+    # Adherence: chance is 1/12 (4 colours x 3 shapes). Sync: the model does not meet the issue's target yet (model
+    # card), but its knocks must line up with its own bounces clearly better than with other clips' bounces; broken
+    # audio-video alignment (audio RoPE, cross-attention, latent timing) falls to that chance level.
     metrics = evaluate.evaluate_t2av(pipe, SEEDS, {"num_inference_steps": 20})
     assert metrics["adherence"] >= ADHERENCE_FLOOR, metrics
+    assert metrics["sync_within_one_frame"] >= 1.5 * metrics["sync_within_one_frame_chance"], metrics
+    assert metrics["onset_precision"] >= 1.3 * metrics["onset_precision_chance"], metrics
+
+
+def test_denoiser_probe_of_an_exact_denoiser_finds_the_object(pipe):
+    # A transformer that returns the exact velocity (noisy - x0) / sigma makes the probe's one-step schedule land on
+    # x0 itself: the object then sits where the world put it, up to the VAE. And the model must see the requested
+    # noise levels: the scheduler shifts custom sigmas, which the probe has to undo.
+    import torch
+
+    from skyreels_diffusers.models.transformer_skyreels_v4 import SkyReelsV4TransformerOutput
+    from skyreels_diffusers.pipelines.vae_utils import encode_video
+
+    frames = evaluate.world_clip(pipe, 0).frames
+    x0 = encode_video(pipe.vae, torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None])
+
+    timesteps = []
+
+    def exact_velocity(module, args, kwargs, output):
+        timesteps.append(float(kwargs["timestep"][0]))
+        sigma = kwargs["timestep"].float().view(-1, 1, 1, 1, 1) / 1000
+        video = (kwargs["hidden_states"][:, : x0.shape[1]] - x0) / sigma
+        return SkyReelsV4TransformerOutput(sample=video, audio_sample=torch.zeros_like(output.audio_sample))
+
+    handle = pipe.transformer.register_forward_hook(exact_velocity, with_kwargs=True)
+    try:
+        metrics = evaluate.evaluate_denoiser(pipe, range(1), sigmas=(0.5, 0.97))
+    finally:
+        handle.remove()
+    assert timesteps == pytest.approx([500.0, 970.0])
+    assert max(metrics.values()) < 1.0, metrics
 
 
 def test_refiner_upscales_the_clip(pipe):
@@ -65,7 +97,10 @@ def test_refiner_upscales_the_clip(pipe):
 
 def test_image_to_video_starts_from_the_image(pipe):
     metrics = evaluate.evaluate_conditioned(pipe, range(1), {"num_inference_steps": 10})
-    assert metrics["i2v_psnr_preserved"] >= 30 and np.isfinite(metrics["edit_psnr_model"]), metrics
+    # The issue's target (30 dB) holds for the model's own frame 0 (39.0 dB; untrained 18.4), not only with the
+    # known latents re-injected.
+    assert metrics["i2v_psnr_model"] >= 30 and metrics["i2v_psnr_preserved"] >= 30, metrics
+    assert metrics["edit_psnr_model"] >= 22, metrics  # 25.1 dB when trained; the untrained model scores 18.3
 
 
 def test_cli_main_job_uses_the_tiny_default(tmp_path, monkeypatch):

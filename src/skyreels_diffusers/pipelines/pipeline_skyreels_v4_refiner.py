@@ -96,6 +96,7 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
         scale_factor: int = 2,
         num_inference_steps: int = 30,
         sigmas: list[float] | None = None,
+        strength: float = 1.0,
         guidance_scale: float = 5.0,
         sparsity: float | None = None,
         vsa_backend: str = "auto",
@@ -124,6 +125,11 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
             audio_latents (`torch.Tensor` of shape `(B, C_a, L)`): clean base audio latents conditioning the Refiner;
                 encoded from `audio` when only that is given; decoded for the output when `audio` is not given.
             scale_factor (`int`, defaults to 2): spatial upscaling factor, a whole number.
+            strength (`float`, defaults to 1.0): how much of the noise schedule to run, in (0, 1], as in Diffusers'
+                image-to-image pipelines. 1.0 starts from pure noise. Below 1, denoising starts from the upsampled
+                low-res latents (with the keyframes), noised to the level where the last
+                `int(num_inference_steps * strength)` steps begin, and only those steps run: the Refiner then adds
+                detail instead of redrawing the clip.
             sparsity (`float`, *optional*): VSA sparsity in [0, 1); defaults to the Refiner's config.
             vsa_backend (`str`, defaults to "auto"): VSA implementation.
             Other arguments are as in [`SkyReelsV4Pipeline.__call__`].
@@ -149,6 +155,8 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
             raise ValueError(f"`output_type` must be one of 'np', 'pt', 'pil', 'latent'; got {output_type!r}.")
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Pass exactly one of `prompt` or `prompt_embeds`.")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be a number in (0, 1], got {strength!r}.")
         if video is not None:
             latents = self._encode_low_res_video(video)
         if (
@@ -188,15 +196,16 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
             raise ValueError(f"`latents` has batch {latents.shape[0]} but the prompts give {batch_size}.")
 
         # 3. Condition: upsampled low-res latents with the keyframes at their frames, plus the mask
-        condition = build_refiner_condition(
+        refiner_condition = build_refiner_condition(
             latents, scale_factor, temporal_factor, keyframe_latents, keyframe_latent_indices
-        ).as_channels()
-        condition = condition.to(dtype)
+        )
+        condition = refiner_condition.as_channels().to(dtype)
         if audio_latents is None and audio is not None and self.audio_vae is not None and config.audio_in_channels:
             audio_latents = encode_audio(self.audio_vae, torch.as_tensor(np.asarray(audio), device=device))
         condition_audio = None if audio_latents is None or not config.audio_in_channels else audio_latents.to(dtype)
 
-        # 4. Timesteps and noise
+        # 4. Timesteps and the starting latent: pure noise, or (strength < 1) the upsampled condition noised to
+        # where the shortened schedule begins
         timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
         noisy = randn_tensor(
             (batch_size, latents.shape[1], *condition.shape[2:]),
@@ -204,6 +213,19 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
             device=device,
             dtype=torch.float32,
         )
+        if strength < 1:
+            num_steps = int(len(timesteps) * strength)
+            if num_steps < 1:
+                raise ValueError(
+                    f"`strength`={strength} leaves no step of the {len(timesteps)}-step schedule; raise `strength` or "
+                    "`num_inference_steps`."
+                )
+            begin = len(timesteps) - num_steps
+            timesteps = timesteps[begin:]
+            self.scheduler.set_begin_index(begin)
+            self._num_timesteps = len(timesteps)
+            start = refiner_condition.latents.float().expand(batch_size, -1, -1, -1, -1)
+            noisy = self.scheduler.scale_noise(start, timesteps[:1], noisy)
 
         # 5. Denoising loop
         with self.progress_bar(total=len(timesteps)) as progress_bar:
