@@ -82,3 +82,20 @@ def test_motion_jumps_zero_for_the_world_and_counted_for_a_spliced_clip():
     )
     spliced = np.concatenate([first.frames[:8], far.frames[8:]])
     assert jumps(spliced, first.fps) == 1
+
+
+def test_sync_summary_scores_a_silent_clip_and_beats_chance_on_the_world():
+    fps, bounces = 16, [0.5, 1.25, 2.0]
+    onsets = evaluate.audio_onsets(knocks(bounces), 44100)
+    summary = evaluate.sync_summary([(bounces, onsets), (bounces, []), (bounces, onsets)], fps)
+    # The silent clip counts (0% within a frame), and its infinite error does not hide the other clips' errors.
+    assert summary["sync_within_one_frame"] == pytest.approx(2 / 3) and summary["clips_with_bounces"] == 3
+    assert summary["sync_median_error_ms"] < 5
+
+    clips = [world.render_clip(seed, num_frames=49) for seed in range(4)]
+    video = [evaluate.bounce_times_from_video(clip.frames, clip.fps) for clip in clips]
+    audio = [evaluate.audio_onsets(clip.audio, clip.sample_rate) for clip in clips]
+    matched = evaluate.sync_summary(zip(video, audio), clips[0].fps)
+    others = evaluate.sync_summary([(video[i], audio[j]) for i in range(4) for j in range(4) if i != j], clips[0].fps)
+    assert matched["sync_within_one_frame"] == 1.0 and matched["onset_precision"] == 1.0
+    assert others["sync_within_one_frame"] < 0.5 and others["onset_precision"] < 0.5
