@@ -63,10 +63,8 @@ def test_denoiser_probe_of_an_exact_denoiser_finds_the_object(pipe):
     import torch
 
     from skyreels_diffusers.models.transformer_skyreels_v4 import SkyReelsV4TransformerOutput
-    from skyreels_diffusers.pipelines.vae_utils import encode_video
 
-    frames = evaluate.world_clip(pipe, 0).frames
-    x0 = encode_video(pipe.vae, torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None])
+    x0 = evaluate.encode_frames(pipe, evaluate.world_clip(pipe, 0).frames)
 
     timesteps = []
 

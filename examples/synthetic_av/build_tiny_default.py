@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from diffusers import AutoencoderKL, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
@@ -56,21 +55,14 @@ TASK_RATIOS = (
 )
 
 
-def run(*lanes: list[str] | list[list[str]]) -> None:
-    """Run lanes in parallel, one CPU thread each when there are several (2-core machines), and wait for all. A
-    lane is one script command, or a list of them run one after another."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if len(lanes) > 1 else None
-
-    def run_lane(commands: list[list[str]]) -> str | None:
-        for command in commands:
-            print("$", " ".join(command), flush=True)
-            if subprocess.run([sys.executable, *command], env=env).returncode != 0:
-                return " ".join(command)
-        return None
-
-    lanes = [lane if isinstance(lane[0], list) else [lane] for lane in lanes]
-    with ThreadPoolExecutor(len(lanes)) as pool:
-        failed = [command for command in pool.map(run_lane, lanes) if command]
+def run(*commands: list[str]) -> None:
+    """Run scripts in parallel, one CPU thread each when there are several (2-core machines), and wait for all."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if len(commands) > 1 else None
+    processes = []
+    for command in commands:
+        print("$", " ".join(command), flush=True)
+        processes.append(subprocess.Popen([sys.executable, *command], env=env))
+    failed = [" ".join(c) for c, p in zip(commands, processes) if p.wait() != 0]
     if failed:
         raise RuntimeError(f"failed: {failed}")
 
@@ -177,25 +169,24 @@ def main() -> None:
                 "--pretrained_model_name_or_path", work("init")]  # fmt: skip
     refiner = ["--refiner", "--train_latents", work("latents128"), "--refiner_crop", "16", "--max_sparsity", "0.5"]
     refiner_dir = work("refiner", "refiner")
-    joint, refiner_lane = [], []
+    refiner_runs, joint_runs = [], []
     if not os.path.isfile(work("base", "model_index.json")):
-        joint.append([train, "--train_latents", work("latents64"), "--output_dir", work("base"), "--max_train_steps",
+        joint_runs.append([train, "--train_latents", work("latents64"), "--output_dir", work("base"), "--max_train_steps",
                       str(args.train_steps), "--learning_rate", "1e-3", "--task_ratios", TASK_RATIOS, *schedule,
                       "--validation_prompts", world.render_clip(0, num_frames=NUM_FRAMES).caption])  # fmt: skip
     if not os.path.isdir(refiner_dir):
-        refiner_lane.append([train, *refiner, "--refiner_model_name_or_path", work("init_refiner"), "--output_dir",
+        refiner_runs.append([train, *refiner, "--refiner_model_name_or_path", work("init_refiner"), "--output_dir",
                              work("refiner"), "--max_train_steps",
                              str(args.refiner_steps), "--learning_rate", "5e-4", "--sparsity_ramp_steps",
                              str(args.refiner_steps // 2), *schedule])  # fmt: skip
     if args.refiner_continue_steps:
         if not os.path.isdir(work("refiner2", "refiner")):
-            refiner_lane.append([train, *refiner, "--refiner_model_name_or_path", refiner_dir, "--output_dir",
+            refiner_runs.append([train, *refiner, "--refiner_model_name_or_path", refiner_dir, "--output_dir",
                                  work("refiner2"), "--max_train_steps", str(args.refiner_continue_steps),
                                  "--learning_rate", "3e-4", *schedule])  # fmt: skip
         refiner_dir = work("refiner2", "refiner")
-    for commands in (refiner_lane, joint):
-        if commands:
-            run(commands)
+    for command in (*refiner_runs, *joint_runs):
+        run(command)
 
     from skyreels_diffusers import SkyReelsV4RefinerTransformer3DModel
 
