@@ -17,7 +17,6 @@ import functools
 import html
 import inspect
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from skyreels_diffusers import (
     SkyReelsV4RefinerTransformer3DModel,
 )
 from skyreels_diffusers.cli import EMBEDDED_MODEL, MODEL_ENV_VAR, default_model, frames_for_duration
-from skyreels_diffusers.utils.media import export_to_video_with_audio, load_video
+from skyreels_diffusers.utils.media import export_to_video_with_audio, load_video, resample_frames
 
 
 logger = logging.getLogger("skyreels_v4_demo")
@@ -306,12 +305,6 @@ def read_video(path: str | None, fps: float) -> list[PIL.Image.Image]:
     except (ValueError, OSError) as error:
         raise InputError(f"The video could not be read: {error}") from error
     return resample_frames(frames, source_fps, fps)
-
-
-def resample_frames(frames: list, source_fps: float, target_fps: float) -> list:
-    """Nearest-frame resampling in time: the frames shown at `target_fps` over the same duration."""
-    count = max(1, math.floor(len(frames) * target_fps / source_fps + 1e-6))
-    return [frames[min(len(frames) - 1, round(i * source_fps / target_fps))] for i in range(count)]
 
 
 def frames_for_edit(frames: list, limits: Limits) -> list:

@@ -24,9 +24,11 @@ def default_model() -> str | None:
 
 def frames_for_duration(duration: float, fps: float, temporal_compression: int) -> int:
     """The `4k+1` frame count closest to `duration` seconds (at least one latent frame)."""
+    from skyreels_diffusers.pipelines.pipeline_mixin import num_frames_for_duration
+
     if duration <= 0:
         raise ValueError(f"`--duration` must be positive seconds, got {duration}.")
-    return max(1, round(duration * fps / temporal_compression)) * temporal_compression + 1
+    return max(temporal_compression + 1, num_frames_for_duration(duration, fps, temporal_compression))
 
 
 def add_generate_arguments(generate: argparse.ArgumentParser) -> None:

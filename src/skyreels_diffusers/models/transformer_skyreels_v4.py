@@ -872,9 +872,9 @@ class SkyReelsV4Transformer3DModel(
     @apply_lora_scale("attention_kwargs")
     def forward(
         self,
-        hidden_states: torch.Tensor | None,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
+        hidden_states: torch.Tensor | None = None,
+        timestep: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         audio_hidden_states: torch.Tensor | None = None,
         audio_timestep: torch.Tensor | None = None,
@@ -889,13 +889,14 @@ class SkyReelsV4Transformer3DModel(
         Args:
             hidden_states (`torch.Tensor` of shape `(B, 2C+1, F, H, W)` or `None`):
                 Video input: noisy latent, condition latent and mask stacked on channels. `None` for T2A.
-            timestep (`torch.Tensor` of shape `(B,)` or scalar): video timestep (Diffusers' `sigma * 1000`). Also the
-                audio timestep when `audio_timestep` is not given.
+            timestep (`torch.Tensor` of shape `(B,)` or scalar): video timestep (Diffusers' `sigma * 1000`); needed
+                with `hidden_states`. Also the audio timestep when `audio_timestep` is not given.
             encoder_hidden_states (`torch.Tensor` of shape `(B, S, text_embed_dim)`): MLLM hidden states.
             encoder_attention_mask (`torch.Tensor` of shape `(B, S)`, *optional*): True/1 for real tokens.
             audio_hidden_states (`torch.Tensor` of shape `(B, C_a, L)`, *optional*): noisy audio latents; `None`
                 for T2V.
-            audio_timestep (`torch.Tensor` of shape `(B,)`, *optional*): audio timestep.
+            audio_timestep (`torch.Tensor` of shape `(B,)`, *optional*): audio timestep; 0 makes the audio a clean
+                condition (audio-to-video), as timestep 0 on the video does for video-to-audio.
             reference_latents (`torch.Tensor` of shape `(B, C, R, Hr, Wr)`, *optional*): clean reference latents
                 prepended to the video tokens.
             audio_reference_latents (`torch.Tensor` of shape `(B, C_a, Lr)`, *optional*): clean audio reference
@@ -922,11 +923,10 @@ class SkyReelsV4Transformer3DModel(
         has_video, has_audio = hidden_states is not None, audio_hidden_states is not None
         reference = hidden_states if has_video else audio_hidden_states
         batch_size, device, dtype = reference.shape[0], reference.device, reference.dtype
-        timestep = timestep.to(device).expand(batch_size) if timestep.ndim == 0 else timestep.to(device)
         if audio_timestep is None:
             audio_timestep = timestep
-        elif audio_timestep.ndim == 0:
-            audio_timestep = audio_timestep.to(device).expand(batch_size)
+        timestep = None if timestep is None else timestep.to(device).expand(batch_size)
+        audio_timestep = None if audio_timestep is None else audio_timestep.to(device).expand(batch_size)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.bool()
 
@@ -1125,6 +1125,10 @@ class SkyReelsV4Transformer3DModel(
                 what="(B, C_a, L)",
             )
             batch_sizes["audio_hidden_states"] = audio_hidden_states.shape[0]
+        if hidden_states is not None and timestep is None:
+            raise ValueError("`timestep` is required with `hidden_states` (video); got None.")
+        if audio_hidden_states is not None and timestep is None and audio_timestep is None:
+            raise ValueError("`audio_timestep` (or `timestep`) is required with `audio_hidden_states`; got neither.")
         _check_tensor("encoder_hidden_states", encoder_hidden_states, ndim=3, what="(B, S, text_embed_dim)")
         if encoder_hidden_states.shape[-1] != config.text_embed_dim:
             raise ValueError(

@@ -13,13 +13,11 @@
 # limitations under the License.
 """SkyReelsV4Pipeline: text (plus instruction images) -> video with synchronized audio."""
 
-import copy
 import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -33,24 +31,23 @@ from diffusers import (
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
-from diffusers.utils.torch_utils import randn_tensor
-from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
 from .conditioning import build_video_condition
+from .denoising import denoise, num_loop_iterations
 from .loading import SkyReelsV4PipelineLoadingMixin
+from .pipeline_mixin import (
+    DEFAULT_SYSTEM_PROMPT,
+    SkyReelsV4PipelineMixin,
+    audio_spec_from_transformer,
+    noise_or_given,
+)
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .vae_utils import AudioVAESpec, audio_vae_spec, decode_audio, decode_video, video_vae_spec
 
 
 logger = logging.get_logger(__name__)
-
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a director describing a shot for a video with sound. Read the instruction: visual content in <text>, "
-    "sound effects in <sfx>, speech in <dialogue>, singing in <singing>, music in <bgm>, and any reference images."
-)
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -68,7 +65,9 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyReelsV4LoraLoaderMixin):
+class SkyReelsV4Pipeline(
+    SkyReelsV4PipelineMixin, SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyReelsV4LoraLoaderMixin
+):
     r"""
     Text-to-audio-video generation with SkyReels-V4: one joint MMDiT denoises video and audio latents together, both
     conditioned on one multimodal LLM's reading of the instruction. The same pipeline runs T2AV, T2V
@@ -111,290 +110,18 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         default_num_frames: int = 81,
     ) -> None:
         super().__init__()
-        self.register_modules(
-            text_encoder=text_encoder,
-            processor=processor,
-            transformer=transformer,
-            vae=vae,
-            scheduler=scheduler,
-            audio_vae=audio_vae,
-            vocoder=vocoder,
-        )
-        self.register_to_config(
+        components = dict(
+            text_encoder=text_encoder, processor=processor, transformer=transformer, vae=vae, scheduler=scheduler,
+            audio_vae=audio_vae, vocoder=vocoder,
+        )  # fmt: skip
+        self._register(
+            components,
             system_prompt=system_prompt,
             text_hidden_layer=text_hidden_layer,
             default_height=default_height,
             default_width=default_width,
             default_num_frames=default_num_frames,
         )
-        self.vae_spec = video_vae_spec(vae) if vae is not None else None
-        self.audio_spec = audio_vae_spec(audio_vae) if audio_vae is not None else None
-        spatial = self.vae_spec.spatial_compression if self.vae_spec else 16
-        self.video_processor = VideoProcessor(vae_scale_factor=spatial)
-
-    # ------------------------------------------------------------------ prompt encoding
-
-    def _build_messages(self, prompt: str, images: list) -> list[dict]:
-        """The chat of one instruction: the system prompt, then the images followed by the (tagged) text."""
-        return [
-            {"role": "system", "content": [{"type": "text", "text": self.config.system_prompt}]},
-            {"role": "user", "content": [*({"type": "image"} for _ in images), {"type": "text", "text": prompt}]},
-        ]
-
-    def _get_mllm_prompt_embeds(
-        self,
-        prompts: list[str],
-        images: list[list[PIL.Image.Image]],
-        max_sequence_length: int,
-        device: torch.device,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        processor = self.processor
-        tokenizer = getattr(processor, "tokenizer", processor)
-        texts = [
-            processor.apply_chat_template(self._build_messages(p, imgs), tokenize=False, add_generation_prompt=True)
-            for p, imgs in zip(prompts, images)
-        ]
-        flat_images = [image for prompt_images in images for image in prompt_images]
-        kwargs = {"images": flat_images} if flat_images else {}
-        # Right padding keeps the system-prompt prefix at the same positions in every row, so it can be cropped.
-        inputs = processor(text=texts, padding=True, padding_side="right", return_tensors="pt", **kwargs).to(device)
-
-        encoder = self.text_encoder.base_model if hasattr(self.text_encoder, "base_model") else self.text_encoder
-        hidden_states = encoder(**inputs, output_hidden_states=True).hidden_states[self.config.text_hidden_layer]
-        mask = inputs["attention_mask"].bool()
-
-        # Drop the system turn, identical for every prompt, when the template renders it as a prefix.
-        system_text = processor.apply_chat_template(self._build_messages("", [])[:1], tokenize=False)
-        prefix = tokenizer(system_text, add_special_tokens=False, return_tensors="pt").input_ids.to(device)
-        num_prefix = prefix.shape[1]
-        if num_prefix < inputs["input_ids"].shape[1] and (inputs["input_ids"][:, :num_prefix] == prefix).all():
-            hidden_states, mask = hidden_states[:, num_prefix:], mask[:, num_prefix:]
-        return hidden_states[:, :max_sequence_length], mask[:, :max_sequence_length]
-
-    def encode_prompt(
-        self,
-        prompt: str | list[str] | None,
-        negative_prompt: str | list[str] | None = None,
-        prompt_images: Any = None,
-        do_classifier_free_guidance: bool = True,
-        num_videos_per_prompt: int = 1,
-        prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        max_sequence_length: int = 512,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        r"""
-        Encodes the instruction (and the negative prompt) with the MLLM.
-
-        Args:
-            prompt (`str` or `list[str]`): the instruction, optionally with the structured tags `<text>`, `<sfx>`,
-                `<dialogue>`, `<singing>`, `<bgm>`, which pass through to the text encoder unchanged.
-            negative_prompt (`str` or `list[str]`, *optional*): defaults to the empty prompt.
-            prompt_images: images that are part of the instruction: one image, a list shared by every prompt, or a
-                list of lists (one per prompt). Video frames are given the same way, as a list of images.
-            prompt_embeds, prompt_attention_mask (`torch.Tensor` of shapes `(B, S, D)`, `(B, S)`, *optional*):
-                precomputed hidden states, instead of `prompt`.
-
-        Returns:
-            `(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask)`, each
-            repeated `num_videos_per_prompt` times; the negatives are `None` without guidance.
-        """
-        device = device or self._execution_device
-        dtype = dtype or self.transformer.dtype
-        if prompt_embeds is None:
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            images = _per_prompt_images(prompt_images, len(prompts))
-            prompt_embeds, prompt_attention_mask = self._get_mllm_prompt_embeds(
-                prompts, images, max_sequence_length, device
-            )
-        elif prompt_attention_mask is None:
-            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.bool, device=device)
-        batch_size = prompt_embeds.shape[0]
-
-        if do_classifier_free_guidance and negative_prompt_embeds is None:
-            negative_prompt = negative_prompt or ""
-            negatives = [negative_prompt] * batch_size if isinstance(negative_prompt, str) else list(negative_prompt)
-            if len(negatives) != batch_size:
-                raise ValueError(
-                    f"`negative_prompt` must be a string or a list of {batch_size} strings (one per prompt), got a "
-                    f"list of {len(negatives)}."
-                )
-            negative_prompt_embeds, negative_prompt_attention_mask = self._get_mllm_prompt_embeds(
-                negatives, [[] for _ in negatives], max_sequence_length, device
-            )
-        elif negative_prompt_embeds is not None and negative_prompt_attention_mask is None:
-            negative_prompt_attention_mask = torch.ones(
-                negative_prompt_embeds.shape[:2], dtype=torch.bool, device=device
-            )
-
-        def repeat(embeds, mask):
-            if embeds is None:
-                return None, None
-            embeds = embeds.to(device=device, dtype=dtype).repeat_interleave(num_videos_per_prompt, dim=0)
-            return embeds, mask.to(device=device).bool().repeat_interleave(num_videos_per_prompt, dim=0)
-
-        return (
-            *repeat(prompt_embeds, prompt_attention_mask),
-            *repeat(negative_prompt_embeds, negative_prompt_attention_mask),
-        )
-
-    # ------------------------------------------------------------------ checks and latents
-
-    def check_inputs(
-        self,
-        prompt,
-        prompt_embeds,
-        negative_prompt,
-        negative_prompt_embeds,
-        height,
-        width,
-        num_frames,
-        fps,
-        audio_duration,
-        generate_video,
-        generate_audio,
-        num_inference_steps,
-        sigmas,
-        output_type,
-        callback_on_step_end_tensor_inputs,
-    ) -> None:
-        if (prompt is None) == (prompt_embeds is None):
-            raise ValueError(
-                "Pass exactly one of `prompt` or `prompt_embeds`; got "
-                + ("both." if prompt is not None else "neither.")
-            )
-        if prompt is not None and not (
-            isinstance(prompt, str)
-            or (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))
-        ):
-            raise TypeError(f"`prompt` must be a string or a non-empty list of strings, got {type(prompt).__name__}.")
-        if negative_prompt is not None and negative_prompt_embeds is not None:
-            raise ValueError("Pass at most one of `negative_prompt` or `negative_prompt_embeds`; got both.")
-        if not (generate_video or generate_audio):
-            raise ValueError("`generate_video` and `generate_audio` are both False; at least one must be True.")
-        if generate_audio and self.audio_vae is None and output_type != "latent":
-            raise ValueError("`generate_audio=True` needs an `audio_vae` component; this pipeline has none.")
-        if output_type not in ("np", "pt", "pil", "latent"):
-            raise ValueError(f"`output_type` must be one of 'np', 'pt', 'pil', 'latent'; got {output_type!r}.")
-        if sigmas is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
-            raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
-
-        config = self.transformer.config
-        if self.vae_spec.latent_channels != config.out_channels:
-            raise ValueError(
-                f"The `vae` has {self.vae_spec.latent_channels} latent channels but the transformer expects "
-                f"out_channels={config.out_channels}; load matching components."
-            )
-        if self.audio_spec is not None and (
-            (self.audio_spec.sample_rate, self.audio_spec.samples_per_latent, self.audio_spec.latent_channels)
-            != (config.audio_sample_rate, config.audio_samples_per_latent, config.audio_in_channels)
-        ):
-            raise ValueError(
-                f"The `audio_vae` ({self.audio_spec.sample_rate} Hz, {self.audio_spec.samples_per_latent} samples per "
-                f"latent, {self.audio_spec.latent_channels} channels) does not match the transformer config "
-                f"({config.audio_sample_rate} Hz, {config.audio_samples_per_latent}, {config.audio_in_channels})."
-            )
-        multiple = self.vae_spec.spatial_compression * self.transformer.config.patch_size
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value <= 0 or value % multiple:
-                raise ValueError(
-                    f"`{name}` must be a positive multiple of {multiple} (VAE spatial compression "
-                    f"{self.vae_spec.spatial_compression} x patch size {self.transformer.config.patch_size}), got "
-                    f"{value!r}."
-                )
-        temporal = self.vae_spec.temporal_compression
-        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % temporal:
-            raise ValueError(
-                f"`num_frames` must be of the form {temporal}k+1 (1, {temporal + 1}, {2 * temporal + 1}, ...) for the "
-                f"causal VAE, got {num_frames!r}."
-            )
-        if fps != self.transformer.config.fps:
-            raise ValueError(
-                f"`fps` must be the transformer's timeline fps {self.transformer.config.fps} (its audio RoPE places "
-                f"audio on that timeline), got {fps!r}."
-            )
-        if audio_duration is not None:
-            if not isinstance(audio_duration, (int, float)) or audio_duration <= 0:
-                raise ValueError(f"`audio_duration` must be a positive number of seconds, got {audio_duration!r}.")
-            video_duration = num_frames / fps
-            tolerance = temporal / fps  # one video latent frame
-            if generate_video and generate_audio and abs(audio_duration - video_duration) > tolerance:
-                raise ValueError(
-                    f"`audio_duration`={audio_duration}s does not match the video's {video_duration:.3f}s "
-                    f"({num_frames} frames at {fps} fps); joint generation accepts a difference of at most one video "
-                    f"latent frame ({tolerance:.3f}s). Leave it unset to use the video's duration."
-                )
-        if callback_on_step_end_tensor_inputs is not None and not all(
-            k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs
-        ):
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}, got "
-                f"{callback_on_step_end_tensor_inputs}."
-            )
-
-    def prepare_latents(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        num_frames: int,
-        dtype: torch.dtype,
-        device: torch.device,
-        generator: torch.Generator | list[torch.Generator] | None,
-        latents: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        spec = self.vae_spec
-        shape = (
-            batch_size,
-            spec.latent_channels,
-            (num_frames - 1) // spec.temporal_compression + 1,
-            height // spec.spatial_compression,
-            width // spec.spatial_compression,
-        )
-        return _noise_or_given("latents", latents, shape, generator, device, dtype)
-
-    def prepare_audio_latents(
-        self,
-        batch_size: int,
-        num_audio_latents: int,
-        dtype: torch.dtype,
-        device: torch.device,
-        generator: torch.Generator | list[torch.Generator] | None,
-        audio_latents: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        shape = (batch_size, self.transformer.config.audio_in_channels, num_audio_latents)
-        return _noise_or_given("audio_latents", audio_latents, shape, generator, device, dtype)
-
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def guidance_scale(self) -> float:
-        return self._guidance_scale
-
-    @property
-    def audio_guidance_scale(self) -> float:
-        return self._audio_guidance_scale
-
-    @property
-    def do_classifier_free_guidance(self) -> bool:
-        return (self._generate_video and self._guidance_scale > 1) or (
-            self._generate_audio and self._audio_guidance_scale > 1
-        )
-
-    @property
-    def num_timesteps(self) -> int:
-        return self._num_timesteps
-
-    @property
-    def attention_kwargs(self) -> dict[str, Any] | None:
-        return self._attention_kwargs
-
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
 
     # ------------------------------------------------------------------ generation
 
@@ -415,6 +142,7 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         audio_guidance_scale: float | None = None,
+        video_lead_steps: int = 0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -455,6 +183,10 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             guidance_scale (`float`, defaults to 5.0): classifier-free guidance of the video; 1 disables it.
             audio_guidance_scale (`float`, *optional*): guidance of the audio; defaults to `guidance_scale`. With both
                 at 1 there is one transformer call per step; otherwise two.
+            video_lead_steps (`int`, defaults to 0): with video and audio both generated, start the audio this many
+                steps after the video (it waits as pure noise), so it denoises against a clearer picture; the loop
+                then runs `num_inference_steps + video_lead_steps` transformer steps, and each stream takes
+                `num_inference_steps`. Ignored when only one modality is generated.
             num_videos_per_prompt (`int`, defaults to 1): samples per prompt.
             generator (`torch.Generator` or list, *optional*): for reproducible noise.
             latents (`torch.Tensor` of shape `(B, C, F', h, w)`, *optional*): initial video noise.
@@ -496,6 +228,8 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
             audio_duration, generate_video, generate_audio, num_inference_steps, sigmas, output_type,
             callback_on_step_end_tensor_inputs,
         )  # fmt: skip
+        if isinstance(video_lead_steps, bool) or not isinstance(video_lead_steps, int) or video_lead_steps < 0:
+            raise ValueError(f"`video_lead_steps` must be an integer >= 0, got {video_lead_steps!r}.")
         keyframe_indices = self.check_keyframes(
             keyframe_indices, num_keyframes, keyframe_height, keyframe_width, height, width, num_frames, generate_video
         )
@@ -526,59 +260,60 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
         )
         batch_size = prompt_embeds.shape[0]
 
-        # 3. Timesteps: one noise level shared by video and audio; each modality steps its own scheduler copy.
+        # 3. Timesteps: each stream steps its own copy of the schedule; with `video_lead_steps`, the audio starts
+        # that many steps after the video.
         timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
 
         # 4. Latents
+        dtype = self.transformer.dtype
+        streams = []
         if generate_video:
             latents = self.prepare_latents(
                 batch_size, height, width, num_frames, torch.float32, device, generator, latents
             )
             # Text-to-video: no condition frames, so every latent frame holds the black-image latent, mask 0.
             condition = build_video_condition(self.vae, batch_size, num_frames, height, width).as_channels()
-            condition = condition.to(self.transformer.dtype)
-        else:
-            latents = None
-        keyframe_latents = keyframe_condition = keyframe_positions = None
+            streams.append(self.latent_stream("video", latents, timesteps, condition.to(dtype), guidance_scale))
+        keyframe_positions = None
         if keyframe_indices:
             spatial = self.vae_spec.spatial_compression
             keyframe_shape = (
                 batch_size, self.vae_spec.latent_channels, len(keyframe_indices), keyframe_height // spatial,
                 keyframe_width // spatial,
             )  # fmt: skip
-            keyframe_latents = randn_tensor(keyframe_shape, generator=generator, device=device, dtype=torch.float32)
+            keyframe_latents = noise_or_given("keyframe_latents", None, keyframe_shape, generator, device, torch.float32)
             keyframe_condition = build_video_condition(self.vae, batch_size, 1, keyframe_height, keyframe_width)
             keyframe_condition = keyframe_condition.as_channels().expand(-1, -1, len(keyframe_indices), -1, -1)
-            keyframe_condition = keyframe_condition.to(self.transformer.dtype)
+            streams.append(
+                self.latent_stream(
+                    "keyframes", keyframe_latents, timesteps, keyframe_condition.to(dtype), guidance_scale
+                )
+            )
             temporal = self.vae_spec.temporal_compression
             keyframe_positions = torch.tensor([i / temporal for i in keyframe_indices], device=device)
         if generate_audio:
-            spec = self.audio_spec or _audio_spec_from_transformer(self.transformer)
+            spec = self.audio_spec or audio_spec_from_transformer(self.transformer)
             audio_duration = audio_duration or num_frames / fps
             # Cover the whole duration; the decoded waveform is trimmed to it.
             num_audio_latents = math.ceil(audio_duration * spec.sample_rate / spec.samples_per_latent)
             audio_latents = self.prepare_audio_latents(
                 batch_size, num_audio_latents, torch.float32, device, generator, audio_latents
             )
-        else:
-            audio_latents = None
+            start = video_lead_steps if generate_video else 0
+            streams.append(
+                self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
+            )
+        self._num_timesteps = num_loop_iterations(streams)
 
         # 5. Denoising loop
-        latents, audio_latents, keyframe_latents = self.denoise(
-            latents,
-            audio_latents,
-            condition if generate_video else None,
-            timesteps,
-            prompt_embeds,
-            prompt_attention_mask,
-            negative_prompt_embeds,
-            negative_prompt_attention_mask,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-            keyframe_latents=keyframe_latents,
-            keyframe_condition=keyframe_condition,
-            keyframe_positions=keyframe_positions,
+        inputs = self.prompt_pass_inputs(
+            prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
         )
+        model_kwargs = {"keyframe_positions": keyframe_positions, "attention_kwargs": self.attention_kwargs}
+        hooks = self.loop_hooks(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        result = denoise(self.transformer, streams, inputs, model_kwargs, hooks)
+        latents, audio_latents = result.get("latents"), result.get("audio_latents")
+        keyframe_latents = result.get("keyframe_latents")
 
         # 6. Decode
         keyframes = keyframe_latents
@@ -656,160 +391,3 @@ class SkyReelsV4Pipeline(SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyR
                 )
         return list(keyframe_indices)
 
-    def prepare_timesteps(self, num_inference_steps: int, sigmas: list[float] | None, device) -> torch.Tensor:
-        """One noise schedule for every modality (the paper shares t between video and audio)."""
-        if sigmas is None:
-            sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
-        self.scheduler.set_timesteps(sigmas=sigmas, device=device)
-        self._num_timesteps = len(self.scheduler.timesteps)
-        return self.scheduler.timesteps
-
-    def denoise(
-        self,
-        latents: torch.Tensor | None,
-        audio_latents: torch.Tensor | None,
-        condition: torch.Tensor | None,
-        timesteps: torch.Tensor,
-        prompt_embeds: torch.Tensor,
-        prompt_attention_mask: torch.Tensor,
-        negative_prompt_embeds: torch.Tensor | None,
-        negative_prompt_attention_mask: torch.Tensor | None,
-        callback_on_step_end: Callable | None,
-        callback_on_step_end_tensor_inputs: list[str],
-        reference_latents: torch.Tensor | None = None,
-        audio_reference_latents: torch.Tensor | None = None,
-        preserved: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-        keyframe_latents: torch.Tensor | None = None,
-        keyframe_condition: torch.Tensor | None = None,
-        keyframe_positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """The flow-matching loop over video latents `(B, C, F, h, w)`, audio latents `(B, C_a, L)` and high-res
-        keyframe latents `(B, C, K, hk, wk)` (any may be `None`). `condition` `(B, C+1, F, h, w)` (and
-        `keyframe_condition`) is concatenated to its latents on channels at every step.
-
-        `preserved = (known_latents, keep_mask, noise)` re-injects known video latents after every step at the next
-        noise level, `(1 - sigma) * known + sigma * noise` where `keep_mask` is 1, so they end exactly known.
-        """
-        transformer_dtype = self.transformer.dtype
-        batch_size = prompt_embeds.shape[0]
-        sigmas = self.scheduler.sigmas
-        # Each latent stream steps its own copy of the (already set) scheduler: `step` advances a step index.
-        audio_scheduler, keyframe_scheduler = copy.deepcopy(self.scheduler), copy.deepcopy(self.scheduler)
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                model_inputs = {
-                    "hidden_states": None
-                    if latents is None
-                    else torch.cat([latents.to(transformer_dtype), condition], dim=1),
-                    "audio_hidden_states": None if audio_latents is None else audio_latents.to(transformer_dtype),
-                    "timestep": t.expand(batch_size),
-                    "reference_latents": reference_latents,
-                    "audio_reference_latents": audio_reference_latents,
-                    "keyframe_hidden_states": None
-                    if keyframe_latents is None
-                    else torch.cat([keyframe_latents.to(transformer_dtype), keyframe_condition], dim=1),
-                    "keyframe_positions": keyframe_positions,
-                    "attention_kwargs": self.attention_kwargs,
-                }
-                prediction = self.transformer(
-                    **model_inputs, encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_attention_mask
-                )
-                noise_pred, audio_pred = prediction.sample, prediction.audio_sample
-                keyframe_pred = prediction.keyframe_sample
-                if self.do_classifier_free_guidance:
-                    unconditional = self.transformer(
-                        **model_inputs,
-                        encoder_hidden_states=negative_prompt_embeds,
-                        encoder_attention_mask=negative_prompt_attention_mask,
-                    )
-                    if latents is not None:
-                        noise_pred = unconditional.sample + self.guidance_scale * (noise_pred - unconditional.sample)
-                    if keyframe_latents is not None:
-                        keyframe_pred = unconditional.keyframe_sample + self.guidance_scale * (
-                            keyframe_pred - unconditional.keyframe_sample
-                        )
-                    if audio_latents is not None:
-                        audio_pred = unconditional.audio_sample + self.audio_guidance_scale * (
-                            audio_pred - unconditional.audio_sample
-                        )
-
-                if latents is not None:
-                    latents = self.scheduler.step(noise_pred.float(), t, latents, return_dict=False)[0]
-                    if preserved is not None:
-                        known, keep, noise = preserved
-                        sigma = sigmas[i + 1].to(latents.device)
-                        latents = torch.lerp(latents, (1 - sigma) * known + sigma * noise, keep)
-                if audio_latents is not None:
-                    audio_latents = audio_scheduler.step(audio_pred.float(), t, audio_latents, return_dict=False)[0]
-                if keyframe_latents is not None:
-                    keyframe_latents = keyframe_scheduler.step(
-                        keyframe_pred.float(), t, keyframe_latents, return_dict=False
-                    )[0]
-
-                if callback_on_step_end is not None:
-                    step_tensors = {
-                        "latents": latents,
-                        "audio_latents": audio_latents,
-                        "prompt_embeds": prompt_embeds,
-                        "negative_prompt_embeds": negative_prompt_embeds,
-                    }
-                    callback_kwargs = {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                    latents = callback_outputs.pop("latents", latents)
-                    audio_latents = callback_outputs.pop("audio_latents", audio_latents)
-                    prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
-                    negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
-                progress_bar.update()
-        return latents, audio_latents, keyframe_latents
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Video latents -> frames `(B, F, 3, H, W)` in [0, 1]."""
-        return self.video_processor.postprocess_video(decode_video(self.vae, latents), output_type="pt")
-
-    def decode_audio_latents(self, audio_latents: torch.Tensor, duration: float) -> torch.Tensor:
-        """Audio latents -> waveform `(B, channels, samples)` in [-1, 1], trimmed to `duration` seconds."""
-        waveform = decode_audio(self.audio_vae, self.vocoder, audio_latents).float()
-        return waveform[..., : round(duration * self.audio_spec.sample_rate)].clamp(-1, 1)
-
-    def format_outputs(self, frames: torch.Tensor | None, audio: torch.Tensor | None, output_type: str):
-        """Frames `(B, F, 3, H, W)` in [0, 1] and audio `(B, ch, N)` -> the requested `output_type`."""
-        if output_type == "pt":
-            return frames, audio
-        if frames is not None:
-            frames = frames.permute(0, 1, 3, 4, 2).float().cpu().numpy()
-            if output_type == "pil":
-                frames = [self.video_processor.numpy_to_pil(video) for video in frames]
-        return frames, None if audio is None else audio.cpu().numpy()
-
-
-def _per_prompt_images(prompt_images: Any, num_prompts: int) -> list[list]:
-    """Normalise `prompt_images` into one list of images per prompt."""
-    if prompt_images is None:
-        return [[] for _ in range(num_prompts)]
-    if not isinstance(prompt_images, (list, tuple)):
-        return [[prompt_images] for _ in range(num_prompts)]
-    if prompt_images and all(isinstance(item, (list, tuple)) for item in prompt_images):
-        if len(prompt_images) != num_prompts:
-            raise ValueError(
-                f"`prompt_images` given as a list of lists needs one list per prompt ({num_prompts}), got "
-                f"{len(prompt_images)}."
-            )
-        return [list(item) for item in prompt_images]
-    return [list(prompt_images) for _ in range(num_prompts)]
-
-
-def _noise_or_given(name, given, shape, generator, device, dtype) -> torch.Tensor:
-    if given is None:
-        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-    if not isinstance(given, torch.Tensor) or tuple(given.shape) != tuple(shape):
-        got = tuple(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
-        raise ValueError(f"`{name}` must be a tensor of shape {tuple(shape)} for these settings, got {got}.")
-    return given.to(device=device, dtype=dtype)
-
-
-def _audio_spec_from_transformer(transformer: SkyReelsV4Transformer3DModel):
-    """Audio timeline from the transformer config, for `output_type="latent"` without an audio VAE."""
-    config = transformer.config
-    return AudioVAESpec(config.audio_sample_rate, config.audio_samples_per_latent, config.audio_in_channels, 1)

@@ -1,21 +1,9 @@
-# Copyright 2026 The skyreels-diffusers authors. All rights reserved.
-#
-# Licensed under the Apache License, Version 2.0 (the "License");
-# you may not use this file except in compliance with the License.
-# You may obtain a copy of the License at
-#
-#     http://www.apache.org/licenses/LICENSE-2.0
-#
-# Unless required by applicable law or agreed to in writing, software
-# distributed under the License is distributed on an "AS IS" BASIS,
-# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-# See the License for the specific language governing permissions and
-# limitations under the License.
-"""SkyReelsV4InpaintPipeline: every inpainting-style task through one interface.
+"""SkyReelsV4InpaintPipeline: every conditioned task through one interface.
 
-Image-to-video, start-end interpolation, keyframes, extension and masked editing are choices of the
-channel-concatenated condition (see `conditioning.py`); reference images/frames and an audio reference are
-prepended in context to the video and audio tokens.
+Image-to-video, start-end interpolation, keyframes, extension, masked editing and video-to-audio are choices of the
+channel-concatenated condition (see `conditioning.py`): video-to-audio keeps every frame, so the video is given
+whole and only the audio is generated. Audio-to-video gives the audio track instead. Reference images/frames and an
+audio reference are prepended in context to the video and audio tokens.
 """
 
 import math
@@ -32,6 +20,7 @@ from diffusers import (
     AutoencoderKLHunyuanVideo15,
     AutoencoderKLWan,
     AutoencoderOobleck,
+    DiffusionPipeline,
     FlowMatchEulerDiscreteScheduler,
     MMAudioVAE,
     MMAudioVocoder,
@@ -40,17 +29,40 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
+from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
 from .conditioning import build_video_condition, latent_frame_index
+from .denoising import PreservedLatents, denoise, num_loop_iterations
+from .loading import SkyReelsV4PipelineLoadingMixin
+from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin, num_frames_for_duration, per_prompt_images
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .pipeline_skyreels_v4 import SkyReelsV4Pipeline, _per_prompt_images
 from .vae_utils import encode_audio, encode_video
 
 
-class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
+# Peak amplitude below which a given audio track counts as silent (-80 dBFS): nothing for a video to follow.
+SILENCE_PEAK = 1e-4
+
+
+class SkyReelsV4InpaintPipeline(
+    SkyReelsV4PipelineMixin, SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyReelsV4LoraLoaderMixin
+):
     r"""
-    Image-to-video, start-end interpolation, keyframes, extension, masked editing and reference-guided generation
-    with SkyReels-V4, with synchronized audio. Same components as [`SkyReelsV4Pipeline`].
+    Conditioned generation with SkyReels-V4: image-to-video, start-end interpolation, keyframes, extension, masked
+    editing, reference-guided generation, video-to-audio and audio-to-video, with synchronized audio. Same
+    components as [`SkyReelsV4Pipeline`] (`SkyReelsV4InpaintPipeline.from_pipe(pipe)` shares them).
+
+    | task | inputs | generated |
+    |---|---|---|
+    | image-to-video | `image` | video (frame 0 kept) + audio |
+    | start-end interpolation / keyframes | `image` + `last_image` / `keyframes` | video + audio |
+    | extension | `video` + `num_condition_frames` | the rest of the video + audio |
+    | editing | `video` + `mask` | the masked region + audio |
+    | video-to-audio (foley) | `video` alone | audio; the frames are returned as given |
+    | audio-to-video | `audio` (+ any video condition above) | video; the audio is returned as given |
+    | references | `reference_images`, `reference_video`, `audio_reference` | as the other inputs say |
+
+    A modality that is given enters the transformer as clean latents at timestep 0 and is neither predicted nor
+    re-noised; it conditions the other through the audio-video cross-attention.
 
     Inputs are resized to `(height, width)` by the same policy everywhere: scaled to cover the target and
     center-cropped (`PIL.ImageOps.fit`), so images of another aspect are cropped, never stretched. Reference
@@ -62,6 +74,10 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         max_audio_reference_seconds (`float`, defaults to 10.0): longest audio reference accepted.
     """
 
+    model_cpu_offload_seq = "text_encoder->transformer->vae->audio_vae->vocoder"
+    _optional_components = ["audio_vae", "vocoder"]
+    _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
+
     def __init__(
         self,
         text_encoder: PreTrainedModel,
@@ -71,7 +87,7 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         scheduler: FlowMatchEulerDiscreteScheduler,
         audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
         vocoder: MMAudioVocoder | None = None,
-        system_prompt: str | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         text_hidden_layer: int = -3,
         default_height: int = 480,
         default_width: int = 848,
@@ -80,12 +96,18 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         max_references: int = 4,
         max_audio_reference_seconds: float = 10.0,
     ) -> None:
-        kwargs = {} if system_prompt is None else {"system_prompt": system_prompt}
-        super().__init__(
-            text_encoder, processor, transformer, vae, scheduler, audio_vae, vocoder, text_hidden_layer=text_hidden_layer,
-            default_height=default_height, default_width=default_width, default_num_frames=default_num_frames, **kwargs,
+        super().__init__()
+        components = dict(
+            text_encoder=text_encoder, processor=processor, transformer=transformer, vae=vae, scheduler=scheduler,
+            audio_vae=audio_vae, vocoder=vocoder,
         )  # fmt: skip
-        self.register_to_config(
+        self._register(
+            components,
+            system_prompt=system_prompt,
+            text_hidden_layer=text_hidden_layer,
+            default_height=default_height,
+            default_width=default_width,
+            default_num_frames=default_num_frames,
             max_keyframes=max_keyframes,
             max_references=max_references,
             max_audio_reference_seconds=max_audio_reference_seconds,
@@ -103,6 +125,8 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         num_condition_frames: int | None = None,
         mask: Any = None,
         preserve_unmasked: bool | None = None,
+        audio: Any = None,
+        audio_sample_rate: int | None = None,
         reference_images: list | None = None,
         reference_video: list | None = None,
         audio_reference: Any = None,
@@ -119,6 +143,7 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         audio_guidance_scale: float | None = None,
+        video_lead_steps: int = 0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -135,8 +160,11 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         max_sequence_length: int = 512,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
-        Generates (or edits) a video with synchronized audio under visual and audio conditions. Every argument of
-        [`SkyReelsV4Pipeline.__call__`] is accepted (except `generate_video`: this pipeline always makes video), plus:
+        Generates (or edits) a video with synchronized audio under visual and audio conditions, or the audio of a
+        given video, or the video of a given audio track. The arguments shared with [`SkyReelsV4Pipeline.__call__`]
+        (prompts, sizes, steps, guidance, generator, latents, embeddings, outputs, callbacks) mean the same here;
+        the base pipeline's high-resolution keyframes (`num_keyframes`, `keyframe_indices`) are not offered:
+        `keyframes` below are frame conditions.
 
         Args:
             image: first frame (image-to-video). PIL image, NumPy `(H, W, 3)` or torch `(3, H, W)`, in [0, 1] or uint8.
@@ -144,23 +172,30 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
             keyframes (`list[tuple[int, image]]`): `(pixel_frame_index, image)` pairs generalising both; frame `f`
                 conditions latent frame `ceil(f / 4)` of the causal VAE. At most `max_keyframes`.
             video: a source clip: a list of PIL images, NumPy `(F, H, W, 3)`, torch `(F, 3, H, W)`, or a video file
-                path. With `num_condition_frames=k` it is extended: its first k frames are kept and the rest of
-                `num_frames` generated. With `mask` it is edited.
+                path (its frames are resampled to `fps` by nearest frame). With `num_condition_frames=k` it is
+                extended: its first k frames are kept and the rest of `num_frames` generated. With `mask` it is
+                edited. Alone, every frame is kept: video-to-audio, and the output frames are the input's.
             mask: the edit mask, 1 = keep, 0 = regenerate: one image (broadcast over time) or one per frame, as PIL,
                 NumPy or torch, the size of `video`. Soft masks are thresholded at 0.5.
             preserve_unmasked (`bool`, *optional*): re-inject the known latents at every step and composite the
                 unmasked input pixels into the output, so they are identical to the input. Defaults to True for
                 editing and extension, False otherwise. When True, image / last-frame / keyframe conditions are
                 re-injected too, so those frames decode to exactly the VAE reconstruction of the given images.
+            audio: the soundtrack to make a video for (audio-to-video): a file path, or a waveform `(samples,)` /
+                `(channels, samples)` array or tensor with `audio_sample_rate`; resampled with PyAV to the audio
+                VAE's rate. Its duration must match `num_frames / fps` within one video latent frame (`num_frames`
+                defaults to the audio's length). It is returned unchanged as the output audio.
             reference_images (`list`): images whose content should appear (identity, objects, style); VAE-encoded,
                 prepended to the video tokens at negative temporal RoPE indices, kept clean, and also shown to the MLLM.
             reference_video (`list`): frames of a video used the same way (each frame is one reference).
             audio_reference: a file path, or a waveform `(samples,)` / `(channels, samples)` array or tensor with
                 `audio_reference_sample_rate`; resampled with PyAV to the audio VAE's rate, encoded and prepended to
                 the audio tokens. At most `max_audio_reference_seconds` long.
-            keep_input_audio (`bool`, defaults to False): instead of regenerating audio (the paper's behaviour:
-                audio is made from scratch, conditioned on the edited video), return the audio track of `video`
-                (a file path) unchanged, trimmed or padded to the output's duration.
+            keep_input_audio (`bool`, defaults to False): instead of generating audio (the paper's behaviour: audio
+                is made from scratch, conditioned on the edited video), use the audio track of `video` (a file path)
+                as the given `audio`, padded with silence to the output's duration: the generated frames follow it.
+            video_lead_steps (`int`, defaults to 0): when video and audio are both generated, the audio starts this
+                many steps after the video (see [`SkyReelsV4Pipeline.__call__`]).
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -172,30 +207,72 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         device = self._execution_device
 
         # 1. Read and check the visual and audio conditions
-        input_audio = None
+        if isinstance(video_lead_steps, bool) or not isinstance(video_lead_steps, int) or video_lead_steps < 0:
+            raise ValueError(f"`video_lead_steps` must be an integer >= 0, got {video_lead_steps!r}.")
+        if keep_input_audio:
+            if not isinstance(video, (str, os.PathLike)):
+                raise ValueError("`keep_input_audio=True` needs `video` as a file path with an audio track.")
+            if audio is not None:
+                raise ValueError("Pass at most one of `audio` or `keep_input_audio=True`; got both.")
+        original_video = video
         if isinstance(video, (str, os.PathLike)):
-            from ..utils.media import load_audio, load_video
+            from ..utils.media import load_video, resample_frames
 
-            video_path = video
-            video, _ = load_video(video_path)
-            if keep_input_audio:
-                input_audio = load_audio(
-                    video_path,
-                    target_sample_rate=self.audio_spec.sample_rate,
-                    num_channels=self.audio_spec.audio_channels,
-                )
-        elif keep_input_audio:
-            raise ValueError("`keep_input_audio=True` needs `video` as a file path with an audio track.")
+            video, video_fps = load_video(original_video)
+            video = resample_frames(video, video_fps, fps)
+        if video is not None and (not isinstance(video, (str, os.PathLike)) and len(video) == 0):
+            raise ValueError("`video` has no frames; pass at least one frame.")
+        video_given = video is not None and mask is None and num_condition_frames is None
         source_frames = None if video is None else _frames_to_tensor("video", video, height, width)
-        if num_frames is None:
-            num_frames = (
-                self.config.default_num_frames if video is None or num_condition_frames else len(source_frames)
+
+        given_audio = None
+        if keep_input_audio:
+            from ..utils.media import load_video_audio
+
+            _, _, given_audio = load_video_audio(
+                original_video, self.audio_spec.sample_rate, num_channels=self.audio_spec.audio_channels
             )
+            if given_audio is None:
+                raise ValueError(f"`keep_input_audio=True`, but `video` {original_video!r} has no audio track.")
+        elif audio is not None:
+            given_audio = self._load_given_audio(audio, audio_sample_rate)
+        if num_frames is None:
+            if video is not None and not num_condition_frames:
+                num_frames = len(source_frames)
+            elif given_audio is not None and not keep_input_audio:
+                num_frames = self._frames_for_audio(given_audio)
+            else:
+                num_frames = self.config.default_num_frames
+        if keep_input_audio:  # the track covers the source; extension frames get silence
+            num_samples = round(num_frames / fps * self.audio_spec.sample_rate)
+            given_audio = torch.nn.functional.pad(given_audio, (0, max(0, num_samples - given_audio.shape[-1])))
+        if given_audio is not None:
+            self._check_audio_duration(given_audio, num_frames, fps, audio_duration)
+
         frame_conditions = self._collect_frame_conditions(image, last_image, keyframes, num_frames, height, width)
-        pixel_keep = self._pixel_keep_mask(video, source_frames, mask, num_condition_frames, num_frames)
+        pixel_keep = None if video_given else self._pixel_keep_mask(
+            video, source_frames, mask, num_condition_frames, num_frames
+        )  # fmt: skip
+        if video_given:
+            if len(source_frames) != num_frames:
+                raise ValueError(
+                    f"`video` has {len(source_frames)} frames but `num_frames`={num_frames}: for video-to-audio the "
+                    "whole video is kept, so they must agree (leave `num_frames` unset)."
+                )
+            if frame_conditions:
+                raise ValueError(
+                    "`image`, `last_image` and `keyframes` condition generated frames; with `video` alone (video-to-"
+                    "audio) every frame is given. Pass `mask` or `num_condition_frames` to generate some of it."
+                )
         if source_frames is not None:  # extension: frames past the source are black (not kept anyway)
             source_frames = torch.nn.functional.pad(
                 source_frames[:num_frames], (0, 0, 0, 0, 0, 0, 0, max(0, num_frames - len(source_frames)))
+            )
+        generate_audio = generate_audio and given_audio is None
+        if video_given and not generate_audio:
+            raise ValueError(
+                "Nothing is left to generate: `video` alone gives every frame (video-to-audio), and the audio is "
+                + ("given too (`audio` / `keep_input_audio`)." if given_audio is not None else "off (`generate_audio=False`).")
             )
         references = [*(reference_images or []), *(reference_video or [])]
         if len(references) > self.config.max_references:
@@ -203,16 +280,20 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
                 f"At most max_references={self.config.max_references} references (reference_images plus "
                 f"reference_video frames) are allowed, got {len(references)}."
             )
+        if references and video_given:
+            raise ValueError("`reference_images` / `reference_video` guide generated frames; with `video` alone "
+                             "(video-to-audio) no frame is generated.")  # fmt: skip
+        if audio_reference is not None and not generate_audio:
+            raise ValueError("`audio_reference` guides generated audio; here the audio is given or off.")
         if preserve_unmasked is None:
             preserve_unmasked = pixel_keep is not None
-        generate_audio = generate_audio and not keep_input_audio
         self.check_inputs(
             prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, height, width, num_frames, fps,
             audio_duration, True, generate_audio, num_inference_steps, sigmas, output_type,
             callback_on_step_end_tensor_inputs,
         )  # fmt: skip
         self._guidance_scale, self._audio_guidance_scale = guidance_scale, audio_guidance_scale
-        self._generate_video, self._generate_audio = True, generate_audio
+        self._generate_video, self._generate_audio = not video_given, generate_audio
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
 
@@ -220,7 +301,7 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
         reference_pil = [_fit_with_black_padding(_to_pil("reference_images", r), height, width) for r in references]
         if reference_pil and prompt is not None:
             num_prompts = 1 if isinstance(prompt, str) else len(prompt)
-            prompt_images = [[*imgs, *reference_pil] for imgs in _per_prompt_images(prompt_images, num_prompts)]
+            prompt_images = [[*imgs, *reference_pil] for imgs in per_prompt_images(prompt_images, num_prompts)]
         prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
             self.encode_prompt(
                 prompt, negative_prompt, prompt_images=prompt_images,
@@ -239,10 +320,11 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
 
         # 4. Conditions on the latent grid: the channel-concatenated condition, references, audio reference
         source = None if source_frames is None else (source_frames * 2 - 1).movedim(1, 0)[None]
+        keep_all = torch.ones(1, 1, num_frames, height, width) if video_given else pixel_keep
         condition = build_video_condition(
             self.vae, batch_size, num_frames, height, width,
             video=None if source is None else source.expand(batch_size, -1, -1, -1, -1),
-            keep_mask=None if pixel_keep is None else pixel_keep.expand(batch_size, -1, -1, -1, -1),
+            keep_mask=None if keep_all is None else keep_all.expand(batch_size, -1, -1, -1, -1),
             frame_conditions=[(index, frame.expand(batch_size, -1, -1, -1)) for index, frame in frame_conditions],
         )  # fmt: skip
         reference_latents = None
@@ -254,25 +336,23 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
             )
             reference_latents = reference_latents.expand(batch_size, -1, -1, -1, -1).to(dtype)
         audio_reference_latents = None
-        if audio_reference is not None and generate_audio:
+        if audio_reference is not None:
             audio_reference_latents = self._encode_audio_reference(audio_reference, audio_reference_sample_rate)
             audio_reference_latents = audio_reference_latents.expand(batch_size, -1, -1).to(dtype)
 
-        # 5. Latents
+        # 5. Latent streams: generated ones start from noise, given ones are clean at timestep 0
         latents = self.prepare_latents(
             batch_size, height, width, num_frames, torch.float32, device, generator, latents
         )
         audio_duration = audio_duration or num_frames / fps
+        spec = self.audio_spec
+        num_audio_latents = math.ceil(audio_duration * spec.sample_rate / spec.samples_per_latent)
         if generate_audio:
-            spec = self.audio_spec
-            num_audio_latents = math.ceil(audio_duration * spec.sample_rate / spec.samples_per_latent)
             audio_latents = self.prepare_audio_latents(
                 batch_size, num_audio_latents, torch.float32, device, generator, audio_latents
             )
-        else:
-            audio_latents = None
         preserved = None
-        if preserve_unmasked and bool(condition.mask.any()):
+        if preserve_unmasked and not video_given and bool(condition.mask.any()):
             known = condition.latents.float()
             if pixel_keep is not None:
                 # Kept source cells take the source's own latents; the condition holds the masked-video encoding.
@@ -282,31 +362,54 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
                 source_latents = encode_video(self.vae, source).float().expand(batch_size, -1, -1, -1, -1)
                 known = torch.where(from_source.view(1, 1, -1, 1, 1), source_latents, known)
             noise = randn_tensor(known.shape, generator=generator, device=device, dtype=torch.float32)
-            preserved = (known, condition.mask.float(), noise)
+            preserved = PreservedLatents(known, condition.mask.float(), noise)
+
+        if video_given:  # the condition of a keep-everything mask is the video's own encoding
+            streams = [self.latent_stream("video", condition.latents.float(), None, condition.as_channels())]
+        else:
+            video_condition = condition.as_channels().to(dtype)
+            streams = [self.latent_stream("video", latents, timesteps, video_condition, guidance_scale, preserved=preserved)]
+        if generate_audio:
+            start = 0 if video_given else video_lead_steps
+            streams.append(
+                self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
+            )
+        elif given_audio is not None:
+            num_samples = num_audio_latents * spec.samples_per_latent
+            padded = torch.nn.functional.pad(given_audio, (0, max(0, num_samples - given_audio.shape[-1])))
+            given_latents = encode_audio(self.audio_vae, padded[None, :, :num_samples].to(device)).float()
+            streams.append(self.latent_stream("audio", given_latents.expand(batch_size, -1, -1), None))
+        self._num_timesteps = num_loop_iterations(streams)
 
         # 6. Denoising loop
-        latents, audio_latents, _ = self.denoise(
-            latents, audio_latents, condition.as_channels().to(dtype), timesteps, prompt_embeds,
-            prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask, callback_on_step_end,
-            callback_on_step_end_tensor_inputs, reference_latents=reference_latents,
-            audio_reference_latents=audio_reference_latents, preserved=preserved,
-        )  # fmt: skip
+        inputs = self.prompt_pass_inputs(
+            prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
+        )
+        model_kwargs = {
+            "reference_latents": reference_latents,
+            "audio_reference_latents": audio_reference_latents,
+            "attention_kwargs": self.attention_kwargs,
+        }
+        hooks = self.loop_hooks(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        result = denoise(self.transformer, streams, inputs, model_kwargs, hooks)
+        latents, audio_latents = result["latents"], result.get("audio_latents")
 
-        # 7. Decode; unmasked pixels come from the input, exactly
+        # 7. Decode; given frames and audio are returned as given, unmasked pixels come from the input exactly
         sample_rate = None
         if output_type == "latent":
             frames, audio = latents, audio_latents
         else:
-            frames = self.decode_latents(latents)
-            if preserved is not None and pixel_keep is not None:
-                keep = pixel_keep.movedim(1, 2).to(frames.device).bool()  # (1, F, 1, H, W)
-                frames = torch.where(keep, source_frames.to(frames), frames)
+            if video_given:
+                frames = _frames_to_tensor("video", video, *_frame_size(video))[None].expand(batch_size, -1, -1, -1, -1)
+            else:
+                frames = self.decode_latents(latents)
+                if preserved is not None and pixel_keep is not None:
+                    keep = pixel_keep.movedim(1, 2).to(frames.device).bool()  # (1, F, 1, H, W)
+                    frames = torch.where(keep, source_frames.to(frames), frames)
             if generate_audio:
                 audio = self.decode_audio_latents(audio_latents, audio_duration)
-            elif input_audio is not None:
-                num_samples = round(audio_duration * self.audio_spec.sample_rate)
-                audio = torch.nn.functional.pad(input_audio, (0, max(0, num_samples - input_audio.shape[-1])))
-                audio = audio[None, :, :num_samples].expand(batch_size, -1, -1)
+            elif given_audio is not None:
+                audio = given_audio[None].expand(batch_size, -1, -1)
             else:
                 audio = None
             sample_rate = None if audio is None else self.audio_spec.sample_rate
@@ -382,6 +485,44 @@ class SkyReelsV4InpaintPipeline(SkyReelsV4Pipeline):
             )
         return _mask_to_tensor(mask, video, num_frames, height, width)[None]
 
+    def _load_given_audio(self, audio, sample_rate) -> torch.Tensor:
+        """The audio-to-video soundtrack `(channels, samples)` at the audio VAE's rate; refuses empty or silent audio."""
+        from ..utils.media import load_audio
+
+        if self.audio_vae is None:
+            raise ValueError("`audio` (audio-to-video) needs an `audio_vae` component to encode it; this pipeline has none.")
+        spec = self.audio_spec
+        waveform = load_audio(audio, spec.sample_rate, sample_rate=sample_rate, num_channels=spec.audio_channels)
+        if waveform.shape[-1] == 0:
+            raise ValueError("`audio` is empty (0 samples); audio-to-video needs a soundtrack to follow.")
+        peak = float(waveform.abs().max())
+        if not peak >= SILENCE_PEAK:  # also catches NaN
+            raise ValueError(
+                f"`audio` is silent (peak amplitude {peak:.2g}, below {SILENCE_PEAK:g}): audio-to-video needs a "
+                "soundtrack to follow; use `SkyReelsV4Pipeline` with `generate_audio=False` for a video without one."
+            )
+        return waveform
+
+    def _frames_for_audio(self, waveform: torch.Tensor) -> int:
+        """The `num_frames` whose duration is closest to the audio's."""
+        duration = waveform.shape[-1] / self.audio_spec.sample_rate
+        return num_frames_for_duration(duration, self.transformer.config.fps, self.vae_spec.temporal_compression)
+
+    def _check_audio_duration(self, waveform, num_frames: int, fps: float, audio_duration) -> None:
+        duration = waveform.shape[-1] / self.audio_spec.sample_rate
+        tolerance = self.vae_spec.temporal_compression / fps  # one video latent frame
+        if audio_duration is not None:
+            raise ValueError(
+                f"`audio_duration`={audio_duration!r} cannot be set together with `audio`: the given track's length "
+                f"({duration:.3f} s) is the duration."
+            )
+        if abs(duration - num_frames / fps) > tolerance:
+            raise ValueError(
+                f"`audio` lasts {duration:.3f} s but `num_frames`={num_frames} at {fps} fps last "
+                f"{num_frames / fps:.3f} s; they must agree within one video latent frame ({tolerance:.3f} s). Leave "
+                "`num_frames` unset to take it from the audio."
+            )
+
     def _encode_audio_reference(self, audio_reference, sample_rate) -> torch.Tensor:
         from ..utils.media import load_audio
 
@@ -443,6 +584,11 @@ def _frames_to_tensor(name: str, frames: Any, height: int, width: int) -> torch.
             array = np.asarray(PIL.ImageOps.fit(image, (width, height), PIL.Image.BICUBIC), dtype=np.float32) / 255
         out.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
     return torch.stack(out)
+
+
+def _frame_size(frames: Any) -> tuple[int, int]:
+    """(height, width) of the first frame."""
+    return _to_numpy_hwc("video", frames[0]).shape[:2]
 
 
 def _fit_with_black_padding(image: PIL.Image.Image, height: int, width: int) -> PIL.Image.Image:

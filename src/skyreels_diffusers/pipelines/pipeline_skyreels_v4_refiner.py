@@ -23,6 +23,7 @@ from diffusers import (
     AutoencoderKLHunyuanVideo15,
     AutoencoderKLWan,
     AutoencoderOobleck,
+    DiffusionPipeline,
     FlowMatchEulerDiscreteScheduler,
     MMAudioVAE,
     MMAudioVocoder,
@@ -31,15 +32,20 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
+from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models.transformer_skyreels_v4_refiner import SkyReelsV4RefinerTransformer3DModel
 from .conditioning import build_refiner_condition, latent_frame_index
+from .denoising import denoise
+from .loading import SkyReelsV4PipelineLoadingMixin
+from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .pipeline_skyreels_v4 import SkyReelsV4Pipeline
 from .pipeline_skyreels_v4_inpaint import _frames_to_tensor, _to_numpy_hwc
 from .vae_utils import encode_audio, encode_video
 
 
-class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
+class SkyReelsV4RefinerPipeline(
+    SkyReelsV4PipelineMixin, SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyReelsV4LoraLoaderMixin
+):
     r"""
     The second stage of SkyReels-V4: from a low-resolution clip (latents of the base pass, or any video) plus a few
     high-resolution keyframes, generate the clip at `scale_factor` times the size and, with a Refiner whose
@@ -57,6 +63,8 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
     Components are those of [`SkyReelsV4Pipeline`] with a [`SkyReelsV4RefinerTransformer3DModel`] as `transformer`.
     """
 
+    model_cpu_offload_seq = "text_encoder->transformer->vae->audio_vae->vocoder"
+    _optional_components = ["audio_vae", "vocoder"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(
@@ -68,19 +76,26 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
         scheduler: FlowMatchEulerDiscreteScheduler,
         audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
         vocoder: MMAudioVocoder | None = None,
-        system_prompt: str | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         text_hidden_layer: int = -3,
         default_height: int = 480,
         default_width: int = 848,
         default_num_frames: int = 81,
     ) -> None:
         # The defaults size a base pass; the Refiner takes its size from its input and keeps them for from_pipe.
-        kwargs = {} if system_prompt is None else {"system_prompt": system_prompt}
-        super().__init__(
-            text_encoder, processor, transformer, vae, scheduler, audio_vae, vocoder,
-            text_hidden_layer=text_hidden_layer, default_height=default_height, default_width=default_width,
-            default_num_frames=default_num_frames, **kwargs,
+        super().__init__()
+        components = dict(
+            text_encoder=text_encoder, processor=processor, transformer=transformer, vae=vae, scheduler=scheduler,
+            audio_vae=audio_vae, vocoder=vocoder,
         )  # fmt: skip
+        self._register(
+            components,
+            system_prompt=system_prompt,
+            text_hidden_layer=text_hidden_layer,
+            default_height=default_height,
+            default_width=default_width,
+            default_num_frames=default_num_frames,
+        )
 
     @torch.no_grad()
     def __call__(
@@ -227,41 +242,19 @@ class SkyReelsV4RefinerPipeline(SkyReelsV4Pipeline):
             start = refiner_condition.latents.float().expand(batch_size, -1, -1, -1, -1)
             noisy = self.scheduler.scale_noise(start, timesteps[:1], noisy)
 
-        # 5. Denoising loop
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                model_inputs = {
-                    "hidden_states": torch.cat([noisy.to(dtype), condition], dim=1),
-                    "timestep": t.expand(batch_size),
-                    "audio_latents": condition_audio,
-                    "sparsity": sparsity,
-                    "vsa_backend": vsa_backend,
-                    "attention_kwargs": attention_kwargs,
-                }
-                noise_pred = self.transformer(
-                    **model_inputs, encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_attention_mask
-                ).sample
-                if self.do_classifier_free_guidance:
-                    unconditional = self.transformer(
-                        **model_inputs,
-                        encoder_hidden_states=negative_prompt_embeds,
-                        encoder_attention_mask=negative_prompt_attention_mask,
-                    ).sample
-                    noise_pred = unconditional + guidance_scale * (noise_pred - unconditional)
-                noisy = self.scheduler.step(noise_pred.float(), t, noisy, return_dict=False)[0]
-                if callback_on_step_end is not None:
-                    step_tensors = {
-                        "latents": noisy,
-                        "prompt_embeds": prompt_embeds,
-                        "negative_prompt_embeds": negative_prompt_embeds,
-                    }
-                    callback_outputs = callback_on_step_end(
-                        self, i, t, {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
-                    )
-                    noisy = callback_outputs.pop("latents", noisy)
-                progress_bar.update()
+        # 5. Denoising loop: one video stream; the clean base audio is a fixed input of every call
+        stream = self.latent_stream("video", noisy, timesteps, condition, guidance_scale)
+        inputs = self.prompt_pass_inputs(
+            prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
+        )
+        model_kwargs = {
+            "audio_latents": condition_audio,
+            "sparsity": sparsity,
+            "vsa_backend": vsa_backend,
+            "attention_kwargs": attention_kwargs,
+        }
+        hooks = self.loop_hooks(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        noisy = denoise(self.transformer, [stream], inputs, model_kwargs, hooks)["latents"]
 
         # 6. Decode; the base audio passes through
         fps = config.fps * temporal_factor

@@ -21,7 +21,7 @@ from diffusers.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
-__all__ = ["export_to_video_with_audio", "load_audio", "load_video", "load_video_audio"]
+__all__ = ["export_to_video_with_audio", "load_audio", "load_video", "load_video_audio", "resample_frames"]
 
 # Containers that hold an H.264 video stream next to an AAC audio stream.
 _VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
@@ -315,6 +315,15 @@ def load_video(path) -> tuple[list[PIL.Image.Image], float]:
     if not frames:
         raise ValueError(f"`path` has a video stream without any decodable frames: {path!r}.")
     return frames, float(rate)
+
+
+def resample_frames(frames: list, source_fps: float, target_fps: float) -> list:
+    """Nearest-frame resampling in time: the frames shown at `target_fps` over the same duration (the list itself when
+    the rates agree)."""
+    if abs(source_fps - target_fps) < 1e-6:
+        return frames
+    count = max(1, math.floor(len(frames) * target_fps / source_fps + 1e-6))
+    return [frames[min(len(frames) - 1, round(i * source_fps / target_fps))] for i in range(count)]
 
 
 def load_video_audio(

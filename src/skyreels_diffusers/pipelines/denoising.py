@@ -1,0 +1,256 @@
+# Copyright 2026 The skyreels-diffusers authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The one flow-matching denoising loop of SkyReels-V4, shared by every pipeline.
+
+A call denoises *latent streams*: the video, the audio, the high-resolution keyframes (the Refiner has one video
+stream). Each stream carries its own scheduler state and timesteps, so the two modalities can sit at different noise
+levels in the same model call:
+
+- a stream is *generated*: it steps through its timesteps, starting at loop iteration `start` (before that it waits
+  at its first noise level, pure noise; after its last step it is clean and stays at timestep 0);
+- or *given* (`scheduler=None`): clean latents at timestep 0 for the whole loop, never predicted or updated.
+  Video-to-audio gives the video, audio-to-video gives the audio.
+
+The loop reads no pipeline attributes: pipelines pass their transformer, streams, per-pass model inputs and hooks
+(progress bar, interrupt flag, step callback), so it imports no pipeline and no pipeline inherits another's loop.
+"""
+
+import logging
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.guiders import ClassifierFreeGuidance
+from diffusers.guiders.guider_utils import BaseGuidance
+
+
+@dataclass
+class PreservedLatents:
+    """Known latents re-injected after every step at the next noise level, `(1 - sigma) * known + sigma * noise`
+    where `keep` is 1, so those cells end exactly known (hard preservation for editing and extension)."""
+
+    known: torch.Tensor
+    keep: torch.Tensor
+    noise: torch.Tensor
+
+    def apply(self, latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.to(latents.device)
+        return torch.lerp(latents, (1 - sigma) * self.known + sigma * self.noise, self.keep)
+
+
+@dataclass(eq=False)  # compared by identity: fields hold tensors
+class LatentStream:
+    """One latent tensor of the loop and how it meets the transformer.
+
+    Args:
+        name: its name in step callbacks and in the loop's result (`"latents"`, `"audio_latents"`, ...).
+        latents: fp32 latents; noise (generated) or clean latents (given).
+        input_name: the transformer argument that receives it (`"hidden_states"`, `"audio_hidden_states"`, ...).
+        output_name: the field of the transformer output holding its prediction (`"sample"`, ...).
+        timestep_name: the transformer argument that receives its timestep, or `None` when it shares the timestep
+            of the stream before it (keyframes ride on the video's).
+        scheduler: its own scheduler, already `set_timesteps`; `None` makes the stream given (timestep 0, never
+            updated, its prediction ignored).
+        timesteps: the timesteps it steps through (the scheduler's, possibly shortened by `strength`).
+        start: the loop iteration of its first step.
+        condition: channels concatenated after the latents at every call (the video tower's condition and mask).
+        guider: a Diffusers guider combining its conditional and unconditional predictions; `None` = no guidance.
+        preserved: known latents re-injected after each step.
+    """
+
+    name: str
+    latents: torch.Tensor
+    input_name: str
+    output_name: str
+    timestep_name: str | None
+    scheduler: Any = None
+    timesteps: torch.Tensor | None = None
+    start: int = 0
+    condition: torch.Tensor | None = None
+    guider: BaseGuidance | None = None
+    preserved: PreservedLatents | None = None
+
+    @property
+    def is_given(self) -> bool:
+        return self.scheduler is None
+
+    @property
+    def end(self) -> int:
+        """The loop iteration after its last step (0 for a given stream)."""
+        return 0 if self.is_given else self.start + len(self.timesteps)
+
+    def step_index(self, iteration: int) -> int | None:
+        """Index into `timesteps` of its step at loop `iteration`, or `None` when it does not step then."""
+        if self.is_given or not self.start <= iteration < self.end:
+            return None
+        return iteration - self.start
+
+    def timestep(self, iteration: int) -> torch.Tensor:
+        """Its timestep at loop `iteration`: waiting streams sit at their first, finished and given ones at 0."""
+        if self.is_given or iteration >= self.end:
+            return torch.zeros((), device=self.latents.device)
+        return self.timesteps[max(0, iteration - self.start)]
+
+    def model_input(self, dtype: torch.dtype) -> torch.Tensor:
+        latents = self.latents.to(dtype)
+        return latents if self.condition is None else torch.cat([latents, self.condition.to(dtype)], dim=1)
+
+
+def cfg_guider(guidance_scale: float) -> ClassifierFreeGuidance:
+    """Diffusers' classifier-free guidance (`uncond + scale * (cond - uncond)`); disabled at a scale of 1.
+
+    Diffusers logs that guiders are experimental each time one is built; pipelines build two per call and use only
+    the guider's `forward` combination, so the notice is held back here."""
+    guider_logger = logging.getLogger("diffusers.guiders.guider_utils")
+    level = guider_logger.level
+    guider_logger.setLevel(logging.ERROR)
+    try:
+        return ClassifierFreeGuidance(guidance_scale=guidance_scale)
+    finally:
+        guider_logger.setLevel(level)
+
+
+def num_loop_iterations(streams: list[LatentStream]) -> int:
+    return max((stream.end for stream in streams), default=0)
+
+
+@dataclass
+class LoopHooks:
+    """What the loop needs from its pipeline, passed explicitly.
+
+    Args:
+        progress_bar: a context-manager factory taking `total` (the pipeline's `progress_bar`).
+        interrupted: returns True to skip the remaining steps (Diffusers' `pipe.interrupt`).
+        on_timestep: told the primary stream's timestep before each step, and `None` after the loop
+            (`pipe._current_timestep`).
+        callback: `callback(step, timestep, tensors) -> dict` after each step; the returned dict may replace any of
+            the tensors it was given.
+        callback_tensor_inputs: the names of the tensors handed to `callback`: stream names and the names of the
+            per-pass model inputs (`prompt_embeds`, `negative_prompt_embeds`, ...).
+    """
+
+    progress_bar: Callable[..., Any] = lambda total: nullcontext(_NoProgress())  # noqa: E731
+    interrupted: Callable[[], bool] = lambda: False  # noqa: E731
+    on_timestep: Callable[[torch.Tensor | None], None] | None = None
+    callback: Callable[[int, torch.Tensor, dict], dict] | None = None
+    callback_tensor_inputs: list[str] = field(default_factory=list)
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class PassInputs:
+    """Per-pass model inputs: `conditional` for the prompt's pass, `unconditional` for guidance's negative pass.
+    `callback_names` maps callback tensor names to keys of these dicts (`{"prompt_embeds": ("conditional",
+    "encoder_hidden_states")}`), so a step callback may read and replace them."""
+
+    conditional: dict[str, Any]
+    unconditional: dict[str, Any] | None = None
+    callback_names: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def denoise(
+    transformer: torch.nn.Module,
+    streams: list[LatentStream],
+    inputs: PassInputs,
+    model_kwargs: dict[str, Any] | None = None,
+    hooks: LoopHooks | None = None,
+) -> dict[str, torch.Tensor]:
+    """Run the flow-matching loop over `streams`; returns their final latents by stream name.
+
+    At every iteration the transformer is called once on the conditional inputs and, when any stepping stream's
+    guider needs it, once more on the unconditional ones; each stepping stream combines its two predictions with its
+    own guider and steps its own scheduler. `model_kwargs` are passed to every call unchanged (references, keyframe
+    positions, `attention_kwargs`, ...). The first generated stream is the primary one: its timestep is the one
+    reported to callbacks.
+    """
+    hooks = hooks or LoopHooks()
+    model_kwargs = model_kwargs or {}
+    dtype = transformer.dtype
+    batch_size = streams[0].latents.shape[0]
+    num_iterations = num_loop_iterations(streams)
+    cache_context = getattr(transformer, "cache_context", None) or (lambda name: nullcontext())
+    primary = next((stream for stream in streams if not stream.is_given), streams[0])
+
+    with hooks.progress_bar(total=num_iterations) as progress_bar:
+        for iteration in range(num_iterations):
+            if hooks.interrupted():
+                continue
+            stepping = [s for s in streams if s.step_index(iteration) is not None]
+            for stream in stepping:
+                if stream.guider is not None:
+                    index = stream.step_index(iteration)
+                    stream.guider.set_state(
+                        step=index, num_inference_steps=len(stream.timesteps), timestep=stream.timesteps[index]
+                    )
+            timestep = primary.timestep(iteration)
+            if hooks.on_timestep is not None:
+                hooks.on_timestep(timestep)
+
+            call = dict(model_kwargs)
+            for stream in streams:
+                call[stream.input_name] = stream.model_input(dtype)
+                if stream.timestep_name is not None:
+                    call[stream.timestep_name] = stream.timestep(iteration).expand(batch_size)
+            with cache_context("cond"):
+                conditional = transformer(**call, **inputs.conditional)
+            guided = [s for s in stepping if s.guider is not None and s.guider.num_conditions > 1]
+            unconditional = None
+            if guided and inputs.unconditional is not None:
+                with cache_context("uncond"):
+                    unconditional = transformer(**call, **inputs.unconditional)
+
+            for stream in stepping:
+                prediction = getattr(conditional, stream.output_name)
+                if unconditional is not None and stream in guided:
+                    prediction = stream.guider.forward(prediction, getattr(unconditional, stream.output_name)).pred
+                t = stream.timesteps[stream.step_index(iteration)]
+                stream.latents = stream.scheduler.step(prediction.float(), t, stream.latents, return_dict=False)[0]
+                if stream.preserved is not None:
+                    stream.latents = stream.preserved.apply(
+                        stream.latents, stream.scheduler.sigmas[stream.scheduler.step_index]
+                    )
+
+            if hooks.callback is not None:
+                _run_callback(hooks, iteration, timestep, streams, inputs)
+            progress_bar.update()
+    if hooks.on_timestep is not None:
+        hooks.on_timestep(None)
+    return {stream.name: stream.latents for stream in streams}
+
+
+def _run_callback(hooks: LoopHooks, iteration: int, timestep, streams: list[LatentStream], inputs: PassInputs):
+    by_name = {stream.name: stream for stream in streams}
+    tensors = {}
+    for name in hooks.callback_tensor_inputs:
+        if name in by_name:
+            tensors[name] = by_name[name].latents
+        elif name in inputs.callback_names:
+            which, key = inputs.callback_names[name]
+            source = getattr(inputs, which)
+            tensors[name] = None if source is None else source[key]
+    outputs = hooks.callback(iteration, timestep, tensors) or {}
+    for name, value in outputs.items():
+        if name in by_name:
+            by_name[name].latents = value
+        elif name in inputs.callback_names:
+            which, key = inputs.callback_names[name]
+            source = getattr(inputs, which)
+            if source is not None:
+                source[key] = value
