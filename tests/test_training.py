@@ -100,23 +100,120 @@ def test_refiner_training_with_crops_and_sparsity(setup, tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in losses(tmp_path))
 
 
-def test_task_inputs_follow_the_pipeline_conditions():
-    clip = {
-        "video_latents": torch.randn(4, 3, 2, 2), "last_frame_latents": torch.randn(4, 2, 2),
-        "edit_keep_masks": torch.zeros(1, 3, 2, 2), "has_edit_mask": torch.tensor(0.0),
-    }  # fmt: skip
-    black = torch.full((4, 2, 2), -0.5)
-    generator = torch.Generator().manual_seed(0)
-    i2v = train.video_condition("i2v", clip, black, generator, dropout=False)
-    assert i2v.shape == (5, 3, 2, 2)
-    assert torch.equal(i2v[:4, 0], clip["video_latents"][:, 0]) and torch.equal(
-        i2v[:4, 1:], black[:, None].expand(-1, 2, -1, -1)
-    )
-    assert i2v[4, 0].eq(1).all() and i2v[4, 1:].eq(0).all()
-    interpolation = train.video_condition("interpolation", clip, black, generator, dropout=False)
-    assert torch.equal(interpolation[:4, -1], clip["last_frame_latents"]) and interpolation[4, -1].eq(1).all()
-    dropped = train.video_condition("i2v", clip, black, generator, dropout=True)
-    assert dropped[4].eq(0).all() and torch.equal(dropped[:4], black[:, None].expand(-1, 3, -1, -1))
+precompute = load_script("precompute_latents", "examples/training")
+
+
+@pytest.fixture(scope="module", params=["image", "wan"])
+def encoded_clip(request, tmp_path_factory):
+    """One world clip encoded by `precompute_latents.py` (as training reads it), the pipeline that encoded it (a
+    per-frame image VAE, or a causal video VAE), and the clip's frames and soundtrack as a user would pass them."""
+    from skyreels_diffusers import SkyReelsV4InpaintPipeline
+    from skyreels_diffusers.utils.media import load_video_audio
+    from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp(f"clip-{request.param}")
+    manifest = world.write_dataset(str(root), 1, seed=11, num_frames=9, size=32, sample_rate=16_000)
+    pipe = SkyReelsV4InpaintPipeline.from_pipe(build_tiny_pipeline(video_vae=request.param, audio_vae="oobleck"))
+    record = precompute.read_manifest(manifest)[0]
+    clip = precompute.encode_record(pipe, record, 32, 32, 9)
+    table = precompute.encode_captions(pipe, [record["caption"]], 512)
+    clip["prompt_embeds"], clip["prompt_attention_mask"] = table[record["caption"]]
+    _, _, audio = load_video_audio(record["video"], pipe.audio_spec.sample_rate, num_channels=1)
+    return pipe, clip, record["caption"], audio
+
+
+def first_transformer_call(pipe, call):
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen.setdefault("kwargs", kwargs)
+
+    handle = pipe.transformer.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        call()
+    finally:
+        handle.remove()
+    return seen["kwargs"]
+
+
+@pytest.mark.parametrize("task", train.TASKS)
+def test_training_and_the_pipelines_give_the_model_identical_conditions(encoded_clip, task):
+    """For every task, the trainer's model inputs (all but the noise) equal what the pipelines pass for the same
+    clip: the condition channels and mask, given modalities (clean, timestep 0), references."""
+    from skyreels_diffusers import SkyReelsV4Pipeline
+
+    pipe, clip, caption, audio = encoded_clip
+    frames = clip["video_frames"].numpy()
+    # The random parts of a task (extension length, edit box) come from the generator: the same seed twice gives
+    # the trainer's choice, which the pipeline call below repeats.
+    trainer_inputs = train.task_condition_inputs(task, clip, torch.Generator().manual_seed(4))
+    condition = train.video_condition(task, clip, pipe.vae, torch.Generator().manual_seed(4), dropout=False)
+    args = train.parse_args(["--pretrained_model_name_or_path", "x", "--train_latents", "x", "--output_dir", "x",
+                             "--text_dropout", "0", "--condition_dropout", "0"])  # fmt: skip
+    null = (clip["prompt_embeds"] * 0, clip["prompt_attention_mask"])
+    trained, _, _ = train.base_model_inputs(task, [clip], null, pipe.vae, args, 1.0, 4, 0, 0)
+
+    call = {"num_inference_steps": 1, "guidance_scale": 1.0, "num_frames": 9, "height": 32, "width": 32}
+    if task == "i2v":
+        call["image"] = frames[0]
+    elif task == "interpolation":
+        call.update(image=frames[0], last_image=frames[-1])
+    elif task in ("extension", "edit", "v2a"):
+        call["video"] = frames
+        keep = trainer_inputs["keep_mask"][0, 0]
+        if task == "extension":
+            call["num_condition_frames"] = int(keep[:, 0, 0].sum())
+        elif task == "edit":
+            call["mask"] = keep.numpy()
+    elif task == "a2v":
+        call.update(audio=audio, audio_sample_rate=pipe.audio_spec.sample_rate)
+    elif task == "reference_images":
+        call["reference_images"] = [frames[len(frames) // 2]]
+    elif task == "audio_reference":
+        call.update(audio_reference=audio, audio_reference_sample_rate=pipe.audio_spec.sample_rate)
+    if task in ("t2av", "t2v", "t2a"):
+        base = SkyReelsV4Pipeline.from_pipe(pipe)
+        options = {"t2v": {"generate_audio": False}, "t2a": {"generate_video": False}}.get(task, {})
+        seen = first_transformer_call(base, lambda: base(caption, **call, **options))
+    else:
+        seen = first_transformer_call(pipe, lambda: pipe(caption, **call))
+
+    channels = pipe.vae_spec.latent_channels
+    if trained["hidden_states"] is None:
+        assert seen.get("hidden_states") is None
+    else:
+        torch.testing.assert_close(seen["hidden_states"][0, channels:], condition, rtol=0, atol=0)
+    if task == "v2a":  # the given video: clean latents at timestep 0, in both
+        torch.testing.assert_close(seen["hidden_states"][:, :channels], trained["hidden_states"][:, :channels],
+                                   rtol=0, atol=0)  # fmt: skip
+        assert not seen["timestep"].any() and not trained["timestep"].any()
+    if task == "a2v":  # the given soundtrack
+        torch.testing.assert_close(seen["audio_hidden_states"], trained["audio_hidden_states"], rtol=0, atol=0)
+        assert not seen["audio_timestep"].any() and not trained["audio_timestep"].any()
+    for key in ("reference_latents", "audio_reference_latents"):
+        if trained.get(key) is not None:
+            torch.testing.assert_close(seen[key], trained[key], rtol=0, atol=0)
+    torch.testing.assert_close(seen["encoder_hidden_states"], trained["encoder_hidden_states"], rtol=0, atol=0)
+
+
+def test_given_modalities_have_no_loss_and_independent_noise_splits_the_sigmas(encoded_clip):
+    pipe, clip, _, _ = encoded_clip
+    null = (clip["prompt_embeds"] * 0, clip["prompt_attention_mask"])
+
+    def inputs(task, ratio, step):
+        args = train.parse_args(["--pretrained_model_name_or_path", "x", "--train_latents", "x", "--output_dir", "x",
+                                 "--independent_noise_ratio", str(ratio)])  # fmt: skip
+        return train.base_model_inputs(task, [clip, clip], null, pipe.vae, args, 1.0, 0, step, 0)
+
+    v2a, video_target, audio_target = inputs("v2a", 0.0, 0)
+    assert video_target is None and audio_target is not None and not v2a["timestep"].any()
+    assert torch.equal(v2a["hidden_states"][0, : pipe.vae_spec.latent_channels], clip["video_latents"])
+    a2v, video_target, audio_target = inputs("a2v", 0.0, 0)
+    assert audio_target is None and video_target is not None and not a2v["audio_timestep"].any()
+    shared = [inputs("t2av", 0.0, step)[0] for step in range(4)]
+    assert all(torch.equal(x["timestep"], x["audio_timestep"]) for x in shared)
+    split = [inputs("t2av", 1.0, step)[0] for step in range(4)]
+    assert all(not torch.equal(x["timestep"], x["audio_timestep"]) for x in split)
 
 
 def test_bad_task_ratios_are_rejected():
@@ -160,5 +257,8 @@ def test_two_process_ddp_matches_one_process_and_resumes(setup, tmp_path):
                           "--resume_from_checkpoint", "latest"])  # fmt: skip
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3] and [r["task"] for r in two] == [r["task"] for r in one]
+    # DDP averages the gradients in another order than one process; Adam turns sign flips of near-zero gradients
+    # (zero-initialised cross-modal outputs) into lr-sized weight differences, so later steps agree to ~1e-4 relative
+    # (a wrong split of the global batch changes the loss by percents).
     torch.testing.assert_close(torch.tensor([r["loss"] for r in two]), torch.tensor([r["loss"] for r in one]),
-                               rtol=1e-4, atol=1e-5)  # fmt: skip
+                               rtol=1e-3, atol=1e-5)  # fmt: skip

@@ -7,14 +7,18 @@ Manifest: one JSON object per line, paths relative to the manifest's folder:
      "reference_images": ["refs/0001.png"],   # optional: the first one is used as the reference image
      "audio_reference": "refs/0001.wav"}      # optional: else the clip's own audio is the audio reference
 
-Every clip is scaled to cover `--height x --width` and center-cropped (the pipelines' resize policy), cut to its
-first `--num_frames` frames (4k+1) and its audio to the same duration. Output (`--output_dir`):
+Every clip is resampled to the model's frame rate (nearest frame), scaled to cover `--height x --width` and
+center-cropped (the pipelines' resize policy), cut to its first `--num_frames` frames (4k+1) and its audio to the
+same duration. Output (`--output_dir`):
 
-- `latents.safetensors`: `video_latents (N, C, F', h, w)`, `last_frame_latents (N, C, h, w)` (the last frame encoded
-  alone, for interpolation), `reference_latents (N, C, 1, h, w)`, `audio_latents` and `audio_reference_latents`
-  `(N, C_a, L)`, `prompt_embeds (N, S, D)` + `prompt_attention_mask (N, S)`, `null_prompt_embeds (1, S, D)` + mask
-  (the empty prompt, for text dropout), `black_latents (C, h, w)`, `edit_keep_masks (N, 1, F', h, w)` + `has_edit_mask
-  (N,)`, and with `--refiner_scale s`: `low_res_latents` of the clip downsampled s times (Refiner training);
+- `latents.safetensors`: `video_latents (N, C, F', h, w)`, `video_frames (N, F, H, W, 3)` uint8 (the training
+  script builds every task's condition from these pixels with the pipelines' own function), `reference_latents
+  (N, C, 1, h, w)`, `audio_latents` and `audio_reference_latents` `(N, C_a, L)`, `prompt_embeds (N, S, D)` +
+  `prompt_attention_mask (N, S)`, `reference_prompt_embeds (N, S', D)` + mask (the caption read together with the
+  reference image, as the pipeline reads it), `null_prompt_embeds (1, S, D)` + mask (the empty prompt, for text
+  dropout),
+  `edit_keep_masks (N, 1, F, H, W)` (pixels, 1 = keep) + `has_edit_mask (N,)`, and with `--refiner_scale s`:
+  `low_res_latents` of the clip downsampled s times (Refiner training);
 - `metadata.json`: sizes, fps, sample rate and the captions.
 
     python examples/training/precompute_latents.py --pretrained_model_name_or_path pipelines/skyreels-v4-tiny \
@@ -33,14 +37,13 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from skyreels_diffusers import SkyReelsV4Pipeline
-from skyreels_diffusers.pipelines.conditioning import latent_keep_mask
 from skyreels_diffusers.pipelines.pipeline_skyreels_v4_inpaint import (
     _fit_with_black_padding,
     _frames_to_tensor,
     _mask_to_tensor,
 )
-from skyreels_diffusers.pipelines.vae_utils import encode_audio, encode_video
-from skyreels_diffusers.utils.media import load_audio, load_video, load_video_audio
+from skyreels_diffusers.pipelines.vae_utils import encode_audio_track, encode_video
+from skyreels_diffusers.utils.media import load_audio, load_video, load_video_audio, resample_frames
 
 
 def read_manifest(path: str) -> list[dict]:
@@ -72,12 +75,14 @@ def _pixels(frames: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: int, num_frames: int,
-                  refiner_scale: int | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+                  refiner_scale: int | None = None, max_sequence_length: int = 512) -> dict[str, torch.Tensor]:  # fmt: skip
     """One manifest record -> its latents (without the prompt, which is encoded per unique caption)."""
     sample_rate = pipe.audio_spec.sample_rate
-    frames, fps, audio = load_video_audio(record["video"], sample_rate, num_channels=pipe.audio_spec.audio_channels)
+    fps = pipe.transformer.config.fps
+    frames, file_fps, audio = load_video_audio(record["video"], sample_rate, num_channels=pipe.audio_spec.audio_channels)
+    frames = resample_frames(frames, file_fps, fps)
     if len(frames) < num_frames:
-        raise ValueError(f"{record['video']!r} has {len(frames)} frames; `--num_frames` asks for {num_frames}.")
+        raise ValueError(f"{record['video']!r} has {len(frames)} frames at {fps} fps; `--num_frames` asks for {num_frames}.")
     frames = _frames_to_tensor("video", frames[:num_frames], height, width)
     samples = round(num_frames * sample_rate / fps)
     if audio is None:
@@ -85,33 +90,37 @@ def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: in
     audio = F.pad(audio[:, :samples], (0, max(0, samples - audio.shape[1])))
 
     video = _pixels(frames)
+    num_audio_latents = pipe.audio_spec.num_latents(num_frames / fps)
     out = {
         "video_latents": encode_video(pipe.vae, video)[0],
-        "last_frame_latents": encode_video(pipe.vae, video[:, :, -1:])[0, :, 0],
-        "audio_latents": encode_audio(pipe.audio_vae, audio[None])[0],
+        "video_frames": (frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1),
+        "audio_latents": encode_audio_track(pipe.audio_vae, audio[None], num_audio_latents)[0],
     }
+    # The reference image (the manifest's, else a frame of the clip itself) takes both of the pipeline's paths: its
+    # latents are prepended to the video tokens, and the MLLM reads it with the caption.
     if record["reference_images"]:
-        image = _fit_with_black_padding(PIL.Image.open(record["reference_images"][0]).convert("RGB"), height, width)
-        reference = _frames_to_tensor("reference_images", [image], height, width)
+        image = PIL.Image.open(record["reference_images"][0]).convert("RGB")
     else:
-        reference = frames[num_frames // 2 : num_frames // 2 + 1]  # a frame of the clip itself
-    out["reference_latents"] = encode_video(pipe.vae, _pixels(reference))[0]
+        image = PIL.Image.fromarray(out["video_frames"][num_frames // 2].numpy())
+    image = _fit_with_black_padding(image, height, width)
+    out["reference_latents"] = encode_video(pipe.vae, _pixels(_frames_to_tensor("reference_images", [image], height, width)))[0]
+    embeds, mask = pipe.encode_prompt(record["caption"], prompt_images=[image], do_classifier_free_guidance=False,
+                                      max_sequence_length=max_sequence_length, dtype=torch.float32)[:2]  # fmt: skip
+    out["reference_prompt_embeds"], out["reference_prompt_attention_mask"] = embeds[0], mask[0]
     if record.get("audio_reference"):
         reference_audio = load_audio(record["audio_reference"], sample_rate, num_channels=audio.shape[0])
         reference_audio = F.pad(reference_audio[:, :samples], (0, max(0, samples - reference_audio.shape[1])))
-        out["audio_reference_latents"] = encode_audio(pipe.audio_vae, reference_audio[None])[0]
+        out["audio_reference_latents"] = encode_audio_track(pipe.audio_vae, reference_audio[None], num_audio_latents)[0]
     else:
         out["audio_reference_latents"] = out["audio_latents"]
 
-    spec = pipe.vae_spec
     if record.get("mask"):
         mask_frames, _ = load_video(record["mask"]) if record["mask"].endswith((".mp4", ".mov", ".webm")) else (
             [PIL.Image.open(record["mask"]).convert("L")], None)  # fmt: skip
-        keep = _mask_to_tensor(mask_frames, frames, num_frames, height, width)
-        out["edit_keep_masks"] = latent_keep_mask(keep[None], spec.temporal_compression, spec.spatial_compression)[0]
+        out["edit_keep_masks"] = _mask_to_tensor(mask_frames, frames, num_frames, height, width).to(torch.uint8)
         out["has_edit_mask"] = torch.tensor(1.0)
     else:
-        out["edit_keep_masks"] = torch.zeros_like(out["video_latents"][:1])
+        out["edit_keep_masks"] = torch.ones(1, num_frames, height, width, dtype=torch.uint8)
         out["has_edit_mask"] = torch.tensor(0.0)
 
     if refiner_scale:
@@ -139,14 +148,19 @@ def precompute(pipe, records, height, width, num_frames, max_sequence_length=512
     temporal = pipe.vae_spec.temporal_compression
     if (num_frames - 1) % temporal:
         raise ValueError(f"`num_frames` must be {temporal}k+1 for the video VAE, got {num_frames}.")
-    per_clip = [encode_record(pipe, r, height, width, num_frames, refiner_scale) for r in tqdm(records, "encoding")]
+    per_clip = [encode_record(pipe, r, height, width, num_frames, refiner_scale, max_sequence_length)
+                for r in tqdm(records, "encoding")]  # fmt: skip
+    # Prompts read with a reference image differ in length: pad them to the longest, masked.
+    length = max(clip["reference_prompt_embeds"].shape[0] for clip in per_clip)
+    for clip in per_clip:
+        pad = length - clip["reference_prompt_embeds"].shape[0]
+        clip["reference_prompt_embeds"] = F.pad(clip["reference_prompt_embeds"], (0, 0, 0, pad))
+        clip["reference_prompt_attention_mask"] = F.pad(clip["reference_prompt_attention_mask"], (0, pad), value=False)
     tensors = {key: torch.stack([clip[key] for clip in per_clip]).contiguous() for key in per_clip[0]}
     table = encode_captions(pipe, [r["caption"] for r in records], max_sequence_length)
     tensors["prompt_embeds"] = torch.stack([table[r["caption"]][0] for r in records])
     tensors["prompt_attention_mask"] = torch.stack([table[r["caption"]][1] for r in records])
     tensors["null_prompt_embeds"], tensors["null_prompt_attention_mask"] = (x[None] for x in table[""])
-    black = torch.full((1, 3, 1, height, width), -1.0)
-    tensors["black_latents"] = encode_video(pipe.vae, black)[0, :, 0]
     return tensors
 
 
@@ -167,7 +181,7 @@ def main() -> None:
     tensors = precompute(pipe, records, args.height, args.width, args.num_frames, args.max_sequence_length,
                          args.refiner_scale)  # fmt: skip
     os.makedirs(args.output_dir, exist_ok=True)
-    save_file({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()},
+    save_file({k: v.float() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},
               os.path.join(args.output_dir, "latents.safetensors"))  # fmt: skip
     metadata = {
         "height": args.height, "width": args.width, "num_frames": args.num_frames,

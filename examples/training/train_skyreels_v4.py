@@ -1,14 +1,18 @@
 """Fine-tune SkyReels-V4 (full or PEFT LoRA) with Accelerate: the joint video + audio model, or the Refiner.
 
-Loss (DESIGN.md "Training"): rectified flow in Diffusers' sigma convention. One sigma per sample, shared by video
-and audio: `x_sigma = (1 - sigma) * x0 + sigma * noise`, the model predicts the velocity `noise - x0` (the paper's
-`z0 - eps` with t = 1 - sigma, sign flipped because sigma runs the other way), loss = MSE(video) + MSE(audio).
-Sigma is drawn logit-normal or uniform and then shifted like the scheduler (`shift * s / (1 + (shift - 1) * s)`).
+Loss (see docs/design.md, "Training"): rectified flow in Diffusers' sigma convention,
+`x_sigma = (1 - sigma) * x0 + sigma * noise`; the model predicts the velocity `noise - x0` (the paper's `z0 - eps`
+with t = 1 - sigma, sign flipped because sigma runs the other way); loss = MSE(video) + MSE(audio) over the
+modalities the task generates. Sigma is drawn logit-normal or uniform and then shifted like the scheduler
+(`shift * s / (1 + (shift - 1) * s)`). By default one sigma is shared by video and audio, as in the paper; for a
+share of samples (`--independent_noise_ratio`) the two are drawn independently, so one model learns the joint, the
+conditional and the marginal distributions (UniDiffuser's recipe).
 
 Every step draws one task for the whole batch (`--task_ratios`): t2av, t2v, t2a, i2v, interpolation, extension,
-edit, reference_images, audio_reference. Conditions follow the pipelines exactly (channel-concatenated condition
-latents + keep-mask, black-image latents elsewhere; references as extra clean tokens), and text / condition
-dropout train the unconditional branch used by classifier-free guidance.
+edit, reference_images, audio_reference, and v2a / a2v, where one modality is *given*: clean at timestep 0, not
+predicted and left out of the loss. Conditions are built by the pipelines' own functions (`build_video_condition`
+on the clip's pixels, `encode_audio_track` on its soundtrack), so the model learns exactly what the pipelines ask
+of it; text / condition dropout train the unconditional branch used by classifier-free guidance.
 
 Reproducibility: the clips, task, sigmas and noise of step `s` depend only on `(--seed, s)` and the sample's place
 in the global batch, so a resumed run continues exactly, and N processes see the same global batch as one.
@@ -45,7 +49,8 @@ from skyreels_diffusers import (
     SkyReelsV4Pipeline,
     SkyReelsV4RefinerTransformer3DModel,
 )
-from skyreels_diffusers.pipelines.conditioning import build_refiner_condition
+from skyreels_diffusers.pipelines.conditioning import build_refiner_condition, build_video_condition
+from skyreels_diffusers.pipelines.pipeline_skyreels_v4_inpaint import _frames_to_tensor as frames_to_tensor
 from skyreels_diffusers.utils.media import export_to_video_with_audio
 
 
@@ -55,15 +60,24 @@ from precompute_latents import precompute, read_manifest  # noqa: E402
 
 logger = get_logger(__name__)
 
-TASKS = ("t2av", "t2v", "t2a", "i2v", "interpolation", "extension", "edit", "reference_images", "audio_reference")
+TASKS = (
+    "t2av", "t2v", "t2a", "i2v", "interpolation", "extension", "edit", "reference_images", "audio_reference", "v2a",
+    "a2v",
+)  # fmt: skip
 DEFAULT_TASK_RATIOS = (
-    "t2av=0.4,t2v=0.1,t2a=0.1,i2v=0.1,interpolation=0.05,extension=0.1,edit=0.05,reference_images=0.05,"
-    "audio_reference=0.05"
+    "t2av=0.3,t2v=0.05,t2a=0.05,i2v=0.1,interpolation=0.05,extension=0.1,edit=0.05,reference_images=0.05,"
+    "audio_reference=0.05,v2a=0.1,a2v=0.1"
 )
+# Which modality each task generates; the other one is given (clean, timestep 0) or absent.
+GENERATES_VIDEO = {task: task not in ("t2a", "v2a") for task in TASKS}
+GENERATES_AUDIO = {task: task not in ("t2v", "a2v") for task in TASKS}
+HAS_VIDEO = {task: task != "t2a" for task in TASKS}
+HAS_AUDIO = {task: task != "t2v" for task in TASKS}
 # Tensors of `precompute_latents.py` that hold one entry per clip (the rest are shared).
 PER_CLIP_KEYS = (
-    "video_latents", "last_frame_latents", "reference_latents", "audio_latents", "audio_reference_latents",
-    "prompt_embeds", "prompt_attention_mask", "edit_keep_masks", "has_edit_mask", "low_res_latents",
+    "video_latents", "video_frames", "reference_latents", "audio_latents", "audio_reference_latents",
+    "prompt_embeds", "prompt_attention_mask", "reference_prompt_embeds", "reference_prompt_attention_mask",
+    "edit_keep_masks", "has_edit_mask", "low_res_latents",
 )  # fmt: skip
 LORA_TOWERS = {"video": "video_tower", "audio": "audio_tower", "cross_modal": "cross_modal_blocks"}
 
@@ -105,6 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     flow.add_argument("--logit_mean", type=float, default=0.0)
     flow.add_argument("--logit_std", type=float, default=1.0)
     flow.add_argument("--shift", type=float, default=None, help="default: the pipeline scheduler's shift")
+    flow.add_argument("--independent_noise_ratio", type=float, default=0.0,
+                      help="share of samples whose video and audio noise levels are drawn independently")  # fmt: skip
     flow.add_argument("--task_ratios", default=DEFAULT_TASK_RATIOS, help="comma list of task=weight")
     flow.add_argument("--text_dropout", type=float, default=0.1, help="P(empty prompt) per sample")
     flow.add_argument("--condition_dropout", type=float, default=0.1, help="P(no condition) per conditioned sample")
@@ -176,75 +192,105 @@ def sample_sigma(generator: torch.Generator, args, shift: float) -> float:
 
 
 def random_keep_box(generator: torch.Generator, frames: int, height: int, width: int) -> torch.Tensor:
-    """Latent keep-mask `(1, F, h, w)`: 1 everywhere except one random box (at least a quarter of each side)."""
-    keep = torch.ones(1, frames, height, width)
+    """Pixel keep-mask `(1, 1, F, H, W)`: 1 everywhere except one random box (at least a quarter of each side)."""
+    keep = torch.ones(1, 1, frames, height, width)
     sizes = [int(torch.randint(max(1, n // 4), n + 1, (1,), generator=generator)) for n in (frames, height, width)]
     starts = [
         int(torch.randint(0, n - s + 1, (1,), generator=generator)) for n, s in zip((frames, height, width), sizes)
     ]
-    keep[:, starts[0] : starts[0] + sizes[0], starts[1] : starts[1] + sizes[1], starts[2] : starts[2] + sizes[2]] = 0
+    keep[..., starts[0] : starts[0] + sizes[0], starts[1] : starts[1] + sizes[1], starts[2] : starts[2] + sizes[2]] = 0
     return keep
 
 
-def video_condition(task: str, clip: dict, black: torch.Tensor, generator: torch.Generator, dropout: bool):
-    """`(C + 1, F, h, w)` condition channels of one sample, exactly as the pipelines build them."""
-    x0 = clip["video_latents"]
-    latents = black[:, None].expand_as(x0).clone()
-    keep = torch.zeros_like(x0[:1])
-    if not dropout:
-        if task in ("i2v", "interpolation"):
-            keep[:, 0] = 1  # the causal VAE's latent frame 0 is frame 0 encoded alone
-            latents[:, 0] = x0[:, 0]
+def clip_pixels(clip: dict) -> torch.Tensor:
+    """The clip's frames `(F, H, W, 3)` uint8 -> `(1, 3, F, H, W)` in [-1, 1], as the pipelines convert them."""
+    return (frames_to_tensor("video", clip["video_frames"].numpy(), *clip["video_frames"].shape[1:3]) * 2 - 1).movedim(
+        1, 0
+    )[None]
+
+
+def task_condition_inputs(task: str, clip: dict, generator: torch.Generator) -> dict:
+    """The inputs of `build_video_condition` for `task`, made from the clip's pixels exactly as the inpainting
+    pipeline makes them from its arguments: `image` (i2v), `image` + `last_image` (interpolation), `video` +
+    `num_condition_frames` (extension, a random count), `video` + `mask` (edit: the manifest's mask or a random box),
+    `video` alone (v2a: every frame kept). Other tasks have no condition frames."""
+    if task not in ("i2v", "interpolation", "extension", "edit", "v2a"):
+        return {}
+    num_frames, height, width = clip["video_frames"].shape[:3]
+    pixels = clip_pixels(clip)
+    if task in ("i2v", "interpolation"):
+        conditions = [(0, pixels[:, :, 0])]
         if task == "interpolation":
-            keep[:, -1] = 1
-            latents[:, -1] = clip["last_frame_latents"]
-        if task == "extension":
-            kept = int(torch.randint(1, x0.shape[1], (1,), generator=generator))
-            keep[:, :kept] = 1
-            latents[:, :kept] = x0[:, :kept]
-        if task == "edit":
-            keep = clip["edit_keep_masks"] if clip["has_edit_mask"] > 0 else random_keep_box(generator, *x0.shape[1:])
-            # Latent-space stand-in for encoding the video with the region to generate blacked out.
-            latents = torch.where(keep.bool(), x0, latents)
-    return torch.cat([latents, keep])
+            conditions.append((num_frames - 1, pixels[:, :, -1]))
+        return {"frame_conditions": conditions}
+    keep = torch.ones(1, 1, num_frames, height, width)
+    if task == "extension":
+        keep[:, :, int(torch.randint(1, num_frames, (1,), generator=generator)) :] = 0
+    elif task == "edit":
+        has_mask = clip["has_edit_mask"] > 0
+        keep = clip["edit_keep_masks"][None].float() if has_mask else random_keep_box(generator, *keep.shape[2:])
+    return {"video": pixels, "keep_mask": keep, "video_latents": clip["video_latents"][None]}
 
 
-def base_model_inputs(task, clips, null_prompt, black, args, shift, seed, step, offset):
-    """Noisy inputs, targets and conditions of the joint model for one micro-batch."""
-    has_video, has_audio = task != "t2a", task != "t2v"
-    noisy_video, conditions, video_targets, noisy_audio, audio_targets, sigmas, prompts, masks = ([] for _ in range(8))
+def video_condition(task: str, clip: dict, vae, generator: torch.Generator, dropout: bool) -> torch.Tensor:
+    """`(C + 1, F, h, w)` condition channels of one sample, built by the pipelines' `build_video_condition`."""
+    num_frames, height, width = clip["video_frames"].shape[:3]
+    inputs = {} if dropout else task_condition_inputs(task, clip, generator)
+    return build_video_condition(vae, 1, num_frames, height, width, **inputs).as_channels()[0]
+
+
+def base_model_inputs(task, clips, null_prompt, vae, args, shift, seed, step, offset):
+    """Noisy inputs, targets and conditions of the joint model for one micro-batch. A given modality (v2a: video,
+    a2v: audio) enters clean at sigma 0 and has no target."""
+    has_video, has_audio = HAS_VIDEO[task], HAS_AUDIO[task]
+    generates_video, generates_audio = GENERATES_VIDEO[task], GENERATES_AUDIO[task]
+    noisy_video, conditions, video_targets, noisy_audio, audio_targets, prompts, masks = ([] for _ in range(7))
+    video_sigmas, audio_sigmas = [], []
     for i, clip in enumerate(clips):
         generator = sample_generator(seed, step, offset + i)
         sigma = sample_sigma(generator, args, shift)
-        sigmas.append(sigma)
+        independent = bool(torch.rand(1, generator=generator) < args.independent_noise_ratio)
+        audio_sigma = sample_sigma(generator, args, shift) if independent else sigma
+        video_sigma = sigma if generates_video else 0.0
+        audio_sigma = audio_sigma if generates_audio else 0.0
+        video_sigmas.append(video_sigma)
+        audio_sigmas.append(audio_sigma)
         drop_text = bool(torch.rand(1, generator=generator) < args.text_dropout)
         drop_condition = bool(torch.rand(1, generator=generator) < args.condition_dropout)
-        prompts.append(null_prompt[0] if drop_text else clip["prompt_embeds"])
-        masks.append(null_prompt[1] if drop_text else clip["prompt_attention_mask"])
+        prompt = "reference_prompt" if task == "reference_images" else "prompt"  # the MLLM also reads the reference
+        prompts.append(null_prompt[0] if drop_text else clip[f"{prompt}_embeds"])
+        masks.append(null_prompt[1] if drop_text else clip[f"{prompt}_attention_mask"])
         if has_video:
             x0 = clip["video_latents"]
             noise = torch.randn(x0.shape, generator=generator)
-            noisy_video.append((1 - sigma) * x0 + sigma * noise)
+            noisy_video.append((1 - video_sigma) * x0 + video_sigma * noise)
             video_targets.append(noise - x0)
-            conditions.append(video_condition(task, clip, black, generator, drop_condition))
+            # Video-to-audio keeps its condition under dropout: the given video is not a droppable hint.
+            drop = drop_condition and task != "v2a"
+            conditions.append(video_condition(task, clip, vae, generator, drop))
         if has_audio:
             a0 = clip["audio_latents"]
             noise = torch.randn(a0.shape, generator=generator)
-            noisy_audio.append((1 - sigma) * a0 + sigma * noise)
+            noisy_audio.append((1 - audio_sigma) * a0 + audio_sigma * noise)
             audio_targets.append(noise - a0)
     stack = lambda xs: torch.stack(xs) if xs else None  # noqa: E731
+    # Prompts differ in length (the null prompt, prompts read with a reference image): pad to the longest, masked.
+    length = max(p.shape[0] for p in prompts)
+    prompts = [F.pad(p, (0, 0, 0, length - p.shape[0])) for p in prompts]
+    masks = [F.pad(m, (0, length - m.shape[0]), value=False) for m in masks]
     inputs = {
         "hidden_states": torch.cat([stack(noisy_video), stack(conditions)], dim=1) if has_video else None,
         "audio_hidden_states": stack(noisy_audio),
-        "timestep": torch.tensor(sigmas) * 1000,
+        "timestep": torch.tensor(video_sigmas) * 1000 if has_video else None,
+        "audio_timestep": torch.tensor(audio_sigmas) * 1000 if has_audio else None,
         "encoder_hidden_states": stack(prompts),
         "encoder_attention_mask": stack(masks),
     }
-    if task == "reference_images" and has_video:
+    if task == "reference_images":
         inputs["reference_latents"] = stack([clip["reference_latents"] for clip in clips])
     if task == "audio_reference":
         inputs["audio_reference_latents"] = stack([clip["audio_reference_latents"] for clip in clips])
-    return inputs, stack(video_targets), stack(audio_targets)
+    return inputs, stack(video_targets) if generates_video else None, stack(audio_targets) if generates_audio else None
 
 
 def refiner_model_inputs(clips, null_prompt, args, shift, seed, step, offset, sparsity, spatial_factor):
@@ -476,9 +522,8 @@ def main(argv=None) -> None:
                     prediction = transformer(**inputs).sample
                     loss = F.mse_loss(prediction.float(), target.to(prediction.device).float())
                 else:
-                    black = data["black_latents"]
                     inputs, video_target, audio_target = base_model_inputs(
-                        task, clips, null_prompt, black, args, shift, args.seed, micro_step, offset)  # fmt: skip
+                        task, clips, null_prompt, pipe.vae, args, shift, args.seed, micro_step, offset)  # fmt: skip
                     inputs = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
                     output = transformer(**inputs)
                     loss = 0.0

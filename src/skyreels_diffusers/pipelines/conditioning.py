@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .vae_utils import encode_video, video_vae_spec
+from .vae_utils import encode_video, is_per_frame_vae, video_vae_spec
 
 
 @dataclass
@@ -62,18 +62,24 @@ def build_video_condition(
     video: torch.Tensor | None = None,
     keep_mask: torch.Tensor | None = None,
     frame_conditions: list[tuple[int, torch.Tensor]] | None = None,
+    video_latents: torch.Tensor | None = None,
 ) -> VideoCondition:
-    """Build the condition latents and mask for any inpainting-style task.
+    """Build the condition latents and mask for any inpainting-style task. The pipelines and the training script
+    both build every condition with this function.
 
     Args:
         vae: the pipeline's video VAE.
         batch_size, num_frames, height, width: the video to generate (`num_frames = 4k+1`, pixels).
-        video (`torch.Tensor` of shape `(B, 3, F, H, W)` in [-1, 1], *optional*): source video for extension and
-            editing, with `keep_mask` (`(B, 1, F, H, W)`, 1 = keep). Regions to generate are blacked out before
-            encoding; latent frames with no kept cell get the black-image latent.
+        video (`torch.Tensor` of shape `(B, 3, F, H, W)` in [-1, 1], *optional*): source video for extension,
+            editing and video-to-audio, with `keep_mask` (`(B, 1, F, H, W)`, 1 = keep). Regions to generate are
+            blacked out before encoding; latent frames with no kept cell get the black-image latent.
         frame_conditions (list of `(pixel_frame_index, image)`, *optional*): whole-frame conditions (image-to-video,
             last frame, keyframes); `image` is `(B, 3, H, W)` in [-1, 1], encoded alone (as the causal VAE encodes
             frame 0) and placed at latent frame `ceil(index / temporal_compression)`.
+        video_latents (`torch.Tensor` of shape `(B, C, F', h, w)`, *optional*): `encode_video(vae, video)`, when
+            the caller has it. Latent frames whose pixels are all kept then take it instead of being encoded again
+            (every frame for a per-frame image VAE; the whole clip for a video VAE when everything is kept): the
+            result is the same, without the VAE pass.
 
     Returns:
         [`VideoCondition`] on the latent grid.
@@ -89,16 +95,35 @@ def build_video_condition(
     if video is not None:
         keep = keep_mask.to(device=device, dtype=latents.dtype)
         mask = latent_keep_mask(keep, spec.temporal_compression, spec.spatial_compression)
-        masked_video = torch.where(keep.bool(), video.to(device), torch.full_like(video, -1.0, device=device))
-        encoded = encode_video(vae, masked_video).to(latents.dtype)
-        frame_has_condition = mask.amax(dim=(1, 3, 4), keepdim=True).bool()
-        latents = torch.where(frame_has_condition, encoded, latents)
+        has_condition = mask.amax(dim=(1, 3, 4)).bool()  # (B, F'): latent frames holding a kept cell
+        if has_condition.any():
+            encoded = _encode_kept_video(vae, video.to(device), keep.bool(), video_latents, has_condition)
+            latents = torch.where(has_condition[:, None, :, None, None], encoded.to(latents.dtype), latents)
 
     for frame_index, image in frame_conditions or []:
         latent_index = latent_frame_index(frame_index, spec.temporal_compression)
         latents[:, :, latent_index] = encode_video(vae, image[:, :, None].to(device))[:, :, 0].to(latents.dtype)
         mask[:, :, latent_index] = 1.0
     return VideoCondition(latents=latents, mask=mask)
+
+
+def _encode_kept_video(vae, video, keep, video_latents, needed) -> torch.Tensor:
+    """Latents of `video` with the regions to generate blacked out (values on latent frames not `needed` are
+    unused). Frames kept whole take `video_latents` when given (see `build_video_condition`)."""
+    masked = torch.where(keep, video, torch.full_like(video, -1.0))
+    if video_latents is None:
+        return encode_video(vae, masked)
+    if bool(keep.all()):
+        return video_latents
+    if not is_per_frame_vae(vae):  # a video VAE mixes frames: only the unmasked whole clip is its own encoding
+        return encode_video(vae, masked)
+    encoded = video_latents.clone()
+    kept_whole = keep.flatten(3).all(dim=-1).all(dim=1)  # (B, F): frame = latent frame without temporal compression
+    for sample, frames in enumerate(needed & ~kept_whole):
+        index = frames.nonzero()[:, 0]
+        if len(index):
+            encoded[sample, :, index] = encode_video(vae, masked[sample : sample + 1, :, index])[0]
+    return encoded
 
 
 def build_refiner_condition(

@@ -13,7 +13,6 @@
 # limitations under the License.
 """SkyReelsV4Pipeline: text (plus instruction images) -> video with synchronized audio."""
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixi
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
-from .conditioning import build_video_condition
+from .conditioning import build_video_condition, latent_frame_index
 from .denoising import denoise, num_loop_iterations
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import (
@@ -294,10 +293,8 @@ class SkyReelsV4Pipeline(
         if generate_audio:
             spec = self.audio_spec or audio_spec_from_transformer(self.transformer)
             audio_duration = audio_duration or num_frames / fps
-            # Cover the whole duration; the decoded waveform is trimmed to it.
-            num_audio_latents = math.ceil(audio_duration * spec.sample_rate / spec.samples_per_latent)
             audio_latents = self.prepare_audio_latents(
-                batch_size, num_audio_latents, torch.float32, device, generator, audio_latents
+                batch_size, spec.num_latents(audio_duration), torch.float32, device, generator, audio_latents
             )
             start = video_lead_steps if generate_video else 0
             streams.append(
@@ -374,7 +371,7 @@ class SkyReelsV4Pipeline(
             raise ValueError(
                 f"`keyframe_indices` must be frame indices in [0, num_frames={num_frames}), got {keyframe_indices}."
             )
-        latent_positions = [math.ceil(i / temporal) for i in keyframe_indices]
+        latent_positions = [latent_frame_index(i, temporal) for i in keyframe_indices]
         if len(set(latent_positions)) != len(latent_positions):
             raise ValueError(
                 f"`keyframe_indices` {keyframe_indices} fall in the same latent frames {latent_positions}; use at most "

@@ -6,7 +6,6 @@ whole and only the audio is generated. Audio-to-video gives the audio track inst
 audio reference are prepended in context to the video and audio tokens.
 """
 
-import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +35,7 @@ from .denoising import PreservedLatents, denoise, num_loop_iterations
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin, num_frames_for_duration, per_prompt_images
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .vae_utils import encode_audio, encode_video
+from .vae_utils import encode_audio_track, encode_video
 
 
 # Peak amplitude below which a given audio track counts as silent (-80 dBFS): nothing for a video to follow.
@@ -319,13 +318,17 @@ class SkyReelsV4InpaintPipeline(
         timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
 
         # 4. Conditions on the latent grid: the channel-concatenated condition, references, audio reference
-        source = None if source_frames is None else (source_frames * 2 - 1).movedim(1, 0)[None]
+        source = source_latents = None
+        if source_frames is not None:
+            source = (source_frames * 2 - 1).movedim(1, 0)[None]
+            source_latents = encode_video(self.vae, source).expand(batch_size, -1, -1, -1, -1)
         keep_all = torch.ones(1, 1, num_frames, height, width) if video_given else pixel_keep
         condition = build_video_condition(
             self.vae, batch_size, num_frames, height, width,
             video=None if source is None else source.expand(batch_size, -1, -1, -1, -1),
             keep_mask=None if keep_all is None else keep_all.expand(batch_size, -1, -1, -1, -1),
             frame_conditions=[(index, frame.expand(batch_size, -1, -1, -1)) for index, frame in frame_conditions],
+            video_latents=source_latents,
         )  # fmt: skip
         reference_latents = None
         if reference_pil:
@@ -345,8 +348,7 @@ class SkyReelsV4InpaintPipeline(
             batch_size, height, width, num_frames, torch.float32, device, generator, latents
         )
         audio_duration = audio_duration or num_frames / fps
-        spec = self.audio_spec
-        num_audio_latents = math.ceil(audio_duration * spec.sample_rate / spec.samples_per_latent)
+        num_audio_latents = self.audio_spec.num_latents(audio_duration)
         if generate_audio:
             audio_latents = self.prepare_audio_latents(
                 batch_size, num_audio_latents, torch.float32, device, generator, audio_latents
@@ -359,8 +361,7 @@ class SkyReelsV4InpaintPipeline(
                 from_source = torch.ones(known.shape[2], dtype=torch.bool, device=known.device)
                 for index, _ in frame_conditions:
                     from_source[latent_frame_index(index, self.vae_spec.temporal_compression)] = False
-                source_latents = encode_video(self.vae, source).float().expand(batch_size, -1, -1, -1, -1)
-                known = torch.where(from_source.view(1, 1, -1, 1, 1), source_latents, known)
+                known = torch.where(from_source.view(1, 1, -1, 1, 1), source_latents.float(), known)
             noise = randn_tensor(known.shape, generator=generator, device=device, dtype=torch.float32)
             preserved = PreservedLatents(known, condition.mask.float(), noise)
 
@@ -375,10 +376,8 @@ class SkyReelsV4InpaintPipeline(
                 self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
             )
         elif given_audio is not None:
-            num_samples = num_audio_latents * spec.samples_per_latent
-            padded = torch.nn.functional.pad(given_audio, (0, max(0, num_samples - given_audio.shape[-1])))
-            given_latents = encode_audio(self.audio_vae, padded[None, :, :num_samples].to(device)).float()
-            streams.append(self.latent_stream("audio", given_latents.expand(batch_size, -1, -1), None))
+            given_latents = encode_audio_track(self.audio_vae, given_audio[None].to(device), num_audio_latents)
+            streams.append(self.latent_stream("audio", given_latents.float().expand(batch_size, -1, -1), None))
         self._num_timesteps = num_loop_iterations(streams)
 
         # 6. Denoising loop
@@ -534,7 +533,7 @@ class SkyReelsV4InpaintPipeline(
             num_channels=spec.audio_channels,
             max_duration=self.config.max_audio_reference_seconds,
         )
-        return encode_audio(self.audio_vae, waveform[None])
+        return encode_audio_track(self.audio_vae, waveform[None], spec.num_latents(waveform.shape[-1] / spec.sample_rate))
 
 
 # ---------------------------------------------------------------------- pixel input helpers

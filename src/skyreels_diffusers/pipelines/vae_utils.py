@@ -6,6 +6,7 @@ default model uses one). Audio: `MMAudioVAE` (mel latents, decoded to a waveform
 `AutoencoderOobleck` (waveform latents, no vocoder).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,10 +27,19 @@ class AudioVAESpec:
     latent_channels: int
     audio_channels: int
 
+    def num_latents(self, seconds: float) -> int:
+        """Audio latents covering `seconds` (the decoded waveform is trimmed back to it)."""
+        return math.ceil(seconds * self.sample_rate / self.samples_per_latent)
+
+
+def is_per_frame_vae(vae) -> bool:
+    """An image `AutoencoderKL` applied to every frame alone (no temporal compression)."""
+    return isinstance(vae, AutoencoderKL)
+
 
 def video_vae_spec(vae) -> VideoVAESpec:
     config = vae.config
-    if isinstance(vae, AutoencoderKL):  # an image VAE, frame by frame; each down block but the last halves H and W
+    if is_per_frame_vae(vae):  # each down block but the last halves H and W
         return VideoVAESpec(1, 2 ** (len(config.block_out_channels) - 1), config.latent_channels)
     temporal = getattr(config, "temporal_compression_ratio", None) or getattr(config, "scale_factor_temporal", None)
     spatial = getattr(config, "spatial_compression_ratio", None) or getattr(config, "scale_factor_spatial", None)
@@ -60,7 +70,7 @@ def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
     Samples go through the VAE one at a time: `AutoencoderKLHunyuanVideo15` (diffusers 0.42) fails on batches > 1,
     and per-sample passes also bound the VAE's peak memory."""
     video = video.to(device=vae.device, dtype=vae.dtype)
-    if isinstance(vae, AutoencoderKL):
+    if is_per_frame_vae(vae):
         latents = _per_frame(lambda frames: vae.encode(frames).latent_dist.mode(), video)
     else:
         latents = torch.cat([vae.encode(sample[None]).latent_dist.mode() for sample in video])
@@ -73,7 +83,7 @@ def decode_video(vae, latents: torch.Tensor) -> torch.Tensor:
     latents = latents.to(device=vae.device, dtype=vae.dtype)
     shift, scale = _video_latent_stats(vae, latents)
     latents = latents / scale + shift
-    if isinstance(vae, AutoencoderKL):
+    if is_per_frame_vae(vae):
         return _per_frame(lambda frames: vae.decode(frames).sample, latents).clamp(-1, 1)
     return torch.cat([vae.decode(sample[None]).sample for sample in latents]).clamp(-1, 1)
 
@@ -106,6 +116,15 @@ def encode_audio(audio_vae, waveform: torch.Tensor) -> torch.Tensor:
         latents = audio_vae.encode(waveform.mean(dim=1)).latent_dist.mode()  # MMAudio is mono
         return latents * audio_vae.config.scaling_factor
     return audio_vae.encode(waveform).latent_dist.mode()
+
+
+def encode_audio_track(audio_vae, waveform: torch.Tensor, num_latents: int) -> torch.Tensor:
+    """A soundtrack `(B, channels, samples)` at the VAE's rate -> exactly `num_latents` latents `(B, C_a, L)`: the
+    waveform is padded with silence (or cut) to whole latents first, so a track of any length lines up with the
+    audio latents the transformer generates for the same duration."""
+    num_samples = num_latents * audio_vae_spec(audio_vae).samples_per_latent
+    waveform = torch.nn.functional.pad(waveform, (0, max(0, num_samples - waveform.shape[-1])))
+    return encode_audio(audio_vae, waveform[..., :num_samples])
 
 
 def decode_audio(audio_vae, vocoder, latents: torch.Tensor) -> torch.Tensor:
