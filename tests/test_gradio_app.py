@@ -70,6 +70,21 @@ def write_clip(path, num_frames=9, size=(32, 32), fps=16, with_audio=True):
     )
 
 
+def write_wav(path, seconds: float, rate: int = 16000) -> str:
+    """A 16-bit mono WAV of clicks, written with PyAV (browsers play WAV whatever codecs they were built with)."""
+    samples = np.zeros(round(seconds * rate), np.int16)
+    samples[:: rate // 8] = 20000
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return str(path)
+
+
 def streams_of(path_or_file):
     with av.open(path_or_file) as container:
         return {stream.type: stream.codec_context.name for stream in container.streams}
@@ -265,13 +280,17 @@ def test_each_tab_writes_an_mp4_with_sound(runner, tmp_path):
         "edit": {"prompt": "<text>Blue.</text>", "video": source, "mask_drawn": {"layers": [layer]}},
         "extend": {"prompt": "<text>More.</text>", "video": source, "keep_frames": 5},
         "references": {"prompt": "<text>@image_1</text>", "image_1": image, "image_3": image, "audio": source},
+        "video_to_audio": {"prompt": "<sfx>Knocks.</sfx>", "video": source},
+        "audio_to_video": {"prompt": "<text>A ball.</text>", "audio": source, "image": image},
     }
     for task, inputs in cases.items():
         video, download, status = runner.run(task, {**SETTINGS, **inputs}, lambda *a, **k: progress.append(a[0]))
         assert video == download and streams_of(video) == {"video": "h264", "audio": "aac"}, task
         with av.open(video) as container:
             assert container.streams.video[0].frames == 9, task  # the edited 24 fps clip: 10 frames at 16, cut to 4k+1
-        assert status.startswith("Done in") and "32x32 at 16 fps" in status, task
+        # Video-to-audio returns the uploaded frames as they are (40x32); the others are made at the model's size.
+        size = "40x32" if task == "video_to_audio" else "32x32"
+        assert status.startswith("Done in") and f"{size} at 16 fps" in status, (task, status)
     assert progress[:2] == [(1, 2), (2, 2)]
 
 
@@ -406,4 +425,25 @@ def test_browser_edit_with_a_painted_mask(page, tmp_path):
 
     page.get_by_text("Done in").wait_for(timeout=60_000)
     assert "follows the source video (9 frames)" in page.locator("#status").inner_text()
+    assert served_streams(page, page.locator("#result-video video"), tmp_path) == {"video": "h264", "audio": "aac"}
+
+
+@pytest.mark.timeout(180)
+def test_browser_video_to_audio_and_audio_to_video(page, tmp_path):
+    source = write_clip(tmp_path / "source.mp4", num_frames=9, size=(32, 32))
+    page.get_by_role("tab", name="Video → audio").click()
+    page.locator("#v2a-prompt textarea").fill("<sfx>A knock on every bounce.</sfx>")
+    page.locator("#v2a-video input[type=file]").set_input_files(source)
+    page.wait_for_timeout(1_000)
+    page.locator("#v2a-generate").click()
+    page.get_by_text("Done in").wait_for(timeout=60_000)
+    assert "soundtrack of the uploaded video" in page.locator("#status").inner_text()
+    assert served_streams(page, page.locator("#result-video video"), tmp_path) == {"video": "h264", "audio": "aac"}
+
+    page.get_by_role("tab", name="Audio → video").click()
+    page.locator("#a2v-prompt textarea").fill("<text>A ball bounces to the beat.</text>")
+    page.locator("#a2v-audio input[type=file]").set_input_files(write_wav(tmp_path / "sound.wav", seconds=0.5))
+    page.wait_for_timeout(1_000)
+    page.locator("#a2v-generate").click()
+    page.get_by_text("the length follows the soundtrack").wait_for(timeout=60_000)
     assert served_streams(page, page.locator("#result-video video"), tmp_path) == {"video": "h264", "audio": "aac"}

@@ -308,6 +308,44 @@ def test_cli_generate_writes_an_mp4(tmp_path, monkeypatch, capsys):
     assert "height" in capsys.readouterr().err
 
 
+def test_cli_video_to_audio_and_audio_to_video(tmp_path, monkeypatch, capsys):
+    import av
+
+    from skyreels_diffusers.cli import main
+    from skyreels_diffusers.utils.media import export_to_video_with_audio
+
+    monkeypatch.delenv("SKYREELS_V4_MODEL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    frames = (np.random.RandomState(0).rand(9, 32, 32, 3) * 255).astype(np.uint8)
+    tone = 0.3 * np.sin(np.arange(round(0.8 * 16000)) / 5).astype(np.float32)
+    export_to_video_with_audio(frames, "in.mp4", fps=16)
+    export_to_video_with_audio(frames[:1].repeat(13, axis=0), "sound.mp4", fps=16, audio=tone, audio_sample_rate=16000)
+    assert main(["generate", "--prompt", PROMPT, "--video", "in.mp4", "--out", "foley.mp4", "--steps", "2"]) == 0
+    with av.open("foley.mp4") as container:
+        assert {s.type for s in container.streams} == {"video", "audio"} and container.streams.video[0].frames == 9
+    assert main(["generate", "--prompt", PROMPT, "--audio", "sound.mp4", "--out", "a2v.mp4", "--steps", "2"]) == 0
+    assert "13 frames" in capsys.readouterr().out  # the clip follows the soundtrack's length
+    assert main(["generate", "--prompt", PROMPT, "--video", "missing.mp4"]) == 2
+    assert "--video" in capsys.readouterr().err
+    assert main(["generate", "--prompt", PROMPT, "--video", "in.mp4", "--audio", "sound.mp4"]) == 2
+    assert "Nothing is left to generate" in capsys.readouterr().err
+
+
+def test_video_lead_steps_start_the_audio_later(pipe):
+    calls = []
+    handle = pipe.transformer.register_forward_pre_hook(lambda m, a, kw: calls.append(kw), with_kwargs=True)
+    try:
+        out = run(pipe, num_inference_steps=3, video_lead_steps=2, guidance_scale=1.0)
+    finally:
+        handle.remove()
+    assert len(calls) == 5 and pipe.num_timesteps == 5  # 3 steps each, the audio two behind
+    video = [float(c["timestep"][0]) for c in calls]
+    audio = [float(c["audio_timestep"][0]) for c in calls]
+    assert audio[:3] == [video[0]] * 3  # the audio waits as pure noise
+    assert audio[2:] == video[:3] and video[3:] == [0.0, 0.0]  # then takes the same steps; the video is done
+    assert out.audio.shape == (1, 1, NUM_SAMPLES) and np.isfinite(out.audio).all()
+
+
 def test_vae_tiling_passes_through():
     pipe = build_tiny_pipeline()
     pipe.vae.enable_tiling(

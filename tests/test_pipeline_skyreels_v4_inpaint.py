@@ -229,8 +229,9 @@ def test_audio_reference_resampled_to_the_vae_rate(pipe, rate):
     seconds = 0.5
     tone = np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate).astype(np.float32)
     latents = pipe._encode_audio_reference(tone, rate)
-    # Resampled to 44.1 kHz: 22050 samples -> 21 latents of 1024 samples (MMAudio drops a partial last latent).
-    assert latents.shape == (1, 8, 22050 // 1024)
+    # Resampled to 44.1 kHz: 22050 samples, padded with silence to whole latents of 1024 samples -> 22 latents (as
+    # training encodes its audio references), so no tail is lost.
+    assert latents.shape == (1, 8, -(-22050 // 1024))
     seen = {}
 
     def capture(module, args, kwargs):
@@ -285,3 +286,90 @@ def test_image_vae_tasks_frame_by_frame():
     mask[3:6, :, 16:] = 0  # only frames 3-5 regenerated: the others are conditions, frame by frame
     edited = run(pipe, video=video, mask=mask)
     np.testing.assert_array_equal(edited.frames[0][mask.astype(bool)], video[mask.astype(bool)])
+
+
+# ---------------------------------------------------------------------- video-to-audio and audio-to-video
+
+
+def transformer_calls(pipe, call):
+    """The keyword arguments of every transformer call made by `call()`."""
+    calls = []
+    handle = pipe.transformer.register_forward_pre_hook(lambda m, a, kw: calls.append(kw), with_kwargs=True)
+    try:
+        out = call()
+    finally:
+        handle.remove()
+    return out, calls
+
+
+def test_video_to_audio_keeps_every_frame_and_generates_the_sound(pipe):
+    video = (random_video() * 255).round().astype(np.uint8)
+    out, calls = transformer_calls(pipe, lambda: run(pipe, video=video, guidance_scale=3.0))
+    np.testing.assert_array_equal(out.frames[0], video.astype(np.float32) / 255)  # returned exactly as given
+    assert out.audio.shape == (1, 1, round(FRAMES / 16 * 44100)) and np.isfinite(out.audio).all()
+    # The video is a clean condition: the same latents at timestep 0 in every call (conditional and unconditional),
+    # its mask all ones; the audio walks down the schedule.
+    assert len(calls) == 4
+    first = calls[0]["hidden_states"]
+    assert all(torch.equal(c["hidden_states"], first) and not c["timestep"].any() for c in calls)
+    assert first[:, -1].eq(1).all()
+    assert calls[0]["audio_timestep"][0] > calls[2]["audio_timestep"][0] > 0
+
+
+def test_video_to_audio_returns_frames_of_any_size_and_reads_files(pipe, tmp_path):
+    from skyreels_diffusers.utils.media import export_to_video_with_audio
+
+    big = (np.random.RandomState(2).rand(FRAMES, 48, 40, 3) * 255).astype(np.uint8)
+    out = run(pipe, video=big)  # the model sees it at 32x32; the output is the input
+    np.testing.assert_array_equal(out.frames[0], big.astype(np.float32) / 255)
+    # A file at another frame rate is resampled to the model's 16 fps first.
+    path = export_to_video_with_audio(big[:6].repeat(3, axis=0), str(tmp_path / "in.mp4"), fps=32)
+    out = run(pipe, video=path)
+    assert out.frames.shape[1] == 9 and out.audio.shape == (1, 1, round(9 / 16 * 44100))
+
+
+def test_audio_to_video_returns_the_given_track_and_follows_its_length(pipe):
+    rate = 44100
+    track = 0.3 * np.sin(2 * np.pi * 330 * np.arange(round(0.8 * rate)) / rate).astype(np.float32)
+    out, calls = transformer_calls(pipe, lambda: run(pipe, audio=track, audio_sample_rate=rate, guidance_scale=1.0))
+    np.testing.assert_array_equal(out.audio[0, 0], track)  # returned exactly as given
+    assert out.frames.shape[1] == 13  # 0.8 s at 16 fps, as 4k+1 frames: 13 (0.8125 s)
+    first = calls[0]["audio_hidden_states"]
+    assert all(torch.equal(c["audio_hidden_states"], first) and not c["audio_timestep"].any() for c in calls)
+    assert calls[0]["timestep"][0] > calls[1]["timestep"][0] > 0
+
+
+def test_image_animated_to_a_sound(pipe):
+    track = np.random.RandomState(0).uniform(-0.5, 0.5, round(FRAMES / 16 * 16000)).astype(np.float32)
+    out = run(pipe, image=random_image(), audio=track, audio_sample_rate=16000, preserve_unmasked=True)
+    assert out.frames.shape == (1, FRAMES, SIZE, SIZE, 3) and out.audio.shape[-1] == round(FRAMES / 16 * 44100)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"video": np.zeros((0, SIZE, SIZE, 3), np.float32)}, "no frames"),
+        ({"audio": np.zeros(0, np.float32), "audio_sample_rate": 16000}, "`audio`.*at least one sample"),
+        ({"audio": np.zeros(9000, np.float32), "audio_sample_rate": 16000}, "silent"),
+        ({"audio": np.full(9000, np.nan, np.float32), "audio_sample_rate": 16000}, "`audio`.*NaN"),
+        ({"video": random_video(), "audio": np.ones(9000, np.float32) * 0.1, "audio_sample_rate": 16000}, "Nothing"),
+        ({"video": random_video(), "generate_audio": False}, "Nothing"),
+        ({"audio": np.ones(16000, np.float32) * 0.1, "audio_sample_rate": 16000, "num_frames": 9}, "num_frames"),
+        ({"audio": np.ones(9000, np.float32) * 0.1, "audio_sample_rate": 16000, "audio_duration": 0.5}, "audio_duration"),
+        ({"video": random_video(), "num_frames": 5}, "num_frames"),
+        ({"video": random_video(), "image": random_image()}, "image"),
+        ({"video": random_video(), "reference_images": [random_image()]}, "reference"),
+        ({"audio": np.ones(9000, np.float32) * 0.1, "audio_sample_rate": 16000, "audio_reference": np.ones(100),
+          "audio_reference_sample_rate": 16000}, "audio_reference"),
+        ({"video_lead_steps": -1}, "video_lead_steps"),
+    ],
+)
+def test_bad_video_and_audio_conditions_are_refused_before_any_model_work(pipe, kwargs, match):
+    calls = []
+    handle = pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=match):
+            run(pipe, **kwargs)
+    finally:
+        handle.remove()
+    assert not calls

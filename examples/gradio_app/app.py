@@ -374,25 +374,28 @@ def check_extension(keep_frames: Any, num_source_frames: int, num_frames: int) -
     return keep
 
 
+def check_audio_file(path: str | None, kind: str, max_seconds: float, limits: Limits) -> str:
+    """A readable audio file no longer than `max_seconds`; `kind` names it in the messages."""
+    if not limits.has_audio:
+        raise InputError(f"This model makes no audio, so it cannot use {kind}.")
+    path = check_upload(path, kind, AUDIO_SUFFIXES)
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise InputError(f"{kind.capitalize()} has no audio track.")
+            duration = container.duration / av.time_base if container.duration else None
+    except av.FFmpegError as error:
+        raise InputError(f"{kind.capitalize()} could not be read as audio ({error}).") from error
+    if duration is not None and duration > max_seconds:
+        raise InputError(f"{kind.capitalize()} is {duration:.1f} s long; the limit is {max_seconds:g} s.")
+    return path
+
+
 def check_audio_reference(path: str | None, limits: Limits) -> str | None:
     """An optional audio reference: a readable audio file no longer than the pipeline accepts."""
     if not path:
         return None
-    if not limits.has_audio:
-        raise InputError("This model makes no audio, so it cannot use an audio reference.")
-    path = check_upload(path, "the audio reference", AUDIO_SUFFIXES)
-    try:
-        with av.open(path) as container:
-            if not container.streams.audio:
-                raise InputError("The audio reference has no audio track.")
-            duration = container.duration / av.time_base if container.duration else None
-    except av.FFmpegError as error:
-        raise InputError(f"The audio reference could not be read as audio ({error}).") from error
-    if duration is not None and duration > limits.max_audio_reference_seconds:
-        raise InputError(
-            f"The audio reference is {duration:.1f} s long; the limit is {limits.max_audio_reference_seconds:g} s."
-        )
-    return path
+    return check_audio_file(path, "the audio reference", limits.max_audio_reference_seconds, limits)
 
 
 def compose_prompt(*parts: str) -> str:
@@ -501,6 +504,22 @@ class DemoRunner:
             raise InputError("Please add at least one reference image or an audio reference (or use the Text tab).")
         call = {"prompt": prompt, "reference_images": images or None, "audio_reference": audio}
         return self.models.inpaint, call, [f"{len(images)} reference image(s)" + (" + audio" if audio else "")]
+
+    def video_to_audio(self, settings: Settings, prompt: str, video: str):
+        prompt = check_prompt(prompt)
+        if not self.limits.has_audio:
+            raise InputError("This model makes no audio, so it cannot make a soundtrack.")
+        frames = frames_for_edit(read_video(video, self.limits.fps), self.limits)
+        call = {"prompt": prompt, "video": frames, "num_frames": len(frames)}
+        return self.models.inpaint, call, [f"the soundtrack of the uploaded video ({len(frames)} frames)"]
+
+    def audio_to_video(self, settings: Settings, prompt: str, audio: str, image=None):
+        prompt = check_prompt(prompt)
+        path = check_audio_file(audio, "the soundtrack", self.limits.max_duration, self.limits)
+        call = {"prompt": prompt, "audio": path, "image": image, "num_frames": None}
+        return self.models.inpaint, call, ["the length follows the soundtrack"] + (
+            ["animated from the uploaded image"] if image is not None else []
+        )
 
     # --- shared path
 
@@ -752,6 +771,38 @@ def build_demo(
                         )
                         inputs = {"prompt": extend_prompt, "video": extend_video, "keep_frames": keep}
                         generate_buttons["extend"] = (inputs, _generate_button("extend"))
+                    with gr.Tab("Video → audio", id="v2a"):
+                        v2a_prompt = prompt_editor("v2a", "<sfx>What the video should sound like.</sfx>")
+                        v2a_video = gr.Video(
+                            label="Video to give a soundtrack (its frames are kept as they are)",
+                            sources=["upload"],
+                            height=320,
+                            elem_id="v2a-video",
+                        )
+                        generate_buttons["video_to_audio"] = (
+                            {"prompt": v2a_prompt, "video": v2a_video},
+                            _generate_button("v2a"),
+                        )
+                    with gr.Tab("Audio → video", id="a2v"):
+                        a2v_prompt = prompt_editor("a2v", "<text>What should be seen.</text>")
+                        with gr.Row():
+                            a2v_audio = gr.Audio(
+                                label=f"Soundtrack (at most {limits.max_duration:g} s; the clip follows its length)",
+                                type="filepath",
+                                sources=["upload"],
+                                format=None,
+                                interactive=limits.has_audio,
+                                elem_id="a2v-audio",
+                            )
+                            a2v_image = gr.Image(
+                                label="First frame (optional: animate an image to the sound)",
+                                type="pil",
+                                sources=["upload"],
+                            )
+                        generate_buttons["audio_to_video"] = (
+                            {"prompt": a2v_prompt, "audio": a2v_audio, "image": a2v_image},
+                            _generate_button("a2v"),
+                        )
                     with gr.Tab("References", id="references"):
                         references_prompt = prompt_editor(
                             "references", "<text>@image_1 walks along a beach.</text><dialogue>@audio_1 ...</dialogue>"

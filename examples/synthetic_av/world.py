@@ -60,6 +60,24 @@ def shape_mask(shape: str, center: np.ndarray, radius: float, size: int) -> np.n
     return (dy <= radius * 0.8) & (dy >= -radius) & (np.abs(dx) <= (dy + radius) * 0.6)
 
 
+def knock(shape: str, colour: str, sample_rate: int) -> np.ndarray:
+    """The sound of one wall hit: a decaying tone, pitch from the shape, harmonics (timbre) from the colour."""
+    t = np.arange(int(TONE_SECONDS * sample_rate)) / sample_rate
+    tone = sum(
+        weight * np.sin(2 * np.pi * PITCH_HZ[shape] * (harmonic + 1) * t)
+        for harmonic, weight in enumerate(TIMBRE[colour])
+    )
+    return (0.5 * tone / sum(TIMBRE[colour]) * np.exp(-t / TONE_DECAY_SECONDS)).astype(np.float32)
+
+
+def add_knock(audio: np.ndarray, seconds: float, shape: str, colour: str, sample_rate: int) -> None:
+    """Mix one knock into `audio` (mono, in place) starting at `seconds`."""
+    tone = knock(shape, colour, sample_rate)
+    start = int(round(seconds * sample_rate))
+    end = min(len(audio), start + len(tone))
+    audio[start:end] += tone[: end - start]
+
+
 def render_clip(
     seed: int,
     num_frames: int = 33,
@@ -106,17 +124,8 @@ def render_clip(
     bounces = sorted(b for b in bounces if b[0] < num_frames / fps)
 
     audio = np.zeros(int(round(num_frames / fps * sample_rate)), dtype=np.float32)
-    tone_t = np.arange(int(TONE_SECONDS * sample_rate)) / sample_rate
     for seconds, index in bounces:
-        obj = objects[index]
-        tone = sum(
-            weight * np.sin(2 * np.pi * PITCH_HZ[obj["shape"]] * (harmonic + 1) * tone_t)
-            for harmonic, weight in enumerate(TIMBRE[obj["colour"]])
-        )
-        tone = (0.5 * tone / sum(TIMBRE[obj["colour"]]) * np.exp(-tone_t / TONE_DECAY_SECONDS)).astype(np.float32)
-        start = int(round(seconds * sample_rate))
-        end = min(len(audio), start + len(tone))
-        audio[start:end] += tone[: end - start]
+        add_knock(audio, seconds, objects[index]["shape"], objects[index]["colour"], sample_rate)
     audio = np.clip(audio, -1, 1)
 
     caption = " ".join(

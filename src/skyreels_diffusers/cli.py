@@ -1,6 +1,9 @@
 """`skyreels-v4`: the command line of skyreels-diffusers.
 
 skyreels-v4 generate --prompt "<text>A red ball bounces.</text><sfx>A knock on each bounce.</sfx>" --out clip.mp4
+skyreels-v4 generate --prompt "..." --video in.mp4 --out foley.mp4      # video-to-audio: the soundtrack of a video
+skyreels-v4 generate --prompt "..." --audio in.wav --out clip.mp4       # audio-to-video: a video for a soundtrack
+skyreels-v4 generate --prompt "..." --image first.png --audio in.wav    # an image animated to a sound
 """
 
 import argparse
@@ -50,12 +53,24 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
     generate.add_argument("--guidance-scale", type=float, default=5.0)
     generate.add_argument("--audio-guidance-scale", type=float, default=None)
     generate.add_argument("--no-audio", action="store_true", help="video only (T2V)")
+    generate.add_argument("--image", default=None, help="first frame (image-to-video); combines with --audio")
+    generate.add_argument("--video", default=None,
+                          help="video file: generate its soundtrack (video-to-audio); the frames are kept")  # fmt: skip
+    generate.add_argument("--audio", default=None,
+                          help="audio file (WAV, MP3, an MP4's track, ...): generate a video for it (audio-to-video); "
+                               "the clip's length follows the audio")  # fmt: skip
+    generate.add_argument("--video-lead-steps", type=int, default=0,
+                          help="video and audio both generated: start the audio this many steps after the video")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skyreels-v4", description="SkyReels-V4 video + audio generation.")
     commands = parser.add_subparsers(dest="command", required=True)
-    add_generate_arguments(commands.add_parser("generate", help="text (+ tags) -> MP4 with synchronized audio"))
+    add_generate_arguments(
+        commands.add_parser(
+            "generate", help="text (+ an image, a video or a soundtrack) -> MP4 with synchronized audio"
+        )
+    )
     return parser
 
 
@@ -89,19 +104,33 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
     num_frames = None
     if args.duration is not None:
         num_frames = frames_for_duration(args.duration, fps, pipe.vae_spec.temporal_compression)
+    call = {
+        "negative_prompt": args.negative_prompt,
+        "height": args.height,
+        "width": args.width,
+        "num_frames": num_frames,
+        "generate_audio": not args.no_audio,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "audio_guidance_scale": args.audio_guidance_scale,
+        "video_lead_steps": args.video_lead_steps,
+        "generator": torch.Generator().manual_seed(args.seed),
+    }
+    conditions = {"image": args.image, "video": args.video, "audio": args.audio}
+    if any(value is not None for value in conditions.values()):
+        from skyreels_diffusers import SkyReelsV4InpaintPipeline
+
+        for name in ("image", "video", "audio"):
+            if conditions[name] is not None and not os.path.isfile(conditions[name]):
+                raise ValueError(f"`--{name}` must be an existing file, got {conditions[name]!r}.")
+        if args.image is not None:
+            import PIL.Image
+
+            conditions["image"] = PIL.Image.open(args.image).convert("RGB")
+        pipe = SkyReelsV4InpaintPipeline.from_pipe(pipe)
+        call.update({name: value for name, value in conditions.items() if value is not None})
     start = time.perf_counter()
-    output = pipe(
-        args.prompt,
-        negative_prompt=args.negative_prompt,
-        height=args.height,
-        width=args.width,
-        num_frames=num_frames,
-        generate_audio=not args.no_audio,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        audio_guidance_scale=args.audio_guidance_scale,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    output = pipe(args.prompt, **call)
     seconds = time.perf_counter() - start
     if not write:
         return None

@@ -224,6 +224,13 @@ class SkyReelsV4InpaintPipeline(
         video_given = video is not None and mask is None and num_condition_frames is None
         source_frames = None if video is None else _frames_to_tensor("video", video, height, width)
 
+        audio_given = keep_input_audio or audio is not None
+        if video_given and (audio_given or not generate_audio):
+            raise ValueError(
+                "Nothing is left to generate: `video` alone gives every frame (video-to-audio), and the audio is "
+                + ("given too (`audio` / `keep_input_audio`)." if audio_given else "off (`generate_audio=False`).")
+            )
+        generate_audio = generate_audio and not audio_given
         given_audio = None
         if keep_input_audio:
             from ..utils.media import load_video_audio
@@ -266,12 +273,6 @@ class SkyReelsV4InpaintPipeline(
         if source_frames is not None:  # extension: frames past the source are black (not kept anyway)
             source_frames = torch.nn.functional.pad(
                 source_frames[:num_frames], (0, 0, 0, 0, 0, 0, 0, max(0, num_frames - len(source_frames)))
-            )
-        generate_audio = generate_audio and given_audio is None
-        if video_given and not generate_audio:
-            raise ValueError(
-                "Nothing is left to generate: `video` alone gives every frame (video-to-audio), and the audio is "
-                + ("given too (`audio` / `keep_input_audio`)." if given_audio is not None else "off (`generate_audio=False`).")
             )
         references = [*(reference_images or []), *(reference_video or [])]
         if len(references) > self.config.max_references:
@@ -491,7 +492,10 @@ class SkyReelsV4InpaintPipeline(
         if self.audio_vae is None:
             raise ValueError("`audio` (audio-to-video) needs an `audio_vae` component to encode it; this pipeline has none.")
         spec = self.audio_spec
-        waveform = load_audio(audio, spec.sample_rate, sample_rate=sample_rate, num_channels=spec.audio_channels)
+        waveform = load_audio(
+            audio, spec.sample_rate, sample_rate=sample_rate, num_channels=spec.audio_channels, name="audio",
+            sample_rate_name="audio_sample_rate",
+        )  # fmt: skip
         if waveform.shape[-1] == 0:
             raise ValueError("`audio` is empty (0 samples); audio-to-video needs a soundtrack to follow.")
         peak = float(waveform.abs().max())
@@ -532,6 +536,8 @@ class SkyReelsV4InpaintPipeline(
             sample_rate=sample_rate,
             num_channels=spec.audio_channels,
             max_duration=self.config.max_audio_reference_seconds,
+            name="audio_reference",
+            sample_rate_name="audio_reference_sample_rate",
         )
         return encode_audio_track(self.audio_vae, waveform[None], spec.num_latents(waveform.shape[-1] / spec.sample_rate))
 

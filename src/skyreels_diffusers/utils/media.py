@@ -216,6 +216,8 @@ def load_audio(
     sample_rate: int | None = None,
     num_channels: int | None = None,
     max_duration: float | None = None,
+    name: str = "source",
+    sample_rate_name: str = "sample_rate",
 ) -> torch.Tensor:
     """Loads a waveform from a file or an array and resamples it to `target_sample_rate`.
 
@@ -235,6 +237,8 @@ def load_audio(
             two channels are downmixed by libswresample's standard matrix. `None` keeps the source's channels.
         max_duration (`float`, *optional*):
             If given, a `source` longer than this many seconds raises a `ValueError`.
+        name, sample_rate_name (`str`): the caller's names for `source` and `sample_rate` in error messages (e.g. a
+            pipeline's `audio` and `audio_sample_rate` arguments).
 
     Returns:
         `torch.Tensor`: float32 waveform of shape `(channels, samples)` at `target_sample_rate`.
@@ -254,27 +258,29 @@ def load_audio(
     if isinstance(source, (str, os.PathLike)):
         if sample_rate is not None:
             raise ValueError(
-                f"`sample_rate` is only for array sources (got {sample_rate!r} with a file `source`); a file's own "
+                f"`{sample_rate_name}` is only for array sources (got {sample_rate!r} with a file `{name}`); a file's own "
                 "sample rate is read from the file."
             )
-        waveform, sample_rate, layout = _decode_audio_file(_check_path(source, "source"), max_duration)
+        waveform, sample_rate, layout = _decode_audio_file(_check_path(source, name), max_duration)
         if waveform.shape[0] <= 2:
             layout = "mono" if waveform.shape[0] == 1 else "stereo"
     elif isinstance(source, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
-            raise ValueError("`sample_rate` is required when `source` is an array or tensor waveform, got None.")
-        sample_rate = _check_positive_int(sample_rate, "sample_rate")
-        waveform = _audio_to_numpy(source, "source")
+            raise ValueError(
+                f"`{sample_rate_name}` is required when `{name}` is an array or tensor waveform, got None."
+            )
+        sample_rate = _check_positive_int(sample_rate, sample_rate_name)
+        waveform = _audio_to_numpy(source, name)
         layout = "mono" if waveform.shape[0] == 1 else "stereo"
     else:
         raise TypeError(
-            "`source` must be a file path (str or os.PathLike), an np.ndarray or a torch.Tensor, "
+            f"`{name}` must be a file path (str or os.PathLike), an np.ndarray or a torch.Tensor, "
             f"got {type(source).__name__}."
         )
 
     duration = waveform.shape[1] / sample_rate
     if max_duration is not None and duration > max_duration:
-        raise ValueError(f"`source` is {duration:.3f} s long, longer than `max_duration`={max_duration} s.")
+        raise ValueError(f"`{name}` is {duration:.3f} s long, longer than `max_duration`={max_duration} s.")
 
     # Mono and stereo are converted here, not by libswresample, whose -3 dB centre mix would change the level.
     target_layout = layout

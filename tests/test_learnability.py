@@ -1,0 +1,144 @@
+"""The cross-modal path learns: a micro joint model trained here, on a micro world generated here, puts its sound on
+the picture's beat (video-to-audio), and stays near chance when its audio<->video cross-attention is disabled.
+
+This is the regression guard for everything that carries timing between the towers: the audio RoPE scale onto the
+video latent timeline, the per-modality timesteps (a given video at timestep 0), key masks, the direction of the two
+cross-attentions, and the denoising loop's handling of a given stream.
+
+The micro world lives directly in latent space (no VAE): a bright dot moves in an 8x8 frame and bounces off the
+walls; the audio latents carry a click (a spike on channel 0) at the latent where each bounce happens. Video runs at
+16 fps and audio at 32 latents per second, so one frame spans two audio latents.
+"""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from skyreels_diffusers import SkyReelsV4Transformer3DModel
+from skyreels_diffusers.pipelines.denoising import LatentStream, PassInputs, denoise
+
+
+FRAMES, GRID, FPS, AUDIO_PER_FRAME = 16, 8, 16, 2
+CHANNELS, AUDIO_CHANNELS, TEXT_DIM = 4, 2, 8
+TRAIN_SEEDS, TEST_SEEDS = range(0, 10**6), range(10**6, 10**6 + 48)  # disjoint: nothing here is tuned on the test clips
+
+
+def micro_clip(seed: int) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Video latents `(C, F, 8, 8)`, audio latents `(C_a, 2F)` and the bounce times in frames."""
+    rng = np.random.default_rng(seed)
+    position = rng.uniform(1, GRID - 1, 2)
+    velocity = rng.choice([-1, 1], 2) * rng.uniform(0.5, 0.9, 2)  # cells per frame: a few bounces per clip
+    rows, cols = np.mgrid[0:GRID, 0:GRID] + 0.5
+    video, bounces = np.empty((FRAMES, GRID, GRID), np.float32), []
+    for frame in range(FRAMES):
+        video[frame] = np.exp(-((cols - position[0]) ** 2 + (rows - position[1]) ** 2) / 0.8)
+        new = position + velocity
+        for axis in range(2):
+            for wall in (0.5, GRID - 0.5):
+                if (new[axis] - wall) * (position[axis] - wall) < 0:
+                    bounces.append(frame + (wall - position[axis]) / velocity[axis])
+                    new[axis] = 2 * wall - new[axis]
+                    velocity[axis] = -velocity[axis]
+        position = new
+    audio = np.zeros((AUDIO_CHANNELS, FRAMES * AUDIO_PER_FRAME), np.float32)
+    for time in bounces:
+        audio[0, min(int(time * AUDIO_PER_FRAME), audio.shape[1] - 1)] = 3.0
+    video = np.repeat(video[None] * 4 - 1, CHANNELS, axis=0)  # the dot on every channel, background at -1
+    return torch.from_numpy(video), torch.from_numpy(audio), sorted(bounces)
+
+
+def micro_model() -> SkyReelsV4Transformer3DModel:
+    torch.manual_seed(0)
+    return SkyReelsV4Transformer3DModel(
+        in_channels=2 * CHANNELS + 1, out_channels=CHANNELS, audio_in_channels=AUDIO_CHANNELS, num_attention_heads=2,
+        attention_head_dim=16, num_layers=1, num_single_layers=1, num_refiner_layers=1, mlp_ratio=2.0,
+        patch_size=2, text_embed_dim=TEXT_DIM, rope_axes_dim=(4, 6, 6), fps=FPS, vae_temporal_compression_ratio=1,
+        audio_sample_rate=FPS * AUDIO_PER_FRAME * 100, audio_samples_per_latent=100, cross_modal_attention_heads=2,
+    )  # fmt: skip
+
+
+PROMPT = torch.randn(1, 4, TEXT_DIM, generator=torch.Generator().manual_seed(0))
+
+
+def given_video(video: torch.Tensor) -> torch.Tensor:
+    """The video tower's input for a given video: `[latents ; condition = latents ; mask = 1]`."""
+    return torch.cat([video, video, torch.ones_like(video[:, :1])], dim=1)
+
+
+def train(cross_modal: bool, steps: int = 700, batch_size: int = 16, lr: float = 2e-3) -> SkyReelsV4Transformer3DModel:
+    """Video-to-audio training: clean video at timestep 0, audio noised at a uniform sigma, velocity target."""
+    model = micro_model()
+    if not cross_modal:  # the cross-attention outputs start at zero; frozen, they carry nothing between the towers
+        model.cross_modal_blocks.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    generator = torch.Generator().manual_seed(1)
+    seeds = iter(TRAIN_SEEDS)
+    for _ in range(steps):
+        clips = [micro_clip(next(seeds)) for _ in range(batch_size)]
+        video = torch.stack([c[0] for c in clips])
+        audio = torch.stack([c[1] for c in clips])
+        sigma = torch.rand(batch_size, generator=generator)
+        noise = torch.randn(audio.shape, generator=generator)
+        noisy = (1 - sigma[:, None, None]) * audio + sigma[:, None, None] * noise
+        prediction = model(
+            hidden_states=given_video(video), timestep=torch.zeros(batch_size), audio_hidden_states=noisy,
+            audio_timestep=sigma * 1000, encoder_hidden_states=PROMPT.expand(batch_size, -1, -1),
+        ).audio_sample  # fmt: skip
+        loss = torch.nn.functional.mse_loss(prediction, noise - audio)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+def video_to_audio(model, video: torch.Tensor, seed: int) -> torch.Tensor:
+    """Sample the audio of a given video with the pipelines' denoising loop."""
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    scheduler.set_timesteps(10)
+    noise = torch.randn(1, AUDIO_CHANNELS, FRAMES * AUDIO_PER_FRAME, generator=torch.Generator().manual_seed(seed))
+    streams = [
+        LatentStream("latents", given_video(video[None])[:, :CHANNELS], "hidden_states", "sample", "timestep",
+                     condition=given_video(video[None])[:, CHANNELS:]),
+        LatentStream("audio_latents", noise, "audio_hidden_states", "audio_sample", "audio_timestep",
+                     scheduler=scheduler, timesteps=scheduler.timesteps),
+    ]  # fmt: skip
+    with torch.no_grad():
+        return denoise(model, streams, PassInputs({"encoder_hidden_states": PROMPT}))["audio_latents"][0]
+
+
+def onsets(audio: torch.Tensor) -> list[float]:
+    """Frames of the clicks: audio latents whose channel 0 rises above half a click, one per run."""
+    above = (audio[0] > 1.5).numpy()
+    return [index / AUDIO_PER_FRAME for index in np.nonzero(above & ~np.roll(above, 1))[0]]
+
+
+def within_one_frame(bounces: list[float], found: list[float]) -> list[bool]:
+    return [any(abs(onset - bounce) <= 1 for onset in found) for bounce in bounces]
+
+
+@pytest.fixture(scope="module")
+def scores() -> dict[str, float]:
+    torch.set_num_threads(1)
+    test_clips = [micro_clip(seed) for seed in TEST_SEEDS]
+    result = {}
+    for cross_modal in (True, False):
+        model = train(cross_modal)
+        generated = [onsets(video_to_audio(model, video, i)) for i, (video, _, _) in enumerate(test_clips)]
+        hits = [h for (_, _, bounces), found in zip(test_clips, generated) for h in within_one_frame(bounces, found)]
+        # Chance: each clip's onsets against the bounces of another clip.
+        shuffled = generated[1:] + generated[:1]
+        chance = [h for (_, _, b), found in zip(test_clips, shuffled) for h in within_one_frame(b, found)]
+        name = "cross_modal" if cross_modal else "ablated"
+        result[name], result[f"{name}_chance"] = float(np.mean(hits)), float(np.mean(chance))
+    print(result)
+    return result
+
+
+def test_video_to_audio_puts_a_click_on_nine_in_ten_bounces(scores):
+    assert scores["cross_modal"] >= 0.9, scores
+
+
+def test_without_cross_modal_attention_the_clicks_are_at_chance(scores):
+    assert scores["ablated"] <= scores["ablated_chance"] + 0.15, scores
+    assert scores["cross_modal"] - scores["ablated"] >= 0.4, scores
