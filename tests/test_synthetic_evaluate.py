@@ -99,3 +99,39 @@ def test_sync_summary_scores_a_silent_clip_and_beats_chance_on_the_world():
     others = evaluate.sync_summary([(video[i], audio[j]) for i in range(4) for j in range(4) if i != j], clips[0].fps)
     assert matched["sync_within_one_frame"] == 1.0 and matched["onset_precision"] == 1.0
     assert others["sync_within_one_frame"] < 0.5 and others["onset_precision"] < 0.5
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 16000])
+def test_knocks_of_the_world_are_classified_by_pitch_and_timbre(sample_rate):
+    pitch, timbre = [], []
+    for seed in range(20):
+        clip = world.render_clip(seed, num_frames=17, sample_rate=sample_rate)
+        shape, colour = clip.objects[0]["shape"], clip.objects[0]["colour"]
+        p, t = evaluate.knock_matches(clip.audio, sample_rate, evaluate.isolated_knocks(clip), shape, colour)
+        pitch += p
+        timbre += t
+    assert len(pitch) > 15 and all(pitch) and all(timbre)
+    # A knock of another shape and colour is told apart; silence is a miss, not a skip.
+    audio = np.zeros(sample_rate, np.float32)
+    world.add_knock(audio, 0.2, "triangle", "yellow", sample_rate)
+    assert evaluate.classify_knock(audio, sample_rate, 0.2) == ("triangle", "yellow")
+    assert evaluate.knock_matches(audio, sample_rate, [0.2, 0.6], "circle", "red") == ([False, False], [False, False])
+    assert evaluate.classify_knock(audio, sample_rate, 0.98) is None  # too close to the end to tell
+
+
+def test_shape_fidelity_and_size_of_world_objects():
+    for seed in range(6):
+        clip = world.render_clip(seed, num_frames=9)
+        shape = clip.objects[0]["shape"]
+        iou, radius = evaluate.shape_fidelity(clip.frames, shape)
+        assert iou > 0.97 and abs(radius * 64 - clip.objects[0]["radius"]) < 1.0
+        wrong = next(other for other in world.SHAPES if other != shape)
+        assert evaluate.shape_fidelity(clip.frames, wrong)[0] < iou - 0.08
+
+
+def test_mid_box_reversals_zero_for_the_world_and_counted_for_wobble():
+    for seed in range(6):
+        clip = world.render_clip(seed, num_frames=33)
+        assert evaluate.mid_box_reversals(evaluate.centroid_track(clip.frames), 64, margin=2.0) == 0
+    track = np.stack([np.full(9, 32.0), 32 + np.array([0, 1, 2, 1, 0, 1, 2, 1, 0.0])], axis=1)  # up-down in mid-box
+    assert evaluate.mid_box_reversals(track, 64, margin=2.0) == 3  # turns at y = 34, 32, 34

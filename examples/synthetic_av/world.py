@@ -31,6 +31,7 @@ TIMBRE = {
 }
 TIMBRE_WORD = {"red": "pure", "green": "warm", "blue": "hollow", "yellow": "bright"}
 BACKGROUND = (30, 30, 34)
+RADIUS_RANGE = (0.12, 0.18)  # in box sizes
 SPEED_RANGE = (0.35, 0.6)  # per axis, in box sizes per second: fast enough to hit walls a few times in two seconds
 TONE_SECONDS, TONE_DECAY_SECONDS = 0.12, 0.03
 
@@ -90,7 +91,7 @@ def render_clip(
     rng = np.random.default_rng(seed)
     objects = []
     for _ in range(num_objects):
-        radius = float(rng.uniform(0.12, 0.18) * size)
+        radius = float(rng.uniform(*RADIUS_RANGE) * size)
         objects.append(
             {
                 "shape": SHAPES[rng.integers(len(SHAPES))],
