@@ -38,7 +38,7 @@ def main() -> int:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     try:
-        pipe = load_pipeline(args.model).to(device)
+        pipe = load_pipeline(args.model, args.dtype, device)
         pipe.transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world_size))
         if rank == 0:
             print(f"context parallelism: Ulysses over {world_size} processes ({dist.get_backend()})")

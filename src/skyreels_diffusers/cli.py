@@ -42,6 +42,9 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
         help=f"pipeline folder or Hub id; default: ${MODEL_ENV_VAR}, else ./{EMBEDDED_MODEL} if present, else "
         "randomly initialised tiny components (noise, for a smoke test only)",
     )
+    generate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                          help="auto: bfloat16 where the device computes it in hardware (CUDA, CPUs with AMX or "
+                               "AVX512-BF16), else float32")  # fmt: skip
     generate.add_argument("--prompt", required=True, help="instruction; may use <text>, <sfx>, <dialogue>, ...")
     generate.add_argument("--negative-prompt", default=None)
     generate.add_argument("--out", default="clip.mp4", help="output MP4 path (H.264 + AAC)")
@@ -74,13 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_pipeline(model: str | None):
-    """`SkyReelsV4Pipeline` from `model`, else from `default_model()`, else tiny random components (with a note)."""
+def load_pipeline(model: str | None, dtype: str = "float32", device: str = "cpu"):
+    """`SkyReelsV4Pipeline` from `model`, else from `default_model()`, else tiny random components (with a note), on
+    `device` in `dtype` ("auto": the fastest there, see `skyreels_diffusers.utils.precision`)."""
     from skyreels_diffusers import SkyReelsV4Pipeline
+    from skyreels_diffusers.utils.precision import resolve_dtype
 
+    torch_dtype = resolve_dtype(dtype, device)
     model = model or default_model()
     if model is not None:
-        return SkyReelsV4Pipeline.from_pretrained(model)
+        return SkyReelsV4Pipeline.from_pretrained(model, dtype=torch_dtype).to(device)
     from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
 
     print(
@@ -89,7 +95,7 @@ def load_pipeline(model: str | None):
         f"${MODEL_ENV_VAR} to use trained weights.",
         file=sys.stderr,
     )
-    return build_tiny_pipeline()
+    return build_tiny_pipeline().to(device, torch_dtype)
 
 
 def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | None:
@@ -99,7 +105,7 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
 
     from skyreels_diffusers.utils.media import export_to_video_with_audio
 
-    pipe = pipe if pipe is not None else load_pipeline(args.model)
+    pipe = pipe if pipe is not None else load_pipeline(args.model, args.dtype)
     fps = pipe.transformer.config.fps
     num_frames = None
     if args.duration is not None:

@@ -684,7 +684,10 @@ class SkyReelsV4Tower(nn.Module):
         dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the timestep embedding `(batch, dim)` and the refined text tokens `(batch, text_len, dim)`."""
-        temb = self.time_embed(timestep).to(dtype)
+        # The sinusoids are computed from the fp32 timestep; the MLP runs in its own dtype: fp32 when loaded with
+        # `torch_dtype` (`_keep_in_fp32_modules`), the model's after a plain `.to(dtype)`.
+        embedder = self.time_embed.timestep_embedder
+        temb = embedder(self.time_embed.time_proj(timestep.float()).to(embedder.linear_1.weight.dtype)).to(dtype)
         text = self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
         return temb, text + self.text_type_embedding.to(text.dtype)
 

@@ -7,6 +7,7 @@ imports the class from this installed package. Components name this package as t
 """
 
 import json
+import logging
 import os
 import re
 
@@ -83,6 +84,23 @@ class SkyReelsV4PipelineLoadingMixin:
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
         write_custom_pipeline_files(save_directory, type(self).__name__)
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """Diffusers' `from_pipe`, keeping the source pipeline's dtype: Diffusers casts the shared components to
+        `dtype`, float32 unless told otherwise, which would turn a bfloat16 pipeline (and, through the shared
+        modules, the source pipeline too) back into float32."""
+        if "torch_dtype" not in kwargs and "dtype" not in kwargs:
+            transformer = getattr(pipeline, "transformer", None)
+            kwargs["dtype"] = transformer.dtype if transformer is not None else pipeline.dtype
+        # Casting to the dtype the components already have is a no-op; Diffusers still warns about fp32 modules.
+        modeling_logger = logging.getLogger("diffusers.models.modeling_utils")
+        level = modeling_logger.level
+        modeling_logger.setLevel(logging.ERROR)
+        try:
+            return super().from_pipe(pipeline, **kwargs)
+        finally:
+            modeling_logger.setLevel(level)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):

@@ -1,0 +1,79 @@
+"""bfloat16 end to end: the pipelines after `.to(torch.bfloat16)` or `from_pretrained(dtype=...)`, `from_pipe`
+keeping the dtype, and the choice of the fastest dtype per device."""
+
+import pytest
+import torch
+
+from skyreels_diffusers import SkyReelsV4InpaintPipeline, SkyReelsV4Pipeline, SkyReelsV4RefinerPipeline
+from skyreels_diffusers.utils import precision
+from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_refiner
+
+
+PROMPT = "<text>A red ball bounces.</text><sfx>A knock.</sfx>"
+
+
+def run(pipe, **kwargs):
+    return pipe(PROMPT, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    fp32 = build_tiny_pipeline()
+    bf16 = build_tiny_pipeline().to(torch.bfloat16)
+    return fp32, bf16
+
+
+def test_every_pipeline_runs_after_to_bfloat16_and_agrees_with_float32(pipes):
+    fp32, bf16 = pipes
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    cases = [
+        (SkyReelsV4Pipeline, {}),
+        (SkyReelsV4InpaintPipeline, {"image": image}),
+    ]
+    for cls, kwargs in cases:
+        a, b = run(cls.from_pipe(fp32), **kwargs), run(cls.from_pipe(bf16), **kwargs)
+        assert b.frames.dtype == torch.bfloat16  # "pt" outputs come in the VAE's dtype, as in Diffusers
+        assert torch.isfinite(b.frames).all() and torch.isfinite(b.audio).all()
+        # Two steps of a random tiny model: bfloat16's 8-bit mantissa moves frames by a few percent at most.
+        assert (a.frames - b.frames.float()).abs().mean() < 0.02, cls.__name__
+    refiner = build_tiny_refiner(fp32.transformer)
+    video = torch.rand(9, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    a = run(SkyReelsV4RefinerPipeline.from_pipe(fp32, transformer=refiner), video=video)
+    b = run(SkyReelsV4RefinerPipeline.from_pipe(bf16, transformer=refiner.to(torch.bfloat16)), video=video)
+    assert torch.isfinite(b.frames).all() and (a.frames - b.frames.float()).abs().mean() < 0.02
+
+
+def test_from_pretrained_in_bfloat16_keeps_the_time_embedding_in_float32(pipes, tmp_path):
+    pipes[0].save_pretrained(tmp_path)
+    pipe = SkyReelsV4Pipeline.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert pipe.transformer.video_tower.time_embed.timestep_embedder.linear_1.weight.dtype == torch.float32
+    assert pipe.transformer.video_tower.x_embedder.proj.weight.dtype == torch.bfloat16
+    out = run(pipe)
+    assert torch.isfinite(out.frames).all()
+    # from_pipe keeps the source's dtype (Diffusers would cast the shared components to float32).
+    assert SkyReelsV4InpaintPipeline.from_pipe(pipe).transformer.dtype == torch.bfloat16
+    assert pipe.transformer.video_tower.x_embedder.proj.weight.dtype == torch.bfloat16
+
+
+def test_fastest_dtype_follows_the_hardware(monkeypatch):
+    features = {"amx_bf16": False, "avx512_bf16": False}
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: features)
+    assert precision.fastest_dtype("cpu") == torch.float32
+    features["amx_bf16"] = True
+    assert precision.fastest_dtype("cpu") == torch.bfloat16
+    assert precision.resolve_dtype("float32") == torch.float32 and precision.resolve_dtype("auto") == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype"):
+        precision.resolve_dtype("int8")
+
+
+def test_cli_dtype_option(tmp_path, monkeypatch, capsys):
+    from skyreels_diffusers.cli import main
+
+    monkeypatch.delenv("SKYREELS_V4_MODEL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    prompt = ["--prompt", PROMPT, "--steps", "1", "--out", "a.mp4"]
+    assert main(["generate", *prompt, "--dtype", "bfloat16"]) == 0 and (tmp_path / "a.mp4").stat().st_size > 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse refuses an unknown dtype
+        main(["generate", *prompt, "--dtype", "int8"])
+    assert "invalid choice" in capsys.readouterr().err
