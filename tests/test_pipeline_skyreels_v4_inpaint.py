@@ -184,13 +184,13 @@ def test_references_get_negative_rope_and_are_not_predicted(pipe):
 
 
 def test_aspect_policy_crop_and_reference_padding(pipe):
-    from skyreels_diffusers.pipelines.pipeline_skyreels_v4_inpaint import _fit_with_black_padding, _frames_to_tensor
+    from skyreels_diffusers.pipelines.preprocessing import fit_with_black_padding, frames_to_tensor
 
     wide = np.zeros((16, 64, 3), np.float32)
     wide[:, 30:34] = 1.0  # a white centre band: the crop keeps it, the cut sides were black
-    cropped = _frames_to_tensor("image", [wide], SIZE, SIZE)[0]
+    cropped = frames_to_tensor("image", [wide], SIZE, SIZE)[0]
     assert cropped.shape == (3, SIZE, SIZE) and cropped[:, :, 16].mean() > 0.9 and cropped[:, :, 0].mean() < 0.1
-    padded = np.asarray(_fit_with_black_padding(PIL.Image.fromarray(np.full((16, 64, 3), 255, np.uint8)), 32, 32))
+    padded = np.asarray(fit_with_black_padding(PIL.Image.fromarray(np.full((16, 64, 3), 255, np.uint8)), 32, 32))
     assert padded[:8].max() == 0 and padded[12:20].min() > 200  # whole content kept, black bars added
 
 

@@ -310,9 +310,10 @@ def encode_frames(pipe, frames: np.ndarray):
     """`(F, H, W, 3)` uint8 -> the video VAE's latents `(1, C, F', h, w)`, as the pipelines encode videos."""
     import torch
 
+    from skyreels_diffusers.pipelines.preprocessing import frames_to_tensor, pixels_for_vae
     from skyreels_diffusers.pipelines.vae_utils import encode_video
 
-    pixels = torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+    pixels = pixels_for_vae(frames_to_tensor("frames", frames, *frames.shape[1:3]))
     with torch.no_grad():
         return encode_video(pipe.vae, pixels)
 
@@ -527,7 +528,6 @@ def evaluate_denoiser(pipe, seeds, sigmas=PROBE_SIGMAS) -> dict:
     the object; a denoiser can only do it by pooling the evidence along the path across frames. One that cannot
     places it frame by frame, and the sampled clip jumps however well later steps denoise."""
     import torch
-    import torch.nn.functional as F
 
     from skyreels_diffusers.pipelines.vae_utils import encode_audio_track
 

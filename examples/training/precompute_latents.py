@@ -37,10 +37,11 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from skyreels_diffusers import SkyReelsV4Pipeline
-from skyreels_diffusers.pipelines.pipeline_skyreels_v4_inpaint import (
-    _fit_with_black_padding,
-    _frames_to_tensor,
-    _mask_to_tensor,
+from skyreels_diffusers.pipelines.preprocessing import (
+    fit_with_black_padding,
+    frames_to_tensor,
+    mask_to_tensor,
+    pixels_for_vae,
 )
 from skyreels_diffusers.pipelines.vae_utils import encode_audio_track, encode_video
 from skyreels_diffusers.utils.media import load_audio, load_video, load_video_audio, resample_frames
@@ -68,11 +69,6 @@ def read_manifest(path: str) -> list[dict]:
     return records
 
 
-def _pixels(frames: torch.Tensor) -> torch.Tensor:
-    """`(F, 3, H, W)` in [0, 1] -> `(1, 3, F, H, W)` in [-1, 1]."""
-    return (frames * 2 - 1).permute(1, 0, 2, 3)[None]
-
-
 @torch.no_grad()
 def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: int, num_frames: int,
                   refiner_scale: int | None = None, max_sequence_length: int = 512) -> dict[str, torch.Tensor]:  # fmt: skip
@@ -83,13 +79,13 @@ def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: in
     frames = resample_frames(frames, file_fps, fps)
     if len(frames) < num_frames:
         raise ValueError(f"{record['video']!r} has {len(frames)} frames at {fps} fps; `--num_frames` asks for {num_frames}.")
-    frames = _frames_to_tensor("video", frames[:num_frames], height, width)
+    frames = frames_to_tensor("video", frames[:num_frames], height, width)
     samples = round(num_frames * sample_rate / fps)
     if audio is None:
         audio = torch.zeros(pipe.audio_spec.audio_channels, samples)
     audio = F.pad(audio[:, :samples], (0, max(0, samples - audio.shape[1])))
 
-    video = _pixels(frames)
+    video = pixels_for_vae(frames)
     num_audio_latents = pipe.audio_spec.num_latents(num_frames / fps)
     out = {
         "video_latents": encode_video(pipe.vae, video)[0],
@@ -102,8 +98,8 @@ def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: in
         image = PIL.Image.open(record["reference_images"][0]).convert("RGB")
     else:
         image = PIL.Image.fromarray(out["video_frames"][num_frames // 2].numpy())
-    image = _fit_with_black_padding(image, height, width)
-    out["reference_latents"] = encode_video(pipe.vae, _pixels(_frames_to_tensor("reference_images", [image], height, width)))[0]
+    image = fit_with_black_padding(image, height, width)
+    out["reference_latents"] = encode_video(pipe.vae, pixels_for_vae(frames_to_tensor("reference_images", [image], height, width)))[0]
     embeds, mask = pipe.encode_prompt(record["caption"], prompt_images=[image], do_classifier_free_guidance=False,
                                       max_sequence_length=max_sequence_length, dtype=torch.float32)[:2]  # fmt: skip
     out["reference_prompt_embeds"], out["reference_prompt_attention_mask"] = embeds[0], mask[0]
@@ -117,7 +113,7 @@ def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: in
     if record.get("mask"):
         mask_frames, _ = load_video(record["mask"]) if record["mask"].endswith((".mp4", ".mov", ".webm")) else (
             [PIL.Image.open(record["mask"]).convert("L")], None)  # fmt: skip
-        out["edit_keep_masks"] = _mask_to_tensor(mask_frames, frames, num_frames, height, width).to(torch.uint8)
+        out["edit_keep_masks"] = mask_to_tensor(mask_frames, frames, num_frames, height, width).to(torch.uint8)
         out["has_edit_mask"] = torch.tensor(1.0)
     else:
         out["edit_keep_masks"] = torch.ones(1, num_frames, height, width, dtype=torch.uint8)
@@ -125,7 +121,7 @@ def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: in
 
     if refiner_scale:
         low = F.interpolate(frames, scale_factor=1 / refiner_scale, mode="area")
-        out["low_res_latents"] = encode_video(pipe.vae, _pixels(low))[0]
+        out["low_res_latents"] = encode_video(pipe.vae, pixels_for_vae(low))[0]
     return out
 
 

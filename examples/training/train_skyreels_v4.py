@@ -50,7 +50,7 @@ from skyreels_diffusers import (
     SkyReelsV4RefinerTransformer3DModel,
 )
 from skyreels_diffusers.pipelines.conditioning import build_refiner_condition, build_video_condition
-from skyreels_diffusers.pipelines.pipeline_skyreels_v4_inpaint import _frames_to_tensor as frames_to_tensor
+from skyreels_diffusers.pipelines.preprocessing import frames_to_tensor, pixels_for_vae
 from skyreels_diffusers.utils.media import export_to_video_with_audio
 
 
@@ -204,9 +204,7 @@ def random_keep_box(generator: torch.Generator, frames: int, height: int, width:
 
 def clip_pixels(clip: dict) -> torch.Tensor:
     """The clip's frames `(F, H, W, 3)` uint8 -> `(1, 3, F, H, W)` in [-1, 1], as the pipelines convert them."""
-    return (frames_to_tensor("video", clip["video_frames"].numpy(), *clip["video_frames"].shape[1:3]) * 2 - 1).movedim(
-        1, 0
-    )[None]
+    return pixels_for_vae(frames_to_tensor("video", clip["video_frames"].numpy(), *clip["video_frames"].shape[1:3]))
 
 
 def task_condition_inputs(task: str, clip: dict, generator: torch.Generator) -> dict:

@@ -1,3 +1,16 @@
+# Copyright 2026 The skyreels-diffusers authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """SkyReelsV4InpaintPipeline: every conditioned task through one interface.
 
 Image-to-video, start-end interpolation, keyframes, extension, masked editing and video-to-audio are choices of the
@@ -10,9 +23,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import PIL.Image
-import PIL.ImageOps
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -35,6 +45,14 @@ from .denoising import PreservedLatents, denoise, num_loop_iterations
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin, num_frames_for_duration, per_prompt_images
 from .pipeline_output import SkyReelsV4PipelineOutput
+from .preprocessing import (
+    fit_with_black_padding,
+    frame_size,
+    frames_to_tensor,
+    mask_to_tensor,
+    pixels_for_vae,
+    to_pil,
+)
 from .vae_utils import encode_audio_track, encode_video
 
 
@@ -222,7 +240,7 @@ class SkyReelsV4InpaintPipeline(
         if video is not None and (not isinstance(video, (str, os.PathLike)) and len(video) == 0):
             raise ValueError("`video` has no frames; pass at least one frame.")
         video_given = video is not None and mask is None and num_condition_frames is None
-        source_frames = None if video is None else _frames_to_tensor("video", video, height, width)
+        source_frames = None if video is None else frames_to_tensor("video", video, height, width)
 
         audio_given = keep_input_audio or audio is not None
         if video_given and (audio_given or not generate_audio):
@@ -298,7 +316,7 @@ class SkyReelsV4InpaintPipeline(
         self._interrupt = False
 
         # 2. Encode the instruction; references are part of it (their semantic path)
-        reference_pil = [_fit_with_black_padding(_to_pil("reference_images", r), height, width) for r in references]
+        reference_pil = [fit_with_black_padding(to_pil("reference_images", r), height, width) for r in references]
         if reference_pil and prompt is not None:
             num_prompts = 1 if isinstance(prompt, str) else len(prompt)
             prompt_images = [[*imgs, *reference_pil] for imgs in per_prompt_images(prompt_images, num_prompts)]
@@ -321,7 +339,7 @@ class SkyReelsV4InpaintPipeline(
         # 4. Conditions on the latent grid: the channel-concatenated condition, references, audio reference
         source = source_latents = None
         if source_frames is not None:
-            source = (source_frames * 2 - 1).movedim(1, 0)[None]
+            source = pixels_for_vae(source_frames)
             source_latents = encode_video(self.vae, source).expand(batch_size, -1, -1, -1, -1)
         keep_all = torch.ones(1, 1, num_frames, height, width) if video_given else pixel_keep
         condition = build_video_condition(
@@ -333,8 +351,8 @@ class SkyReelsV4InpaintPipeline(
         )  # fmt: skip
         reference_latents = None
         if reference_pil:
-            pixels = torch.stack([_frames_to_tensor("reference_images", [r], height, width)[0] for r in reference_pil])
-            pixels = (pixels * 2 - 1).movedim(1, 0)[None]  # (1, 3, R, H, W); each reference is one image
+            pixels = torch.stack([frames_to_tensor("reference_images", [r], height, width)[0] for r in reference_pil])
+            pixels = pixels_for_vae(pixels)  # (1, 3, R, H, W); each reference is one image
             reference_latents = torch.cat(
                 [encode_video(self.vae, pixels[:, :, i : i + 1]) for i in range(len(reference_pil))], dim=2
             )
@@ -400,7 +418,7 @@ class SkyReelsV4InpaintPipeline(
             frames, audio = latents, audio_latents
         else:
             if video_given:
-                frames = _frames_to_tensor("video", video, *_frame_size(video))[None].expand(batch_size, -1, -1, -1, -1)
+                frames = frames_to_tensor("video", video, *frame_size(video))[None].expand(batch_size, -1, -1, -1, -1)
             else:
                 frames = self.decode_latents(latents)
                 if preserved is not None and pixel_keep is not None:
@@ -444,7 +462,7 @@ class SkyReelsV4InpaintPipeline(
         for index, frame, name in pairs:
             if not 0 <= index < num_frames:
                 raise ValueError(f"`{name}` frame index {index} is outside the clip of num_frames={num_frames}.")
-            pixels = _frames_to_tensor(name, [frame], height, width)[0]
+            pixels = frames_to_tensor(name, [frame], height, width)[0]
             conditions.append((index, (pixels * 2 - 1)[None]))
         indices = [latent_frame_index(i, self.vae_spec.temporal_compression) for i, _ in conditions]
         if len(set(indices)) != len(indices):
@@ -483,7 +501,7 @@ class SkyReelsV4InpaintPipeline(
             raise ValueError(
                 f"For editing, `video` must have num_frames={num_frames} frames, got {len(source_frames)}."
             )
-        return _mask_to_tensor(mask, video, num_frames, height, width)[None]
+        return mask_to_tensor(mask, video, num_frames, height, width)[None]
 
     def _load_given_audio(self, audio, sample_rate) -> torch.Tensor:
         """The audio-to-video soundtrack `(channels, samples)` at the audio VAE's rate; refuses empty or silent audio."""
@@ -540,103 +558,3 @@ class SkyReelsV4InpaintPipeline(
             sample_rate_name="audio_reference_sample_rate",
         )
         return encode_audio_track(self.audio_vae, waveform[None], spec.num_latents(waveform.shape[-1] / spec.sample_rate))
-
-
-# ---------------------------------------------------------------------- pixel input helpers
-
-
-def _to_pil(name: str, frame: Any) -> PIL.Image.Image:
-    """One frame as an RGB PIL image: PIL, NumPy `(H, W, 3)` (uint8 or float in [0, 1]) or torch `(3, H, W)`."""
-    if isinstance(frame, PIL.Image.Image):
-        return frame.convert("RGB")
-    array = _to_numpy_hwc(name, frame)
-    return PIL.Image.fromarray((array * 255).round().astype(np.uint8))
-
-
-def _to_numpy_hwc(name: str, frame: Any) -> np.ndarray:
-    if isinstance(frame, PIL.Image.Image):
-        return np.asarray(frame.convert("RGB"), dtype=np.float32) / 255
-    if isinstance(frame, torch.Tensor):
-        if frame.ndim != 3 or frame.shape[0] != 3:
-            raise ValueError(f"`{name}` tensors must have shape (3, H, W), got {tuple(frame.shape)}.")
-        frame = frame.permute(1, 2, 0).cpu().numpy()
-    if not isinstance(frame, np.ndarray):
-        raise TypeError(
-            f"`{name}` frames must be PIL images, NumPy arrays or torch tensors, got {type(frame).__name__}."
-        )
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"`{name}` arrays must have shape (H, W, 3), got {frame.shape}.")
-    return frame.astype(np.float32) / 255 if frame.dtype == np.uint8 else frame.astype(np.float32)
-
-
-def _frames_to_tensor(name: str, frames: Any, height: int, width: int) -> torch.Tensor:
-    """Frames -> `(F, 3, height, width)` float in [0, 1]. Frames of another size are scaled to cover the target
-    and center-cropped; frames already at the target size are taken exactly as given."""
-    if isinstance(frames, np.ndarray) and frames.ndim == 4:
-        frames = list(frames)
-    elif isinstance(frames, torch.Tensor) and frames.ndim == 4:
-        frames = list(frames)
-    if not isinstance(frames, (list, tuple)) or not frames:
-        raise TypeError(
-            f"`{name}` must be a non-empty list of frames (PIL, NumPy (H, W, 3), torch (3, H, W)), a NumPy array "
-            f"(F, H, W, 3) or a torch tensor (F, 3, H, W); got {type(frames).__name__}."
-        )
-    out = []
-    for frame in frames:
-        array = _to_numpy_hwc(name, frame)
-        if array.shape[:2] != (height, width):
-            image = PIL.Image.fromarray((array.clip(0, 1) * 255).round().astype(np.uint8))
-            array = np.asarray(PIL.ImageOps.fit(image, (width, height), PIL.Image.BICUBIC), dtype=np.float32) / 255
-        out.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
-    return torch.stack(out)
-
-
-def _frame_size(frames: Any) -> tuple[int, int]:
-    """(height, width) of the first frame."""
-    return _to_numpy_hwc("video", frames[0]).shape[:2]
-
-
-def _fit_with_black_padding(image: PIL.Image.Image, height: int, width: int) -> PIL.Image.Image:
-    """References keep their whole content: scaled to fit inside the target and padded with black."""
-    if image.size == (width, height):
-        return image
-    return PIL.ImageOps.pad(image, (width, height), PIL.Image.BICUBIC, color=(0, 0, 0))
-
-
-def _mask_to_tensor(mask: Any, video: Any, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """Edit mask -> `(1, F, height, width)` float {0, 1} (1 = keep), thresholded at 0.5; checked against the
-    source video's own size and frame count before the shared resize/crop."""
-    video_height, video_width = _to_numpy_hwc("video", video[0]).shape[:2]
-    if isinstance(mask, PIL.Image.Image) or (isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim == 2):
-        masks = [mask]
-    elif isinstance(mask, (list, tuple)):
-        masks = list(mask)
-    elif isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim in (3, 4):
-        masks = list(mask.reshape(mask.shape[0], mask.shape[-2], mask.shape[-1]))
-    else:
-        raise TypeError(
-            "`mask` must be a PIL image, a NumPy/torch array (H, W) or (F, H, W), or a list of those; got "
-            f"{type(mask).__name__}."
-        )
-    arrays = []
-    for item in masks:
-        if isinstance(item, PIL.Image.Image):
-            array = np.asarray(item.convert("L"), dtype=np.float32) / 255
-        else:
-            array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
-            array = array.astype(np.float32) / 255 if array.dtype == np.uint8 else array.astype(np.float32)
-        if array.shape != (video_height, video_width):
-            raise ValueError(
-                f"`mask` frames must match the video size (H, W) = {(video_height, video_width)}, got {array.shape}."
-            )
-        arrays.append(array >= 0.5)
-    if len(arrays) not in (1, num_frames):
-        raise ValueError(f"`mask` must be one image or {num_frames} frames (one per video frame), got {len(arrays)}.")
-    keep = []
-    for array in arrays:
-        if array.shape != (height, width):
-            image = PIL.Image.fromarray(array.astype(np.uint8) * 255)
-            array = np.asarray(PIL.ImageOps.fit(image, (width, height), PIL.Image.NEAREST)) >= 128
-        keep.append(torch.from_numpy(array.astype(np.float32)))
-    keep = torch.stack(keep).expand(num_frames, -1, -1) if len(keep) == 1 else torch.stack(keep)
-    return keep[None]

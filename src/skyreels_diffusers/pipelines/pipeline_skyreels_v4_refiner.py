@@ -39,7 +39,7 @@ from .denoising import denoise
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .pipeline_skyreels_v4_inpaint import _frames_to_tensor, _to_numpy_hwc
+from .preprocessing import frame_to_numpy, frames_to_tensor, pixels_for_vae
 from .vae_utils import encode_audio, encode_video
 
 
@@ -280,15 +280,15 @@ class SkyReelsV4RefinerPipeline(
         """Frames at their own size -> low-res latents `(1, C, F', h, w)`."""
         if isinstance(video, (list, tuple, np.ndarray, torch.Tensor)) and len(video) == 0:
             raise ValueError("`video` must hold at least one frame.")
-        height, width = _to_numpy_hwc("video", video[0]).shape[:2]
+        height, width = frame_to_numpy("video", video[0]).shape[:2]
         spatial, temporal = self.vae_spec.spatial_compression, self.vae_spec.temporal_compression
-        frames = _frames_to_tensor("video", video, height, width)
+        frames = frames_to_tensor("video", video, height, width)
         if height % spatial or width % spatial or (len(frames) - 1) % temporal:
             raise ValueError(
                 f"`video` must have 4k+1 frames of a size divisible by {spatial}; got {len(frames)} frames of "
                 f"{height}x{width}."
             )
-        return encode_video(self.vae, (frames * 2 - 1).movedim(1, 0)[None])
+        return encode_video(self.vae, pixels_for_vae(frames))
 
     def _prepare_keyframes(self, keyframes, keyframe_indices, num_low_frames, target_latent_size, factor, device):
         """High-res keyframe latents `(B, C, K, H, W)` and the output latent frame each one lands on."""
@@ -311,10 +311,10 @@ class SkyReelsV4RefinerPipeline(
             latents = keyframes.to(device=device, dtype=torch.float32)
         else:
             spatial = self.vae_spec.spatial_compression
-            pixels = _frames_to_tensor(
+            pixels = frames_to_tensor(
                 "keyframes", keyframes, target_latent_size[0] * spatial, target_latent_size[1] * spatial
             )
-            pixels = (pixels * 2 - 1).movedim(1, 0)[None]
+            pixels = pixels_for_vae(pixels)
             latents = torch.cat([encode_video(self.vae, pixels[:, :, i : i + 1]) for i in range(pixels.shape[2])], 2)
         if latents.shape[2] != len(keyframe_indices):
             raise ValueError(f"Got {latents.shape[2]} keyframes but {len(keyframe_indices)} `keyframe_indices`.")
