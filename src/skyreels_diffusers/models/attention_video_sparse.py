@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Video Sparse Attention (VSA, arXiv 2505.13389) for the SkyReels-V4 Refiner (DESIGN.md §2 "Efficiency").
+"""Video Sparse Attention (VSA, arXiv 2505.13389) for the SkyReels-V4 Refiner (docs/design.md, "High-resolution keyframes and the Refiner").
 
 Video tokens of a `(T, H, W)` latent grid are grouped into `(4, 4, 4)` cubes of 64 tokens (a partial cube at a
 grid edge is padded; padded keys are masked, padded queries dropped). Then:

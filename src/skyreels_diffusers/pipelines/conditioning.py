@@ -1,4 +1,4 @@
-"""The channel-concatenation condition of SkyReels-V4 (DESIGN.md §2 "Channel-concatenation inpainting").
+"""The channel-concatenation condition of SkyReels-V4 (docs/design.md, "Channel concatenation").
 
 Video tower input = `[noisy latent (C) ; condition latent (C) ; mask (1)]`, where the mask is 1 on latent cells to
 keep (conditions) and 0 on cells to generate, and latent frames that hold no condition carry the latent of a black
@@ -133,7 +133,7 @@ def build_refiner_condition(
     keyframe_latents: torch.Tensor | None = None,
     keyframe_latent_indices: list[int] | None = None,
 ) -> VideoCondition:
-    """The Refiner's condition (DESIGN.md §2 "Refiner"), on the high-resolution latent grid.
+    """The Refiner's condition (docs/design.md, "High-resolution keyframes and the Refiner"), on the high-resolution latent grid.
 
     1. the low-res latents `(B, C, F, h, w)` are upsampled linearly in space (x `spatial_factor`) and time
        (`(F - 1) * temporal_factor + 1` latent frames, endpoints aligned: 2x frame interpolation keeps the `4k+1`

@@ -1,8 +1,8 @@
 """Tiny, randomly initialised, offline-built components of the real library classes.
 
 The SkyReels-V4 pipelines are assembled from a multimodal LLM text encoder, a video VAE and an audio
-VAE (DESIGN.md §2 "Latent spaces"). Tests, the random-weight demo and the training of the tiny default
-model need real instances of those classes without downloading anything (DESIGN.md §3 "No network").
+VAE (docs/design.md, "Latent spaces"). Tests, the random-weight demo and the training of the tiny default
+model need real instances of those classes without downloading anything (no network at run time or in tests).
 Every factory here builds one in well under a second, deterministically from ``seed``:
 
 - :func:`build_tiny_text_encoder`: ``Qwen2_5_VLForConditionalGeneration`` (text + vision tower) and a
@@ -85,7 +85,7 @@ CAPTION_TAG_TOKENS = (
 # Renders ChatML like Qwen2.5-VL: each message is `<|im_start|>role\n...<|im_end|>\n`; content is either
 # a string or a list of {"type": "text"|"image"|"video"} items, and each image/video item becomes one
 # placeholder that the processor expands to the right number of vision tokens. Unlike the real template
-# it adds no default system prompt: the system prompt is pipeline config (DESIGN.md §2).
+# it adds no default system prompt: the system prompt is pipeline config (docs/design.md, "Text").
 TINY_QWEN_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
