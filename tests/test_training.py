@@ -115,7 +115,7 @@ def encoded_clip(request, tmp_path_factory):
     manifest = world.write_dataset(str(root), 1, seed=11, num_frames=9, size=32, sample_rate=16_000)
     pipe = SkyReelsV4InpaintPipeline.from_pipe(build_tiny_pipeline(video_vae=request.param, audio_vae="oobleck"))
     record = precompute.read_manifest(manifest)[0]
-    clip = precompute.encode_record(pipe, record, 32, 32, 9)
+    clip = precompute.encode_clip(pipe, precompute.load_record(pipe, record, 9), 32, 32, 9)
     table = precompute.encode_captions(pipe, [record["caption"]], 512)
     clip["prompt_embeds"], clip["prompt_attention_mask"] = table[record["caption"]]
     _, _, audio = load_video_audio(record["video"], pipe.audio_spec.sample_rate, num_channels=1)

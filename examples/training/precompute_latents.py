@@ -69,18 +69,41 @@ def read_manifest(path: str) -> list[dict]:
     return records
 
 
-@torch.no_grad()
-def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: int, num_frames: int,
-                  refiner_scale: int | None = None, max_sequence_length: int = 512) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One manifest record -> its latents (without the prompt, which is encoded per unique caption)."""
-    sample_rate = pipe.audio_spec.sample_rate
+def load_record(pipe: SkyReelsV4Pipeline, record: dict, num_frames: int) -> dict:
+    """One manifest record read from its files: the clip's frames resampled to the model's frame rate and cut to
+    `num_frames`, its soundtrack at the audio VAE's rate cut or padded to the same duration, and the optional
+    reference image, audio reference and edit mask (see `encode_clip`)."""
+    sample_rate, channels = pipe.audio_spec.sample_rate, pipe.audio_spec.audio_channels
     fps = pipe.transformer.config.fps
-    frames, file_fps, audio = load_video_audio(record["video"], sample_rate, num_channels=pipe.audio_spec.audio_channels)
+    frames, file_fps, audio = load_video_audio(record["video"], sample_rate, num_channels=channels)
     frames = resample_frames(frames, file_fps, fps)
     if len(frames) < num_frames:
         raise ValueError(f"{record['video']!r} has {len(frames)} frames at {fps} fps; `--num_frames` asks for {num_frames}.")
-    frames = frames_to_tensor("video", frames[:num_frames], height, width)
+    clip = {"frames": frames[:num_frames], "audio": audio, "caption": record["caption"]}
+    if record["reference_images"]:
+        clip["reference_image"] = PIL.Image.open(record["reference_images"][0]).convert("RGB")
+    if record.get("audio_reference"):
+        clip["audio_reference"] = load_audio(record["audio_reference"], sample_rate, num_channels=channels)
+    if record.get("mask"):
+        clip["mask"] = load_video(record["mask"])[0] if record["mask"].endswith((".mp4", ".mov", ".webm")) else [
+            PIL.Image.open(record["mask"]).convert("L")]  # fmt: skip
+    return clip
+
+
+@torch.no_grad()
+def encode_clip(pipe: SkyReelsV4Pipeline, clip: dict, height: int, width: int, num_frames: int,
+                refiner_scale: int | None = None, max_sequence_length: int = 512) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One clip -> its tensors (without the caption's embedding, which is encoded once per unique caption).
+
+    `clip`: `frames` (`num_frames` frames: PIL, NumPy or torch), `audio` (`(channels, samples)` at the audio VAE's
+    rate, or None for silence), `caption`, and optionally `reference_image` (else a frame of the clip is the
+    reference), `audio_reference` (else the clip's own sound) and `mask` (an edit mask: image or frames, white = keep).
+    """
+    sample_rate = pipe.audio_spec.sample_rate
+    fps = pipe.transformer.config.fps
+    frames = frames_to_tensor("video", clip["frames"][:num_frames], height, width)
     samples = round(num_frames * sample_rate / fps)
+    audio = clip.get("audio")
     if audio is None:
         audio = torch.zeros(pipe.audio_spec.audio_channels, samples)
     audio = F.pad(audio[:, :samples], (0, max(0, samples - audio.shape[1])))
@@ -92,28 +115,23 @@ def encode_record(pipe: SkyReelsV4Pipeline, record: dict, height: int, width: in
         "video_frames": (frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1),
         "audio_latents": encode_audio_track(pipe.audio_vae, audio[None], num_audio_latents)[0],
     }
-    # The reference image (the manifest's, else a frame of the clip itself) takes both of the pipeline's paths: its
-    # latents are prepended to the video tokens, and the MLLM reads it with the caption.
-    if record["reference_images"]:
-        image = PIL.Image.open(record["reference_images"][0]).convert("RGB")
-    else:
-        image = PIL.Image.fromarray(out["video_frames"][num_frames // 2].numpy())
+    # The reference image takes both of the pipeline's paths: its latents are prepended to the video tokens, and the
+    # MLLM reads it with the caption.
+    image = clip.get("reference_image") or PIL.Image.fromarray(out["video_frames"][num_frames // 2].numpy())
     image = fit_with_black_padding(image, height, width)
     out["reference_latents"] = encode_video(pipe.vae, pixels_for_vae(frames_to_tensor("reference_images", [image], height, width)))[0]
-    embeds, mask = pipe.encode_prompt(record["caption"], prompt_images=[image], do_classifier_free_guidance=False,
+    embeds, mask = pipe.encode_prompt(clip["caption"], prompt_images=[image], do_classifier_free_guidance=False,
                                       max_sequence_length=max_sequence_length, dtype=torch.float32)[:2]  # fmt: skip
     out["reference_prompt_embeds"], out["reference_prompt_attention_mask"] = embeds[0], mask[0]
-    if record.get("audio_reference"):
-        reference_audio = load_audio(record["audio_reference"], sample_rate, num_channels=audio.shape[0])
-        reference_audio = F.pad(reference_audio[:, :samples], (0, max(0, samples - reference_audio.shape[1])))
-        out["audio_reference_latents"] = encode_audio_track(pipe.audio_vae, reference_audio[None], num_audio_latents)[0]
+    if clip.get("audio_reference") is not None:
+        reference = clip["audio_reference"]
+        reference = F.pad(reference[:, :samples], (0, max(0, samples - reference.shape[1])))
+        out["audio_reference_latents"] = encode_audio_track(pipe.audio_vae, reference[None], num_audio_latents)[0]
     else:
         out["audio_reference_latents"] = out["audio_latents"]
 
-    if record.get("mask"):
-        mask_frames, _ = load_video(record["mask"]) if record["mask"].endswith((".mp4", ".mov", ".webm")) else (
-            [PIL.Image.open(record["mask"]).convert("L")], None)  # fmt: skip
-        out["edit_keep_masks"] = mask_to_tensor(mask_frames, frames, num_frames, height, width).to(torch.uint8)
+    if clip.get("mask") is not None:
+        out["edit_keep_masks"] = mask_to_tensor(clip["mask"], frames, num_frames, height, width).to(torch.uint8)
         out["has_edit_mask"] = torch.tensor(1.0)
     else:
         out["edit_keep_masks"] = torch.ones(1, num_frames, height, width, dtype=torch.uint8)
@@ -139,13 +157,15 @@ def encode_captions(pipe: SkyReelsV4Pipeline, captions: list[str], max_sequence_
     return table
 
 
-def precompute(pipe, records, height, width, num_frames, max_sequence_length=512, refiner_scale=None):
-    """All records -> the tensors described in the module docstring."""
+def precompute(pipe, clips, height, width, num_frames, max_sequence_length=512, refiner_scale=None):
+    """Clips (dicts as `encode_clip` takes them; `load_record` reads them from a manifest) -> the tensors described in
+    the module docstring."""
     temporal = pipe.vae_spec.temporal_compression
     if (num_frames - 1) % temporal:
         raise ValueError(f"`num_frames` must be {temporal}k+1 for the video VAE, got {num_frames}.")
-    per_clip = [encode_record(pipe, r, height, width, num_frames, refiner_scale, max_sequence_length)
-                for r in tqdm(records, "encoding")]  # fmt: skip
+    clips = list(clips)
+    per_clip = [encode_clip(pipe, c, height, width, num_frames, refiner_scale, max_sequence_length)
+                for c in tqdm(clips, "encoding")]  # fmt: skip
     # Prompts read with a reference image differ in length: pad them to the longest, masked.
     length = max(clip["reference_prompt_embeds"].shape[0] for clip in per_clip)
     for clip in per_clip:
@@ -153,9 +173,9 @@ def precompute(pipe, records, height, width, num_frames, max_sequence_length=512
         clip["reference_prompt_embeds"] = F.pad(clip["reference_prompt_embeds"], (0, 0, 0, pad))
         clip["reference_prompt_attention_mask"] = F.pad(clip["reference_prompt_attention_mask"], (0, pad), value=False)
     tensors = {key: torch.stack([clip[key] for clip in per_clip]).contiguous() for key in per_clip[0]}
-    table = encode_captions(pipe, [r["caption"] for r in records], max_sequence_length)
-    tensors["prompt_embeds"] = torch.stack([table[r["caption"]][0] for r in records])
-    tensors["prompt_attention_mask"] = torch.stack([table[r["caption"]][1] for r in records])
+    table = encode_captions(pipe, [c["caption"] for c in clips], max_sequence_length)
+    tensors["prompt_embeds"] = torch.stack([table[c["caption"]][0] for c in clips])
+    tensors["prompt_attention_mask"] = torch.stack([table[c["caption"]][1] for c in clips])
     tensors["null_prompt_embeds"], tensors["null_prompt_attention_mask"] = (x[None] for x in table[""])
     return tensors
 
@@ -174,7 +194,8 @@ def main() -> None:
 
     pipe = SkyReelsV4Pipeline.from_pretrained(args.pretrained_model_name_or_path)
     records = read_manifest(args.manifest)
-    tensors = precompute(pipe, records, args.height, args.width, args.num_frames, args.max_sequence_length,
+    clips = (load_record(pipe, record, args.num_frames) for record in records)
+    tensors = precompute(pipe, clips, args.height, args.width, args.num_frames, args.max_sequence_length,
                          args.refiner_scale)  # fmt: skip
     os.makedirs(args.output_dir, exist_ok=True)
     save_file({k: v.float() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},

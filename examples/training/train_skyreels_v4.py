@@ -55,7 +55,7 @@ from skyreels_diffusers.utils.media import export_to_video_with_audio
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from precompute_latents import precompute, read_manifest  # noqa: E402
+from precompute_latents import load_record, precompute, read_manifest  # noqa: E402
 
 
 logger = get_logger(__name__)
@@ -355,11 +355,11 @@ def add_lora(transformer, args) -> None:
 def load_training_data(args, pipe) -> dict[str, torch.Tensor]:
     if args.train_latents:
         return load_file(os.path.join(args.train_latents, "latents.safetensors"))
-    records = read_manifest(args.train_manifest)
+    num_frames = args.num_frames or pipe.config.default_num_frames
+    clips = (load_record(pipe, record, num_frames) for record in read_manifest(args.train_manifest))
     return precompute(
-        pipe, records,
-        args.height or pipe.config.default_height, args.width or pipe.config.default_width,
-        args.num_frames or pipe.config.default_num_frames, refiner_scale=2 if args.refiner else None,
+        pipe, clips, args.height or pipe.config.default_height, args.width or pipe.config.default_width, num_frames,
+        refiner_scale=2 if args.refiner else None,
     )  # fmt: skip
 
 
