@@ -30,7 +30,7 @@ def build(args):
     model = SkyReelsV4Transformer3DModel(
         in_channels=33, out_channels=16, audio_in_channels=16, num_attention_heads=args.heads,
         attention_head_dim=args.head_dim, num_layers=args.layers, num_single_layers=args.single_layers,
-        num_refiner_layers=1, text_embed_dim=64, patch_size=1, rope_axes_dim=(16, 24, 24),
+        num_token_refiner_layers=1, text_embed_dim=64, patch_size=1, rope_axes_dim=(16, 24, 24),
     ).eval()  # fmt: skip
     # Audio covers the clip: (latent frames - 1) * 4 + 1 frames at 16 fps, at 44100 / 1024 latents per second.
     audio_len = round(((args.latent_frames - 1) * 4 + 1) / 16 * 44100 / 1024)

@@ -56,7 +56,6 @@ def main() -> None:
         "out_channels": channels,
         "num_attention_heads": args.heads,
         "attention_head_dim": args.head_dim,
-        "num_refiner_layers": 1,
         "text_embed_dim": text_dim,
         "rope_axes_dim": rope_axes,
     }
@@ -70,9 +69,11 @@ def main() -> None:
     print(f"hidden {dim}, {video_tokens} video tokens, {args.audio_latents} audio tokens, {args.text_tokens} text")
 
     # 1. Video tower vs HunyuanVideo-1.5 (dual-stream only, same width/depth/tokens).
-    ours = SkyReelsV4Transformer3DModel(**common, num_layers=args.layers, num_single_layers=0).eval()
+    ours = SkyReelsV4Transformer3DModel(
+        **common, num_layers=args.layers, num_single_layers=0, num_token_refiner_layers=1
+    ).eval()
     reference = HunyuanVideo15Transformer3DModel(
-        **common, num_layers=args.layers, text_embed_2_dim=32, image_embed_dim=32
+        **common, num_layers=args.layers, num_refiner_layers=1, text_embed_2_dim=32, image_embed_dim=32
     ).eval()
     # HunyuanVideo-1.5 always appends ByT5 and image tokens; one masked token each keeps the token count equal.
     byt5, byt5_mask = torch.randn(batch, 1, 32), torch.zeros(batch, 1, dtype=torch.long)
@@ -88,7 +89,8 @@ def main() -> None:
 
     # 2. Joint T2AV vs video-only, hybrid depth.
     joint = SkyReelsV4Transformer3DModel(
-        **common, audio_in_channels=40, num_layers=args.layers, num_single_layers=args.single_layers
+        **common, audio_in_channels=40, num_layers=args.layers, num_single_layers=args.single_layers,
+        num_token_refiner_layers=1,
     ).eval()
     with torch.inference_mode():
         t2v_s, t2av_s = best_seconds(

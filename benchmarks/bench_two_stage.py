@@ -50,7 +50,7 @@ def main() -> None:
         "attention_head_dim": args.head_dim,
         "num_layers": 2,
         "num_single_layers": 2,
-        "num_refiner_layers": 1,
+        "num_token_refiner_layers": 1,
         "text_embed_dim": text_dim,
         "rope_axes_dim": (args.head_dim // 8, 7 * args.head_dim // 16, 7 * args.head_dim // 16),
     }

@@ -31,10 +31,14 @@ from _common import DTYPES, load_source, load_video_tower, save_atomically  # no
 
 # HunyuanVideo-1.5 parts SkyReels-V4 has no input for (ByT5 glyph text, SigLIP image embeddings).
 UNUSED_PREFIXES = ("image_embedder.", "context_embedder_2.")
-CONFIG_KEYS = (
-    "in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers", "num_refiner_layers",
-    "mlp_ratio", "patch_size", "patch_size_t", "text_embed_dim", "rope_theta", "rope_axes_dim",
-)  # fmt: skip
+# Our config entry -> HunyuanVideo-1.5's (the token refiner's depth is named after what it is here).
+CONFIG_KEYS = {
+    "in_channels": "in_channels", "out_channels": "out_channels", "num_attention_heads": "num_attention_heads",
+    "attention_head_dim": "attention_head_dim", "num_layers": "num_layers",
+    "num_token_refiner_layers": "num_refiner_layers", "mlp_ratio": "mlp_ratio", "patch_size": "patch_size",
+    "patch_size_t": "patch_size_t", "text_embed_dim": "text_embed_dim", "rope_theta": "rope_theta",
+    "rope_axes_dim": "rope_axes_dim",
+}  # fmt: skip
 
 
 def convert(
@@ -46,7 +50,7 @@ def convert(
     show_progress: bool = True,
 ) -> tuple[SkyReelsV4Transformer3DModel, list[str], list[str]]:
     """Returns the converted model, the source keys left unused, and the target keys initialised fresh."""
-    target_config = {key: config[key] for key in CONFIG_KEYS if key in config}
+    target_config = {ours: config[theirs] for ours, theirs in CONFIG_KEYS.items() if theirs in config}
     target_config["rope_axes_dim"] = tuple(target_config["rope_axes_dim"])
     target_config["num_single_layers"] = 0  # HunyuanVideo-1.5 is dual-stream only
     target_config["audio_in_channels"] = audio_model.config.in_channels if audio_model else audio_in_channels

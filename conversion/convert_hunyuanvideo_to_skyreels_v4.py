@@ -26,10 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import DTYPES, load_source, load_video_tower, save_atomically  # noqa: E402
 
 
-CONFIG_KEYS = (
-    "num_attention_heads", "attention_head_dim", "num_layers", "num_single_layers", "num_refiner_layers",
-    "mlp_ratio", "patch_size", "patch_size_t", "text_embed_dim", "rope_theta", "rope_axes_dim",
-)  # fmt: skip
+# Our config entry -> HunyuanVideo's (the token refiner's depth is named after what it is here).
+CONFIG_KEYS = {
+    "num_attention_heads": "num_attention_heads", "attention_head_dim": "attention_head_dim",
+    "num_layers": "num_layers", "num_single_layers": "num_single_layers",
+    "num_token_refiner_layers": "num_refiner_layers", "mlp_ratio": "mlp_ratio", "patch_size": "patch_size",
+    "patch_size_t": "patch_size_t", "text_embed_dim": "text_embed_dim", "rope_theta": "rope_theta",
+    "rope_axes_dim": "rope_axes_dim",
+}  # fmt: skip
 FOLDED = ("time_text_embed.text_embedder.", "time_text_embed.guidance_embedder.")
 
 
@@ -58,7 +62,7 @@ def convert(
     if config.image_condition_type == "token_replace":
         raise ValueError("HunyuanVideo 'token_replace' image conditioning has no SkyReels-V4 counterpart.")
     out_channels = config.out_channels or config.in_channels
-    target_config = {key: config[key] for key in CONFIG_KEYS}
+    target_config = {ours: config[theirs] for ours, theirs in CONFIG_KEYS.items()}
     target_config.update(
         in_channels=2 * out_channels + 1,
         out_channels=out_channels,

@@ -59,7 +59,7 @@ def main() -> None:
     # Stage 2: super-resolution (+ 2x frame interpolation), conditioned on the keyframes and the clean base audio.
     stage2 = refiner(
         args.prompt,
-        latents=stage1.frames,
+        low_res_latents=stage1.frames,
         keyframes=stage1.keyframes,
         keyframe_indices=stage1.keyframe_indices,
         audio_latents=stage1.audio,

@@ -45,7 +45,7 @@ def _trained_joint_model(num_attention_heads: int = 2) -> SkyReelsV4Transformer3
     torch.manual_seed(0)
     model = SkyReelsV4Transformer3DModel(
         in_channels=9, out_channels=4, audio_in_channels=6, num_attention_heads=num_attention_heads,
-        attention_head_dim=16, num_layers=1, num_single_layers=1, num_refiner_layers=1, text_embed_dim=24,
+        attention_head_dim=16, num_layers=1, num_single_layers=1, num_token_refiner_layers=1, text_embed_dim=24,
         rope_axes_dim=(4, 6, 6),
     ).eval()  # fmt: skip
     generator = torch.Generator().manual_seed(1)
@@ -94,7 +94,9 @@ def joint_forward(world_size: int, num_attention_heads: int = 2) -> None:
     model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world_size))
     assert model.context_parallel_shards == world_size
     block_lengths = []  # the sequence length each rank's first video block sees: its padded shard
-    model.video_tower.blocks[0].register_forward_pre_hook(lambda _, args: block_lengths.append(args[0].shape[1]))
+    model.video_tower.blocks[0].register_forward_pre_hook(
+        lambda _, args, kwargs: block_lengths.append(kwargs["hidden_states"].shape[1]), with_kwargs=True
+    )
     with torch.no_grad():
         for name, inputs in cases.items():
             actual = model(**inputs)

@@ -66,7 +66,7 @@ def test_audio_tower_taken_from_a_t2a_checkpoint(source, tmp_path):
     torch.manual_seed(2)
     audio_model = SkyReelsV4AudioTransformer1DModel(
         in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=0,
-        num_refiner_layers=1, text_embed_dim=24,
+        num_token_refiner_layers=1, text_embed_dim=24,
     ).eval()  # fmt: skip
     audio_model.save_pretrained(tmp_path / "t2a")
     output = tmp_path / "joint"

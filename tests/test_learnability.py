@@ -53,7 +53,7 @@ def micro_model() -> SkyReelsV4Transformer3DModel:
     torch.manual_seed(0)
     return SkyReelsV4Transformer3DModel(
         in_channels=2 * CHANNELS + 1, out_channels=CHANNELS, audio_in_channels=AUDIO_CHANNELS, num_attention_heads=4,
-        attention_head_dim=16, num_layers=1, num_single_layers=1, num_refiner_layers=1, mlp_ratio=2.0,
+        attention_head_dim=16, num_layers=1, num_single_layers=1, num_token_refiner_layers=1, mlp_ratio=2.0,
         patch_size=4, text_embed_dim=TEXT_DIM, rope_axes_dim=(4, 6, 6), fps=FPS, vae_temporal_compression_ratio=1,
         audio_sample_rate=FPS * AUDIO_PER_FRAME * 100, audio_samples_per_latent=100, cross_modal_attention_heads=4,
     )  # fmt: skip

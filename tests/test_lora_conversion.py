@@ -121,11 +121,11 @@ def test_merge_audio_tower(tmp_path):
     torch.manual_seed(0)
     joint = SkyReelsV4Transformer3DModel(
         in_channels=9, out_channels=4, audio_in_channels=6, num_attention_heads=2, attention_head_dim=16,
-        num_layers=1, num_single_layers=1, num_refiner_layers=1, text_embed_dim=24, rope_axes_dim=(4, 6, 6),
+        num_layers=1, num_single_layers=1, num_token_refiner_layers=1, text_embed_dim=24, rope_axes_dim=(4, 6, 6),
     ).eval()  # fmt: skip
     audio = SkyReelsV4AudioTransformer1DModel(
         in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
-        num_refiner_layers=1, text_embed_dim=24,
+        num_token_refiner_layers=1, text_embed_dim=24,
     ).eval()  # fmt: skip
     joint.save_pretrained(tmp_path / "joint")
     audio.save_pretrained(tmp_path / "audio")

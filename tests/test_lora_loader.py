@@ -1,4 +1,6 @@
+import contextlib
 import copy
+import logging
 
 import pytest
 import safetensors.torch
@@ -197,6 +199,20 @@ def test_refuses_pickle_files(lora, pipe, tmp_path):
     assert pipe.get_list_adapters() == {}
 
 
+@contextlib.contextmanager
+def warnings_from(logger_name: str):
+    """Messages a Diffusers-style logger warns while the block runs."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_missing_path_and_bad_inputs(lora, pipe, tmp_path):
     _, dirs, refs = lora
     missing = tmp_path / "no_such_lora"
@@ -213,8 +229,14 @@ def test_missing_path_and_bad_inputs(lora, pipe, tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         pipe.load_lora_weights(tmp_path / "broken.safetensors")
-    with pytest.raises(ValueError, match=r"not starting with 'transformer\.'.*not supported yet"):
+    # No `transformer.` key at all: nothing for this pipeline, a no-op with a warning (as Diffusers' loaders do).
+    with warnings_from("skyreels_diffusers.loaders.lora_pipeline") as messages:
         pipe.load_lora_weights(dict(refs["a_state_dict"]))
+    assert any("nothing was loaded" in m for m in messages) and pipe.get_list_adapters() == {}
+    # Some keys prefixed and others not: a file in another layout, refused.
+    mixed = {"transformer.x.lora_A.weight": torch.zeros(2, 2), **refs["a_state_dict"]}
+    with pytest.raises(ValueError, match=r"not starting with 'transformer\.'.*not supported yet"):
+        pipe.load_lora_weights(mixed)
     with pytest.raises(ValueError, match="not a LoRA checkpoint"):
         pipe.load_lora_weights({"transformer.proj_out.weight": torch.zeros(2, 2)})
     with pytest.raises(ValueError, match="transformer_lora_layers"):

@@ -115,7 +115,7 @@ def test_each_task_runs_end_to_end(pipe):
     results = {
         "i2v": run(pipe, image=image),
         "interpolation": run(pipe, image=image, last_image=random_image(2)),
-        "keyframes": run(pipe, keyframes=[(0, image), (4, random_image(3)), (8, random_image(4))]),
+        "keyframes": run(pipe, frame_conditions=[(0, image), (4, random_image(3)), (8, random_image(4))]),
         "extension": run(pipe, video=video, num_condition_frames=5, num_frames=17),
         "editing": run(pipe, video=video, mask=mask),
         "references": run(pipe, reference_images=[image, random_image(5, 16, 40)]),
@@ -205,9 +205,9 @@ def test_keep_input_audio_needs_a_file(pipe):
         ({"video": random_video(), "mask": np.ones((16, 16))}, ValueError, "video size"),
         ({"video": random_video(), "mask": np.ones((4, SIZE, SIZE))}, ValueError, "one per video frame"),
         ({"reference_images": [random_image()] * 5}, ValueError, "max_references"),
-        ({"keyframes": [(9, random_image())]}, ValueError, "outside the clip"),
-        ({"keyframes": [(1, random_image()), (2, random_image())]}, ValueError, "share latent frames"),
-        ({"keyframes": [("0", random_image())]}, TypeError, "keyframes"),
+        ({"frame_conditions": [(9, random_image())]}, ValueError, "outside the clip"),
+        ({"frame_conditions": [(1, random_image()), (2, random_image())]}, ValueError, "share latent frames"),
+        ({"frame_conditions": [("0", random_image())]}, TypeError, "frame_conditions"),
         ({"video": random_video(), "num_condition_frames": 9}, ValueError, "num_condition_frames"),
         (
             {"video": random_video(), "num_condition_frames": 3, "num_frames": 17, "mask": np.ones((9, 32, 32))},
@@ -373,3 +373,13 @@ def test_bad_video_and_audio_conditions_are_refused_before_any_model_work(pipe, 
     finally:
         handle.remove()
     assert not calls
+
+
+def test_keyframes_is_a_deprecated_name_of_frame_conditions(pipe):
+    image = random_image(3)
+    new = run(pipe, frame_conditions=[(4, image)], output_type="latent")
+    with pytest.warns(FutureWarning, match="frame_conditions"):
+        old = run(pipe, keyframes=[(4, image)], output_type="latent")
+    torch.testing.assert_close(old.frames, new.frames, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="only"):
+        run(pipe, keyframes=[(4, image)], frame_conditions=[(4, image)])

@@ -90,7 +90,7 @@ def test_chain_base_to_refiner_end_to_end(base, refiner):
     handle = refiner.transformer.register_forward_pre_hook(capture, with_kwargs=True)
     try:
         stage2 = refiner(
-            PROMPT, latents=stage1.frames, keyframes=stage1.keyframes, keyframe_indices=stage1.keyframe_indices,
+            PROMPT, low_res_latents=stage1.frames, keyframes=stage1.keyframes, keyframe_indices=stage1.keyframe_indices,
             audio_latents=stage1.audio, num_inference_steps=2, generator=generator,
         )  # fmt: skip
     finally:
@@ -119,7 +119,7 @@ def test_refiner_strength_starts_from_the_noised_upsampled_condition(refiner):
 
     handle = refiner.transformer.register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        refiner(PROMPT, latents=latents, num_inference_steps=10, strength=0.3, guidance_scale=1.0,
+        refiner(PROMPT, low_res_latents=latents, num_inference_steps=10, strength=0.3, guidance_scale=1.0,
                 generator=torch.Generator().manual_seed(0), output_type="latent")  # fmt: skip
         assert refiner.num_timesteps == 3
         schedule = refiner.prepare_timesteps(10, None, "cpu")
@@ -152,9 +152,19 @@ def test_refiner_strength_starts_from_the_noised_upsampled_condition(refiner):
 def test_refiner_bad_inputs(refiner, kwargs, message):
     latents = torch.randn(1, 8, 3, 8, 8)
     with pytest.raises(ValueError, match=message):
-        refiner(PROMPT, latents=latents, num_inference_steps=1, **kwargs)
+        refiner(PROMPT, low_res_latents=latents, num_inference_steps=1, **kwargs)
 
 
 def test_refiner_bad_config():
     with pytest.raises(ValueError, match="temporal_upscale_factor"):
         SkyReelsV4RefinerTransformer3DModel(in_channels=9, out_channels=4, temporal_upscale_factor=3)
+
+
+def test_latents_is_a_deprecated_name_of_low_res_latents(refiner):
+    low_res = torch.randn(1, 8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    new = refiner(PROMPT, low_res_latents=low_res, num_inference_steps=1, output_type="latent",
+                  generator=torch.Generator().manual_seed(1))  # fmt: skip
+    with pytest.warns(FutureWarning, match="low_res_latents"):
+        old = refiner(PROMPT, latents=low_res, num_inference_steps=1, output_type="latent",
+                      generator=torch.Generator().manual_seed(1))  # fmt: skip
+    torch.testing.assert_close(old.frames, new.frames, rtol=0, atol=0)

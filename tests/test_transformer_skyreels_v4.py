@@ -16,7 +16,7 @@ TINY = {
     "attention_head_dim": 16,
     "num_layers": 1,
     "num_single_layers": 1,
-    "num_refiner_layers": 1,
+    "num_token_refiner_layers": 1,
     "text_embed_dim": 24,
     "rope_axes_dim": (4, 6, 6),
 }
@@ -201,7 +201,7 @@ def test_audio_rope_scale_derived_from_config(timeline):
     assert math.isclose(model.audio_rope_scale, expected, rel_tol=1e-12)
     audio = SkyReelsV4AudioTransformer1DModel(
         in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=0,
-        num_refiner_layers=1, text_embed_dim=24, **timeline,
+        num_token_refiner_layers=1, text_embed_dim=24, **timeline,
     )  # fmt: skip
     assert math.isclose(audio.audio_rope_scale, expected, rel_tol=1e-12)
 
@@ -246,6 +246,21 @@ def test_gradient_checkpointing_matches(model):
         torch.testing.assert_close(plain[name], checkpointed[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_fused_qkv_projections_give_the_same_outputs(model):
+    randomize_cross_modal(model)
+    inputs = make_inputs()
+    with torch.no_grad():
+        reference = model(**inputs)
+        model.fuse_qkv_projections()
+        assert model.video_tower.transformer_blocks[0].attn.fused_projections
+        fused = model(**inputs)
+        model.unfuse_qkv_projections()
+        unfused = model(**inputs)
+    for name in ("sample", "audio_sample"):
+        torch.testing.assert_close(getattr(fused, name), getattr(reference, name), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(getattr(unfused, name), getattr(reference, name), atol=0, rtol=0)
+
+
 def test_lora_trains_changes_outputs_and_roundtrips(model, tmp_path):
     inputs = make_inputs()
     with torch.no_grad():
@@ -281,11 +296,44 @@ def test_compiles_without_graph_breaks(model):
     torch.testing.assert_close(actual.audio_sample, expected.audio_sample)
 
 
+def test_audio_dit_tuple_output_puts_the_prediction_first():
+    from skyreels_diffusers import SkyReelsV4AudioTransformer1DModel
+
+    torch.manual_seed(0)
+    audio_model = SkyReelsV4AudioTransformer1DModel(
+        in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
+        num_token_refiner_layers=1, text_embed_dim=24,
+    ).eval()  # fmt: skip
+    inputs = make_inputs()
+    with torch.no_grad():
+        out = audio_model(inputs["audio_hidden_states"], inputs["timestep"], inputs["encoder_hidden_states"])
+        (sample,) = audio_model(
+            inputs["audio_hidden_states"], inputs["timestep"], inputs["encoder_hidden_states"], return_dict=False
+        )
+    torch.testing.assert_close(sample, out.audio_sample, rtol=0, atol=0)
+
+
+def test_old_configs_with_num_refiner_layers_still_load(model, tmp_path):
+    import json
+
+    model.save_pretrained(tmp_path)
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    config["num_refiner_layers"] = config.pop("num_token_refiner_layers")
+    config_path.write_text(json.dumps(config))
+    with pytest.warns(FutureWarning, match="num_token_refiner_layers"):
+        loaded = SkyReelsV4Transformer3DModel.from_pretrained(tmp_path)
+    assert loaded.config.num_token_refiner_layers == model.config.num_token_refiner_layers
+    assert "num_refiner_layers" not in loaded.config
+    for a, b in zip(loaded.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_audio_dit_loads_into_joint_model_without_renaming(model):
     torch.manual_seed(3)
     audio_model = SkyReelsV4AudioTransformer1DModel(
         in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
-        num_refiner_layers=1, text_embed_dim=24,
+        num_token_refiner_layers=1, text_embed_dim=24,
     ).eval()  # fmt: skip
     assert set(audio_model.state_dict()) <= set(model.state_dict())
     joint = SkyReelsV4Transformer3DModel.from_video_and_audio(model, audio_model).eval()
@@ -306,7 +354,7 @@ def test_audio_dit_loads_into_joint_model_without_renaming(model):
 def test_from_video_and_audio_rejects_mismatched_towers(model):
     audio_model = SkyReelsV4AudioTransformer1DModel(
         in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=1,
-        num_refiner_layers=1, text_embed_dim=24,
+        num_token_refiner_layers=1, text_embed_dim=24,
     )  # fmt: skip
     with pytest.raises(ValueError, match="num_layers"):
         SkyReelsV4Transformer3DModel.from_video_and_audio(model, audio_model)

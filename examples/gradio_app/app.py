@@ -560,7 +560,7 @@ class DemoRunner:
         refined = self.models.refiner(
             call["prompt"],
             negative_prompt=settings.negative_prompt,
-            latents=base.frames,
+            low_res_latents=base.frames,
             keyframes=base.keyframes,
             keyframe_indices=base.keyframe_indices,
             audio_latents=base.audio,

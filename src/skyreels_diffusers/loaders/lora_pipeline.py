@@ -1,7 +1,7 @@
 """LoRA loading for SkyReels-V4 pipelines, on top of Diffusers' `LoraBaseMixin`.
 
 Files hold PEFT LoRA factors in the Diffusers layout, every key prefixed with the component name (`transformer.`):
-`transformer.video_tower.blocks.0.attn.to_q.lora_A.weight`, ... -- what `save_lora_weights` writes and what
+`transformer.video_tower.transformer_blocks.0.attn.to_q.lora_A.weight`, ... -- what `save_lora_weights` writes and what
 `get_peft_model_state_dict(pipe.transformer)` gives with that prefix. Only safetensors is read or written.
 
 Everything that works on adapters once they are loaded (`unload_lora_weights`, `fuse_lora`, `unfuse_lora`,
@@ -270,7 +270,7 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
             raise ValueError(
                 f"`pretrained_model_name_or_path_or_dict` is not a LoRA checkpoint: {len(not_lora)} key(s) without "
                 f"'lora' ({_describe_keys(not_lora)}); expected PEFT LoRA keys such as "
-                f"'{cls.transformer_name}.video_tower.blocks.0.attn.to_q.lora_A.weight'."
+                f"'{cls.transformer_name}.video_tower.transformer_blocks.0.attn.to_q.lora_A.weight'."
             )
         prefix = f"{cls.transformer_name}."
         unprefixed = [k for k in state_dict if not k.startswith(prefix)]
@@ -314,6 +314,14 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
         state_dict, metadata = self.lora_state_dict(
             pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs
         )
+        prefix = f"{self.transformer_name}."
+        if state_dict and not any(key.startswith(prefix) for key in state_dict):
+            # As Diffusers' loaders do: weights for other components are not an error, there is just nothing to load.
+            logger.warning(
+                f"No LoRA keys for `{self.transformer_name}` (prefix {prefix!r}) in the given weights "
+                f"({_describe_keys(list(state_dict))}); nothing was loaded."
+            )
+            return
         self._check_diffusers_layout(state_dict)
         self.load_lora_into_transformer(
             state_dict,

@@ -25,6 +25,8 @@ Layout of the state dict, chosen so that conversions are plain prefix renames:
 Context parallelism (Ulysses) is described in `SkyReelsV4Transformer3DModel`'s class comment on `_cp_plan`.
 """
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models._modeling_parallel import (
     ContextParallelConfig,
@@ -50,7 +52,7 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
     HunyuanVideo15TimeEmbedding,
     HunyuanVideo15TokenRefiner,
 )
-from diffusers.utils import BaseOutput, apply_lora_scale
+from diffusers.utils import BaseOutput, apply_lora_scale, deprecate
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 
@@ -106,11 +108,7 @@ class SkyReelsV4AttnProcessor:
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         is_cross = attn.is_cross_attention
         is_joint = encoder_hidden_states is not None and attn.added_kv_proj_dim is not None
-        kv_source = encoder_hidden_states if is_cross else hidden_states
-
-        query = attn.norm_q(attn.to_q(hidden_states).unflatten(2, (attn.heads, -1)))
-        key = attn.norm_k(attn.to_k(kv_source).unflatten(2, (attn.heads, -1)))
-        value = attn.to_v(kv_source).unflatten(2, (attn.heads, -1))
+        query, key, value = project_qkv(attn, hidden_states, encoder_hidden_states if is_cross else None)
 
         if image_rotary_emb is not None:
             query = _apply_rotary_emb_prefix(query, image_rotary_emb)
@@ -120,9 +118,7 @@ class SkyReelsV4AttnProcessor:
             key = _apply_rotary_emb_prefix(key, encoder_rotary_emb)
 
         if is_joint:
-            encoder_query = attn.norm_added_q(attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1)))
-            encoder_key = attn.norm_added_k(attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1)))
-            encoder_value = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            encoder_query, encoder_key, encoder_value = project_added_qkv(attn, encoder_hidden_states)
             query = torch.cat([query, encoder_query], dim=1)
             key = torch.cat([key, encoder_key], dim=1)
             value = torch.cat([value, encoder_value], dim=1)
@@ -144,6 +140,36 @@ class SkyReelsV4AttnProcessor:
         if attn.pre_only:
             return hidden_states
         return attn.to_out[0](hidden_states)
+
+
+def project_qkv(
+    attn: "SkyReelsV4Attention", hidden_states: torch.Tensor, context: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalised queries and keys and the values `(B, L, heads, D)` of self-attention (`context=None`) or of
+    cross-attention to `context`, through the separate or the fused (`fuse_qkv_projections`) projections."""
+    if attn.fused_projections and context is None:
+        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+    elif attn.fused_projections:
+        query = attn.to_q(hidden_states)
+        key, value = attn.to_kv(context).chunk(2, dim=-1)
+    else:
+        kv_source = hidden_states if context is None else context
+        query, key, value = attn.to_q(hidden_states), attn.to_k(kv_source), attn.to_v(kv_source)
+    query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
+    return attn.norm_q(query), attn.norm_k(key), value
+
+
+def project_added_qkv(
+    attn: "SkyReelsV4Attention", encoder_hidden_states: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The text tokens' own queries, keys and values of a dual-stream joint attention."""
+    if attn.fused_projections:
+        query, key, value = attn.to_added_qkv(encoder_hidden_states).chunk(3, dim=-1)
+    else:
+        projections = (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
+        query, key, value = (projection(encoder_hidden_states) for projection in projections)
+    query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
+    return attn.norm_added_q(query), attn.norm_added_k(key), value
 
 
 def _dispatch_attention(processor, query, key, value, attention_mask, keys_sharded: bool = True) -> torch.Tensor:
@@ -208,10 +234,15 @@ class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
         zero_init_output: zero the output projection, so a new layer starts as an exact identity residual.
         replicated_context: the key/value tokens of this cross-attention (the prompt, or the Refiner's audio
             condition) are whole on every context-parallel rank, so it attends locally instead of exchanging them.
+        sparse_gate: add the zero-initialised per-head gate `vsa_gate` of Video Sparse Attention's coarse branch
+            (the Refiner's attention processor reads it).
     """
 
     _default_processor_cls = SkyReelsV4AttnProcessor
     _available_processors = [SkyReelsV4AttnProcessor]
+    # Read by Diffusers' `fuse_qkv_projections`: every projection has a bias.
+    use_bias = True
+    added_proj_bias = True
 
     def __init__(
         self,
@@ -223,6 +254,7 @@ class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
         pre_only: bool = False,
         zero_init_output: bool = False,
         replicated_context: bool = False,
+        sparse_gate: bool = False,
         eps: float = 1e-6,
         processor: SkyReelsV4AttnProcessor | None = None,
     ) -> None:
@@ -256,6 +288,10 @@ class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
             self.norm_added_q = nn.RMSNorm(dim_head, eps=eps)
             self.norm_added_k = nn.RMSNorm(dim_head, eps=eps)
             self.to_add_out = nn.Linear(inner_dim, added_kv_proj_dim)
+        if sparse_gate:
+            self.vsa_gate = nn.Linear(query_dim, inner_dim)
+            nn.init.zeros_(self.vsa_gate.weight)
+            nn.init.zeros_(self.vsa_gate.bias)
 
         self.set_processor(processor or self._default_processor_cls())
 
@@ -351,12 +387,16 @@ class SkyReelsV4TransformerBlock(nn.Module):
 
     The computation and parameter names equal Diffusers' `HunyuanVideo15TransformerBlock`."""
 
-    def __init__(self, num_attention_heads: int, attention_head_dim: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, num_attention_heads: int, attention_head_dim: int, mlp_ratio: float, sparse_attention: bool = False
+    ) -> None:
         super().__init__()
         dim = num_attention_heads * attention_head_dim
         self.norm1 = AdaLayerNormZero(dim, norm_type="layer_norm")
         self.norm1_context = AdaLayerNormZero(dim, norm_type="layer_norm")
-        self.attn = SkyReelsV4Attention(dim, num_attention_heads, attention_head_dim, added_kv_proj_dim=dim)
+        self.attn = SkyReelsV4Attention(
+            dim, num_attention_heads, attention_head_dim, added_kv_proj_dim=dim, sparse_gate=sparse_attention
+        )
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(dim, mult=mlp_ratio, activation_fn="gelu-approximate")
         self.norm2_context = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -369,11 +409,8 @@ class SkyReelsV4TransformerBlock(nn.Module):
         temb: torch.Tensor,
         attention_mask: torch.Tensor | None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
-        text_context: torch.Tensor | None = None,
-        text_context_mask: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # `text_context(_mask)` are read by the single-stream blocks only; both kinds share one call signature.
         norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=temb)
         norm_text, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(
             encoder_hidden_states, emb=temb
@@ -406,12 +443,16 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
     the text cross-attention; they differ under context parallelism (see `SkyReelsV4SequencePadding`).
     """
 
-    def __init__(self, num_attention_heads: int, attention_head_dim: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, num_attention_heads: int, attention_head_dim: int, mlp_ratio: float, sparse_attention: bool = False
+    ) -> None:
         super().__init__()
         dim = num_attention_heads * attention_head_dim
         mlp_dim = int(dim * mlp_ratio)
         self.norm = AdaLayerNormZeroSingle(dim, norm_type="layer_norm")
-        self.attn = SkyReelsV4Attention(dim, num_attention_heads, attention_head_dim, pre_only=True)
+        self.attn = SkyReelsV4Attention(
+            dim, num_attention_heads, attention_head_dim, pre_only=True, sparse_gate=sparse_attention
+        )
         self.proj_mlp = nn.Linear(dim, mlp_dim)
         self.act_mlp = nn.GELU(approximate="tanh")
         self.proj_out = nn.Linear(dim + mlp_dim, dim)
@@ -432,7 +473,7 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
         temb: torch.Tensor,
         attention_mask: torch.Tensor | None,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
-        text_context: torch.Tensor | None = None,
+        text_context: torch.Tensor,
         text_context_mask: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -620,6 +661,24 @@ class SkyReelsV4ContextParallelMixin:
         return cp_config.ring_degree * cp_config.ulysses_degree
 
 
+@dataclass
+class TowerState:
+    """One tower's running state through its blocks: media `tokens` `(B, N, dim)` and prompt tokens `text`
+    `(B, S, dim)`, which each block updates, and what every block reads: the timestep embedding `temb`, the joint
+    attention's key `attention_mask`, the media RoPE `rotary_emb`, the refined prompt `text_context` of the
+    single-stream text cross-attention with its key mask `text_context_mask` (the prompt's own mask: under context
+    parallelism `attention_mask` also covers media padding), and `attention_kwargs` for the attention processors."""
+
+    tokens: torch.Tensor
+    text: torch.Tensor
+    temb: torch.Tensor
+    attention_mask: torch.Tensor | None
+    rotary_emb: tuple[torch.Tensor, torch.Tensor]
+    text_context: torch.Tensor
+    text_context_mask: torch.Tensor | None = None
+    attention_kwargs: dict[str, Any] | None = None
+
+
 class SkyReelsV4Tower(nn.Module):
     """One modality's MMDiT stack: patch embedding, timestep embedding, MLLM token refiner, `num_layers`
     dual-stream then `num_single_layers` single-stream blocks, and the adaLN output head.
@@ -627,6 +686,9 @@ class SkyReelsV4Tower(nn.Module):
     Args:
         patch_size: `(t, h, w)` for the video tower (a Conv3d patch embedding); `None` for the audio tower, whose
             tokens are latent frames embedded by a linear layer.
+        num_token_refiner_layers: blocks of the MLLM token refiner (the prompt's own small transformer; not the
+            Refiner stage).
+        sparse_attention: give every block's attention the gate of Video Sparse Attention (the Refiner).
     """
 
     def __init__(
@@ -637,10 +699,11 @@ class SkyReelsV4Tower(nn.Module):
         attention_head_dim: int,
         num_layers: int,
         num_single_layers: int,
-        num_refiner_layers: int,
+        num_token_refiner_layers: int,
         mlp_ratio: float,
         text_embed_dim: int,
         patch_size: tuple[int, int, int] | None = None,
+        sparse_attention: bool = False,
     ) -> None:
         super().__init__()
         dim = num_attention_heads * attention_head_dim
@@ -652,29 +715,41 @@ class SkyReelsV4Tower(nn.Module):
             patch_volume = patch_size[0] * patch_size[1] * patch_size[2]
         self.time_embed = HunyuanVideo15TimeEmbedding(dim)
         self.context_embedder = HunyuanVideo15TokenRefiner(
-            text_embed_dim, num_attention_heads, attention_head_dim, num_layers=num_refiner_layers
+            text_embed_dim, num_attention_heads, attention_head_dim, num_layers=num_token_refiner_layers
         )
         for refiner_block in self.context_embedder.token_refiner.refiner_blocks:
             refiner_block.attn.set_processor(SkyReelsV4TokenRefinerAttnProcessor())
         # Learned offset marking MLLM text tokens (HunyuanVideo-1.5's text condition-type embedding).
         self.text_type_embedding = nn.Parameter(torch.zeros(dim))
 
-        self.transformer_blocks = nn.ModuleList(
-            [SkyReelsV4TransformerBlock(num_attention_heads, attention_head_dim, mlp_ratio) for _ in range(num_layers)]
-        )
+        block_args = (num_attention_heads, attention_head_dim, mlp_ratio, sparse_attention)
+        self.transformer_blocks = nn.ModuleList([SkyReelsV4TransformerBlock(*block_args) for _ in range(num_layers)])
         self.single_transformer_blocks = nn.ModuleList(
-            [
-                SkyReelsV4SingleTransformerBlock(num_attention_heads, attention_head_dim, mlp_ratio)
-                for _ in range(num_single_layers)
-            ]
+            [SkyReelsV4SingleTransformerBlock(*block_args) for _ in range(num_single_layers)]
         )
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(dim, patch_volume * out_channels)
 
     @property
     def blocks(self) -> list[nn.Module]:
-        """All blocks in execution order (dual-stream, then single-stream); they share one call signature."""
+        """All blocks in execution order: dual-stream, then single-stream."""
         return [*self.transformer_blocks, *self.single_transformer_blocks]
+
+    def run_block(self, index: int, state: TowerState, call: Callable[..., Any]) -> None:
+        """Run block `index` on `state` (updating its tokens and text) through `call(module, **kwargs)`, the model's
+        gradient-checkpointing wrapper."""
+        block = self.blocks[index]
+        inputs = {
+            "hidden_states": state.tokens,
+            "encoder_hidden_states": state.text,
+            "temb": state.temb,
+            "attention_mask": state.attention_mask,
+            "rotary_emb": state.rotary_emb,
+            "attention_kwargs": state.attention_kwargs,
+        }
+        if isinstance(block, SkyReelsV4SingleTransformerBlock):
+            inputs.update(text_context=state.text_context, text_context_mask=state.text_context_mask)
+        state.tokens, state.text = call(block, **inputs)
 
     def embed_conditions(
         self,
@@ -691,6 +766,29 @@ class SkyReelsV4Tower(nn.Module):
         text = self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
         return temb, text + self.text_type_embedding.to(text.dtype)
 
+    def embed_audio(
+        self,
+        audio_latents: torch.Tensor,
+        reference_latents: torch.Tensor | None,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        time_rope: "SkyReelsV4RotaryPosEmbed",
+        rope_scale: float,
+        dtype: torch.dtype,
+    ) -> tuple[TowerState, int]:
+        """The audio tower's state before its blocks: tokens `[references ; audio]` (latents `(B, C_a, L)`) with
+        1D RoPE on the video latent timeline (references at negative positions), and the number of references."""
+        temb, text = self.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
+        num_references, latents = 0, audio_latents.to(dtype)
+        if reference_latents is not None:
+            num_references = reference_latents.shape[2]
+            latents = torch.cat([reference_latents.to(dtype), latents], dim=2)
+        positions = audio_token_positions(latents.shape[2], num_references, rope_scale, latents.device)
+        tokens = self.x_embedder(latents.transpose(1, 2))
+        state = TowerState(tokens, text, temb, encoder_attention_mask, time_rope(positions), text, encoder_attention_mask)
+        return state, num_references
+
     def project_out(
         self, hidden_states: torch.Tensor, temb: torch.Tensor, tokens: slice = slice(None)
     ) -> torch.Tensor:
@@ -699,8 +797,23 @@ class SkyReelsV4Tower(nn.Module):
         return self.proj_out(self.norm_out(hidden_states, temb)[:, tokens])
 
 
+class SkyReelsV4BlocksMixin:
+    """What the three SkyReels-V4 models share around their blocks: one call wrapper (with gradient checkpointing)
+    for every block they run, and the timestep preparation."""
+
+    def _call_block(self, module: nn.Module, **inputs):
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(functools.partial(module, **inputs))
+        return module(**inputs)
+
+    @staticmethod
+    def _expand_timestep(timestep: torch.Tensor | None, batch_size: int, device) -> torch.Tensor | None:
+        """A scalar or `(B,)` timestep -> `(B,)` on `device`."""
+        return None if timestep is None else timestep.to(device).expand(batch_size)
+
+
 class SkyReelsV4Transformer3DModel(
-    SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
+    SkyReelsV4BlocksMixin, SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
 ):
     r"""
     The joint video-audio MMDiT of SkyReels-V4: two towers of identical width and depth ("symmetric twin backbone")
@@ -731,7 +844,8 @@ class SkyReelsV4Transformer3DModel(
         num_attention_heads (`int`, defaults to 16), attention_head_dim (`int`, defaults to 128): both towers.
         num_layers (`int`, defaults to 20): dual-stream blocks per tower (may be 0).
         num_single_layers (`int`, defaults to 40): single-stream blocks per tower (may be 0).
-        num_refiner_layers (`int`, defaults to 2): MLLM token-refiner blocks per tower.
+        num_token_refiner_layers (`int`, defaults to 2): blocks of each tower's MLLM token refiner (the prompt's small
+            transformer, not the Refiner stage). `num_refiner_layers`, its former name, is still accepted.
         mlp_ratio (`float`, defaults to 4.0): MLP width ratio.
         patch_size (`int`, defaults to 1), patch_size_t (`int`, defaults to 1): video patch sizes.
         text_embed_dim (`int`, defaults to 3584): hidden size of the MLLM text encoder.
@@ -780,7 +894,7 @@ class SkyReelsV4Transformer3DModel(
         attention_head_dim: int = 128,
         num_layers: int = 20,
         num_single_layers: int = 40,
-        num_refiner_layers: int = 2,
+        num_token_refiner_layers: int = 2,
         mlp_ratio: float = 4.0,
         patch_size: int = 1,
         patch_size_t: int = 1,
@@ -792,8 +906,11 @@ class SkyReelsV4Transformer3DModel(
         audio_sample_rate: int = 44100,
         audio_samples_per_latent: int = 1024,
         cross_modal_attention_heads: int | None = None,
+        num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
+        num_token_refiner_layers = renamed_config_value(self, "num_refiner_layers", num_refiner_layers,
+                                                        "num_token_refiner_layers", num_token_refiner_layers)  # fmt: skip
         if in_channels != 2 * out_channels + 1:
             raise ValueError(
                 f"`in_channels` must be 2 * out_channels + 1 = {2 * out_channels + 1} (noisy latent, condition "
@@ -808,7 +925,7 @@ class SkyReelsV4Transformer3DModel(
             "attention_head_dim": attention_head_dim,
             "num_layers": num_layers,
             "num_single_layers": num_single_layers,
-            "num_refiner_layers": num_refiner_layers,
+            "num_token_refiner_layers": num_token_refiner_layers,
             "mlp_ratio": mlp_ratio,
             "text_embed_dim": text_embed_dim,
         }
@@ -858,7 +975,7 @@ class SkyReelsV4Transformer3DModel(
                 )
         config = {k: v for k, v in video_config.items() if not k.startswith("_")}
         config["audio_in_channels"] = audio_config["in_channels"]
-        for key in ("num_refiner_layers", "audio_sample_rate", "audio_samples_per_latent"):
+        for key in ("num_token_refiner_layers", "audio_sample_rate", "audio_samples_per_latent"):
             config[key] = audio_config[key]
         model = cls.from_config(config)
         if (video_model.device, video_model.dtype) != (model.device, model.dtype):
@@ -866,11 +983,6 @@ class SkyReelsV4Transformer3DModel(
         model.video_tower.load_state_dict(video_model.video_tower.state_dict())
         model.audio_tower.load_state_dict(audio_model.audio_tower.state_dict())
         return model
-
-    def _maybe_checkpoint(self, module: nn.Module, *args):
-        if torch.is_grad_enabled() and self.gradient_checkpointing:
-            return self._gradient_checkpointing_func(module, *args)
-        return module(*args)
 
     @apply_lora_scale("attention_kwargs")
     def forward(
@@ -928,27 +1040,25 @@ class SkyReelsV4Transformer3DModel(
         batch_size, device, dtype = reference.shape[0], reference.device, reference.dtype
         if audio_timestep is None:
             audio_timestep = timestep
-        timestep = None if timestep is None else timestep.to(device).expand(batch_size)
-        audio_timestep = None if audio_timestep is None else audio_timestep.to(device).expand(batch_size)
+        timestep = self._expand_timestep(timestep, batch_size, device)
+        audio_timestep = self._expand_timestep(audio_timestep, batch_size, device)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.bool()
 
+        video = audio = None
         if has_video:
-            video, video_text, video_temb, video_rope, video_time_rope, video_layout = self._embed_video(
+            video, video_time_rope, video_layout = self._embed_video(
                 hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, reference_latents,
                 keyframe_hidden_states, keyframe_positions, dtype,
             )  # fmt: skip
-            video_text_context = video_text  # the single-stream text cross-attention reads the refined prompt
         if has_audio:
-            audio, audio_text, audio_temb, audio_rope, num_audio_refs = self._embed_audio(
-                audio_hidden_states, audio_timestep, encoder_hidden_states, encoder_attention_mask,
-                audio_reference_latents, dtype,
+            audio, num_audio_refs = self.audio_tower.embed_audio(
+                audio_hidden_states, audio_reference_latents, audio_timestep, encoder_hidden_states,
+                encoder_attention_mask, self.time_rope, self.audio_rope_scale, dtype,
             )  # fmt: skip
-            audio_text_context = audio_text
-            num_audio_tokens = audio.shape[1]
+            num_audio_tokens = audio.tokens.shape[1]
 
-        # Key masks of each tower's joint attention, and of the audio<->video attention (padding only).
-        video_mask = audio_mask = encoder_attention_mask
+        # Key masks of the audio<->video attention (padding only; each tower's joint mask lives in its state).
         video_key_mask = audio_key_mask = None
         num_shards = self.context_parallel_shards
         if num_shards > 1:  # pad and (through `_cp_plan`) split the sequences; see `SkyReelsV4SequencePadding`
@@ -956,40 +1066,38 @@ class SkyReelsV4Transformer3DModel(
             if text_mask is None:
                 text_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.bool, device=device)
             if has_video:
-                video, video_mask, video_key_mask, *tables = self.video_sequence_padding(
-                    video, text_mask, num_shards, *video_rope, *video_time_rope
+                video.tokens, video.attention_mask, video_key_mask, *tables = self.video_sequence_padding(
+                    video.tokens, text_mask, num_shards, *video.rotary_emb, *video_time_rope
                 )
-                video_rope, video_time_rope = tuple(tables[:2]), tuple(tables[2:])
+                video.rotary_emb, video_time_rope = tuple(tables[:2]), tuple(tables[2:])
             if has_audio:
-                audio, audio_mask, audio_key_mask, *tables = self.audio_sequence_padding(
-                    audio, text_mask, num_shards, *audio_rope
+                audio.tokens, audio.attention_mask, audio_key_mask, *tables = self.audio_sequence_padding(
+                    audio.tokens, text_mask, num_shards, *audio.rotary_emb
                 )
-                audio_rope = tuple(tables)
+                audio.rotary_emb = tuple(tables)
 
-        video_blocks = self.video_tower.blocks
-        audio_blocks = self.audio_tower.blocks
         for index, cross_modal_block in enumerate(self.cross_modal_blocks):
             if has_video:
-                video, video_text = self._maybe_checkpoint(
-                    video_blocks[index], video, video_text, video_temb, video_mask, video_rope, video_text_context,
-                    encoder_attention_mask,
-                )  # fmt: skip
+                self.video_tower.run_block(index, video, self._call_block)
             if has_audio:
-                audio, audio_text = self._maybe_checkpoint(
-                    audio_blocks[index], audio, audio_text, audio_temb, audio_mask, audio_rope, audio_text_context,
-                    encoder_attention_mask,
-                )  # fmt: skip
+                self.audio_tower.run_block(index, audio, self._call_block)
             if has_video and has_audio:
-                video, audio = self._maybe_checkpoint(
-                    cross_modal_block, video, audio, video_time_rope, audio_rope, video_key_mask, audio_key_mask
+                video.tokens, audio.tokens = self._call_block(
+                    cross_modal_block,
+                    video_hidden_states=video.tokens,
+                    audio_hidden_states=audio.tokens,
+                    video_time_rotary_emb=video_time_rope,
+                    audio_time_rotary_emb=audio.rotary_emb,
+                    video_key_mask=video_key_mask,
+                    audio_key_mask=audio_key_mask,
                 )
 
         video_sample = keyframe_sample = audio_sample = None
         if has_video:
-            video_sample, keyframe_sample = self._unembed_video(video, video_temb, video_layout)
+            video_sample, keyframe_sample = self._unembed_video(video.tokens, video.temb, video_layout)
         if has_audio:
             audio_tokens = slice(num_audio_refs, num_audio_tokens)
-            audio_sample = self.audio_tower.project_out(audio, audio_temb, audio_tokens).transpose(1, 2)
+            audio_sample = self.audio_tower.project_out(audio.tokens, audio.temb, audio_tokens).transpose(1, 2)
 
         if not return_dict:
             return (video_sample, audio_sample, keyframe_sample)
@@ -1008,7 +1116,8 @@ class SkyReelsV4Transformer3DModel(
         keyframe_positions: torch.Tensor | None,
         dtype: torch.dtype,
     ):
-        """Tokens `[references ; video ; keyframes]` with their 3D RoPE and temporal (cross-modal) RoPE."""
+        """The video tower's state before its blocks (tokens `[references ; video ; keyframes]` with their 3D RoPE),
+        the temporal RoPE of the cross-modal attention, and the token layout for `_unembed_video`."""
         tower, device = self.video_tower, hidden_states.device
         p_t, p = self.config.patch_size_t, self.config.patch_size
         _, _, num_frames, height, width = hidden_states.shape
@@ -1032,10 +1141,9 @@ class SkyReelsV4Transformer3DModel(
 
         tokens = torch.cat(tokens, dim=1) if len(tokens) > 1 else tokens[0]
         positions = self.video_positions(grid, reference_grid, keyframe_grid, keyframe_positions, device)
-        rope = self.rope(positions)
-        time_rope = self.time_rope(positions[:, :1])
+        state = TowerState(tokens, text, temb, encoder_attention_mask, self.rope(positions), text, encoder_attention_mask)
         layout = (num_reference_tokens, grid, keyframe_grid)
-        return tokens, text, temb, rope, time_rope, layout
+        return state, self.time_rope(positions[:, :1]), layout
 
     def video_positions(
         self,
@@ -1073,26 +1181,6 @@ class SkyReelsV4Transformer3DModel(
 
     def _unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         return unpatchify(tokens, grid, (self.config.patch_size_t, self.config.patch_size, self.config.patch_size))
-
-    def _embed_audio(
-        self,
-        audio_hidden_states: torch.Tensor,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        encoder_attention_mask: torch.Tensor | None,
-        audio_reference_latents: torch.Tensor | None,
-        dtype: torch.dtype,
-    ):
-        tower = self.audio_tower
-        temb, text = tower.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
-        latents = audio_hidden_states
-        num_refs = 0
-        if audio_reference_latents is not None:
-            num_refs = audio_reference_latents.shape[2]
-            latents = torch.cat([audio_reference_latents.to(dtype), latents], dim=2)
-        tokens = tower.x_embedder(latents.transpose(1, 2))
-        positions = audio_token_positions(latents.shape[2], num_refs, self.audio_rope_scale, latents.device)
-        return tokens, text, temb, self.time_rope(positions), num_refs
 
     def _check_inputs(
         self,
@@ -1215,6 +1303,17 @@ class SkyReelsV4Transformer3DModel(
                     f"audio latents (within {tolerance:.1f}) at {audio_latents_per_second:.2f} audio latents per "
                     "second."
                 )
+
+
+def renamed_config_value(model: ConfigMixin, old_name: str, old_value, new_name: str, new_value):
+    """The value of a config entry that was renamed: configs saved before the rename carry `old_name`; it is read,
+    recorded under `new_name`, and dropped from the model's config, with a deprecation warning."""
+    if old_value is None:
+        return new_value
+    deprecate(old_name, "1.0.0", f"The config entry `{old_name}` is now `{new_name}`; re-save the model to update it.")
+    model.register_to_config(**{new_name: old_value})
+    model._internal_dict = FrozenDict({k: v for k, v in model._internal_dict.items() if k != old_name})
+    return old_value
 
 
 def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> torch.Tensor:

@@ -23,16 +23,19 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import apply_lora_scale
 
 from .transformer_skyreels_v4 import (
+    SkyReelsV4BlocksMixin,
     SkyReelsV4RotaryPosEmbed,
     SkyReelsV4Tower,
     SkyReelsV4TransformerOutput,
     _check_tensor,
     audio_rope_scale_from_config,
-    audio_token_positions,
+    renamed_config_value,
 )
 
 
-class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
+class SkyReelsV4AudioTransformer1DModel(
+    SkyReelsV4BlocksMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
+):
     r"""
     The audio tower of [`SkyReelsV4Transformer3DModel`] on its own: text-to-audio flow matching.
 
@@ -44,7 +47,7 @@ class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixi
 
     Args:
         in_channels (`int`, defaults to 40): audio latent channels (input and output).
-        num_attention_heads, attention_head_dim, num_layers, num_single_layers, num_refiner_layers, mlp_ratio,
+        num_attention_heads, attention_head_dim, num_layers, num_single_layers, num_token_refiner_layers, mlp_ratio,
         text_embed_dim, rope_theta: as in [`SkyReelsV4Transformer3DModel`].
         fps, vae_temporal_compression_ratio, audio_sample_rate, audio_samples_per_latent: the timelines that give
             `audio_rope_scale = (fps / vae_temporal_compression_ratio) / (audio_sample_rate /
@@ -69,7 +72,7 @@ class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixi
         attention_head_dim: int = 128,
         num_layers: int = 20,
         num_single_layers: int = 40,
-        num_refiner_layers: int = 2,
+        num_token_refiner_layers: int = 2,
         mlp_ratio: float = 4.0,
         text_embed_dim: int = 3584,
         rope_theta: float = 256.0,
@@ -77,8 +80,11 @@ class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixi
         vae_temporal_compression_ratio: int = 4,
         audio_sample_rate: int = 44100,
         audio_samples_per_latent: int = 1024,
+        num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
+        num_token_refiner_layers = renamed_config_value(self, "num_refiner_layers", num_refiner_layers,
+                                                        "num_token_refiner_layers", num_token_refiner_layers)  # fmt: skip
         self.audio_tower = SkyReelsV4Tower(
             in_channels,
             in_channels,
@@ -86,7 +92,7 @@ class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixi
             attention_head_dim=attention_head_dim,
             num_layers=num_layers,
             num_single_layers=num_single_layers,
-            num_refiner_layers=num_refiner_layers,
+            num_token_refiner_layers=num_token_refiner_layers,
             mlp_ratio=mlp_ratio,
             text_embed_dim=text_embed_dim,
         )
@@ -118,7 +124,8 @@ class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixi
                 prepended at negative positions and not predicted.
 
         Returns:
-            [`SkyReelsV4TransformerOutput`] whose `audio_sample` has the shape of `hidden_states`.
+            [`SkyReelsV4TransformerOutput`] whose `audio_sample` has the shape of `hidden_states`; with
+            `return_dict=False`, the tuple `(audio_sample,)`.
         """
         config = self.config
         _check_tensor("hidden_states", hidden_states, ndim=3, channels=config.in_channels, what="(B, C_a, L)")
@@ -139,29 +146,19 @@ class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixi
             _check_tensor("reference_latents", reference_latents, 3, "(B, C_a, Lr)", channels=config.in_channels)
 
         batch_size, dtype, device = hidden_states.shape[0], hidden_states.dtype, hidden_states.device
-        timestep = timestep.to(device).expand(batch_size) if timestep.ndim == 0 else timestep.to(device)
+        timestep = self._expand_timestep(timestep, batch_size, device)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.bool()
 
         tower = self.audio_tower
-        temb, text = tower.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
-        text_context = text
-        num_refs = 0
-        latents = hidden_states
-        if reference_latents is not None:
-            num_refs = reference_latents.shape[2]
-            latents = torch.cat([reference_latents.to(dtype), latents], dim=2)
-        tokens = tower.x_embedder(latents.transpose(1, 2))
-        rope = self.time_rope(audio_token_positions(latents.shape[2], num_refs, self.audio_rope_scale, device))
+        state, num_refs = tower.embed_audio(
+            hidden_states, reference_latents, timestep, encoder_hidden_states, encoder_attention_mask, self.time_rope,
+            self.audio_rope_scale, dtype,
+        )  # fmt: skip
+        for index in range(len(tower.blocks)):
+            tower.run_block(index, state, self._call_block)
 
-        for block in tower.blocks:
-            args = (tokens, text, temb, encoder_attention_mask, rope, text_context)
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                tokens, text = self._gradient_checkpointing_func(block, *args)
-            else:
-                tokens, text = block(*args)
-
-        sample = tower.project_out(tokens[:, num_refs:], temb).transpose(1, 2)
+        sample = tower.project_out(state.tokens[:, num_refs:], state.temb).transpose(1, 2)
         if not return_dict:
-            return (None, sample, None)
+            return (sample,)
         return SkyReelsV4TransformerOutput(audio_sample=sample)

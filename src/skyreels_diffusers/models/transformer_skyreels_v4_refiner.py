@@ -13,6 +13,7 @@
 # limitations under the License.
 """The SkyReels-V4 Refiner: super-resolution and 2x frame interpolation with Video Sparse Attention."""
 
+import inspect
 import math
 from typing import Any
 
@@ -34,13 +35,18 @@ from diffusers.utils.torch_utils import maybe_allow_in_graph
 from .attention_video_sparse import VSA_BACKENDS, video_sparse_attention
 from .transformer_skyreels_v4 import (
     SkyReelsV4Attention,
+    SkyReelsV4BlocksMixin,
     SkyReelsV4ContextParallelMixin,
     SkyReelsV4RotaryPosEmbed,
     SkyReelsV4SequencePadding,
     SkyReelsV4Tower,
+    TowerState,
     _check_tensor,
     audio_rope_scale_from_config,
     audio_token_positions,
+    project_added_qkv,
+    project_qkv,
+    renamed_config_value,
     sequence_split_plan,
     unpatchify,
     video_token_positions,
@@ -83,17 +89,10 @@ class SkyReelsV4VSAAttnProcessor:
         if cp_config is not None:  # this rank's shard of the video tokens, padded to equal shards
             num_video = math.ceil(num_video / cp_config.ulysses_degree)
 
-        def heads(x):
-            return x.unflatten(2, (attn.heads, -1))
-
-        query = attn.norm_q(heads(attn.to_q(hidden_states)))
-        key = attn.norm_k(heads(attn.to_k(hidden_states)))
-        value = heads(attn.to_v(hidden_states))
-        gate = heads(attn.vsa_gate(hidden_states[:, :num_video]))
+        query, key, value = project_qkv(attn, hidden_states)
+        gate = attn.vsa_gate(hidden_states[:, :num_video]).unflatten(2, (attn.heads, -1))
         if is_joint:
-            text_query = attn.norm_added_q(heads(attn.add_q_proj(encoder_hidden_states)))
-            text_key = attn.norm_added_k(heads(attn.add_k_proj(encoder_hidden_states)))
-            text_value = heads(attn.add_v_proj(encoder_hidden_states))
+            text_query, text_key, text_value = project_added_qkv(attn, encoder_hidden_states)
         else:  # single-stream: the text tokens follow the video tokens in one sequence
             query, text_query = query[:, :num_video], query[:, num_video:]
             key, text_key = key[:, :num_video], key[:, num_video:]
@@ -174,7 +173,7 @@ class SkyReelsV4AudioConditionBlock(nn.Module):
 
 
 class SkyReelsV4RefinerTransformer3DModel(
-    SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
+    SkyReelsV4BlocksMixin, SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
 ):
     r"""
     The Refiner of SkyReels-V4: a DiT with the video tower's design (so it initialises from it, see
@@ -192,9 +191,10 @@ class SkyReelsV4RefinerTransformer3DModel(
 
     Args:
         in_channels, out_channels, num_attention_heads, attention_head_dim, num_layers, num_single_layers,
-        num_refiner_layers, mlp_ratio, patch_size, patch_size_t, text_embed_dim, rope_theta, rope_axes_dim, fps,
-        vae_temporal_compression_ratio, audio_sample_rate, audio_samples_per_latent: as in
-        [`SkyReelsV4Transformer3DModel`].
+        num_token_refiner_layers, mlp_ratio, patch_size, patch_size_t, text_embed_dim, rope_theta, rope_axes_dim,
+        fps, vae_temporal_compression_ratio, audio_sample_rate, audio_samples_per_latent,
+        cross_modal_attention_heads: as in [`SkyReelsV4Transformer3DModel`] (the last one sizes the attention to
+        the base audio).
         audio_in_channels (`int`, *optional*, defaults to 40): channels of the base audio latents; `None` builds no
             audio cross-attention.
         temporal_upscale_factor (`int`, defaults to 2): 1 for super-resolution only, 2 to also double the frame rate.
@@ -233,7 +233,7 @@ class SkyReelsV4RefinerTransformer3DModel(
         attention_head_dim: int = 128,
         num_layers: int = 20,
         num_single_layers: int = 40,
-        num_refiner_layers: int = 2,
+        num_token_refiner_layers: int = 2,
         mlp_ratio: float = 4.0,
         patch_size: int = 1,
         patch_size_t: int = 1,
@@ -247,8 +247,12 @@ class SkyReelsV4RefinerTransformer3DModel(
         vae_temporal_compression_ratio: int = 4,
         audio_sample_rate: int = 44100,
         audio_samples_per_latent: int = 1024,
+        cross_modal_attention_heads: int | None = None,
+        num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
+        num_token_refiner_layers = renamed_config_value(self, "num_refiner_layers", num_refiner_layers,
+                                                        "num_token_refiner_layers", num_token_refiner_layers)  # fmt: skip
         if in_channels != 2 * out_channels + 1:
             raise ValueError(
                 f"`in_channels` must be 2 * out_channels + 1 = {2 * out_channels + 1} (noisy latent, condition, "
@@ -264,15 +268,13 @@ class SkyReelsV4RefinerTransformer3DModel(
             attention_head_dim=attention_head_dim,
             num_layers=num_layers,
             num_single_layers=num_single_layers,
-            num_refiner_layers=num_refiner_layers,
+            num_token_refiner_layers=num_token_refiner_layers,
             mlp_ratio=mlp_ratio,
             text_embed_dim=text_embed_dim,
             patch_size=(patch_size_t, patch_size, patch_size),
+            sparse_attention=True,
         )
         for block in self.video_tower.blocks:
-            block.attn.vsa_gate = nn.Linear(dim, dim)
-            nn.init.zeros_(block.attn.vsa_gate.weight)
-            nn.init.zeros_(block.attn.vsa_gate.bias)
             block.attn.set_processor(SkyReelsV4VSAAttnProcessor())
         self.audio_embedder = None
         self.audio_blocks = None
@@ -280,7 +282,9 @@ class SkyReelsV4RefinerTransformer3DModel(
             self.audio_embedder = nn.Linear(audio_in_channels, dim)
             self.audio_blocks = nn.ModuleList(
                 [
-                    SkyReelsV4AudioConditionBlock(dim, max(1, num_attention_heads // 4), attention_head_dim)
+                    SkyReelsV4AudioConditionBlock(
+                        dim, cross_modal_attention_heads or max(1, num_attention_heads // 4), attention_head_dim
+                    )
                     for _ in range(num_layers + num_single_layers)
                 ]
             )
@@ -303,13 +307,9 @@ class SkyReelsV4RefinerTransformer3DModel(
         """A Refiner initialised from the video tower of a [`SkyReelsV4Transformer3DModel`]: same blocks, same
         weights; the VSA gates and the audio cross-attention are new and start at zero, so at sparsity 0 the
         Refiner computes exactly what the video tower computes on the same input."""
-        keys = (
-            "in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_layers",
-            "num_single_layers", "num_refiner_layers", "mlp_ratio", "patch_size", "patch_size_t", "text_embed_dim",
-            "rope_theta", "rope_axes_dim", "audio_in_channels", "fps", "vae_temporal_compression_ratio",
-            "audio_sample_rate", "audio_samples_per_latent",
-        )  # fmt: skip
-        config = {key: video_model.config[key] for key in keys}
+        # Every config entry the two models share (the tower's shape, the timelines), then the overrides.
+        own = inspect.signature(cls.__init__).parameters
+        config = {key: value for key, value in video_model.config.items() if key in own and not key.startswith("_")}
         config.update(config_overrides)
         refiner = cls(**config)
         missing, unexpected = refiner.video_tower.load_state_dict(video_model.video_tower.state_dict(), strict=False)
@@ -364,17 +364,18 @@ class SkyReelsV4RefinerTransformer3DModel(
         p_t, p = config.patch_size_t, config.patch_size
         grid = (num_frames // p_t, height // p, width // p)
         device, dtype = hidden_states.device, hidden_states.dtype
-        timestep = timestep.to(device).expand(batch_size) if timestep.ndim == 0 else timestep.to(device)
+        timestep = self._expand_timestep(timestep, batch_size, device)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.bool()
 
         tower = self.video_tower
         temb, text = tower.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
-        text_context = text
-        tokens = tower.x_embedder(hidden_states)
         positions = video_token_positions(*grid, device)
-        rope = self.rope(positions)
         vsa_kwargs = {"video_grid": grid, "sparsity": float(sparsity), "vsa_backend": vsa_backend}
+        state = TowerState(
+            tower.x_embedder(hidden_states), text, temb, encoder_attention_mask, self.rope(positions), text,
+            text_context_mask=encoder_attention_mask, attention_kwargs=vsa_kwargs,
+        )  # fmt: skip
 
         audio_tokens = video_time_rope = audio_time_rope = None
         if audio_latents is not None:
@@ -391,20 +392,24 @@ class SkyReelsV4RefinerTransformer3DModel(
             text_mask = encoder_attention_mask
             if text_mask is None:
                 text_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.bool, device=device)
-            tokens, _, _, *tables = self.sequence_padding(tokens, text_mask, num_shards, *rope, *video_time_rope)
-            rope, video_time_rope = tuple(tables[:2]), tuple(tables[2:])
+            state.tokens, _, _, *tables = self.sequence_padding(
+                state.tokens, text_mask, num_shards, *state.rotary_emb, *video_time_rope
+            )
+            state.rotary_emb, video_time_rope = tuple(tables[:2]), tuple(tables[2:])
 
-        for index, block in enumerate(tower.blocks):
-            args = (tokens, text, temb, encoder_attention_mask, rope, text_context, encoder_attention_mask, vsa_kwargs)
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                tokens, text = self._gradient_checkpointing_func(block, *args)
-            else:
-                tokens, text = block(*args)
+        for index in range(len(tower.blocks)):
+            tower.run_block(index, state, self._call_block)
             if audio_tokens is not None:
-                tokens = self.audio_blocks[index](tokens, audio_tokens, video_time_rope, audio_time_rope)
+                state.tokens = self._call_block(
+                    self.audio_blocks[index],
+                    hidden_states=state.tokens,
+                    audio_tokens=audio_tokens,
+                    video_time_rotary_emb=video_time_rope,
+                    audio_time_rotary_emb=audio_time_rope,
+                )
 
         num_tokens = grid[0] * grid[1] * grid[2]
-        sample = unpatchify(tower.project_out(tokens, temb, slice(0, num_tokens)), grid, (p_t, p, p))
+        sample = unpatchify(tower.project_out(state.tokens, temb, slice(0, num_tokens)), grid, (p_t, p, p))
         if not return_dict:
             return (sample,)
         return Transformer2DModelOutput(sample=sample)

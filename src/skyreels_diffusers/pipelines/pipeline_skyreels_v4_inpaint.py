@@ -13,7 +13,7 @@
 # limitations under the License.
 """SkyReelsV4InpaintPipeline: every conditioned task through one interface.
 
-Image-to-video, start-end interpolation, keyframes, extension, masked editing and video-to-audio are choices of the
+Image-to-video, start-end interpolation, frame conditions, extension, masked editing and video-to-audio are choices of the
 channel-concatenated condition (see `conditioning.py`): video-to-audio keeps every frame, so the video is given
 whole and only the audio is generated. Audio-to-video gives the audio track instead. Reference images/frames and an
 audio reference are prepended in context to the video and audio tokens.
@@ -35,6 +35,7 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import deprecate, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
@@ -56,6 +57,21 @@ from .preprocessing import (
 from .vae_utils import encode_audio_track, encode_video
 
 
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from skyreels_diffusers import SkyReelsV4InpaintPipeline, SkyReelsV4Pipeline
+        >>> from skyreels_diffusers.utils import export_to_video_with_audio
+
+        >>> pipe = SkyReelsV4InpaintPipeline.from_pipe(SkyReelsV4Pipeline.from_pretrained("pipelines/skyreels-v4-tiny"))
+        >>> foley = pipe("<sfx>A knock each time the ball hits a wall.</sfx>", video="bounce.mp4")  # video-to-audio
+        >>> clip = pipe("<text>A red circle bounces.</text>", audio="knocks.wav")  # audio-to-video
+        >>> export_to_video_with_audio(
+        ...     clip.frames[0], "clip.mp4", fps=clip.fps, audio=clip.audio[0], audio_sample_rate=clip.audio_sample_rate
+        ... )
+        ```
+"""
+
 # Peak amplitude below which a given audio track counts as silent (-80 dBFS): nothing for a video to follow.
 SILENCE_PEAK = 1e-4
 
@@ -64,14 +80,14 @@ class SkyReelsV4InpaintPipeline(
     SkyReelsV4PipelineMixin, SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyReelsV4LoraLoaderMixin
 ):
     r"""
-    Conditioned generation with SkyReels-V4: image-to-video, start-end interpolation, keyframes, extension, masked
+    Conditioned generation with SkyReels-V4: image-to-video, start-end interpolation, frame conditions, extension, masked
     editing, reference-guided generation, video-to-audio and audio-to-video, with synchronized audio. Same
     components as [`SkyReelsV4Pipeline`] (`SkyReelsV4InpaintPipeline.from_pipe(pipe)` shares them).
 
     | task | inputs | generated |
     |---|---|---|
     | image-to-video | `image` | video (frame 0 kept) + audio |
-    | start-end interpolation / keyframes | `image` + `last_image` / `keyframes` | video + audio |
+    | start-end interpolation / any frames | `image` + `last_image` / `frame_conditions` | video + audio |
     | extension | `video` + `num_condition_frames` | the rest of the video + audio |
     | editing | `video` + `mask` | the masked region + audio |
     | video-to-audio (foley) | `video` alone | audio; the frames are returned as given |
@@ -86,7 +102,8 @@ class SkyReelsV4InpaintPipeline(
     images are instead scaled to fit inside the target and padded with black, so nothing of them is cut.
 
     Extra args (pipeline config):
-        max_keyframes (`int`, defaults to 8): frame conditions allowed per call (first, last and up to 6 middle).
+        max_frame_conditions (`int`, defaults to 8): frame conditions allowed per call (`image`, `last_image` and
+            `frame_conditions` together). `max_keyframes`, its former name, is still accepted.
         max_references (`int`, defaults to 4): reference images plus reference-video frames allowed per call.
         max_audio_reference_seconds (`float`, defaults to 10.0): longest audio reference accepted.
     """
@@ -109,11 +126,15 @@ class SkyReelsV4InpaintPipeline(
         default_height: int = 480,
         default_width: int = 848,
         default_num_frames: int = 81,
-        max_keyframes: int = 8,
+        max_frame_conditions: int = 8,
         max_references: int = 4,
         max_audio_reference_seconds: float = 10.0,
+        max_keyframes: int | None = None,
     ) -> None:
         super().__init__()
+        if max_keyframes is not None:
+            deprecate("max_keyframes", "1.0.0", "`max_keyframes` is now `max_frame_conditions`.")
+            max_frame_conditions = max_keyframes
         components = dict(
             text_encoder=text_encoder, processor=processor, transformer=transformer, vae=vae, scheduler=scheduler,
             audio_vae=audio_vae, vocoder=vocoder,
@@ -125,19 +146,20 @@ class SkyReelsV4InpaintPipeline(
             default_height=default_height,
             default_width=default_width,
             default_num_frames=default_num_frames,
-            max_keyframes=max_keyframes,
+            max_frame_conditions=max_frame_conditions,
             max_references=max_references,
             max_audio_reference_seconds=max_audio_reference_seconds,
         )
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         image: Any = None,
         last_image: Any = None,
-        keyframes: list[tuple[int, Any]] | None = None,
+        frame_conditions: list[tuple[int, Any]] | None = None,
         video: Any = None,
         num_condition_frames: int | None = None,
         mask: Any = None,
@@ -175,19 +197,20 @@ class SkyReelsV4InpaintPipeline(
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
+        keyframes: list[tuple[int, Any]] | None = None,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Generates (or edits) a video with synchronized audio under visual and audio conditions, or the audio of a
         given video, or the video of a given audio track. The arguments shared with [`SkyReelsV4Pipeline.__call__`]
         (prompts, sizes, steps, guidance, generator, latents, embeddings, outputs, callbacks) mean the same here;
-        the base pipeline's high-resolution keyframes (`num_keyframes`, `keyframe_indices`) are not offered:
-        `keyframes` below are frame conditions.
+        the base pipeline's high-resolution keyframes (`num_keyframes`, `keyframe_indices`) are not offered here.
 
         Args:
             image: first frame (image-to-video). PIL image, NumPy `(H, W, 3)` or torch `(3, H, W)`, in [0, 1] or uint8.
             last_image: last frame (start-end interpolation, with `image`).
-            keyframes (`list[tuple[int, image]]`): `(pixel_frame_index, image)` pairs generalising both; frame `f`
-                conditions latent frame `ceil(f / 4)` of the causal VAE. At most `max_keyframes`.
+            frame_conditions (`list[tuple[int, image]]`): `(pixel_frame_index, image)` pairs generalising both; frame
+                `f` conditions latent frame `ceil(f / 4)` of the causal VAE. At most `max_frame_conditions` in all.
+                (`keyframes`, the former name, is still accepted.)
             video: a source clip: a list of PIL images, NumPy `(F, H, W, 3)`, torch `(F, 3, H, W)`, or a video file
                 path (its frames are resampled to `fps` by nearest frame). With `num_condition_frames=k` it is
                 extended: its first k frames are kept and the rest of `num_frames` generated. With `mask` it is
@@ -213,6 +236,11 @@ class SkyReelsV4InpaintPipeline(
                 as the given `audio`, padded with silence to the output's duration: the generated frames follow it.
             video_lead_steps (`int`, defaults to 0): when video and audio are both generated, the audio starts this
                 many steps after the video (see [`SkyReelsV4Pipeline.__call__`]).
+
+        Examples:
+
+        Returns:
+            [`SkyReelsV4PipelineOutput`] or `(frames, audio, audio_sample_rate)`.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -224,6 +252,11 @@ class SkyReelsV4InpaintPipeline(
         device = self._execution_device
 
         # 1. Read and check the visual and audio conditions
+        if keyframes is not None:
+            deprecate("keyframes", "1.0.0", "`keyframes` of the inpainting pipeline is now `frame_conditions`.")
+            if frame_conditions is not None:
+                raise ValueError("Pass `frame_conditions` only (`keyframes` is its deprecated name); got both.")
+            frame_conditions = keyframes
         if isinstance(video_lead_steps, bool) or not isinstance(video_lead_steps, int) or video_lead_steps < 0:
             raise ValueError(f"`video_lead_steps` must be an integer >= 0, got {video_lead_steps!r}.")
         if keep_input_audio:
@@ -273,7 +306,9 @@ class SkyReelsV4InpaintPipeline(
         if given_audio is not None:
             self._check_audio_duration(given_audio, num_frames, fps, audio_duration)
 
-        frame_conditions = self._collect_frame_conditions(image, last_image, keyframes, num_frames, height, width)
+        frame_conditions = self._collect_frame_conditions(
+            image, last_image, frame_conditions, num_frames, height, width
+        )
         pixel_keep = None if video_given else self._pixel_keep_mask(
             video, source_frames, mask, num_condition_frames, num_frames
         )  # fmt: skip
@@ -285,7 +320,7 @@ class SkyReelsV4InpaintPipeline(
                 )
             if frame_conditions:
                 raise ValueError(
-                    "`image`, `last_image` and `keyframes` condition generated frames; with `video` alone (video-to-"
+                    "`image`, `last_image` and `frame_conditions` condition generated frames; with `video` alone (video-to-"
                     "audio) every frame is given. Pass `mask` or `num_condition_frames` to generate some of it."
                 )
         if source_frames is not None:  # extension: frames past the source are black (not kept anyway)
@@ -440,23 +475,23 @@ class SkyReelsV4InpaintPipeline(
 
     # ------------------------------------------------------------------ inputs
 
-    def _collect_frame_conditions(self, image, last_image, keyframes, num_frames, height, width):
-        """`[(pixel_frame_index, (1, 3, H, W) in [-1, 1])]` from `image`, `last_image` and `keyframes`."""
+    def _collect_frame_conditions(self, image, last_image, frame_conditions, num_frames, height, width):
+        """`[(pixel_frame_index, (1, 3, H, W) in [-1, 1])]` from `image`, `last_image` and `frame_conditions`."""
         pairs = []
         if image is not None:
             pairs.append((0, image, "image"))
         if last_image is not None:
             pairs.append((num_frames - 1, last_image, "last_image"))
-        if keyframes is not None:
-            if not isinstance(keyframes, (list, tuple)) or not all(
-                isinstance(k, (list, tuple)) and len(k) == 2 and isinstance(k[0], int) for k in keyframes
+        if frame_conditions is not None:
+            if not isinstance(frame_conditions, (list, tuple)) or not all(
+                isinstance(k, (list, tuple)) and len(k) == 2 and isinstance(k[0], int) for k in frame_conditions
             ):
-                raise TypeError("`keyframes` must be a list of (frame_index: int, image) pairs.")
-            pairs.extend((index, frame, "keyframes") for index, frame in keyframes)
-        if len(pairs) > self.config.max_keyframes:
+                raise TypeError("`frame_conditions` must be a list of (frame_index: int, image) pairs.")
+            pairs.extend((index, frame, "frame_conditions") for index, frame in frame_conditions)
+        if len(pairs) > self.config.max_frame_conditions:
             raise ValueError(
-                f"At most max_keyframes={self.config.max_keyframes} frame conditions (image, last_image, keyframes) "
-                f"are allowed, got {len(pairs)}."
+                f"At most max_frame_conditions={self.config.max_frame_conditions} frame conditions (image, "
+                f"last_image, frame_conditions) are allowed, got {len(pairs)}."
             )
         conditions = []
         for index, frame, name in pairs:

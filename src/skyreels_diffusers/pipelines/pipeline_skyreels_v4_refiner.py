@@ -29,10 +29,12 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import deprecate, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
+from ..models.transformer_skyreels_v4 import _describe
 from ..models.transformer_skyreels_v4_refiner import SkyReelsV4RefinerTransformer3DModel
 from .conditioning import build_refiner_condition, latent_frame_index
 from .denoising import denoise
@@ -41,6 +43,29 @@ from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
 from .preprocessing import frame_to_numpy, frames_to_tensor, pixels_for_vae
 from .vae_utils import encode_audio, encode_video
+
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from skyreels_diffusers import SkyReelsV4Pipeline, SkyReelsV4RefinerPipeline
+        >>> from skyreels_diffusers import SkyReelsV4RefinerTransformer3DModel
+
+        >>> pipe = SkyReelsV4Pipeline.from_pretrained("pipelines/skyreels-v4-tiny")
+        >>> refiner = SkyReelsV4RefinerPipeline.from_pipe(
+        ...     pipe,
+        ...     transformer=SkyReelsV4RefinerTransformer3DModel.from_pretrained(
+        ...         "pipelines/skyreels-v4-tiny", subfolder="refiner"
+        ...     ),
+        ... )
+        >>> prompt = "<text>A red circle bounces around a dark box.</text><sfx>A pure low knock on each bounce.</sfx>"
+        >>> base = pipe(prompt, num_keyframes=3, output_type="latent")
+        >>> hd = refiner(
+        ...     prompt, low_res_latents=base.frames, keyframes=base.keyframes,
+        ...     keyframe_indices=base.keyframe_indices, audio_latents=base.audio, guidance_scale=1.0,
+        ... )
+        ```
+"""
 
 
 class SkyReelsV4RefinerPipeline(
@@ -56,8 +81,8 @@ class SkyReelsV4RefinerPipeline(
 
     ```py
     base = pipe(prompt, num_keyframes=3, output_type="latent")
-    out = refiner(prompt, latents=base.frames, keyframes=base.keyframes, keyframe_indices=base.keyframe_indices,
-                  audio_latents=base.audio)
+    out = refiner(prompt, low_res_latents=base.frames, keyframes=base.keyframes,
+                  keyframe_indices=base.keyframe_indices, audio_latents=base.audio)
     ```
 
     Components are those of [`SkyReelsV4Pipeline`] with a [`SkyReelsV4RefinerTransformer3DModel`] as `transformer`.
@@ -98,11 +123,12 @@ class SkyReelsV4RefinerPipeline(
         )
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
-        latents: torch.Tensor | None = None,
+        low_res_latents: torch.Tensor | None = None,
         video: Any = None,
         keyframes: Any = None,
         keyframe_indices: list[int] | None = None,
@@ -126,11 +152,12 @@ class SkyReelsV4RefinerPipeline(
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
+        latents: torch.Tensor | None = None,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Args:
-            latents (`torch.Tensor` of shape `(B, C, F, h, w)`): low-res latents of the base pass
-                (`output_type="latent"`). Either this or `video`.
+            low_res_latents (`torch.Tensor` of shape `(B, C, F, h, w)`): low-res latents of the base pass
+                (`output_type="latent"`). Either this or `video`. (`latents`, the former name, is still accepted.)
             video: a low-res clip to refine instead (list of PIL images, NumPy `(F, H, W, 3)`, torch
                 `(F, 3, H, W)`), `4k+1` frames whose size is a multiple of the VAE's spatial compression.
             keyframes: high-res keyframes at the target size: latents `(B, C, K, h*s, w*s)` (the base pass's
@@ -149,6 +176,8 @@ class SkyReelsV4RefinerPipeline(
             vsa_backend (`str`, defaults to "auto"): VSA implementation.
             Other arguments are as in [`SkyReelsV4Pipeline.__call__`].
 
+        Examples:
+
         Returns:
             [`SkyReelsV4PipelineOutput`] with frames at `scale_factor` times the size and `(F-1) *
             temporal_upscale_factor + 1` frames at `fps * temporal_upscale_factor`, and the base audio.
@@ -162,10 +191,17 @@ class SkyReelsV4RefinerPipeline(
         dtype = self.transformer.dtype
 
         # 1. Check inputs and bring the low-res clip to latents
+        if latents is not None:
+            deprecate("latents", "1.0.0", "The Refiner's low-res input `latents` is now `low_res_latents`.")
+            if low_res_latents is not None:
+                raise ValueError("Pass `low_res_latents` only (`latents` is its deprecated name); got both.")
+            low_res_latents = latents
         if isinstance(scale_factor, bool) or not isinstance(scale_factor, int) or scale_factor < 1:
             raise ValueError(f"`scale_factor` must be a whole number >= 1, got {scale_factor!r}.")
-        if (latents is None) == (video is None):
-            raise ValueError("Pass exactly one of `latents` (base pass output) or `video` (frames to refine).")
+        if (low_res_latents is None) == (video is None):
+            raise ValueError(
+                "Pass exactly one of `low_res_latents` (base pass output) or `video` (frames to refine)."
+            )
         if output_type not in ("np", "pt", "pil", "latent"):
             raise ValueError(f"`output_type` must be one of 'np', 'pt', 'pil', 'latent'; got {output_type!r}.")
         if (prompt is None) == (prompt_embeds is None):
@@ -173,18 +209,18 @@ class SkyReelsV4RefinerPipeline(
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
             raise ValueError(f"`strength` must be a number in (0, 1], got {strength!r}.")
         if video is not None:
-            latents = self._encode_low_res_video(video)
+            low_res_latents = self._encode_low_res_video(video)
         if (
-            not isinstance(latents, torch.Tensor)
-            or latents.ndim != 5
-            or latents.shape[1] != self.vae_spec.latent_channels
+            not isinstance(low_res_latents, torch.Tensor)
+            or low_res_latents.ndim != 5
+            or low_res_latents.shape[1] != self.vae_spec.latent_channels
         ):
             raise ValueError(
-                f"`latents` must be low-res latents of shape (B, {self.vae_spec.latent_channels}, F, h, w), got "
-                f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}."
+                f"`low_res_latents` must be low-res latents of shape (B, {self.vae_spec.latent_channels}, F, h, w), "
+                f"got {_describe(low_res_latents)}."
             )
-        latents = latents.to(device=device, dtype=torch.float32)
-        _, _, num_latent_frames, low_height, low_width = latents.shape
+        low_res_latents = low_res_latents.to(device=device, dtype=torch.float32)
+        _, _, num_latent_frames, low_height, low_width = low_res_latents.shape
         num_low_frames = (num_latent_frames - 1) * self.vae_spec.temporal_compression + 1
         target_latent_size = (low_height * scale_factor, low_width * scale_factor)
         keyframe_latents, keyframe_latent_indices = self._prepare_keyframes(
@@ -207,12 +243,14 @@ class SkyReelsV4RefinerPipeline(
             )
         )  # fmt: skip
         batch_size = prompt_embeds.shape[0]
-        if latents.shape[0] != batch_size:
-            raise ValueError(f"`latents` has batch {latents.shape[0]} but the prompts give {batch_size}.")
+        if low_res_latents.shape[0] != batch_size:
+            raise ValueError(
+                f"`low_res_latents` has batch {low_res_latents.shape[0]} but the prompts give {batch_size}."
+            )
 
         # 3. Condition: upsampled low-res latents with the keyframes at their frames, plus the mask
         refiner_condition = build_refiner_condition(
-            latents, scale_factor, temporal_factor, keyframe_latents, keyframe_latent_indices
+            low_res_latents, scale_factor, temporal_factor, keyframe_latents, keyframe_latent_indices
         )
         condition = refiner_condition.as_channels().to(dtype)
         if audio_latents is None and audio is not None and self.audio_vae is not None and config.audio_in_channels:
@@ -223,7 +261,7 @@ class SkyReelsV4RefinerPipeline(
         # where the shortened schedule begins
         timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
         noisy = randn_tensor(
-            (batch_size, latents.shape[1], *condition.shape[2:]),
+            (batch_size, low_res_latents.shape[1], *condition.shape[2:]),
             generator=generator,
             device=device,
             dtype=torch.float32,

@@ -474,7 +474,7 @@ def build_tiny_transformer(
             attention_head_dim=16,
             num_layers=1,
             num_single_layers=1,
-            num_refiner_layers=1,
+            num_token_refiner_layers=1,
             text_embed_dim=text_embed_dim,
             rope_axes_dim=(4, 6, 6),
             audio_samples_per_latent=audio_samples_per_latent,
