@@ -356,3 +356,34 @@ def test_vae_tiling_passes_through():
     pipe.vae.tiled_decode = lambda z, *args, **kwargs: tiled_calls.append(z.shape) or original(z, *args, **kwargs)
     out = run(pipe)
     assert tiled_calls and out.frames.shape == (1, 9, 32, 32, 3) and np.isfinite(out.frames).all()
+
+
+def test_without_an_audio_vae_the_default_is_video_only():
+    from skyreels_diffusers import SkyReelsV4InpaintPipeline
+
+    pipe = build_tiny_pipeline()
+    pipe.audio_vae = None
+    pipe._init_media_specs()
+    out = run(pipe)
+    assert out.audio is None and out.frames.shape == (1, 9, 32, 32, 3)
+    inpaint = SkyReelsV4InpaintPipeline.from_pipe(pipe)
+    image = np.random.RandomState(0).rand(32, 32, 3).astype(np.float32)
+    assert run(inpaint, image=image).audio is None
+    latent = run(inpaint, image=image, output_type="latent")  # latents need no VAE: audio comes along
+    assert latent.audio.shape == (1, 8, 25)
+    with pytest.raises(ValueError, match="audio_vae"):
+        run(inpaint, audio=np.ones(9000, np.float32) * 0.1, audio_sample_rate=16000)
+
+
+def test_a_callback_that_turns_guidance_off_takes_effect(pipe):
+    counter = CountCalls(pipe.transformer)
+
+    def no_guidance_after_first_step(pipe, step, timestep, tensors):
+        pipe._guidance_scale = pipe._audio_guidance_scale = 1.0
+        return tensors
+
+    try:
+        run(pipe, num_inference_steps=3, guidance_scale=5.0, callback_on_step_end=no_guidance_after_first_step)
+    finally:
+        counter.handle.remove()
+    assert counter.count == 2 + 1 + 1  # the first step with guidance (two calls), then one call per step

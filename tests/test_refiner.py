@@ -168,3 +168,12 @@ def test_latents_is_a_deprecated_name_of_low_res_latents(refiner):
         old = refiner(PROMPT, latents=low_res, num_inference_steps=1, output_type="latent",
                       generator=torch.Generator().manual_seed(1))  # fmt: skip
     torch.testing.assert_close(old.frames, new.frames, rtol=0, atol=0)
+
+
+def test_one_low_res_clip_serves_a_batch_of_prompts(refiner):
+    low_res = torch.randn(1, 8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = refiner([PROMPT, PROMPT + " Slower."], low_res_latents=low_res, num_inference_steps=1,
+                  output_type="latent")  # fmt: skip
+    assert out.frames.shape[0] == 2
+    with pytest.raises(ValueError, match="does not divide"):
+        refiner([PROMPT] * 3, low_res_latents=torch.cat([low_res, low_res]), num_inference_steps=1)

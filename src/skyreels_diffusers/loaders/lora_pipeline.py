@@ -272,15 +272,6 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
                 f"'lora' ({_describe_keys(not_lora)}); expected PEFT LoRA keys such as "
                 f"'{cls.transformer_name}.video_tower.transformer_blocks.0.attn.to_q.lora_A.weight'."
             )
-        prefix = f"{cls.transformer_name}."
-        unprefixed = [k for k in state_dict if not k.startswith(prefix)]
-        if unprefixed:
-            raise ValueError(
-                f"`pretrained_model_name_or_path_or_dict` has {len(unprefixed)} key(s) not starting with {prefix!r} "
-                f"({_describe_keys(unprefixed)}). Expected the Diffusers layout that `save_lora_weights` writes "
-                f"(`get_peft_model_state_dict(pipe.{cls.transformer_name})` keys prefixed {prefix!r}); conversion of "
-                "original SkyReels-V4 key names is not supported yet."
-            )
 
     @require_peft_backend
     def load_lora_weights(
@@ -314,14 +305,19 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
         state_dict, metadata = self.lora_state_dict(
             pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs
         )
+        # As Diffusers' loaders do, keys of other components are left out (this pipeline loads LoRAs into its
+        # transformer only), and weights with none for the transformer are a no-op with a warning.
         prefix = f"{self.transformer_name}."
-        if state_dict and not any(key.startswith(prefix) for key in state_dict):
-            # As Diffusers' loaders do: weights for other components are not an error, there is just nothing to load.
+        others = [key for key in state_dict if not key.startswith(prefix)]
+        if others:
             logger.warning(
-                f"No LoRA keys for `{self.transformer_name}` (prefix {prefix!r}) in the given weights "
-                f"({_describe_keys(list(state_dict))}); nothing was loaded."
+                f"{len(others)} LoRA key(s) are not for `{self.transformer_name}` (prefix {prefix!r}) and are not "
+                f"loaded ({_describe_keys(others)})."
             )
-            return
+            state_dict = {key: value for key, value in state_dict.items() if key.startswith(prefix)}
+            if not state_dict:
+                logger.warning(f"No LoRA keys for `{self.transformer_name}`: nothing was loaded.")
+                return
         self._check_diffusers_layout(state_dict)
         self.load_lora_into_transformer(
             state_dict,

@@ -136,6 +136,8 @@ class LoopHooks:
         interrupted: returns True to skip the remaining steps (Diffusers' `pipe.interrupt`).
         on_timestep: told the primary stream's timestep before each step, and `None` after the loop
             (`pipe._current_timestep`).
+        guidance_scales: returns `{stream name: guidance scale}` before each step, for guiders with a
+            `guidance_scale` (Diffusers pipelines read theirs every step, so a step callback can change it).
         callback: `callback(step, timestep, tensors) -> dict` after each step; the returned dict may replace any of
             the tensors it was given.
         callback_tensor_inputs: the names of the tensors handed to `callback`: stream names and the names of the
@@ -145,6 +147,7 @@ class LoopHooks:
     progress_bar: Callable[..., Any] = lambda total: nullcontext(_NoProgress())  # noqa: E731
     interrupted: Callable[[], bool] = lambda: False  # noqa: E731
     on_timestep: Callable[[torch.Tensor | None], None] | None = None
+    guidance_scales: Callable[[], dict[str, float]] | None = None
     callback: Callable[[int, torch.Tensor, dict], dict] | None = None
     callback_tensor_inputs: list[str] = field(default_factory=list)
 
@@ -193,7 +196,10 @@ def denoise(
             if hooks.interrupted():
                 continue
             stepping = [s for s in streams if s.step_index(iteration) is not None]
+            scales = hooks.guidance_scales() if hooks.guidance_scales is not None else {}
             for stream in stepping:
+                if stream.name in scales and hasattr(stream.guider, "guidance_scale"):
+                    stream.guider.guidance_scale = scales[stream.name]
                 if stream.guider is not None:
                     index = stream.step_index(iteration)
                     stream.guider.set_state(

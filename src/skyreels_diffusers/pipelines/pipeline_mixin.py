@@ -163,16 +163,13 @@ class SkyReelsV4PipelineMixin:
                 negative_prompt_embeds.shape[:2], dtype=torch.bool, device=device
             )
 
-        def repeat(embeds, mask):
-            if embeds is None:
-                return None, None
-            embeds = embeds.to(device=device, dtype=dtype).repeat_interleave(num_videos_per_prompt, dim=0)
-            return embeds, mask.to(device=device).bool().repeat_interleave(num_videos_per_prompt, dim=0)
-
-        return (
-            *repeat(prompt_embeds, prompt_attention_mask),
-            *repeat(negative_prompt_embeds, negative_prompt_attention_mask),
+        prompt_embeds, prompt_attention_mask = _per_video(
+            prompt_embeds, prompt_attention_mask, num_videos_per_prompt, device, dtype
         )
+        negative_prompt_embeds, negative_prompt_attention_mask = _per_video(
+            negative_prompt_embeds, negative_prompt_attention_mask, num_videos_per_prompt, device, dtype
+        )
+        return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
 
     @staticmethod
     def prompt_pass_inputs(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_mask):
@@ -361,9 +358,19 @@ class SkyReelsV4PipelineMixin:
             progress_bar=self.progress_bar,
             interrupted=lambda: self.interrupt,
             on_timestep=self._set_current_timestep,
+            guidance_scales=self._stream_guidance_scales,
             callback=callback,
             callback_tensor_inputs=list(callback_on_step_end_tensor_inputs),
         )
+
+    def _stream_guidance_scales(self) -> dict[str, float]:
+        """The current guidance scale of each stream, read before every step: a step callback may change them, as
+        in Diffusers pipelines (for example, guidance switched off after some steps)."""
+        return {
+            "latents": self._guidance_scale,
+            "keyframe_latents": self._guidance_scale,
+            "audio_latents": self._audio_guidance_scale,
+        }
 
     def _set_current_timestep(self, timestep: torch.Tensor | None) -> None:
         self._current_timestep = timestep
@@ -420,6 +427,14 @@ class SkyReelsV4PipelineMixin:
     @property
     def interrupt(self) -> bool:
         return self._interrupt
+
+
+def _per_video(embeds, mask, num_videos_per_prompt: int, device, dtype):
+    """Embeddings and mask repeated for every video of a prompt, on `device` (embeddings in `dtype`)."""
+    if embeds is None:
+        return None, None
+    embeds = embeds.to(device=device, dtype=dtype).repeat_interleave(num_videos_per_prompt, dim=0)
+    return embeds, mask.to(device=device).bool().repeat_interleave(num_videos_per_prompt, dim=0)
 
 
 def per_prompt_images(prompt_images: Any, num_prompts: int) -> list[list]:

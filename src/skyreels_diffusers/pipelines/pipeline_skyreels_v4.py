@@ -137,7 +137,7 @@ class SkyReelsV4Pipeline(
         fps: float | None = None,
         audio_duration: float | None = None,
         generate_video: bool = True,
-        generate_audio: bool = True,
+        generate_audio: bool | None = None,
         num_inference_steps: int = 30,
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
@@ -177,7 +177,8 @@ class SkyReelsV4Pipeline(
             num_frames (`int`, *optional*): `4k+1` frames; defaults to the pipeline config.
             fps (`float`, *optional*): frames per second; must equal the transformer's timeline fps (its default).
             audio_duration (`float`, *optional*): seconds of audio; defaults to the video's `num_frames / fps`.
-            generate_video, generate_audio (`bool`): T2AV (both), T2V or T2A.
+            generate_video, generate_audio (`bool`): T2AV (both), T2V or T2A. `generate_audio` defaults to whether the
+                pipeline can make audio: it has an `audio_vae`, or `output_type="latent"`.
             num_inference_steps (`int`, defaults to 30): denoising steps (ignored when `sigmas` is given).
             sigmas (`list[float]`, *optional*): custom noise levels from 1 towards 0, passed to the scheduler.
             guidance_scale (`float`, defaults to 5.0): classifier-free guidance of the video; 1 disables it.
@@ -221,6 +222,8 @@ class SkyReelsV4Pipeline(
         num_frames = num_frames or self.config.default_num_frames
         fps = fps or self.transformer.config.fps
         audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
+        if generate_audio is None:
+            generate_audio = self.audio_vae is not None or output_type == "latent"
 
         # 1. Check inputs
         self.check_inputs(

@@ -44,7 +44,13 @@ from ..models import SkyReelsV4Transformer3DModel
 from .conditioning import build_video_condition, latent_frame_index
 from .denoising import PreservedLatents, denoise, num_loop_iterations
 from .loading import SkyReelsV4PipelineLoadingMixin
-from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin, num_frames_for_duration, per_prompt_images
+from .pipeline_mixin import (
+    DEFAULT_SYSTEM_PROMPT,
+    SkyReelsV4PipelineMixin,
+    audio_spec_from_transformer,
+    num_frames_for_duration,
+    per_prompt_images,
+)
 from .pipeline_output import SkyReelsV4PipelineOutput
 from .preprocessing import (
     fit_with_black_padding,
@@ -177,7 +183,7 @@ class SkyReelsV4InpaintPipeline(
         num_frames: int | None = None,
         fps: float | None = None,
         audio_duration: float | None = None,
-        generate_audio: bool = True,
+        generate_audio: bool | None = None,
         num_inference_steps: int = 30,
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
@@ -249,6 +255,8 @@ class SkyReelsV4InpaintPipeline(
         width = width or self.config.default_width
         fps = fps or self.transformer.config.fps
         audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
+        if generate_audio is None:  # as in `SkyReelsV4Pipeline`: audio when the pipeline can make it
+            generate_audio = self.audio_vae is not None or output_type == "latent"
         device = self._execution_device
 
         # 1. Read and check the visual and audio conditions
@@ -259,6 +267,10 @@ class SkyReelsV4InpaintPipeline(
             frame_conditions = keyframes
         if isinstance(video_lead_steps, bool) or not isinstance(video_lead_steps, int) or video_lead_steps < 0:
             raise ValueError(f"`video_lead_steps` must be an integer >= 0, got {video_lead_steps!r}.")
+        if keep_input_audio or audio is not None or audio_reference is not None:
+            if self.audio_vae is None:
+                name = "keep_input_audio" if keep_input_audio else "audio" if audio is not None else "audio_reference"
+                raise ValueError(f"`{name}` needs an `audio_vae` component to encode it; this pipeline has none.")
         if keep_input_audio:
             if not isinstance(video, (str, os.PathLike)):
                 raise ValueError("`keep_input_audio=True` needs `video` as a file path with an audio track.")
@@ -402,7 +414,8 @@ class SkyReelsV4InpaintPipeline(
             batch_size, height, width, num_frames, torch.float32, device, generator, latents
         )
         audio_duration = audio_duration or num_frames / fps
-        num_audio_latents = self.audio_spec.num_latents(audio_duration)
+        audio_spec = self.audio_spec or audio_spec_from_transformer(self.transformer)
+        num_audio_latents = audio_spec.num_latents(audio_duration)
         if generate_audio:
             audio_latents = self.prepare_audio_latents(
                 batch_size, num_audio_latents, torch.float32, device, generator, audio_latents
@@ -542,8 +555,6 @@ class SkyReelsV4InpaintPipeline(
         """The audio-to-video soundtrack `(channels, samples)` at the audio VAE's rate; refuses empty or silent audio."""
         from ..utils.media import load_audio
 
-        if self.audio_vae is None:
-            raise ValueError("`audio` (audio-to-video) needs an `audio_vae` component to encode it; this pipeline has none.")
         spec = self.audio_spec
         waveform = load_audio(
             audio, spec.sample_rate, sample_rate=sample_rate, num_channels=spec.audio_channels, name="audio",

@@ -243,10 +243,11 @@ class SkyReelsV4RefinerPipeline(
             )
         )  # fmt: skip
         batch_size = prompt_embeds.shape[0]
-        if low_res_latents.shape[0] != batch_size:
-            raise ValueError(
-                f"`low_res_latents` has batch {low_res_latents.shape[0]} but the prompts give {batch_size}."
-            )
+        low_res_latents = _repeat_to_batch("low_res_latents", low_res_latents, batch_size)
+        if isinstance(keyframe_latents, torch.Tensor):
+            keyframe_latents = _repeat_to_batch("keyframes", keyframe_latents, batch_size)
+        if audio_latents is not None:
+            audio_latents = _repeat_to_batch("audio_latents", audio_latents, batch_size)
 
         # 3. Condition: upsampled low-res latents with the keyframes at their frames, plus the mask
         refiner_condition = build_refiner_condition(
@@ -358,3 +359,14 @@ class SkyReelsV4RefinerPipeline(
             raise ValueError(f"Got {latents.shape[2]} keyframes but {len(keyframe_indices)} `keyframe_indices`.")
         temporal = self.vae_spec.temporal_compression
         return latents, [latent_frame_index(i * factor, temporal) for i in keyframe_indices]
+
+
+def _repeat_to_batch(name: str, tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A conditioning batch repeated to the prompts' batch when it divides it (Diffusers' image-to-image rule)."""
+    if tensor.shape[0] == batch_size:
+        return tensor
+    if batch_size % tensor.shape[0]:
+        raise ValueError(
+            f"`{name}` has batch {tensor.shape[0]}, which does not divide the batch of prompts ({batch_size})."
+        )
+    return tensor.repeat_interleave(batch_size // tensor.shape[0], dim=0)
