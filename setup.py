@@ -32,8 +32,17 @@ setup(
     install_requires=install_requires,
     extras_require={
         # gradio + playwright: the demo in examples/gradio_app and its browser test, which drives the system's
-        # Chromium (Debian package `chromium`, see .ci/run); `playwright install` is never needed.
-        "test": ["pytest>=8", "pytest-timeout", "gradio>=6.0,<7", "playwright>=1.49,<2"],
+        # Chromium (Debian package `chromium`, see .ci/run); `playwright install` is never needed. ruff is pinned:
+        # tests/test_code_style.py checks the layout it writes, which changes between releases. hypothesis: the
+        # property-based tests of the pipelines' arguments.
+        "test": [
+            "pytest>=8",
+            "pytest-timeout",
+            "gradio>=6.0,<7",
+            "playwright>=1.49,<2",
+            "ruff==0.17.6",
+            "hypothesis>=6",
+        ],
     },
     entry_points={"console_scripts": ["skyreels-v4=skyreels_diffusers.cli:main"]},
 )

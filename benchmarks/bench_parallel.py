@@ -28,10 +28,18 @@ from _measure import attention_flop_share, best_seconds  # noqa: E402
 def build(args):
     torch.manual_seed(0)
     model = SkyReelsV4Transformer3DModel(
-        in_channels=33, out_channels=16, audio_in_channels=16, num_attention_heads=args.heads,
-        attention_head_dim=args.head_dim, num_layers=args.layers, num_single_layers=args.single_layers,
-        num_token_refiner_layers=1, text_embed_dim=64, patch_size=1, rope_axes_dim=(16, 24, 24),
-    ).eval()  # fmt: skip
+        in_channels=33,
+        out_channels=16,
+        audio_in_channels=16,
+        num_attention_heads=args.heads,
+        attention_head_dim=args.head_dim,
+        num_layers=args.layers,
+        num_single_layers=args.single_layers,
+        num_token_refiner_layers=1,
+        text_embed_dim=64,
+        patch_size=1,
+        rope_axes_dim=(16, 24, 24),
+    ).eval()
     # Audio covers the clip: (latent frames - 1) * 4 + 1 frames at 16 fps, at 44100 / 1024 latents per second.
     audio_len = round(((args.latent_frames - 1) * 4 + 1) / 16 * 44100 / 1024)
     generator = torch.Generator().manual_seed(0)
@@ -88,9 +96,11 @@ def main() -> None:
     model, inputs = build(args)
     with torch.no_grad():
         share = attention_flop_share(lambda: model(**inputs))
-    print(f"hidden {args.heads * args.head_dim} ({args.heads} heads), {args.layers} dual + {args.single_layers} "
-          f"single blocks per tower, {video_tokens} video tokens + audio; attention share of FLOPs: "
-          f"{share:.0%}")  # fmt: skip
+    print(
+        f"hidden {args.heads * args.head_dim} ({args.heads} heads), {args.layers} dual + {args.single_layers} "
+        f"single blocks per tower, {video_tokens} video tokens + audio; attention share of FLOPs: "
+        f"{share:.0%}"
+    )
     with tempfile.TemporaryDirectory() as tmp_dir:
         one = measure(1, 1, args, tmp_dir)
         one_two_threads = measure(1, 2, args, tmp_dir)

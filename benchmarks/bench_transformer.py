@@ -84,12 +84,17 @@ def main() -> None:
             lambda: reference(video, timestep, text, text_mask.long(), None, byt5, byt5_mask, image_embeds),
             repeats=args.repeats,
         )
-    print(f"[1] video tower {ours_s:.3f}s vs HunyuanVideo15Transformer3DModel {ref_s:.3f}s: ratio {ours_s / ref_s:.3f}"
-          " (target <= 1.05)")  # fmt: skip
+    print(
+        f"[1] video tower {ours_s:.3f}s vs HunyuanVideo15Transformer3DModel {ref_s:.3f}s: ratio {ours_s / ref_s:.3f}"
+        " (target <= 1.05)"
+    )
 
     # 2. Joint T2AV vs video-only, hybrid depth.
     joint = SkyReelsV4Transformer3DModel(
-        **common, audio_in_channels=40, num_layers=args.layers, num_single_layers=args.single_layers,
+        **common,
+        audio_in_channels=40,
+        num_layers=args.layers,
+        num_single_layers=args.single_layers,
         num_token_refiner_layers=1,
     ).eval()
     with torch.inference_mode():
@@ -106,8 +111,10 @@ def main() -> None:
         flops = count_flops(lambda: joint(video, timestep, text, text_mask, audio_hidden_states=audio))
     achieved = flops / t2av_s / 1e9
     peak = matmul_gflops()
-    print(f"[3] joint forward {flops / 1e9:.1f} GFLOP in {t2av_s:.3f}s = {achieved:.1f} GFLOP/s; fp32 matmul "
-          f"{peak:.1f} GFLOP/s: fraction {achieved / peak:.2f} (target >= 0.5)")  # fmt: skip
+    print(
+        f"[3] joint forward {flops / 1e9:.1f} GFLOP in {t2av_s:.3f}s = {achieved:.1f} GFLOP/s; fp32 matmul "
+        f"{peak:.1f} GFLOP/s: fraction {achieved / peak:.2f} (target >= 0.5)"
+    )
 
 
 if __name__ == "__main__":

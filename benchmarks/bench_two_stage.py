@@ -90,11 +90,15 @@ def main() -> None:
         base_flops, refiner_flops, direct_flops = (count_flops(f) for f in (base_step, refiner_step, direct_step))
         two_stage_s, direct_s = best_seconds(two_stage_step, direct_step, repeats=args.repeats)
     two_stage_flops = base_flops + refiner_flops
-    print(f"FLOPs per step: base {base_flops / 1e9:.1f} G + refiner {refiner_flops / 1e9:.1f} G = "
-          f"{two_stage_flops / 1e9:.1f} G vs direct {direct_flops / 1e9:.1f} G: ratio {two_stage_flops / direct_flops:.3f}"
-          " (target <= 0.4)")  # fmt: skip
-    print(f"time per step: two-stage {two_stage_s:.3f}s vs direct {direct_s:.3f}s: ratio {two_stage_s / direct_s:.3f}"
-          " (target <= 0.4)")  # fmt: skip
+    print(
+        f"FLOPs per step: base {base_flops / 1e9:.1f} G + refiner {refiner_flops / 1e9:.1f} G = "
+        f"{two_stage_flops / 1e9:.1f} G vs direct {direct_flops / 1e9:.1f} G: ratio {two_stage_flops / direct_flops:.3f}"
+        " (target <= 0.4)"
+    )
+    print(
+        f"time per step: two-stage {two_stage_s:.3f}s vs direct {direct_s:.3f}s: ratio {two_stage_s / direct_s:.3f}"
+        " (target <= 0.4)"
+    )
 
 
 if __name__ == "__main__":

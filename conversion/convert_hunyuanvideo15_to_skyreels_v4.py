@@ -33,12 +33,19 @@ from _common import DTYPES, load_source, load_video_tower, save_atomically  # no
 UNUSED_PREFIXES = ("image_embedder.", "context_embedder_2.")
 # Our config entry -> HunyuanVideo-1.5's (the token refiner's depth is named after what it is here).
 CONFIG_KEYS = {
-    "in_channels": "in_channels", "out_channels": "out_channels", "num_attention_heads": "num_attention_heads",
-    "attention_head_dim": "attention_head_dim", "num_layers": "num_layers",
-    "num_token_refiner_layers": "num_refiner_layers", "mlp_ratio": "mlp_ratio", "patch_size": "patch_size",
-    "patch_size_t": "patch_size_t", "text_embed_dim": "text_embed_dim", "rope_theta": "rope_theta",
+    "in_channels": "in_channels",
+    "out_channels": "out_channels",
+    "num_attention_heads": "num_attention_heads",
+    "attention_head_dim": "attention_head_dim",
+    "num_layers": "num_layers",
+    "num_token_refiner_layers": "num_refiner_layers",
+    "mlp_ratio": "mlp_ratio",
+    "patch_size": "patch_size",
+    "patch_size_t": "patch_size_t",
+    "text_embed_dim": "text_embed_dim",
+    "rope_theta": "rope_theta",
     "rope_axes_dim": "rope_axes_dim",
-}  # fmt: skip
+}
 
 
 def convert(
@@ -85,11 +92,14 @@ def check_equivalence(source: HunyuanVideo15Transformer3DModel, converted: SkyRe
     mask[:, -2:] = 0
     timestep = torch.tensor([437.0])
     expected = source(
-        hidden, timestep, text, mask,
+        hidden,
+        timestep,
+        text,
+        mask,
         encoder_hidden_states_2=torch.zeros(batch, 1, config.text_embed_2_dim),
         encoder_attention_mask_2=torch.zeros(batch, 1, dtype=torch.long),
         image_embeds=torch.zeros(batch, 1, config.image_embed_dim),
-    ).sample  # fmt: skip
+    ).sample
     actual = converted(hidden.to(converted.dtype), timestep, text.to(converted.dtype), mask).sample
     return (expected.float() - actual.float()).abs().max().item()
 

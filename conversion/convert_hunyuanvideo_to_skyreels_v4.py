@@ -28,12 +28,18 @@ from _common import DTYPES, load_source, load_video_tower, save_atomically  # no
 
 # Our config entry -> HunyuanVideo's (the token refiner's depth is named after what it is here).
 CONFIG_KEYS = {
-    "num_attention_heads": "num_attention_heads", "attention_head_dim": "attention_head_dim",
-    "num_layers": "num_layers", "num_single_layers": "num_single_layers",
-    "num_token_refiner_layers": "num_refiner_layers", "mlp_ratio": "mlp_ratio", "patch_size": "patch_size",
-    "patch_size_t": "patch_size_t", "text_embed_dim": "text_embed_dim", "rope_theta": "rope_theta",
+    "num_attention_heads": "num_attention_heads",
+    "attention_head_dim": "attention_head_dim",
+    "num_layers": "num_layers",
+    "num_single_layers": "num_single_layers",
+    "num_token_refiner_layers": "num_refiner_layers",
+    "mlp_ratio": "mlp_ratio",
+    "patch_size": "patch_size",
+    "patch_size_t": "patch_size_t",
+    "text_embed_dim": "text_embed_dim",
+    "rope_theta": "rope_theta",
     "rope_axes_dim": "rope_axes_dim",
-}  # fmt: skip
+}
 FOLDED = ("time_text_embed.text_embedder.", "time_text_embed.guidance_embedder.")
 
 
@@ -111,9 +117,13 @@ def check_equivalence(
     mask[:, -2:] = 0
     timestep = torch.tensor([437.0])
     expected = source(
-        latents, timestep, text, mask, pooled_projections=torch.zeros(batch, config.pooled_projection_dim),
+        latents,
+        timestep,
+        text,
+        mask,
+        pooled_projections=torch.zeros(batch, config.pooled_projection_dim),
         guidance=torch.tensor([guidance * 1000.0]),
-    ).sample  # fmt: skip
+    ).sample
     hidden = latents
     if hidden.shape[1] != converted.config.in_channels:  # any condition channels: their weights are zero
         condition = torch.randn(

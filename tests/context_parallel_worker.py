@@ -44,10 +44,17 @@ def _trained_joint_model(num_attention_heads: int = 2) -> SkyReelsV4Transformer3
     so every attention path influences the output."""
     torch.manual_seed(0)
     model = SkyReelsV4Transformer3DModel(
-        in_channels=9, out_channels=4, audio_in_channels=6, num_attention_heads=num_attention_heads,
-        attention_head_dim=16, num_layers=1, num_single_layers=1, num_token_refiner_layers=1, text_embed_dim=24,
+        in_channels=9,
+        out_channels=4,
+        audio_in_channels=6,
+        num_attention_heads=num_attention_heads,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_token_refiner_layers=1,
+        text_embed_dim=24,
         rope_axes_dim=(4, 6, 6),
-    ).eval()  # fmt: skip
+    ).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():

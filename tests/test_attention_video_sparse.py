@@ -41,9 +41,11 @@ def test_all_cubes_selected_fine_branch_equals_dense(grid, with_text):
     if with_text:
         all_keys = dense(tq, torch.cat([k, tk], 1), torch.cat([v, tv], 1))
         masked = F.scaled_dot_product_attention(
-            tq.transpose(1, 2), torch.cat([k, tk], 1).transpose(1, 2), torch.cat([v, tv], 1).transpose(1, 2),
+            tq.transpose(1, 2),
+            torch.cat([k, tk], 1).transpose(1, 2),
+            torch.cat([v, tv], 1).transpose(1, 2),
             attn_mask=F.pad(mask, (k.shape[1], 0), value=True)[:, None, None],
-        ).transpose(1, 2)  # fmt: skip
+        ).transpose(1, 2)
         torch.testing.assert_close(text_out, masked, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(all_keys[-1], masked[-1])  # the text mask matters
 

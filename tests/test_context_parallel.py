@@ -54,8 +54,18 @@ def test_generate_parallel_torchrun_writes_the_single_process_clip(tmp_path):
     options = ["--model", str(model), "--prompt", "<text>A blue square bounces.</text>", "--steps", "3"]
     single, parallel = tmp_path / "single.mp4", tmp_path / "parallel.mp4"
     assert cli.main(["generate", *options, "--out", str(single)]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(repo / "examples" / "inference" / "generate_parallel.py"), *options, "--out", str(parallel)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(repo / "examples" / "inference" / "generate_parallel.py"),
+        *options,
+        "--out",
+        str(parallel),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Ulysses over 2 processes (gloo)" in result.stdout

@@ -39,10 +39,21 @@ def test_accelerate_checkpoint_to_sharded_hub_folder(base, tmp_path, capsys):
     (tmp_path / "metrics.json").write_text(json.dumps({"sync within 1 frame": "91%"}))
     output = tmp_path / "release"
     args = [
-        "--checkpoint", str(checkpoint), "--base_pipeline", str(base), "--output", str(output),
-        "--max_shard_size", "100KB", "--trained_on", "tests", "--metrics", str(tmp_path / "metrics.json"),
-        "--base_model", "org/base",
-    ]  # fmt: skip
+        "--checkpoint",
+        str(checkpoint),
+        "--base_pipeline",
+        str(base),
+        "--output",
+        str(output),
+        "--max_shard_size",
+        "100KB",
+        "--trained_on",
+        "tests",
+        "--metrics",
+        str(tmp_path / "metrics.json"),
+        "--base_model",
+        "org/base",
+    ]
     assert convert_checkpoint.main(args) == 0, capsys.readouterr().err
     index = output / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
     assert index.exists() and len(list((output / "transformer").glob("*.safetensors"))) > 1

@@ -12,11 +12,19 @@ convert_hv = load_script("convert_hunyuanvideo_to_skyreels_v4")
 def tiny_hunyuanvideo(image_condition_type=None, seed=0):
     torch.manual_seed(seed)
     return HunyuanVideoTransformer3DModel(
-        in_channels=4 if image_condition_type is None else 9, out_channels=4, num_attention_heads=2,
-        attention_head_dim=16, num_layers=1, num_single_layers=2, num_refiner_layers=1, text_embed_dim=24,
-        pooled_projection_dim=12, rope_axes_dim=(4, 6, 6), guidance_embeds=True,
+        in_channels=4 if image_condition_type is None else 9,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=2,
+        num_refiner_layers=1,
+        text_embed_dim=24,
+        pooled_projection_dim=12,
+        rope_axes_dim=(4, 6, 6),
+        guidance_embeds=True,
         image_condition_type=image_condition_type,
-    ).eval()  # fmt: skip
+    ).eval()
 
 
 @pytest.mark.parametrize("image_condition_type", [None, "latent_concat"])

@@ -13,9 +13,17 @@ convert_hv15 = load_script("convert_hunyuanvideo15_to_skyreels_v4")
 def source(tmp_path_factory):
     torch.manual_seed(0)
     model = HunyuanVideo15Transformer3DModel(
-        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2,
-        num_refiner_layers=1, text_embed_dim=24, text_embed_2_dim=8, image_embed_dim=12, rope_axes_dim=(4, 6, 6),
-    ).eval()  # fmt: skip
+        in_channels=9,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=2,
+        num_refiner_layers=1,
+        text_embed_dim=24,
+        text_embed_2_dim=8,
+        image_embed_dim=12,
+        rope_axes_dim=(4, 6, 6),
+    ).eval()
     folder = tmp_path_factory.mktemp("hv15")
     model.save_pretrained(folder)
     return model, folder
@@ -65,9 +73,14 @@ def test_audio_tower_taken_from_a_t2a_checkpoint(source, tmp_path):
     _, folder = source
     torch.manual_seed(2)
     audio_model = SkyReelsV4AudioTransformer1DModel(
-        in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=0,
-        num_token_refiner_layers=1, text_embed_dim=24,
-    ).eval()  # fmt: skip
+        in_channels=6,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=2,
+        num_single_layers=0,
+        num_token_refiner_layers=1,
+        text_embed_dim=24,
+    ).eval()
     audio_model.save_pretrained(tmp_path / "t2a")
     output = tmp_path / "joint"
     assert (
@@ -88,9 +101,17 @@ def test_whole_pipeline_folder_around_the_converted_transformer(tmp_path):
 
     torch.manual_seed(0)
     source = HunyuanVideo15Transformer3DModel(
-        in_channels=17, out_channels=8, num_attention_heads=2, attention_head_dim=16, num_layers=1,
-        num_refiner_layers=1, text_embed_dim=32, text_embed_2_dim=8, image_embed_dim=12, rope_axes_dim=(4, 6, 6),
-    ).eval()  # fmt: skip
+        in_channels=17,
+        out_channels=8,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_refiner_layers=1,
+        text_embed_dim=32,
+        text_embed_2_dim=8,
+        image_embed_dim=12,
+        rope_axes_dim=(4, 6, 6),
+    ).eval()
     hv15 = tmp_path / "hunyuanvideo15"
     source.save_pretrained(hv15 / "transformer")
     text_encoder, processor = build_tiny_text_encoder()

@@ -22,7 +22,10 @@ from skyreels_diffusers.pipelines.denoising import LatentStream, PassInputs, den
 
 FRAMES, GRID, FPS, AUDIO_PER_FRAME = 16, 8, 16, 2
 CHANNELS, AUDIO_CHANNELS, TEXT_DIM = 4, 2, 8
-TRAIN_SEEDS, TEST_SEEDS = range(0, 10**6), range(10**6, 10**6 + 48)  # disjoint: nothing here is tuned on the test clips
+TRAIN_SEEDS, TEST_SEEDS = (
+    range(0, 10**6),
+    range(10**6, 10**6 + 48),
+)  # disjoint: nothing here is tuned on the test clips
 
 
 def micro_clip(seed: int) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
@@ -52,11 +55,24 @@ def micro_clip(seed: int) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
 def micro_model() -> SkyReelsV4Transformer3DModel:
     torch.manual_seed(0)
     return SkyReelsV4Transformer3DModel(
-        in_channels=2 * CHANNELS + 1, out_channels=CHANNELS, audio_in_channels=AUDIO_CHANNELS, num_attention_heads=4,
-        attention_head_dim=16, num_layers=1, num_single_layers=1, num_token_refiner_layers=1, mlp_ratio=2.0,
-        patch_size=4, text_embed_dim=TEXT_DIM, rope_axes_dim=(4, 6, 6), fps=FPS, vae_temporal_compression_ratio=1,
-        audio_sample_rate=FPS * AUDIO_PER_FRAME * 100, audio_samples_per_latent=100, cross_modal_attention_heads=4,
-    )  # fmt: skip
+        in_channels=2 * CHANNELS + 1,
+        out_channels=CHANNELS,
+        audio_in_channels=AUDIO_CHANNELS,
+        num_attention_heads=4,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_token_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=4,
+        text_embed_dim=TEXT_DIM,
+        rope_axes_dim=(4, 6, 6),
+        fps=FPS,
+        vae_temporal_compression_ratio=1,
+        audio_sample_rate=FPS * AUDIO_PER_FRAME * 100,
+        audio_samples_per_latent=100,
+        cross_modal_attention_heads=4,
+    )
 
 
 PROMPT = torch.randn(1, 4, TEXT_DIM, generator=torch.Generator().manual_seed(0))
@@ -67,7 +83,9 @@ def given_video(video: torch.Tensor) -> torch.Tensor:
     return torch.cat([video, video, torch.ones_like(video[:, :1])], dim=1)
 
 
-def train(cross_modal: bool, steps: int = 1000, batch_size: int = 16, lr: float = 5e-3) -> SkyReelsV4Transformer3DModel:
+def train(
+    cross_modal: bool, steps: int = 1000, batch_size: int = 16, lr: float = 5e-3
+) -> SkyReelsV4Transformer3DModel:
     """Video-to-audio training: clean video at timestep 0, audio noised at a uniform sigma, velocity target."""
     model = micro_model()
     if not cross_modal:  # the cross-attention outputs start at zero; frozen, they carry nothing between the towers
@@ -84,9 +102,12 @@ def train(cross_modal: bool, steps: int = 1000, batch_size: int = 16, lr: float 
         noise = torch.randn(audio.shape, generator=generator)
         noisy = (1 - sigma[:, None, None]) * audio + sigma[:, None, None] * noise
         prediction = model(
-            hidden_states=given_video(video), timestep=torch.zeros(batch_size), audio_hidden_states=noisy,
-            audio_timestep=sigma * 1000, encoder_hidden_states=PROMPT.expand(batch_size, -1, -1),
-        ).audio_sample  # fmt: skip
+            hidden_states=given_video(video),
+            timestep=torch.zeros(batch_size),
+            audio_hidden_states=noisy,
+            audio_timestep=sigma * 1000,
+            encoder_hidden_states=PROMPT.expand(batch_size, -1, -1),
+        ).audio_sample
         loss = torch.nn.functional.mse_loss(prediction, noise - audio)
         loss.backward()
         optimizer.step()
@@ -101,11 +122,24 @@ def video_to_audio(model, video: torch.Tensor, seed: int) -> torch.Tensor:
     scheduler.set_timesteps(10)
     noise = torch.randn(1, AUDIO_CHANNELS, FRAMES * AUDIO_PER_FRAME, generator=torch.Generator().manual_seed(seed))
     streams = [
-        LatentStream("latents", given_video(video[None])[:, :CHANNELS], "hidden_states", "sample", "timestep",
-                     condition=given_video(video[None])[:, CHANNELS:]),
-        LatentStream("audio_latents", noise, "audio_hidden_states", "audio_sample", "audio_timestep",
-                     scheduler=scheduler, timesteps=scheduler.timesteps),
-    ]  # fmt: skip
+        LatentStream(
+            "latents",
+            given_video(video[None])[:, :CHANNELS],
+            "hidden_states",
+            "sample",
+            "timestep",
+            condition=given_video(video[None])[:, CHANNELS:],
+        ),
+        LatentStream(
+            "audio_latents",
+            noise,
+            "audio_hidden_states",
+            "audio_sample",
+            "audio_timestep",
+            scheduler=scheduler,
+            timesteps=scheduler.timesteps,
+        ),
+    ]
     with torch.no_grad():
         return denoise(model, streams, PassInputs({"encoder_hidden_states": PROMPT}))["audio_latents"][0]
 

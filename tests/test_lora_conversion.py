@@ -20,10 +20,18 @@ class TransformerOnlyPipeline(DiffusionPipeline, SkyReelsV4LoraLoaderMixin):
 def tiny_hunyuanvideo():
     torch.manual_seed(0)
     return HunyuanVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1,
-        num_single_layers=1, num_refiner_layers=1, text_embed_dim=24, pooled_projection_dim=12,
-        rope_axes_dim=(4, 6, 6), guidance_embeds=True,
-    ).eval()  # fmt: skip
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        text_embed_dim=24,
+        pooled_projection_dim=12,
+        rope_axes_dim=(4, 6, 6),
+        guidance_embeds=True,
+    ).eval()
 
 
 def inputs():
@@ -120,13 +128,26 @@ def test_merge_audio_tower(tmp_path):
     merge = load_script("merge_audio_tower")
     torch.manual_seed(0)
     joint = SkyReelsV4Transformer3DModel(
-        in_channels=9, out_channels=4, audio_in_channels=6, num_attention_heads=2, attention_head_dim=16,
-        num_layers=1, num_single_layers=1, num_token_refiner_layers=1, text_embed_dim=24, rope_axes_dim=(4, 6, 6),
-    ).eval()  # fmt: skip
+        in_channels=9,
+        out_channels=4,
+        audio_in_channels=6,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_token_refiner_layers=1,
+        text_embed_dim=24,
+        rope_axes_dim=(4, 6, 6),
+    ).eval()
     audio = SkyReelsV4AudioTransformer1DModel(
-        in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
-        num_token_refiner_layers=1, text_embed_dim=24,
-    ).eval()  # fmt: skip
+        in_channels=6,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_token_refiner_layers=1,
+        text_embed_dim=24,
+    ).eval()
     joint.save_pretrained(tmp_path / "joint")
     audio.save_pretrained(tmp_path / "audio")
     args = [

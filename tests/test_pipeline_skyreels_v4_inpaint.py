@@ -355,12 +355,22 @@ def test_image_animated_to_a_sound(pipe):
         ({"video": random_video(), "audio": np.ones(9000, np.float32) * 0.1, "audio_sample_rate": 16000}, "Nothing"),
         ({"video": random_video(), "generate_audio": False}, "Nothing"),
         ({"audio": np.ones(16000, np.float32) * 0.1, "audio_sample_rate": 16000, "num_frames": 9}, "num_frames"),
-        ({"audio": np.ones(9000, np.float32) * 0.1, "audio_sample_rate": 16000, "audio_duration": 0.5}, "audio_duration"),
+        (
+            {"audio": np.ones(9000, np.float32) * 0.1, "audio_sample_rate": 16000, "audio_duration": 0.5},
+            "audio_duration",
+        ),
         ({"video": random_video(), "num_frames": 5}, "num_frames"),
         ({"video": random_video(), "image": random_image()}, "image"),
         ({"video": random_video(), "reference_images": [random_image()]}, "reference"),
-        ({"audio": np.ones(9000, np.float32) * 0.1, "audio_sample_rate": 16000, "audio_reference": np.ones(100),
-          "audio_reference_sample_rate": 16000}, "audio_reference"),
+        (
+            {
+                "audio": np.ones(9000, np.float32) * 0.1,
+                "audio_sample_rate": 16000,
+                "audio_reference": np.ones(100),
+                "audio_reference_sample_rate": 16000,
+            },
+            "audio_reference",
+        ),
         ({"video_lead_steps": -1}, "video_lead_steps"),
     ],
 )

@@ -90,9 +90,14 @@ def test_chain_base_to_refiner_end_to_end(base, refiner):
     handle = refiner.transformer.register_forward_pre_hook(capture, with_kwargs=True)
     try:
         stage2 = refiner(
-            PROMPT, low_res_latents=stage1.frames, keyframes=stage1.keyframes, keyframe_indices=stage1.keyframe_indices,
-            audio_latents=stage1.audio, num_inference_steps=2, generator=generator,
-        )  # fmt: skip
+            PROMPT,
+            low_res_latents=stage1.frames,
+            keyframes=stage1.keyframes,
+            keyframe_indices=stage1.keyframe_indices,
+            audio_latents=stage1.audio,
+            num_inference_steps=2,
+            generator=generator,
+        )
     finally:
         handle.remove()
     # 9 frames at 16 fps -> 17 frames at 32 fps, twice the size; the audio is the base audio, decoded.
@@ -119,8 +124,15 @@ def test_refiner_strength_starts_from_the_noised_upsampled_condition(refiner):
 
     handle = refiner.transformer.register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        refiner(PROMPT, low_res_latents=latents, num_inference_steps=10, strength=0.3, guidance_scale=1.0,
-                generator=torch.Generator().manual_seed(0), output_type="latent")  # fmt: skip
+        refiner(
+            PROMPT,
+            low_res_latents=latents,
+            num_inference_steps=10,
+            strength=0.3,
+            guidance_scale=1.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="latent",
+        )
         assert refiner.num_timesteps == 3
         schedule = refiner.prepare_timesteps(10, None, "cpu")
     finally:
@@ -162,18 +174,27 @@ def test_refiner_bad_config():
 
 def test_latents_is_a_deprecated_name_of_low_res_latents(refiner):
     low_res = torch.randn(1, 8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    new = refiner(PROMPT, low_res_latents=low_res, num_inference_steps=1, output_type="latent",
-                  generator=torch.Generator().manual_seed(1))  # fmt: skip
+    new = refiner(
+        PROMPT,
+        low_res_latents=low_res,
+        num_inference_steps=1,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(1),
+    )
     with pytest.warns(FutureWarning, match="low_res_latents"):
-        old = refiner(PROMPT, latents=low_res, num_inference_steps=1, output_type="latent",
-                      generator=torch.Generator().manual_seed(1))  # fmt: skip
+        old = refiner(
+            PROMPT,
+            latents=low_res,
+            num_inference_steps=1,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(1),
+        )
     torch.testing.assert_close(old.frames, new.frames, rtol=0, atol=0)
 
 
 def test_one_low_res_clip_serves_a_batch_of_prompts(refiner):
     low_res = torch.randn(1, 8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    out = refiner([PROMPT, PROMPT + " Slower."], low_res_latents=low_res, num_inference_steps=1,
-                  output_type="latent")  # fmt: skip
+    out = refiner([PROMPT, PROMPT + " Slower."], low_res_latents=low_res, num_inference_steps=1, output_type="latent")
     assert out.frames.shape[0] == 2
     with pytest.raises(ValueError, match="does not divide"):
         refiner([PROMPT] * 3, low_res_latents=torch.cat([low_res, low_res]), num_inference_steps=1)

@@ -39,8 +39,22 @@ def losses(folder):
 
 def common(setup, out, steps):
     root, manifest = setup
-    return ["--pretrained_model_name_or_path", root / "pipe", "--train_manifest", manifest, "--output_dir", out,
-            "--max_train_steps", steps, "--train_batch_size", 2, "--checkpointing_steps", 2, "--seed", 3]  # fmt: skip
+    return [
+        "--pretrained_model_name_or_path",
+        root / "pipe",
+        "--train_manifest",
+        manifest,
+        "--output_dir",
+        out,
+        "--max_train_steps",
+        steps,
+        "--train_batch_size",
+        2,
+        "--checkpointing_steps",
+        2,
+        "--seed",
+        3,
+    ]
 
 
 def test_full_training_checkpoints_and_resumes_exactly(setup, tmp_path):
@@ -72,6 +86,41 @@ def test_full_training_checkpoints_and_resumes_exactly(setup, tmp_path):
     torch.testing.assert_close(torch.tensor([r["loss"] for r in resumed]), torch.tensor([r["loss"] for r in full[2:]]))
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(setup, tmp_path_factory):
+    """Losses of a 4-step run checkpointed every 2 steps, keeping one checkpoint."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run([*common(setup, out, 4), "--checkpoints_total_limit", 1, "--learning_rate", "1e-3"])
+    return losses(out)
+
+
+@pytest.mark.parametrize("fault", ["mid-write", "before-rename", "while-pruning"])
+def test_a_kill_while_checkpointing_loses_nothing_and_the_run_resumes_exactly(setup, uninterrupted, fault, tmp_path):
+    import subprocess
+    import sys
+
+    args = [*common(setup, tmp_path, 4), "--checkpoints_total_limit", 1, "--learning_rate", "1e-3"]
+    worker = os.path.join(os.path.dirname(__file__), "training_fault_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, worker, fault, "4", "--", *map(str, args)], env=env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    # A whole checkpoint survives: the old one (killed before the new one was in place) or the new one.
+    complete = [name for name in os.listdir(tmp_path) if train.CHECKPOINT_NAME.match(name)]
+    assert complete == (["checkpoint-4"] if fault == "while-pruning" else ["checkpoint-2"]), complete
+
+    # The log ends with a line cut short by the kill; the resumed run drops it and every later step's record.
+    with open(tmp_path / "loss.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 4, "lo')
+    run([*args, "--resume_from_checkpoint", "latest"])
+    resumed = losses(tmp_path)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    torch.testing.assert_close(
+        torch.tensor([r["loss"] for r in resumed]), torch.tensor([r["loss"] for r in uninterrupted])
+    )
+    checkpoints = [name for name in os.listdir(tmp_path) if "checkpoint" in name]
+    assert checkpoints == ["checkpoint-4"], checkpoints  # the limit holds, and no staging folder is left
+
+
 def test_lora_training_saves_loadable_weights(setup, tmp_path):
     from skyreels_diffusers import SkyReelsV4Pipeline
 
@@ -94,8 +143,18 @@ def test_lora_training_saves_loadable_weights(setup, tmp_path):
 
 
 def test_refiner_training_with_crops_and_sparsity(setup, tmp_path):
-    run([*common(setup, tmp_path, 2), "--refiner", "--refiner_crop", 4, "--max_sparsity", 0.5,
-         "--sparsity_ramp_steps", 2])  # fmt: skip
+    run(
+        [
+            *common(setup, tmp_path, 2),
+            "--refiner",
+            "--refiner_crop",
+            4,
+            "--max_sparsity",
+            0.5,
+            "--sparsity_ramp_steps",
+            2,
+        ]
+    )
     assert (tmp_path / "refiner" / "config.json").is_file()
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in losses(tmp_path))
 
@@ -148,8 +207,20 @@ def test_training_and_the_pipelines_give_the_model_identical_conditions(encoded_
     # the trainer's choice, which the pipeline call below repeats.
     trainer_inputs = train.task_condition_inputs(task, clip, torch.Generator().manual_seed(4))
     condition = train.video_condition(task, clip, pipe.vae, torch.Generator().manual_seed(4), dropout=False)
-    args = train.parse_args(["--pretrained_model_name_or_path", "x", "--train_latents", "x", "--output_dir", "x",
-                             "--text_dropout", "0", "--condition_dropout", "0"])  # fmt: skip
+    args = train.parse_args(
+        [
+            "--pretrained_model_name_or_path",
+            "x",
+            "--train_latents",
+            "x",
+            "--output_dir",
+            "x",
+            "--text_dropout",
+            "0",
+            "--condition_dropout",
+            "0",
+        ]
+    )
     null = (clip["prompt_embeds"] * 0, clip["prompt_attention_mask"])
     trained, _, _ = train.base_model_inputs(task, [clip], null, pipe.vae, args, 1.0, 4, 0, 0)
 
@@ -184,8 +255,9 @@ def test_training_and_the_pipelines_give_the_model_identical_conditions(encoded_
     else:
         torch.testing.assert_close(seen["hidden_states"][0, channels:], condition, rtol=0, atol=0)
     if task == "v2a":  # the given video: clean latents at timestep 0, in both
-        torch.testing.assert_close(seen["hidden_states"][:, :channels], trained["hidden_states"][:, :channels],
-                                   rtol=0, atol=0)  # fmt: skip
+        torch.testing.assert_close(
+            seen["hidden_states"][:, :channels], trained["hidden_states"][:, :channels], rtol=0, atol=0
+        )
         assert not seen["timestep"].any() and not trained["timestep"].any()
     if task == "a2v":  # the given soundtrack
         torch.testing.assert_close(seen["audio_hidden_states"], trained["audio_hidden_states"], rtol=0, atol=0)
@@ -201,8 +273,18 @@ def test_given_modalities_have_no_loss_and_independent_noise_splits_the_sigmas(e
     null = (clip["prompt_embeds"] * 0, clip["prompt_attention_mask"])
 
     def inputs(task, ratio, step):
-        args = train.parse_args(["--pretrained_model_name_or_path", "x", "--train_latents", "x", "--output_dir", "x",
-                                 "--independent_noise_ratio", str(ratio)])  # fmt: skip
+        args = train.parse_args(
+            [
+                "--pretrained_model_name_or_path",
+                "x",
+                "--train_latents",
+                "x",
+                "--output_dir",
+                "x",
+                "--independent_noise_ratio",
+                str(ratio),
+            ]
+        )
         return train.base_model_inputs(task, [clip, clip], null, pipe.vae, args, 1.0, 0, step, 0)
 
     v2a, video_target, audio_target = inputs("v2a", 0.0, 0)
@@ -238,9 +320,19 @@ def launch_two_processes(argv):
 
     root = os.path.join(os.path.dirname(__file__), "..", "examples", "training")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               os.path.join(root, "accelerate_configs", "ddp.yaml"), "--num_processes", "2", "--main_process_port",
-               str(free_port()), os.path.join(root, "train_skyreels_v4.py"), *map(str, argv)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        os.path.join(root, "accelerate_configs", "ddp.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
+        os.path.join(root, "train_skyreels_v4.py"),
+        *map(str, argv),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MULTI_CPU x 2 processes; global batch 4" in result.stdout
@@ -248,17 +340,39 @@ def launch_two_processes(argv):
 
 def test_two_process_ddp_matches_one_process_and_resumes(setup, tmp_path):
     root, manifest = setup
-    args = ["--pretrained_model_name_or_path", root / "pipe", "--train_manifest", manifest, "--seed", 5,
-            "--learning_rate", "1e-3", "--checkpointing_steps", 2]  # fmt: skip
+    args = [
+        "--pretrained_model_name_or_path",
+        root / "pipe",
+        "--train_manifest",
+        manifest,
+        "--seed",
+        5,
+        "--learning_rate",
+        "1e-3",
+        "--checkpointing_steps",
+        2,
+    ]
     run([*args, "--output_dir", tmp_path / "one", "--max_train_steps", 3, "--train_batch_size", 4])
     launch_two_processes([*args, "--output_dir", tmp_path / "two", "--max_train_steps", 2, "--train_batch_size", 2])
     assert sorted(p for p in os.listdir(tmp_path / "two") if p.startswith("checkpoint-")) == ["checkpoint-2"]
-    launch_two_processes([*args, "--output_dir", tmp_path / "two", "--max_train_steps", 3, "--train_batch_size", 2,
-                          "--resume_from_checkpoint", "latest"])  # fmt: skip
+    launch_two_processes(
+        [
+            *args,
+            "--output_dir",
+            tmp_path / "two",
+            "--max_train_steps",
+            3,
+            "--train_batch_size",
+            2,
+            "--resume_from_checkpoint",
+            "latest",
+        ]
+    )
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3] and [r["task"] for r in two] == [r["task"] for r in one]
     # DDP averages the gradients in another order than one process; Adam turns sign flips of near-zero gradients
     # (zero-initialised cross-modal outputs) into lr-sized weight differences, so later steps agree to ~1e-4 relative
     # (a wrong split of the global batch changes the loss by percents).
-    torch.testing.assert_close(torch.tensor([r["loss"] for r in two]), torch.tensor([r["loss"] for r in one]),
-                               rtol=1e-3, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        torch.tensor([r["loss"] for r in two]), torch.tensor([r["loss"] for r in one]), rtol=1e-3, atol=1e-5
+    )

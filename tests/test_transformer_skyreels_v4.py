@@ -200,9 +200,15 @@ def test_audio_rope_scale_derived_from_config(timeline):
     )
     assert math.isclose(model.audio_rope_scale, expected, rel_tol=1e-12)
     audio = SkyReelsV4AudioTransformer1DModel(
-        in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=0,
-        num_token_refiner_layers=1, text_embed_dim=24, **timeline,
-    )  # fmt: skip
+        in_channels=6,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=0,
+        num_token_refiner_layers=1,
+        text_embed_dim=24,
+        **timeline,
+    )
     assert math.isclose(audio.audio_rope_scale, expected, rel_tol=1e-12)
 
     positions = audio_token_positions(10, 3, model.audio_rope_scale, None)
@@ -301,9 +307,14 @@ def test_audio_dit_tuple_output_puts_the_prediction_first():
 
     torch.manual_seed(0)
     audio_model = SkyReelsV4AudioTransformer1DModel(
-        in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
-        num_token_refiner_layers=1, text_embed_dim=24,
-    ).eval()  # fmt: skip
+        in_channels=6,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_token_refiner_layers=1,
+        text_embed_dim=24,
+    ).eval()
     inputs = make_inputs()
     with torch.no_grad():
         out = audio_model(inputs["audio_hidden_states"], inputs["timestep"], inputs["encoder_hidden_states"])
@@ -332,9 +343,14 @@ def test_old_configs_with_num_refiner_layers_still_load(model, tmp_path):
 def test_audio_dit_loads_into_joint_model_without_renaming(model):
     torch.manual_seed(3)
     audio_model = SkyReelsV4AudioTransformer1DModel(
-        in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
-        num_token_refiner_layers=1, text_embed_dim=24,
-    ).eval()  # fmt: skip
+        in_channels=6,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_token_refiner_layers=1,
+        text_embed_dim=24,
+    ).eval()
     assert set(audio_model.state_dict()) <= set(model.state_dict())
     joint = SkyReelsV4Transformer3DModel.from_video_and_audio(model, audio_model).eval()
     inputs = make_inputs()
@@ -343,9 +359,12 @@ def test_audio_dit_loads_into_joint_model_without_renaming(model):
         joint_out = joint(**inputs, audio_reference_latents=references)
         video_out = model(**{**inputs, "audio_hidden_states": None})
         audio_out = audio_model(
-            inputs["audio_hidden_states"], inputs["timestep"], inputs["encoder_hidden_states"],
-            inputs["encoder_attention_mask"], reference_latents=references,
-        )  # fmt: skip
+            inputs["audio_hidden_states"],
+            inputs["timestep"],
+            inputs["encoder_hidden_states"],
+            inputs["encoder_attention_mask"],
+            reference_latents=references,
+        )
     torch.testing.assert_close(joint_out.sample, video_out.sample)
     torch.testing.assert_close(joint_out.audio_sample, audio_out.audio_sample)
     assert audio_out.sample is None and audio_out.audio_sample.shape == (BATCH, 6, AUDIO_LEN)
@@ -353,9 +372,14 @@ def test_audio_dit_loads_into_joint_model_without_renaming(model):
 
 def test_from_video_and_audio_rejects_mismatched_towers(model):
     audio_model = SkyReelsV4AudioTransformer1DModel(
-        in_channels=6, num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=1,
-        num_token_refiner_layers=1, text_embed_dim=24,
-    )  # fmt: skip
+        in_channels=6,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=2,
+        num_single_layers=1,
+        num_token_refiner_layers=1,
+        text_embed_dim=24,
+    )
     with pytest.raises(ValueError, match="num_layers"):
         SkyReelsV4Transformer3DModel.from_video_and_audio(model, audio_model)
 

@@ -517,8 +517,11 @@ class DemoRunner:
         prompt = check_prompt(prompt)
         path = check_audio_file(audio, "the soundtrack", self.limits.max_duration, self.limits)
         call = {"prompt": prompt, "audio": path, "image": image, "num_frames": None}
-        return self.models.inpaint, call, ["the length follows the soundtrack"] + (
-            ["animated from the uploaded image"] if image is not None else []
+        return (
+            self.models.inpaint,
+            call,
+            ["the length follows the soundtrack"]
+            + (["animated from the uploaded image"] if image is not None else []),
         )
 
     # --- shared path

@@ -100,10 +100,18 @@ def build_initial_pipeline(vae_dir: str, out: str, refiner_out: str, seed: int) 
     refiner.save_pretrained(refiner_out)
     transformer = new_tower()
     pipe = SkyReelsV4Pipeline(
-        text_encoder=text_encoder, processor=processor, transformer=transformer, vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=2.0), audio_vae=audio_vae, vocoder=None,
-        text_hidden_layer=-1, default_height=SIZE, default_width=SIZE, default_num_frames=NUM_FRAMES,
-    )  # fmt: skip
+        text_encoder=text_encoder,
+        processor=processor,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=2.0),
+        audio_vae=audio_vae,
+        vocoder=None,
+        text_hidden_layer=-1,
+        default_height=SIZE,
+        default_width=SIZE,
+        default_num_frames=NUM_FRAMES,
+    )
     pipe.save_pretrained(out)
 
 
@@ -162,30 +170,96 @@ def main() -> None:
     os.makedirs(args.work_dir, exist_ok=True)
 
     if not os.path.isdir(work("vaes", "audio_vae")):
-        run([os.path.join(HERE, "train_tiny_vaes.py"), "--out", work("vaes"), "--video_steps", "1000",
-             "--audio_steps", "3000", "--seed", str(args.seed)])  # fmt: skip
+        run(
+            [
+                os.path.join(HERE, "train_tiny_vaes.py"),
+                "--out",
+                work("vaes"),
+                "--video_steps",
+                "1000",
+                "--audio_steps",
+                "3000",
+                "--seed",
+                str(args.seed),
+            ]
+        )
     if not os.path.isfile(work("init", "model_index.json")) or not os.path.isdir(work("init_refiner")):
         build_initial_pipeline(work("vaes"), work("init"), work("init_refiner"), args.seed)
-    for name, size, count, scale in (("latents64", SIZE, args.num_clips, None),
-                                     ("latents128", REFINER_SIZE, args.num_refiner_clips, 2)):  # fmt: skip
+    for name, size, count, scale in (
+        ("latents64", SIZE, args.num_clips, None),
+        ("latents128", REFINER_SIZE, args.num_refiner_clips, 2),
+    ):
         if not os.path.isfile(work(name, "latents.safetensors")):
             encode_world_clips(work("init"), work(name), count, size, scale)
 
     train = os.path.join(TRAINING, "train_skyreels_v4.py")
-    schedule = ["--lr_scheduler", "cosine", "--lr_warmup_steps", "200", "--train_batch_size", str(args.batch_size),
-                "--seed", str(args.seed), "--checkpointing_steps", "250", "--checkpoints_total_limit", "1",
-                "--resume_from_checkpoint", "latest", "--use_ema", "--ema_decay", "0.995",
-                "--pretrained_model_name_or_path", work("init")]  # fmt: skip
+    schedule = [
+        "--lr_scheduler",
+        "cosine",
+        "--lr_warmup_steps",
+        "200",
+        "--train_batch_size",
+        str(args.batch_size),
+        "--seed",
+        str(args.seed),
+        "--checkpointing_steps",
+        "250",
+        "--checkpoints_total_limit",
+        "1",
+        "--resume_from_checkpoint",
+        "latest",
+        "--use_ema",
+        "--ema_decay",
+        "0.995",
+        "--pretrained_model_name_or_path",
+        work("init"),
+    ]
     threads = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     if not os.path.isdir(work("refiner", "refiner")):
-        run([train, "--refiner", "--train_latents", work("latents128"), "--refiner_crop", "16", "--max_sparsity",
-             "0.5", "--refiner_model_name_or_path", work("init_refiner"), "--output_dir", work("refiner"),
-             "--max_train_steps", str(args.refiner_steps), "--learning_rate", "5e-4", "--sparsity_ramp_steps",
-             str(args.refiner_steps // 2), *schedule], env=threads)  # fmt: skip
+        run(
+            [
+                train,
+                "--refiner",
+                "--train_latents",
+                work("latents128"),
+                "--refiner_crop",
+                "16",
+                "--max_sparsity",
+                "0.5",
+                "--refiner_model_name_or_path",
+                work("init_refiner"),
+                "--output_dir",
+                work("refiner"),
+                "--max_train_steps",
+                str(args.refiner_steps),
+                "--learning_rate",
+                "5e-4",
+                "--sparsity_ramp_steps",
+                str(args.refiner_steps // 2),
+                *schedule,
+            ],
+            env=threads,
+        )
     if not os.path.isfile(work("base", "model_index.json")):
-        run([train, "--train_latents", work("latents64"), "--output_dir", work("base"), "--max_train_steps",
-             str(args.train_steps), "--learning_rate", str(args.learning_rate), "--task_ratios", TASK_RATIOS,
-             "--independent_noise_ratio", str(INDEPENDENT_NOISE_RATIO), *schedule], env=threads)  # fmt: skip
+        run(
+            [
+                train,
+                "--train_latents",
+                work("latents64"),
+                "--output_dir",
+                work("base"),
+                "--max_train_steps",
+                str(args.train_steps),
+                "--learning_rate",
+                str(args.learning_rate),
+                "--task_ratios",
+                TASK_RATIOS,
+                "--independent_noise_ratio",
+                str(INDEPENDENT_NOISE_RATIO),
+                *schedule,
+            ],
+            env=threads,
+        )
 
     from skyreels_diffusers import SkyReelsV4RefinerTransformer3DModel
 
@@ -202,8 +276,18 @@ def main() -> None:
     drop_local_paths(args.out)
 
     metrics_path = work("metrics.json")
-    run([os.path.join(HERE, "evaluate.py"), "--model", args.out, "--seeds", str(args.eval_seeds), "--json",
-         metrics_path], env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    run(
+        [
+            os.path.join(HERE, "evaluate.py"),
+            "--model",
+            args.out,
+            "--seeds",
+            str(args.eval_seeds),
+            "--json",
+            metrics_path,
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     with open(metrics_path, encoding="utf-8") as f:
         metrics = json.load(f)
     write_model_card(args, metrics)
@@ -222,10 +306,14 @@ TARGETS = (
     ("object jumps per clip", "motion_jumps_per_clip", lambda v, m: v <= 0.1, "<= 0.1"),
     ("shape fidelity (IoU)", "shape_iou", lambda v, m: v >= 0.85, ">= 0.85"),
     ("colour and shape adherence", "adherence", lambda v, m: v >= 0.95, ">= 95%"),
-    ("extension path error (px)", "extension_path_error_px",
-     lambda v, m: v < m.get("extension_straight_line_error_px", -1), "< straight line"),
+    (
+        "extension path error (px)",
+        "extension_path_error_px",
+        lambda v, m: v < m.get("extension_straight_line_error_px", -1),
+        "< straight line",
+    ),
     ("Refiner 2x PSNR (dB)", "refiner_psnr", lambda v, m: v > m.get("bicubic_psnr", float("inf")), "> bicubic"),
-)  # fmt: skip
+)
 
 
 def target_status(metrics: dict) -> str:

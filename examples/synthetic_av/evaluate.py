@@ -397,11 +397,13 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
 
     sample_rate = pipe.audio_spec.sample_rate
     knocks = [knock_matches(audio[i], sample_rate, onsets[i], *captions[i]) for i in range(len(audio))]
-    others = [knock_matches(audio[i], sample_rate, onsets[i], *captions[(i + 1) % len(audio)])
-              for i in range(len(audio))]  # fmt: skip
+    others = [
+        knock_matches(audio[i], sample_rate, onsets[i], *captions[(i + 1) % len(audio)]) for i in range(len(audio))
+    ]
     mismatched = [(bounces[i], onsets[j]) for i in range(len(onsets)) for j in range(len(onsets)) if i != j]
     chance = sync_summary(mismatched, fps)
     radii = np.array(radii)
+
     def rate(lists) -> float:
         values = [x for clip_values in lists for x in clip_values]
         return float(np.mean(values)) if values else 0.0
@@ -441,14 +443,21 @@ def evaluate_cross_modal(pipe, seeds, call_kwargs) -> dict:
         truth.append([seconds for seconds, _ in clip.bounces])
         out = inpaint(clip.caption, video=clip.frames, generator=torch.Generator().manual_seed(seed), **call_kwargs)
         v2a_onsets.append(audio_onsets(out.audio[0], out.audio_sample_rate))
-        out = inpaint(clip.caption, audio=clip.audio, audio_sample_rate=clip.sample_rate,
-                      num_frames=len(clip.frames), generator=torch.Generator().manual_seed(seed), **call_kwargs)  # fmt: skip
+        out = inpaint(
+            clip.caption,
+            audio=clip.audio,
+            audio_sample_rate=clip.sample_rate,
+            num_frames=len(clip.frames),
+            generator=torch.Generator().manual_seed(seed),
+            **call_kwargs,
+        )
         a2v_bounces.append(bounce_times(centroid_track(to_uint8(out.frames[0])), fps))
 
     def scored(found, name):
         matched = sync_summary(zip(truth, found), fps)
-        others = sync_summary([(truth[i], found[j]) for i in range(len(truth)) for j in range(len(truth)) if i != j],
-                              fps)  # fmt: skip
+        others = sync_summary(
+            [(truth[i], found[j]) for i in range(len(truth)) for j in range(len(truth)) if i != j], fps
+        )
         return {
             f"{name}_within_one_frame": matched["sync_within_one_frame"],
             f"{name}_within_one_frame_chance": others["sync_within_one_frame"],
@@ -471,8 +480,14 @@ def evaluate_extension(pipe, seeds, call_kwargs, keep: int = 9, horizon: int = 4
     model, line, frozen = [], [], []
     for seed in seeds:
         clip = world_clip(pipe, seed)
-        out = inpaint(clip.caption, video=clip.frames[:keep], num_condition_frames=keep, num_frames=len(clip.frames),
-                      generator=torch.Generator().manual_seed(seed), **call_kwargs)  # fmt: skip
+        out = inpaint(
+            clip.caption,
+            video=clip.frames[:keep],
+            num_condition_frames=keep,
+            num_frames=len(clip.frames),
+            generator=torch.Generator().manual_seed(seed),
+            **call_kwargs,
+        )
         truth = centroid_track(clip.frames)[keep : keep + horizon]
         generated = centroid_track(to_uint8(out.frames[0]))[keep : keep + horizon]
         before, last = centroid_track(clip.frames[keep - 2 : keep])
@@ -504,12 +519,20 @@ def evaluate_conditioned(pipe, seeds, call_kwargs) -> dict:
         keep[:, keep.shape[1] // 2 :] = 0
         for preserve, suffix in ((False, "model"), (True, "preserved")):
             generator = torch.Generator().manual_seed(seed)
-            out = inpaint(clip.caption, image=clip.frames[0], preserve_unmasked=preserve, generator=generator,
-                          **call_kwargs)  # fmt: skip
+            out = inpaint(
+                clip.caption, image=clip.frames[0], preserve_unmasked=preserve, generator=generator, **call_kwargs
+            )
             results[f"i2v_psnr_{suffix}"].append(psnr(out.frames[0][0], reference))
             generator = torch.Generator().manual_seed(seed)
-            out = inpaint(clip.caption, video=clip.frames, mask=keep, preserve_unmasked=preserve,
-                          generator=generator, generate_audio=False, **call_kwargs)  # fmt: skip
+            out = inpaint(
+                clip.caption,
+                video=clip.frames,
+                mask=keep,
+                preserve_unmasked=preserve,
+                generator=generator,
+                generate_audio=False,
+                **call_kwargs,
+            )
             region = np.broadcast_to(keep.astype(bool)[None, :, :, None], clip.frames.shape)
             results[f"edit_psnr_{suffix}"].append(psnr(out.frames[0], clip.frames / 255.0, region))
     return {name: float(np.mean(values)) for name, values in results.items()}
@@ -546,8 +569,13 @@ def evaluate_denoiser(pipe, seeds, sigmas=PROBE_SIGMAS) -> dict:
             noisy_video = (1 - sigma) * video + sigma * torch.randn(video.shape, generator=generator)
             noisy_audio = (1 - sigma) * audio + sigma * torch.randn(audio.shape, generator=generator)
             # The scheduler shifts custom sigmas (s -> shift s / (1 + (shift - 1) s)): pass the unshifted value.
-            out = pipe(clip.caption, latents=noisy_video, audio_latents=noisy_audio, guidance_scale=1.0,
-                       sigmas=[sigma / (shift - (shift - 1) * sigma)])  # fmt: skip
+            out = pipe(
+                clip.caption,
+                latents=noisy_video,
+                audio_latents=noisy_audio,
+                guidance_scale=1.0,
+                sigmas=[sigma / (shift - (shift - 1) * sigma)],
+            )
             distances = np.linalg.norm(centroid_track(to_uint8(out.frames[0])) - truth, axis=1)
             missing = np.isnan(distances) & ~np.isnan(truth[:, 0])
             errors[sigma].append(np.nanmean(np.where(missing, clip.frames.shape[1], distances)))
@@ -567,9 +595,14 @@ def evaluate_refiner(pipe, refiner_pipe, seeds, refiner_steps: int, guidance_sca
         high = torch.from_numpy(truth.frames).float().permute(0, 3, 1, 2) / 255
         low = F.interpolate(high, scale_factor=0.5, mode="area")
         low = vae_reconstruction(pipe, to_uint8(low.permute(0, 2, 3, 1).numpy()))
-        out = refiner_pipe(truth.caption, video=low, audio=torch.from_numpy(truth.audio)[None, None],
-                           num_inference_steps=refiner_steps, guidance_scale=guidance_scale,
-                           generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        out = refiner_pipe(
+            truth.caption,
+            video=low,
+            audio=torch.from_numpy(truth.audio)[None, None],
+            num_inference_steps=refiner_steps,
+            guidance_scale=guidance_scale,
+            generator=torch.Generator().manual_seed(seed),
+        )
         upsampled = F.interpolate(torch.from_numpy(low).permute(0, 3, 1, 2), scale_factor=2, mode="bicubic")
         refined.append(psnr(out.frames[0], truth.frames / 255.0))
         bicubic.append(psnr(upsampled.clamp(0, 1).permute(0, 2, 3, 1).numpy(), truth.frames / 255.0))
@@ -601,23 +634,27 @@ METRIC_ROWS = (
     ("v2a_within_one_frame", "video-to-audio: true bounces with an onset within 1 frame (target >= 90%)", "{:.1%}"),
     ("v2a_within_one_frame_chance", "the same, another clip's bounces (chance)", "{:.1%}"),
     ("v2a_precision", "video-to-audio: onsets with a true bounce within 1 frame", "{:.1%}"),
-    ("a2v_within_one_frame", "audio-to-video: true bounces with a video bounce within 1 frame (target >= 80%)",
-     "{:.1%}"),
+    (
+        "a2v_within_one_frame",
+        "audio-to-video: true bounces with a video bounce within 1 frame (target >= 80%)",
+        "{:.1%}",
+    ),
     ("a2v_within_one_frame_chance", "the same, another clip's bounces (chance)", "{:.1%}"),
     ("a2v_precision", "audio-to-video: video bounces with a true bounce within 1 frame", "{:.1%}"),
     ("extension_path_error_px", "extension (9 frames kept): centroid error over the next 4 frames", "{:.1f} px"),
     ("extension_straight_line_error_px", "the same, a straight line through the last two kept frames", "{:.1f} px"),
     ("extension_frozen_error_px", "the same, the object frozen at its last kept position", "{:.1f} px"),
-    *((f"x0_centroid_error_px@{sigma}", f"one-step x0 estimate at sigma {sigma}: object centroid error", "{:.1f} px")
-      for sigma in PROBE_SIGMAS),
-    ("i2v_psnr_model", "I2V frame-0 PSNR vs VAE reconstruction, model's own prediction (target >= 30)",
-     "{:.2f} dB"),
+    *(
+        (f"x0_centroid_error_px@{sigma}", f"one-step x0 estimate at sigma {sigma}: object centroid error", "{:.1f} px")
+        for sigma in PROBE_SIGMAS
+    ),
+    ("i2v_psnr_model", "I2V frame-0 PSNR vs VAE reconstruction, model's own prediction (target >= 30)", "{:.2f} dB"),
     ("i2v_psnr_preserved", "I2V frame-0 PSNR vs VAE reconstruction, known latents re-injected", "{:.2f} dB"),
     ("edit_psnr_preserved", "edit: unmasked-region PSNR, preserve_unmasked=True", "{:.2f} dB"),
     ("edit_psnr_model", "edit: unmasked-region PSNR, model's own prediction", "{:.2f} dB"),
     ("refiner_psnr", "Refiner 2x PSNR vs the 2x render (target > bicubic)", "{:.2f} dB"),
     ("bicubic_psnr", "bicubic 2x PSNR of the same low-res input", "{:.2f} dB"),
-)  # fmt: skip
+)
 
 
 def metrics_table(metrics: dict) -> str:
@@ -650,14 +687,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="pipeline folder (default: tiny random components)")
     parser.add_argument("--seeds", type=int, default=50, help="how many seeds of the split")
-    parser.add_argument("--split", default="test", choices=["test", "dev"],
-                        help=f"test: seeds from {TEST_SEED} (reported numbers); dev: from {DEV_SEED} (diagnosis, tuning); "
-                             f"training clips use seeds from {TRAIN_SEED}")  # fmt: skip
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "dev"],
+        help=f"test: seeds from {TEST_SEED} (reported numbers); dev: from {DEV_SEED} (diagnosis, tuning); "
+        f"training clips use seeds from {TRAIN_SEED}",
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--refiner_steps", type=int, default=10)
     parser.add_argument("--guidance_scale", type=float, default=5.0)
-    parser.add_argument("--refiner_guidance_scale", type=float, default=1.0,
-                        help="1 (no guidance) keeps super-resolution closest to its input")  # fmt: skip
+    parser.add_argument(
+        "--refiner_guidance_scale",
+        type=float,
+        default=1.0,
+        help="1 (no guidance) keeps super-resolution closest to its input",
+    )
     parser.add_argument("--audio_guidance_scale", type=float, default=None)
     parser.add_argument("--video_lead_steps", type=int, default=0)
     parser.add_argument("--tasks", default="components,t2av,cross_modal,extension,denoiser,conditioned,refiner")
@@ -670,11 +715,19 @@ def main() -> None:
     pipe, refiner = load_pipelines(args.model)
     first = TEST_SEED if args.split == "test" else DEV_SEED
     seeds = range(first, first + args.seeds)
-    call_kwargs = {"num_inference_steps": args.steps, "guidance_scale": args.guidance_scale,
-                   "audio_guidance_scale": args.audio_guidance_scale}  # fmt: skip
+    call_kwargs = {
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "audio_guidance_scale": args.audio_guidance_scale,
+    }
     tasks = args.tasks.split(",")
-    metrics = {"seeds": f"{seeds.start}-{seeds.stop - 1}", "steps": args.steps, "guidance_scale": args.guidance_scale,
-               "video_lead_steps": args.video_lead_steps, "refiner_guidance_scale": args.refiner_guidance_scale}  # fmt: skip
+    metrics = {
+        "seeds": f"{seeds.start}-{seeds.stop - 1}",
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "video_lead_steps": args.video_lead_steps,
+        "refiner_guidance_scale": args.refiner_guidance_scale,
+    }
     if "components" in tasks:
         metrics.update(evaluate_components(pipe, seeds))
     if "t2av" in tasks:

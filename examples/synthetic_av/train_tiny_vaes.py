@@ -118,8 +118,10 @@ def stft_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             torch.stft(pre_emphasis(x).flatten(0, 1), n_fft, n_fft // 4, window=window, return_complex=True).abs()
             for x in (prediction, target)
         ]
-        loss = loss + F.l1_loss(spectra[0], spectra[1]) + 0.1 * F.l1_loss(
-            torch.log(spectra[0] + 1e-5), torch.log(spectra[1] + 1e-5)
+        loss = (
+            loss
+            + F.l1_loss(spectra[0], spectra[1])
+            + 0.1 * F.l1_loss(torch.log(spectra[0] + 1e-5), torch.log(spectra[1] + 1e-5))
         )
         loss = loss + torch.linalg.norm(spectra[1] - spectra[0]) / torch.linalg.norm(spectra[1])
     return loss / 3
@@ -133,8 +135,17 @@ def audio_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(prediction, target) + stft_loss(prediction, target)
 
 
-def train(model, make_batch, reconstruction_loss, steps: int, lr: float, kl_weight: float, name: str, seed: int,
-          latent_noise: float | None = None):  # fmt: skip
+def train(
+    model,
+    make_batch,
+    reconstruction_loss,
+    steps: int,
+    lr: float,
+    kl_weight: float,
+    name: str,
+    seed: int,
+    latent_noise: float | None = None,
+):
     """Train an autoencoder. `latent_noise=None` trains it as a VAE (posterior samples, KL); a number trains it as a
     deterministic autoencoder on the posterior mean plus Gaussian noise of that fraction of the latents' std."""
     rng = np.random.default_rng(seed)
@@ -158,8 +169,11 @@ def train(model, make_batch, reconstruction_loss, steps: int, lr: float, kl_weig
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == steps:
-            print(f"{name} step {step}/{steps} loss {loss.item():.4f} kl {kl.item():.3f} "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)  # fmt: skip
+            print(
+                f"{name} step {step}/{steps} loss {loss.item():.4f} kl {kl.item():.3f} "
+                f"({time.perf_counter() - start:.0f}s)",
+                flush=True,
+            )
     return model.eval()
 
 
@@ -206,15 +220,27 @@ def main() -> None:
         stage1 = os.path.join(args.out, "vae_stage1")
         if not os.path.isdir(stage1):
             train(
-                build_video_vae(), lambda rng: frame_batch(rng, args.batch_size), foreground_weighted_loss,
-                args.video_steps, 1e-3, 1e-4, "video VAE", args.seed,
-            ).save_pretrained(stage1)  # fmt: skip
+                build_video_vae(),
+                lambda rng: frame_batch(rng, args.batch_size),
+                foreground_weighted_loss,
+                args.video_steps,
+                1e-3,
+                1e-4,
+                "video VAE",
+                args.seed,
+            ).save_pretrained(stage1)
         video_vae = AutoencoderKL.from_pretrained(stage1)
         if args.video_polish_steps:
             video_vae = train(
-                video_vae, lambda rng: frame_batch(rng, args.batch_size), foreground_weighted_loss,
-                args.video_polish_steps, 3e-4, 1e-4, "video VAE (polish)", args.seed + 2,
-            )  # fmt: skip
+                video_vae,
+                lambda rng: frame_batch(rng, args.batch_size),
+                foreground_weighted_loss,
+                args.video_polish_steps,
+                3e-4,
+                1e-4,
+                "video VAE (polish)",
+                args.seed + 2,
+            )
         held_out = [frame_batch(np.random.default_rng(10**6 + i), 4) for i in range(4)]
         mean, std = latent_statistics(video_vae, held_out)
         video_vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
@@ -226,9 +252,16 @@ def main() -> None:
         return
 
     audio_vae = train(
-        build_audio_vae(), lambda rng: audio_batch(rng, 2 * args.batch_size), audio_loss, args.audio_steps, 1e-3,
-        0.0, "audio VAE", args.seed + 1, latent_noise=0.1,
-    )  # fmt: skip
+        build_audio_vae(),
+        lambda rng: audio_batch(rng, 2 * args.batch_size),
+        audio_loss,
+        args.audio_steps,
+        1e-3,
+        0.0,
+        "audio VAE",
+        args.seed + 1,
+        latent_noise=0.1,
+    )
     held_out = [audio_batch(np.random.default_rng(10**6 + i), 8) for i in range(4)]
     _, std = latent_statistics(audio_vae, held_out)
     normalise_oobleck_latents(audio_vae, std)

@@ -149,9 +149,12 @@ def write_dataset(out_dir: str, num_clips: int, seed: int = 0, **clip_kwargs) ->
             clip = render_clip(seed + offset, **clip_kwargs)
             name = os.path.join("clips", f"{seed + offset:06d}.mp4")
             export_to_video_with_audio(
-                clip.frames, os.path.join(out_dir, name), fps=clip.fps, audio=clip.audio,
+                clip.frames,
+                os.path.join(out_dir, name),
+                fps=clip.fps,
+                audio=clip.audio,
                 audio_sample_rate=clip.sample_rate,
-            )  # fmt: skip
+            )
             record = {"video": name, "caption": clip.caption, "seed": seed + offset, "objects": clip.objects}
             record["bounces"] = [[round(s, 6), i] for s, i in clip.bounces]
             f.write(json.dumps(record) + "\n")

@@ -78,21 +78,33 @@ def load_record(pipe: SkyReelsV4Pipeline, record: dict, num_frames: int) -> dict
     frames, file_fps, audio = load_video_audio(record["video"], sample_rate, num_channels=channels)
     frames = resample_frames(frames, file_fps, fps)
     if len(frames) < num_frames:
-        raise ValueError(f"{record['video']!r} has {len(frames)} frames at {fps} fps; `--num_frames` asks for {num_frames}.")
+        raise ValueError(
+            f"{record['video']!r} has {len(frames)} frames at {fps} fps; `--num_frames` asks for {num_frames}."
+        )
     clip = {"frames": frames[:num_frames], "audio": audio, "caption": record["caption"]}
     if record["reference_images"]:
         clip["reference_image"] = PIL.Image.open(record["reference_images"][0]).convert("RGB")
     if record.get("audio_reference"):
         clip["audio_reference"] = load_audio(record["audio_reference"], sample_rate, num_channels=channels)
     if record.get("mask"):
-        clip["mask"] = load_video(record["mask"])[0] if record["mask"].endswith((".mp4", ".mov", ".webm")) else [
-            PIL.Image.open(record["mask"]).convert("L")]  # fmt: skip
+        clip["mask"] = (
+            load_video(record["mask"])[0]
+            if record["mask"].endswith((".mp4", ".mov", ".webm"))
+            else [PIL.Image.open(record["mask"]).convert("L")]
+        )
     return clip
 
 
 @torch.no_grad()
-def encode_clip(pipe: SkyReelsV4Pipeline, clip: dict, height: int, width: int, num_frames: int,
-                refiner_scale: int | None = None, max_sequence_length: int = 512) -> dict[str, torch.Tensor]:  # fmt: skip
+def encode_clip(
+    pipe: SkyReelsV4Pipeline,
+    clip: dict,
+    height: int,
+    width: int,
+    num_frames: int,
+    refiner_scale: int | None = None,
+    max_sequence_length: int = 512,
+) -> dict[str, torch.Tensor]:
     """One clip -> its tensors (without the caption's embedding, which is encoded once per unique caption).
 
     `clip`: `frames` (`num_frames` frames: PIL, NumPy or torch), `audio` (`(channels, samples)` at the audio VAE's
@@ -119,9 +131,16 @@ def encode_clip(pipe: SkyReelsV4Pipeline, clip: dict, height: int, width: int, n
     # MLLM reads it with the caption.
     image = clip.get("reference_image") or PIL.Image.fromarray(out["video_frames"][num_frames // 2].numpy())
     image = fit_with_black_padding(image, height, width)
-    out["reference_latents"] = encode_video(pipe.vae, pixels_for_vae(frames_to_tensor("reference_images", [image], height, width)))[0]
-    embeds, mask = pipe.encode_prompt(clip["caption"], prompt_images=[image], do_classifier_free_guidance=False,
-                                      max_sequence_length=max_sequence_length, dtype=torch.float32)[:2]  # fmt: skip
+    out["reference_latents"] = encode_video(
+        pipe.vae, pixels_for_vae(frames_to_tensor("reference_images", [image], height, width))
+    )[0]
+    embeds, mask = pipe.encode_prompt(
+        clip["caption"],
+        prompt_images=[image],
+        do_classifier_free_guidance=False,
+        max_sequence_length=max_sequence_length,
+        dtype=torch.float32,
+    )[:2]
     out["reference_prompt_embeds"], out["reference_prompt_attention_mask"] = embeds[0], mask[0]
     if clip.get("audio_reference") is not None:
         reference = clip["audio_reference"]
@@ -147,8 +166,12 @@ def encode_clip(pipe: SkyReelsV4Pipeline, clip: dict, height: int, width: int, n
 def encode_captions(pipe: SkyReelsV4Pipeline, captions: list[str], max_sequence_length: int):
     """Unique captions (and the empty prompt) -> embeddings padded to one length `S`, with boolean masks."""
     unique = sorted(set(captions)) + [""]
-    encoded = [pipe.encode_prompt(c, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length,
-                                  dtype=torch.float32)[:2] for c in unique]  # fmt: skip
+    encoded = [
+        pipe.encode_prompt(
+            c, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length, dtype=torch.float32
+        )[:2]
+        for c in unique
+    ]
     length = max(embeds.shape[1] for embeds, _ in encoded)
     table = {}
     for caption, (embeds, mask) in zip(unique, encoded):
@@ -164,8 +187,10 @@ def precompute(pipe, clips, height, width, num_frames, max_sequence_length=512, 
     if (num_frames - 1) % temporal:
         raise ValueError(f"`num_frames` must be {temporal}k+1 for the video VAE, got {num_frames}.")
     clips = list(clips)
-    per_clip = [encode_clip(pipe, c, height, width, num_frames, refiner_scale, max_sequence_length)
-                for c in tqdm(clips, "encoding")]  # fmt: skip
+    per_clip = [
+        encode_clip(pipe, c, height, width, num_frames, refiner_scale, max_sequence_length)
+        for c in tqdm(clips, "encoding")
+    ]
     # Prompts read with a reference image differ in length: pad them to the longest, masked.
     length = max(clip["reference_prompt_embeds"].shape[0] for clip in per_clip)
     for clip in per_clip:
@@ -195,16 +220,23 @@ def main() -> None:
     pipe = SkyReelsV4Pipeline.from_pretrained(args.pretrained_model_name_or_path)
     records = read_manifest(args.manifest)
     clips = (load_record(pipe, record, args.num_frames) for record in records)
-    tensors = precompute(pipe, clips, args.height, args.width, args.num_frames, args.max_sequence_length,
-                         args.refiner_scale)  # fmt: skip
+    tensors = precompute(
+        pipe, clips, args.height, args.width, args.num_frames, args.max_sequence_length, args.refiner_scale
+    )
     os.makedirs(args.output_dir, exist_ok=True)
-    save_file({k: v.float() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},
-              os.path.join(args.output_dir, "latents.safetensors"))  # fmt: skip
+    save_file(
+        {k: v.float() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},
+        os.path.join(args.output_dir, "latents.safetensors"),
+    )
     metadata = {
-        "height": args.height, "width": args.width, "num_frames": args.num_frames,
-        "fps": pipe.transformer.config.fps, "sample_rate": pipe.audio_spec.sample_rate,
-        "refiner_scale": args.refiner_scale, "captions": [r["caption"] for r in records],
-    }  # fmt: skip
+        "height": args.height,
+        "width": args.width,
+        "num_frames": args.num_frames,
+        "fps": pipe.transformer.config.fps,
+        "sample_rate": pipe.audio_spec.sample_rate,
+        "refiner_scale": args.refiner_scale,
+        "captions": [r["caption"] for r in records],
+    }
     with open(os.path.join(args.output_dir, "metadata.json"), "w", encoding="utf-8") as f:
         json.dump(metadata, f, indent=1)
     print(f"wrote {len(records)} clips to {args.output_dir}")

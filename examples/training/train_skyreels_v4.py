@@ -30,6 +30,7 @@ Multi-GPU / FSDP: run `accelerate config` (or use a file from `examples/training
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -61,9 +62,18 @@ from precompute_latents import load_record, precompute, read_manifest  # noqa: E
 logger = get_logger(__name__)
 
 TASKS = (
-    "t2av", "t2v", "t2a", "i2v", "interpolation", "extension", "edit", "reference_images", "audio_reference", "v2a",
+    "t2av",
+    "t2v",
+    "t2a",
+    "i2v",
+    "interpolation",
+    "extension",
+    "edit",
+    "reference_images",
+    "audio_reference",
+    "v2a",
     "a2v",
-)  # fmt: skip
+)
 DEFAULT_TASK_RATIOS = (
     "t2av=0.3,t2v=0.05,t2a=0.05,i2v=0.1,interpolation=0.05,extension=0.1,edit=0.05,reference_images=0.05,"
     "audio_reference=0.05,v2a=0.1,a2v=0.1"
@@ -75,10 +85,19 @@ HAS_VIDEO = {task: task != "t2a" for task in TASKS}
 HAS_AUDIO = {task: task != "t2v" for task in TASKS}
 # Tensors of `precompute_latents.py` that hold one entry per clip (the rest are shared).
 PER_CLIP_KEYS = (
-    "video_latents", "video_frames", "reference_latents", "audio_latents", "audio_reference_latents",
-    "prompt_embeds", "prompt_attention_mask", "reference_prompt_embeds", "reference_prompt_attention_mask",
-    "edit_keep_masks", "has_edit_mask", "low_res_latents",
-)  # fmt: skip
+    "video_latents",
+    "video_frames",
+    "reference_latents",
+    "audio_latents",
+    "audio_reference_latents",
+    "prompt_embeds",
+    "prompt_attention_mask",
+    "reference_prompt_embeds",
+    "reference_prompt_attention_mask",
+    "edit_keep_masks",
+    "has_edit_mask",
+    "low_res_latents",
+)
 LORA_TOWERS = {"video": "video_tower", "audio": "audio_tower", "cross_modal": "cross_modal_blocks"}
 
 
@@ -87,8 +106,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     model = parser.add_argument_group("model")
     model.add_argument("--pretrained_model_name_or_path", required=True, help="SkyReelsV4Pipeline folder")
     model.add_argument("--refiner", action="store_true", help="train the Refiner instead of the joint model")
-    model.add_argument("--refiner_model_name_or_path", default=None,
-                       help="Refiner to start from; default: built from the pipeline's video tower")  # fmt: skip
+    model.add_argument(
+        "--refiner_model_name_or_path",
+        default=None,
+        help="Refiner to start from; default: built from the pipeline's video tower",
+    )
     model.add_argument("--lora_rank", type=int, default=None, help="train a PEFT LoRA of this rank (default: full)")
     model.add_argument("--lora_alpha", type=int, default=None, help="default: the rank")
     model.add_argument("--lora_towers", default="video,audio,cross_modal", help=f"subset of {sorted(LORA_TOWERS)}")
@@ -119,8 +141,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     flow.add_argument("--logit_mean", type=float, default=0.0)
     flow.add_argument("--logit_std", type=float, default=1.0)
     flow.add_argument("--shift", type=float, default=None, help="default: the pipeline scheduler's shift")
-    flow.add_argument("--independent_noise_ratio", type=float, default=0.0,
-                      help="share of samples whose video and audio noise levels are drawn independently")  # fmt: skip
+    flow.add_argument(
+        "--independent_noise_ratio",
+        type=float,
+        default=0.0,
+        help="share of samples whose video and audio noise levels are drawn independently",
+    )
     flow.add_argument("--task_ratios", default=DEFAULT_TASK_RATIOS, help="comma list of task=weight")
     flow.add_argument("--text_dropout", type=float, default=0.1, help="P(empty prompt) per sample")
     flow.add_argument("--condition_dropout", type=float, default=0.1, help="P(no condition) per conditioned sample")
@@ -306,17 +332,23 @@ def refiner_model_inputs(clips, null_prompt, args, shift, seed, step, offset, sp
         num_keyframes = int(torch.randint(0, 3, (1,), generator=generator))
         keyframe_indices = sorted(torch.randperm(x0.shape[1], generator=generator)[:num_keyframes].tolist())
         condition = build_refiner_condition(
-            clip["low_res_latents"][None], spatial_factor, 1,
-            x0[None][:, :, keyframe_indices] if keyframe_indices else None, keyframe_indices or None,
-        ).as_channels()[0]  # fmt: skip
+            clip["low_res_latents"][None],
+            spatial_factor,
+            1,
+            x0[None][:, :, keyframe_indices] if keyframe_indices else None,
+            keyframe_indices or None,
+        ).as_channels()[0]
         noise = torch.randn(x0.shape, generator=generator)
         x_sigma, target = (1 - sigma) * x0 + sigma * noise, noise - x0
         if args.refiner_crop:
             size = args.refiner_crop
-            top, left = (int(torch.randint(0, (n - size) // spatial_factor + 1, (1,), generator=generator))
-                         * spatial_factor for n in x0.shape[-2:])  # fmt: skip
-            x_sigma, target, condition = (t[..., top : top + size, left : left + size]
-                                          for t in (x_sigma, target, condition))  # fmt: skip
+            top, left = (
+                int(torch.randint(0, (n - size) // spatial_factor + 1, (1,), generator=generator)) * spatial_factor
+                for n in x0.shape[-2:]
+            )
+            x_sigma, target, condition = (
+                t[..., top : top + size, left : left + size] for t in (x_sigma, target, condition)
+            )
         noisy.append(x_sigma)
         targets.append(target)
         conditions.append(condition)
@@ -358,24 +390,79 @@ def load_training_data(args, pipe) -> dict[str, torch.Tensor]:
     num_frames = args.num_frames or pipe.config.default_num_frames
     clips = (load_record(pipe, record, num_frames) for record in read_manifest(args.train_manifest))
     return precompute(
-        pipe, clips, args.height or pipe.config.default_height, args.width or pipe.config.default_width, num_frames,
+        pipe,
+        clips,
+        args.height or pipe.config.default_height,
+        args.width or pipe.config.default_width,
+        num_frames,
         refiner_scale=2 if args.refiner else None,
-    )  # fmt: skip
+    )
+
+
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+STAGING_PREFIX = ".staging-"
+
+
+def complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """`(step, path)` of every complete checkpoint, oldest first. A checkpoint is written under a staging name and
+    renamed into place only when whole, so a folder named `checkpoint-N` is complete."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = (CHECKPOINT_NAME.match(name) for name in os.listdir(output_dir))
+    return sorted((int(m.group(1)), os.path.join(output_dir, m.group(0))) for m in found if m)
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
-    steps = [int(d.split("-")[1]) for d in os.listdir(output_dir) if d.startswith("checkpoint-")] if (
-        os.path.isdir(output_dir)) else []  # fmt: skip
-    return os.path.join(output_dir, f"checkpoint-{max(steps)}") if steps else None
+    checkpoints = complete_checkpoints(output_dir)
+    return checkpoints[-1][1] if checkpoints else None
 
 
-def prune_checkpoints(output_dir: str, limit: int | None) -> None:
-    """Keep room for one more checkpoint under `limit`."""
-    if not limit:
+def save_checkpoint(accelerator, output_dir: str, step: int, limit: int | None) -> None:
+    """Write the training state to a staging folder, rename it to `checkpoint-{step}` once complete (a kill leaves
+    either the old checkpoints or the new one, never a partial `checkpoint-*`), and only then delete the oldest
+    complete checkpoints beyond `limit`."""
+    final = os.path.join(output_dir, f"checkpoint-{step}")
+    staging = os.path.join(output_dir, f"{STAGING_PREFIX}checkpoint-{step}")
+    if accelerator.is_main_process and os.path.isdir(staging):
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(staging)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if os.path.isdir(final):  # the same step saved again after a resume
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        for _, path in complete_checkpoints(output_dir)[: -limit if limit else 0]:
+            shutil.rmtree(path)
+    accelerator.wait_for_everyone()
+
+
+def remove_partial_checkpoints(output_dir: str) -> None:
+    """Staging folders left by a run killed while it saved."""
+    if os.path.isdir(output_dir):
+        for name in os.listdir(output_dir):
+            if name.startswith(STAGING_PREFIX):
+                shutil.rmtree(os.path.join(output_dir, name))
+
+
+def truncate_loss_log(path: str, step: int) -> None:
+    """Keep the loss records of steps up to `step` (a resumed run writes the later ones again); a line cut short by a
+    kill is dropped."""
+    if not os.path.isfile(path):
         return
-    steps = sorted(int(d.split("-")[1]) for d in os.listdir(output_dir) if d.startswith("checkpoint-"))
-    for step in steps[: max(0, len(steps) - limit + 1)]:
-        shutil.rmtree(os.path.join(output_dir, f"checkpoint-{step}"))
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(temporary, path)
 
 
 @torch.no_grad()
@@ -386,11 +473,19 @@ def log_validation(pipe, transformer, args, step: int, accelerator) -> list[str]
     os.makedirs(folder, exist_ok=True)
     paths = []
     for i, prompt in enumerate(args.validation_prompts):
-        out = pipe(prompt, num_inference_steps=args.validation_inference_steps,
-                   generator=torch.Generator().manual_seed(args.seed + i))  # fmt: skip
+        out = pipe(
+            prompt,
+            num_inference_steps=args.validation_inference_steps,
+            generator=torch.Generator().manual_seed(args.seed + i),
+        )
         path = os.path.join(folder, f"step-{step:06d}-{i}.mp4")
-        export_to_video_with_audio(out.frames[0], path, fps=pipe.transformer.config.fps, audio=out.audio[0],
-                                   audio_sample_rate=out.audio_sample_rate)  # fmt: skip
+        export_to_video_with_audio(
+            out.frames[0],
+            path,
+            fps=pipe.transformer.config.fps,
+            audio=out.audio[0],
+            audio_sample_rate=out.audio_sample_rate,
+        )
         paths.append(path)
     transformer.train()
     logger.info(f"validation clips: {paths}")
@@ -416,8 +511,9 @@ def write_model_card(args, losses: list[float], validation: list[str]) -> None:
     tags = ["skyreels-v4", "text-to-video", "text-to-audio", "diffusers-training"] + (
         ["lora"] if args.lora_rank else []
     )
-    data = ModelCardData(license="apache-2.0", library_name="diffusers", tags=tags,
-                         base_model=args.pretrained_model_name_or_path)  # fmt: skip
+    data = ModelCardData(
+        license="apache-2.0", library_name="diffusers", tags=tags, base_model=args.pretrained_model_name_or_path
+    )
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# SkyReels-V4 {kind}\n\n{description}\n")
     card.save(os.path.join(args.output_dir, "README.md"))
 
@@ -431,8 +527,10 @@ def main(argv=None) -> None:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
-    )  # fmt: skip
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")
+        ),
+    )
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
@@ -443,10 +541,13 @@ def main(argv=None) -> None:
         if module is not None:
             module.requires_grad_(False)
     if args.refiner:
-        transformer = (SkyReelsV4RefinerTransformer3DModel.from_pretrained(args.refiner_model_name_or_path)
-                       if args.refiner_model_name_or_path else
-                       SkyReelsV4RefinerTransformer3DModel.from_video_transformer(pipe.transformer,
-                                                                                  temporal_upscale_factor=1))  # fmt: skip
+        transformer = (
+            SkyReelsV4RefinerTransformer3DModel.from_pretrained(args.refiner_model_name_or_path)
+            if args.refiner_model_name_or_path
+            else SkyReelsV4RefinerTransformer3DModel.from_video_transformer(
+                pipe.transformer, temporal_upscale_factor=1
+            )
+        )
         if transformer.config.temporal_upscale_factor != 1:
             raise ValueError(
                 "--refiner trains spatial super-resolution: the Refiner's temporal_upscale_factor must be 1."
@@ -469,13 +570,18 @@ def main(argv=None) -> None:
         if "low_res_latents" not in data:
             raise ValueError("--refiner needs `low_res_latents`: precompute with --refiner_scale.")
         spatial_factor = data["video_latents"].shape[-1] // data["low_res_latents"].shape[-1]
-    max_sparsity = args.max_sparsity if args.max_sparsity is not None else getattr(
-        transformer.config, "default_sparsity", 0.0)  # fmt: skip
+    max_sparsity = (
+        args.max_sparsity if args.max_sparsity is not None else getattr(transformer.config, "default_sparsity", 0.0)
+    )
 
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.adam_weight_decay)
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=args.max_train_steps * accelerator.num_processes)  # fmt: skip
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
     transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -485,9 +591,15 @@ def main(argv=None) -> None:
         f"{accelerator.distributed_type} x {accelerator.num_processes} processes; global batch {args.global_batch_size}"
     )
     global_step = 0
+    log_path = os.path.join(args.output_dir, "loss.jsonl")
+    if accelerator.is_main_process:
+        remove_partial_checkpoints(args.output_dir)
     if args.resume_from_checkpoint:
-        path = (latest_checkpoint(args.output_dir) if args.resume_from_checkpoint == "latest"
-                else args.resume_from_checkpoint)  # fmt: skip
+        path = (
+            latest_checkpoint(args.output_dir)
+            if args.resume_from_checkpoint == "latest"
+            else args.resume_from_checkpoint
+        )
         if path is None:
             logger.info("no checkpoint to resume from: starting a new run")
         else:
@@ -495,33 +607,46 @@ def main(argv=None) -> None:
             global_step = int(os.path.basename(path.rstrip("/")).split("-")[1])
             logger.info(f"resumed from {path} at step {global_step}")
     if accelerator.is_main_process:
+        truncate_loss_log(log_path, global_step)
+    if accelerator.is_main_process:
         accelerator.init_trackers("skyreels-v4", config={k: str(v) for k, v in vars(args).items()})
 
     losses, validation = [], []
-    log_path = os.path.join(args.output_dir, "loss.jsonl")
     progress = tqdm(range(global_step, args.max_train_steps), disable=not accelerator.is_local_main_process)
     local_size, rank = args.train_batch_size, accelerator.process_index
     while global_step < args.max_train_steps:
         step_loss = 0.0
         for micro in range(args.gradient_accumulation_steps):
             micro_step = global_step * args.gradient_accumulation_steps + micro
-            indices, task = global_batch(args.seed, micro_step, local_size * accelerator.num_processes, dataset_size,
-                                         args.task_ratios)  # fmt: skip
+            indices, task = global_batch(
+                args.seed, micro_step, local_size * accelerator.num_processes, dataset_size, args.task_ratios
+            )
             task = "refiner" if args.refiner else task
             offset = rank * local_size
-            clips = [{k: v[j] for k, v in data.items() if k in PER_CLIP_KEYS}
-                     for j in indices[offset : offset + local_size]]  # fmt: skip
+            clips = [
+                {k: v[j] for k, v in data.items() if k in PER_CLIP_KEYS} for j in indices[offset : offset + local_size]
+            ]
             with accelerator.accumulate(transformer):
                 if args.refiner:
                     ramp = min(1.0, (global_step + 1) / args.sparsity_ramp_steps) if args.sparsity_ramp_steps else 1.0
-                    inputs, target = refiner_model_inputs(clips, null_prompt, args, shift, args.seed, micro_step,
-                                                           offset, max_sparsity * ramp, spatial_factor)  # fmt: skip
+                    inputs, target = refiner_model_inputs(
+                        clips,
+                        null_prompt,
+                        args,
+                        shift,
+                        args.seed,
+                        micro_step,
+                        offset,
+                        max_sparsity * ramp,
+                        spatial_factor,
+                    )
                     inputs = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
                     prediction = transformer(**inputs).sample
                     loss = F.mse_loss(prediction.float(), target.to(prediction.device).float())
                 else:
                     inputs, video_target, audio_target = base_model_inputs(
-                        task, clips, null_prompt, pipe.vae, args, shift, args.seed, micro_step, offset)  # fmt: skip
+                        task, clips, null_prompt, pipe.vae, args, shift, args.seed, micro_step, offset
+                    )
                     inputs = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
                     output = transformer(**inputs)
                     loss = 0.0
@@ -550,12 +675,13 @@ def main(argv=None) -> None:
             progress.set_postfix(loss=float(np.mean(losses[-args.logging_steps :])))
 
         if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
-            if accelerator.is_main_process:
-                prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
-            accelerator.wait_for_everyone()
-            accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
-        if (args.validation_prompts and not args.refiner and accelerator.is_main_process
-                and (global_step % args.validation_steps == 0 or global_step == args.max_train_steps)):  # fmt: skip
+            save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+        if (
+            args.validation_prompts
+            and not args.refiner
+            and accelerator.is_main_process
+            and (global_step % args.validation_steps == 0 or global_step == args.max_train_steps)
+        ):
             validation = log_validation(pipe, transformer, args, global_step, accelerator)
 
     accelerator.wait_for_everyone()

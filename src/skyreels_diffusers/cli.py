@@ -42,9 +42,13 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
         help=f"pipeline folder or Hub id; default: ${MODEL_ENV_VAR}, else ./{EMBEDDED_MODEL} if present, else "
         "randomly initialised tiny components (noise, for a smoke test only)",
     )
-    generate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                          help="auto: bfloat16 where the device computes it in hardware (CUDA, CPUs with AMX or "
-                               "AVX512-BF16), else float32")  # fmt: skip
+    generate.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="auto: bfloat16 where the device computes it in hardware (CUDA, CPUs with AMX or "
+        "AVX512-BF16), else float32",
+    )
     generate.add_argument("--prompt", required=True, help="instruction; may use <text>, <sfx>, <dialogue>, ...")
     generate.add_argument("--negative-prompt", default=None)
     generate.add_argument("--out", default="clip.mp4", help="output MP4 path (H.264 + AAC)")
@@ -57,13 +61,21 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
     generate.add_argument("--audio-guidance-scale", type=float, default=None)
     generate.add_argument("--no-audio", action="store_true", help="video only (T2V)")
     generate.add_argument("--image", default=None, help="first frame (image-to-video); combines with --audio")
-    generate.add_argument("--video", default=None,
-                          help="video file: generate its soundtrack (video-to-audio); the frames are kept")  # fmt: skip
-    generate.add_argument("--audio", default=None,
-                          help="audio file (WAV, MP3, an MP4's track, ...): generate a video for it (audio-to-video); "
-                               "the clip's length follows the audio")  # fmt: skip
-    generate.add_argument("--video-lead-steps", type=int, default=0,
-                          help="video and audio both generated: start the audio this many steps after the video")  # fmt: skip
+    generate.add_argument(
+        "--video", default=None, help="video file: generate its soundtrack (video-to-audio); the frames are kept"
+    )
+    generate.add_argument(
+        "--audio",
+        default=None,
+        help="audio file (WAV, MP3, an MP4's track, ...): generate a video for it (audio-to-video); "
+        "the clip's length follows the audio",
+    )
+    generate.add_argument(
+        "--video-lead-steps",
+        type=int,
+        default=0,
+        help="video and audio both generated: start the audio this many steps after the video",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

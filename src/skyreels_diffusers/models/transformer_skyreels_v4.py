@@ -786,7 +786,9 @@ class SkyReelsV4Tower(nn.Module):
             latents = torch.cat([reference_latents.to(dtype), latents], dim=2)
         positions = audio_token_positions(latents.shape[2], num_references, rope_scale, latents.device)
         tokens = self.x_embedder(latents.transpose(1, 2))
-        state = TowerState(tokens, text, temb, encoder_attention_mask, time_rope(positions), text, encoder_attention_mask)
+        state = TowerState(
+            tokens, text, temb, encoder_attention_mask, time_rope(positions), text, encoder_attention_mask
+        )
         return state, num_references
 
     def project_out(
@@ -909,8 +911,9 @@ class SkyReelsV4Transformer3DModel(
         num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
-        num_token_refiner_layers = renamed_config_value(self, "num_refiner_layers", num_refiner_layers,
-                                                        "num_token_refiner_layers", num_token_refiner_layers)  # fmt: skip
+        num_token_refiner_layers = renamed_config_value(
+            self, "num_refiner_layers", num_refiner_layers, "num_token_refiner_layers", num_token_refiner_layers
+        )
         if in_channels != 2 * out_channels + 1:
             raise ValueError(
                 f"`in_channels` must be 2 * out_channels + 1 = {2 * out_channels + 1} (noisy latent, condition "
@@ -1048,14 +1051,26 @@ class SkyReelsV4Transformer3DModel(
         video = audio = None
         if has_video:
             video, video_time_rope, video_layout = self._embed_video(
-                hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, reference_latents,
-                keyframe_hidden_states, keyframe_positions, dtype,
-            )  # fmt: skip
+                hidden_states,
+                timestep,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                reference_latents,
+                keyframe_hidden_states,
+                keyframe_positions,
+                dtype,
+            )
         if has_audio:
             audio, num_audio_refs = self.audio_tower.embed_audio(
-                audio_hidden_states, audio_reference_latents, audio_timestep, encoder_hidden_states,
-                encoder_attention_mask, self.time_rope, self.audio_rope_scale, dtype,
-            )  # fmt: skip
+                audio_hidden_states,
+                audio_reference_latents,
+                audio_timestep,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                self.time_rope,
+                self.audio_rope_scale,
+                dtype,
+            )
             num_audio_tokens = audio.tokens.shape[1]
 
         # Key masks of the audio<->video attention (padding only; each tower's joint mask lives in its state).
@@ -1141,7 +1156,9 @@ class SkyReelsV4Transformer3DModel(
 
         tokens = torch.cat(tokens, dim=1) if len(tokens) > 1 else tokens[0]
         positions = self.video_positions(grid, reference_grid, keyframe_grid, keyframe_positions, device)
-        state = TowerState(tokens, text, temb, encoder_attention_mask, self.rope(positions), text, encoder_attention_mask)
+        state = TowerState(
+            tokens, text, temb, encoder_attention_mask, self.rope(positions), text, encoder_attention_mask
+        )
         layout = (num_reference_tokens, grid, keyframe_grid)
         return state, self.time_rope(positions[:, :1]), layout
 

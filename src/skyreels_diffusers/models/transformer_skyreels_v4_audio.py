@@ -83,8 +83,9 @@ class SkyReelsV4AudioTransformer1DModel(
         num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
-        num_token_refiner_layers = renamed_config_value(self, "num_refiner_layers", num_refiner_layers,
-                                                        "num_token_refiner_layers", num_token_refiner_layers)  # fmt: skip
+        num_token_refiner_layers = renamed_config_value(
+            self, "num_refiner_layers", num_refiner_layers, "num_token_refiner_layers", num_token_refiner_layers
+        )
         self.audio_tower = SkyReelsV4Tower(
             in_channels,
             in_channels,
@@ -152,9 +153,15 @@ class SkyReelsV4AudioTransformer1DModel(
 
         tower = self.audio_tower
         state, num_refs = tower.embed_audio(
-            hidden_states, reference_latents, timestep, encoder_hidden_states, encoder_attention_mask, self.time_rope,
-            self.audio_rope_scale, dtype,
-        )  # fmt: skip
+            hidden_states,
+            reference_latents,
+            timestep,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            self.time_rope,
+            self.audio_rope_scale,
+            dtype,
+        )
         for index in range(len(tower.blocks)):
             tower.run_block(index, state, self._call_block)
 

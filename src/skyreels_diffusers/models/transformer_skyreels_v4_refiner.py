@@ -104,9 +104,15 @@ class SkyReelsV4VSAAttnProcessor:
         vsa_kwargs = {"gate": gate, "sparsity": sparsity, "backend": vsa_backend, "text_mask": attention_mask}
         if cp_config is None:
             video_out, text_out = video_sparse_attention(
-                query, key, value, video_grid, text_query=text_query, text_key=text_key, text_value=text_value,
+                query,
+                key,
+                value,
+                video_grid,
+                text_query=text_query,
+                text_key=text_key,
+                text_value=text_value,
                 **vsa_kwargs,
-            )  # fmt: skip
+            )
         else:
             video_out, text_out = _ulysses_video_sparse_attention(
                 query, key, value, video_grid, text_query, text_key, text_value, vsa_kwargs, cp_config
@@ -136,9 +142,15 @@ def _ulysses_video_sparse_attention(
     query, key, value = (to_head_shard(x) for x in (query, key, value))
     vsa_kwargs = {**vsa_kwargs, "gate": to_head_shard(vsa_kwargs["gate"])}
     video_out, text_out = video_sparse_attention(
-        query, key, value, video_grid, text_query=text_query[:, :, local_heads], text_key=text_key[:, :, local_heads],
-        text_value=text_value[:, :, local_heads], **vsa_kwargs,
-    )  # fmt: skip
+        query,
+        key,
+        value,
+        video_grid,
+        text_query=text_query[:, :, local_heads],
+        text_key=text_key[:, :, local_heads],
+        text_value=text_value[:, :, local_heads],
+        **vsa_kwargs,
+    )
     video_out = F.pad(video_out, (0, 0, 0, 0, 0, num_padded - num_video))
     video_out = SeqAllToAllDim.apply(group, video_out, 1, 2)
     text_out = EquipartitionSharder.unshard(text_out, 2, cp_config._ulysses_mesh)
@@ -251,8 +263,9 @@ class SkyReelsV4RefinerTransformer3DModel(
         num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
-        num_token_refiner_layers = renamed_config_value(self, "num_refiner_layers", num_refiner_layers,
-                                                        "num_token_refiner_layers", num_token_refiner_layers)  # fmt: skip
+        num_token_refiner_layers = renamed_config_value(
+            self, "num_refiner_layers", num_refiner_layers, "num_token_refiner_layers", num_token_refiner_layers
+        )
         if in_channels != 2 * out_channels + 1:
             raise ValueError(
                 f"`in_channels` must be 2 * out_channels + 1 = {2 * out_channels + 1} (noisy latent, condition, "
@@ -373,9 +386,15 @@ class SkyReelsV4RefinerTransformer3DModel(
         positions = video_token_positions(*grid, device)
         vsa_kwargs = {"video_grid": grid, "sparsity": float(sparsity), "vsa_backend": vsa_backend}
         state = TowerState(
-            tower.x_embedder(hidden_states), text, temb, encoder_attention_mask, self.rope(positions), text,
-            text_context_mask=encoder_attention_mask, attention_kwargs=vsa_kwargs,
-        )  # fmt: skip
+            tower.x_embedder(hidden_states),
+            text,
+            temb,
+            encoder_attention_mask,
+            self.rope(positions),
+            text,
+            text_context_mask=encoder_attention_mask,
+            attention_kwargs=vsa_kwargs,
+        )
 
         audio_tokens = video_time_rope = audio_time_rope = None
         if audio_latents is not None:

@@ -59,10 +59,13 @@ def _read_pipeline_file(pretrained_model_name_or_path: str | os.PathLike, filena
 
 
 def is_own_stub_folder(pretrained_model_name_or_path: str | os.PathLike, **download_kwargs) -> bool:
-    """True when the folder's custom-pipeline file is, byte for byte, our stub for a class of this package.
+    """True when the folder's custom-pipeline file is, byte for byte, our stub for a class of this package, and the
+    folder holds no other code.
 
-    Diffusers runs a folder's custom pipeline file only with `trust_remote_code=True`. Our stub only imports an
-    installed class, so our own `from_pretrained` may trust it, but only after checking its exact content."""
+    Diffusers runs a folder's custom pipeline file only with `trust_remote_code=True`, and `trust_remote_code` then
+    covers every code file the folder names: a component whose `<component>/<library>.py` exists is loaded from that
+    file. Our stub only imports an installed class, so our own `from_pretrained` may trust it, but only after checking
+    its exact content and that it is the folder's only Python file."""
     try:
         index = json.loads(_read_pipeline_file(pretrained_model_name_or_path, "model_index.json", **download_kwargs))
         class_entry = index.get("_class_name")
@@ -71,15 +74,37 @@ def is_own_stub_folder(pretrained_model_name_or_path: str | os.PathLike, **downl
         stem, class_name = class_entry
         if not (hasattr(skyreels_diffusers, class_name) and stem == custom_pipeline_file_stem(class_name)):
             return False
+        if _code_files(pretrained_model_name_or_path, **download_kwargs) != [f"{stem}.py"]:
+            return False
         stub = _read_pipeline_file(pretrained_model_name_or_path, f"{stem}.py", **download_kwargs)
         return stub == STUB_TEMPLATE.format(class_name=class_name)
     except (OSError, ValueError):
         return False
 
 
+def _code_files(pretrained_model_name_or_path: str | os.PathLike, **download_kwargs) -> list[str]:
+    """Every Python file of a pipeline folder or Hub repository, as paths relative to its root."""
+    if os.path.isdir(pretrained_model_name_or_path):
+        root = os.fspath(pretrained_model_name_or_path)
+        files = [
+            os.path.relpath(os.path.join(directory, name), root)
+            for directory, _, names in os.walk(root)
+            for name in names
+        ]
+    else:
+        from huggingface_hub import HfApi
+
+        revision = download_kwargs.get("revision")
+        files = HfApi(token=download_kwargs.get("token")).list_repo_files(
+            str(pretrained_model_name_or_path), revision=revision
+        )
+    return sorted(path.replace(os.sep, "/") for path in files if path.endswith((".py", ".pyc", ".so")))
+
+
 class SkyReelsV4PipelineLoadingMixin:
     """Makes `save_pretrained` write folders in the custom-pipeline form described above, and lets
-    `from_pretrained` load them without `trust_remote_code` when their stub is verifiably ours."""
+    `from_pretrained` load them without `trust_remote_code` when their stub is verifiably ours and the only code in
+    the folder. Any other code file needs the caller's own `trust_remote_code=True`, as in Diffusers."""
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)

@@ -317,8 +317,9 @@ class SkyReelsV4PipelineMixin:
     def prepare_timesteps(self, num_inference_steps: int, sigmas: list[float] | None, device) -> torch.Tensor:
         """Sets the scheduler's noise schedule (each latent stream then steps its own copy) and returns its
         timesteps."""
-        self.scheduler.set_timesteps(sigmas=default_sigmas(num_inference_steps) if sigmas is None else sigmas,
-                                     device=device)  # fmt: skip
+        self.scheduler.set_timesteps(
+            sigmas=default_sigmas(num_inference_steps) if sigmas is None else sigmas, device=device
+        )
         self._num_timesteps = len(self.scheduler.timesteps)
         return self.scheduler.timesteps
 
@@ -338,10 +339,18 @@ class SkyReelsV4PipelineMixin:
         name, input_name, output_name, timestep_name = STREAM_INTERFACE[kind]
         given = timesteps is None
         return LatentStream(
-            name, latents, input_name, output_name, timestep_name,
-            scheduler=None if given else copy.deepcopy(self.scheduler), timesteps=timesteps, start=start,
-            condition=condition, guider=None if given else cfg_guider(guidance_scale), preserved=preserved,
-        )  # fmt: skip
+            name,
+            latents,
+            input_name,
+            output_name,
+            timestep_name,
+            scheduler=None if given else copy.deepcopy(self.scheduler),
+            timesteps=timesteps,
+            start=start,
+            condition=condition,
+            guider=None if given else cfg_guider(guidance_scale),
+            preserved=preserved,
+        )
 
     def loop_hooks(
         self,

@@ -110,9 +110,14 @@ class SkyReelsV4Pipeline(
     ) -> None:
         super().__init__()
         components = dict(
-            text_encoder=text_encoder, processor=processor, transformer=transformer, vae=vae, scheduler=scheduler,
-            audio_vae=audio_vae, vocoder=vocoder,
-        )  # fmt: skip
+            text_encoder=text_encoder,
+            processor=processor,
+            transformer=transformer,
+            vae=vae,
+            scheduler=scheduler,
+            audio_vae=audio_vae,
+            vocoder=vocoder,
+        )
         self._register(
             components,
             system_prompt=system_prompt,
@@ -227,10 +232,22 @@ class SkyReelsV4Pipeline(
 
         # 1. Check inputs
         self.check_inputs(
-            prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, height, width, num_frames, fps,
-            audio_duration, generate_video, generate_audio, num_inference_steps, sigmas, output_type,
+            prompt,
+            prompt_embeds,
+            negative_prompt,
+            negative_prompt_embeds,
+            height,
+            width,
+            num_frames,
+            fps,
+            audio_duration,
+            generate_video,
+            generate_audio,
+            num_inference_steps,
+            sigmas,
+            output_type,
             callback_on_step_end_tensor_inputs,
-        )  # fmt: skip
+        )
         if isinstance(video_lead_steps, bool) or not isinstance(video_lead_steps, int) or video_lead_steps < 0:
             raise ValueError(f"`video_lead_steps` must be an integer >= 0, got {video_lead_steps!r}.")
         keyframe_indices = self.check_keyframes(
@@ -281,10 +298,15 @@ class SkyReelsV4Pipeline(
         if keyframe_indices:
             spatial = self.vae_spec.spatial_compression
             keyframe_shape = (
-                batch_size, self.vae_spec.latent_channels, len(keyframe_indices), keyframe_height // spatial,
+                batch_size,
+                self.vae_spec.latent_channels,
+                len(keyframe_indices),
+                keyframe_height // spatial,
                 keyframe_width // spatial,
-            )  # fmt: skip
-            keyframe_latents = noise_or_given("keyframe_latents", None, keyframe_shape, generator, device, torch.float32)
+            )
+            keyframe_latents = noise_or_given(
+                "keyframe_latents", None, keyframe_shape, generator, device, torch.float32
+            )
             keyframe_condition = build_video_condition(self.vae, batch_size, 1, keyframe_height, keyframe_width)
             keyframe_condition = keyframe_condition.as_channels().expand(-1, -1, len(keyframe_indices), -1, -1)
             streams.append(
@@ -391,4 +413,3 @@ class SkyReelsV4Pipeline(
                     f"low-res RoPE frame scaled by an integer factor), got {size!r}."
                 )
         return list(keyframe_indices)
-

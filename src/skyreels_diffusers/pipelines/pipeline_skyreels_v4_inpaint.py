@@ -142,9 +142,14 @@ class SkyReelsV4InpaintPipeline(
             deprecate("max_keyframes", "1.0.0", "`max_keyframes` is now `max_frame_conditions`.")
             max_frame_conditions = max_keyframes
         components = dict(
-            text_encoder=text_encoder, processor=processor, transformer=transformer, vae=vae, scheduler=scheduler,
-            audio_vae=audio_vae, vocoder=vocoder,
-        )  # fmt: skip
+            text_encoder=text_encoder,
+            processor=processor,
+            transformer=transformer,
+            vae=vae,
+            scheduler=scheduler,
+            audio_vae=audio_vae,
+            vocoder=vocoder,
+        )
         self._register(
             components,
             system_prompt=system_prompt,
@@ -321,9 +326,11 @@ class SkyReelsV4InpaintPipeline(
         frame_conditions = self._collect_frame_conditions(
             image, last_image, frame_conditions, num_frames, height, width
         )
-        pixel_keep = None if video_given else self._pixel_keep_mask(
-            video, source_frames, mask, num_condition_frames, num_frames
-        )  # fmt: skip
+        pixel_keep = (
+            None
+            if video_given
+            else self._pixel_keep_mask(video, source_frames, mask, num_condition_frames, num_frames)
+        )
         if video_given:
             if len(source_frames) != num_frames:
                 raise ValueError(
@@ -346,17 +353,31 @@ class SkyReelsV4InpaintPipeline(
                 f"reference_video frames) are allowed, got {len(references)}."
             )
         if references and video_given:
-            raise ValueError("`reference_images` / `reference_video` guide generated frames; with `video` alone "
-                             "(video-to-audio) no frame is generated.")  # fmt: skip
+            raise ValueError(
+                "`reference_images` / `reference_video` guide generated frames; with `video` alone "
+                "(video-to-audio) no frame is generated."
+            )
         if audio_reference is not None and not generate_audio:
             raise ValueError("`audio_reference` guides generated audio; here the audio is given or off.")
         if preserve_unmasked is None:
             preserve_unmasked = pixel_keep is not None
         self.check_inputs(
-            prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, height, width, num_frames, fps,
-            audio_duration, True, generate_audio, num_inference_steps, sigmas, output_type,
+            prompt,
+            prompt_embeds,
+            negative_prompt,
+            negative_prompt_embeds,
+            height,
+            width,
+            num_frames,
+            fps,
+            audio_duration,
+            True,
+            generate_audio,
+            num_inference_steps,
+            sigmas,
+            output_type,
             callback_on_step_end_tensor_inputs,
-        )  # fmt: skip
+        )
         self._guidance_scale, self._audio_guidance_scale = guidance_scale, audio_guidance_scale
         self._generate_video, self._generate_audio = not video_given, generate_audio
         self._attention_kwargs = attention_kwargs
@@ -369,14 +390,20 @@ class SkyReelsV4InpaintPipeline(
             prompt_images = [[*imgs, *reference_pil] for imgs in per_prompt_images(prompt_images, num_prompts)]
         prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
             self.encode_prompt(
-                prompt, negative_prompt, prompt_images=prompt_images,
+                prompt,
+                negative_prompt,
+                prompt_images=prompt_images,
                 do_classifier_free_guidance=self.do_classifier_free_guidance,
-                num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds,
-                prompt_attention_mask=prompt_attention_mask, negative_prompt_embeds=negative_prompt_embeds,
+                num_videos_per_prompt=num_videos_per_prompt,
+                prompt_embeds=prompt_embeds,
+                prompt_attention_mask=prompt_attention_mask,
+                negative_prompt_embeds=negative_prompt_embeds,
                 negative_prompt_attention_mask=negative_prompt_attention_mask,
-                max_sequence_length=max_sequence_length, device=device, dtype=self.transformer.dtype,
+                max_sequence_length=max_sequence_length,
+                device=device,
+                dtype=self.transformer.dtype,
             )
-        )  # fmt: skip
+        )
         batch_size = prompt_embeds.shape[0]
         dtype = self.transformer.dtype
 
@@ -390,12 +417,16 @@ class SkyReelsV4InpaintPipeline(
             source_latents = encode_video(self.vae, source).expand(batch_size, -1, -1, -1, -1)
         keep_all = torch.ones(1, 1, num_frames, height, width) if video_given else pixel_keep
         condition = build_video_condition(
-            self.vae, batch_size, num_frames, height, width,
+            self.vae,
+            batch_size,
+            num_frames,
+            height,
+            width,
             video=None if source is None else source.expand(batch_size, -1, -1, -1, -1),
             keep_mask=None if keep_all is None else keep_all.expand(batch_size, -1, -1, -1, -1),
             frame_conditions=[(index, frame.expand(batch_size, -1, -1, -1)) for index, frame in frame_conditions],
             video_latents=source_latents,
-        )  # fmt: skip
+        )
         reference_latents = None
         if reference_pil:
             pixels = torch.stack([frames_to_tensor("reference_images", [r], height, width)[0] for r in reference_pil])
@@ -436,7 +467,9 @@ class SkyReelsV4InpaintPipeline(
             streams = [self.latent_stream("video", condition.latents.float(), None, condition.as_channels())]
         else:
             video_condition = condition.as_channels().to(dtype)
-            streams = [self.latent_stream("video", latents, timesteps, video_condition, guidance_scale, preserved=preserved)]
+            streams = [
+                self.latent_stream("video", latents, timesteps, video_condition, guidance_scale, preserved=preserved)
+            ]
         if generate_audio:
             start = 0 if video_given else video_lead_steps
             streams.append(
@@ -557,9 +590,13 @@ class SkyReelsV4InpaintPipeline(
 
         spec = self.audio_spec
         waveform = load_audio(
-            audio, spec.sample_rate, sample_rate=sample_rate, num_channels=spec.audio_channels, name="audio",
+            audio,
+            spec.sample_rate,
+            sample_rate=sample_rate,
+            num_channels=spec.audio_channels,
+            name="audio",
             sample_rate_name="audio_sample_rate",
-        )  # fmt: skip
+        )
         if waveform.shape[-1] == 0:
             raise ValueError("`audio` is empty (0 samples); audio-to-video needs a soundtrack to follow.")
         peak = float(waveform.abs().max())
@@ -603,4 +640,6 @@ class SkyReelsV4InpaintPipeline(
             name="audio_reference",
             sample_rate_name="audio_reference_sample_rate",
         )
-        return encode_audio_track(self.audio_vae, waveform[None], spec.num_latents(waveform.shape[-1] / spec.sample_rate))
+        return encode_audio_track(
+            self.audio_vae, waveform[None], spec.num_latents(waveform.shape[-1] / spec.sample_rate)
+        )

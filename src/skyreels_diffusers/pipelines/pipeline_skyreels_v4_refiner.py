@@ -110,9 +110,14 @@ class SkyReelsV4RefinerPipeline(
         # The defaults size a base pass; the Refiner takes its size from its input and keeps them for from_pipe.
         super().__init__()
         components = dict(
-            text_encoder=text_encoder, processor=processor, transformer=transformer, vae=vae, scheduler=scheduler,
-            audio_vae=audio_vae, vocoder=vocoder,
-        )  # fmt: skip
+            text_encoder=text_encoder,
+            processor=processor,
+            transformer=transformer,
+            vae=vae,
+            scheduler=scheduler,
+            audio_vae=audio_vae,
+            vocoder=vocoder,
+        )
         self._register(
             components,
             system_prompt=system_prompt,
@@ -199,9 +204,7 @@ class SkyReelsV4RefinerPipeline(
         if isinstance(scale_factor, bool) or not isinstance(scale_factor, int) or scale_factor < 1:
             raise ValueError(f"`scale_factor` must be a whole number >= 1, got {scale_factor!r}.")
         if (low_res_latents is None) == (video is None):
-            raise ValueError(
-                "Pass exactly one of `low_res_latents` (base pass output) or `video` (frames to refine)."
-            )
+            raise ValueError("Pass exactly one of `low_res_latents` (base pass output) or `video` (frames to refine).")
         if output_type not in ("np", "pt", "pil", "latent"):
             raise ValueError(f"`output_type` must be one of 'np', 'pt', 'pil', 'latent'; got {output_type!r}.")
         if (prompt is None) == (prompt_embeds is None):
@@ -235,13 +238,18 @@ class SkyReelsV4RefinerPipeline(
         # 2. Encode the instruction
         prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
             self.encode_prompt(
-                prompt, negative_prompt, do_classifier_free_guidance=self.do_classifier_free_guidance,
-                prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_attention_mask,
+                prompt,
+                negative_prompt,
+                do_classifier_free_guidance=self.do_classifier_free_guidance,
+                prompt_embeds=prompt_embeds,
+                prompt_attention_mask=prompt_attention_mask,
                 negative_prompt_embeds=negative_prompt_embeds,
                 negative_prompt_attention_mask=negative_prompt_attention_mask,
-                max_sequence_length=max_sequence_length, device=device, dtype=dtype,
+                max_sequence_length=max_sequence_length,
+                device=device,
+                dtype=dtype,
             )
-        )  # fmt: skip
+        )
         batch_size = prompt_embeds.shape[0]
         low_res_latents = _repeat_to_batch("low_res_latents", low_res_latents, batch_size)
         if isinstance(keyframe_latents, torch.Tensor):
