@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 
@@ -23,7 +24,11 @@ def load_state_dict_file(path: str, allow_pickle: bool = False) -> dict[str, tor
                 f"Refusing pickle file {path!r}: pickles can run code when loaded. Convert it to safetensors, or pass "
                 "--allow-pickle if you trust its source."
             )
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            # `weights_only` refuses globals other than tensors; a refused or truncated pickle is bad input.
+            raise ValueError(f"Cannot load pickle file {path!r} safely: {error}") from None
     raise ValueError(f"Unsupported weights file {path!r}: expected .safetensors (or a pickle with --allow-pickle).")
 
 
@@ -55,7 +60,9 @@ def save_atomically(write, output: str) -> None:
         raise ValueError(f"`--output` {output!r} already exists; choose a new folder.")
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    prefix = f".partial-{os.path.basename(os.path.abspath(output))}-"
+    remove_stale_staging(parent, prefix)
+    staging = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
     try:
         if hasattr(write, "save_pretrained"):
             write.save_pretrained(staging, safe_serialization=True)
@@ -64,6 +71,24 @@ def save_atomically(write, output: str) -> None:
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_stale_staging(parent: str, prefix: str) -> None:
+    """Remove `prefix{pid}-*` staging folders left by a killed run whose process no longer exists."""
+    for name in os.listdir(parent):
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not process_exists(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def load_video_tower(model, converted: dict[str, torch.Tensor], audio_model=None) -> list[str]:

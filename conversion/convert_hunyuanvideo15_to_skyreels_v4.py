@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"The converted video tower differs from the source by {difference:.3e} > 1e-5.")
         model = model.to(DTYPES[args.dtype])
         save_atomically(pipeline_around(model, args.pipeline_source) if args.pipeline_source else model, args.output)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}")

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             if difference > 1e-5:
                 raise ValueError(f"The converted video tower differs from the source by {difference:.3e} > 1e-5.")
         save_atomically(model.to(DTYPES[args.dtype]), args.output)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}")

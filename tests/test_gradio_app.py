@@ -107,7 +107,7 @@ def test_prompt_is_required_and_bounded():
 def test_size_and_duration_follow_the_model():
     assert app.check_size(32.0, 64, LIMITS) == (32, 64)
     for height, width in ((30, 32), (32, 68), (0, 32), (None, 32)):
-        with pytest.raises(app.InputError, match="multiple of 4|whole number"):
+        with pytest.raises(app.InputError, match="multiple of 4|whole number|must be a number"):
             app.check_size(height, width, LIMITS)
     assert LIMITS.max_num_frames == 17 and LIMITS.default_duration == 0.5 and LIMITS.max_duration == 1.0
     assert app.num_frames_for(0.5, LIMITS) == 9 and app.num_frames_for(1.0, LIMITS) == 17
@@ -292,6 +292,23 @@ def test_each_tab_writes_an_mp4_with_sound(runner, tmp_path):
         size = "40x32" if task == "video_to_audio" else "32x32"
         assert status.startswith("Done in") and f"{size} at 16 fps" in status, (task, status)
     assert progress[:2] == [(1, 2), (2, 2)]
+
+
+def test_non_image_uploads_and_non_number_settings_get_sentences(runner, tmp_path):
+    # Gradio's API accepts any value for a number field and any file for an image: both reach our checks.
+    fake = tmp_path / "photo.png"
+    fake.write_text("not an image")
+    inputs = {**SETTINGS, "prompt": "<text>A ball.</text>", "image": str(fake)}
+    with pytest.raises(app.InputError, match="The first frame could not be read as an image"):
+        runner.run("image_to_video", inputs)
+    for key, value, message in (
+        ("height", "tall", "Height must be a number, got 'tall'"),
+        ("width", float("nan"), "Width must be a number|Width must be a finite number"),
+        ("steps", "many", "Steps must be a number"),
+        ("guidance_scale", float("inf"), "Guidance scale must be a finite number"),
+    ):
+        with pytest.raises(app.InputError, match=message):
+            runner.run("text_to_video", {**SETTINGS, "prompt": "<text>A ball.</text>", key: value})
 
 
 def test_refine_doubles_size_and_frame_rate(runner):

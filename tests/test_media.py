@@ -1,5 +1,7 @@
 """Tests of skyreels_diffusers.utils.media: MP4 export with sound, audio/video loading and resampling."""
 
+import os
+
 import av
 import numpy as np
 import PIL.Image
@@ -100,6 +102,23 @@ def test_export_streams_and_durations(tmp_path, kind, audio_samples):
     assert rms(decoded[0, 2048 : end - 2048]) == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
     if audio_samples < VIDEO_SAMPLES:
         assert rms(decoded[0, end + 2048 : VIDEO_SAMPLES]) < 0.01
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity control")
+def test_export_bytes_do_not_depend_on_visible_cores(tmp_path):
+    # x264 sizes its thread pool from the visible cores; the export pins it, so the same clip gives the same bytes.
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (NUM_FRAMES, 128, 128, 3), dtype=np.uint8)  # x264 uses fewer threads below ~128 rows
+    all_cores = os.sched_getaffinity(0)
+    paths = []
+    try:
+        for cores in (all_cores, {min(all_cores)}, all_cores):
+            os.sched_setaffinity(0, cores)
+            paths.append(tmp_path / f"clip{len(paths)}.mp4")
+            export_to_video_with_audio(clip, paths[-1], fps=FPS, audio=AUDIO, audio_sample_rate=SAMPLE_RATE)
+    finally:
+        os.sched_setaffinity(0, all_cores)
+    assert len({path.read_bytes() for path in paths}) == 1
 
 
 def test_export_without_audio(tmp_path):
@@ -348,8 +367,9 @@ def test_load_audio_file_without_audio_or_not_media(tmp_path):
 
 
 def test_load_video_validation(tmp_path):
-    with pytest.raises(FileNotFoundError, match="`path`"):
+    with pytest.raises(FileNotFoundError, match="`path`") as missing:
         load_video(tmp_path / "missing.mp4")
+    assert isinstance(missing.value, ValueError)  # a bad argument, like the rest
     with pytest.raises(TypeError, match="`path`.*int"):
         load_video(3)
     wav = tmp_path / "tone.wav"

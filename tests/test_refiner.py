@@ -154,7 +154,7 @@ def test_refiner_strength_starts_from_the_noised_upsampled_condition(refiner):
         ({"strength": 1.5}, "strength"),
         ({"strength": 0.4}, "no step"),
         ({"keyframes": [np.zeros((64, 64, 3), np.float32)], "keyframe_indices": [9]}, "keyframe_indices"),
-        ({"scale_factor": 1.5}, "scale_factor"),
+        ({"scale_factor": 0}, "scale_factor"),
         ({"sparsity": 1.0}, "sparsity"),
         ({"sparsity": -0.1}, "sparsity"),
         ({"keyframes": torch.zeros(1, 8, 1, 12, 12), "keyframe_indices": [0]}, "divide"),
@@ -165,6 +165,8 @@ def test_refiner_bad_inputs(refiner, kwargs, message):
     latents = torch.randn(1, 8, 3, 8, 8)
     with pytest.raises(ValueError, match=message):
         refiner(PROMPT, low_res_latents=latents, num_inference_steps=1, **kwargs)
+    with pytest.raises(TypeError, match="`scale_factor` must be an integer, got float 1.5"):
+        refiner(PROMPT, low_res_latents=latents, num_inference_steps=1, scale_factor=1.5)
 
 
 def test_refiner_bad_config():

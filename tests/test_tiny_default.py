@@ -5,6 +5,8 @@ change that breaks the flow-matching math, the masks, RoPE offsets or audio-vide
 
 import json
 import os
+import subprocess
+import sys
 
 import av
 import pytest
@@ -18,7 +20,8 @@ from skyreels_diffusers import (
 )
 
 
-MODEL = os.path.join(os.path.dirname(__file__), "..", "pipelines", "skyreels-v4-tiny")
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+MODEL = os.path.join(ROOT, "pipelines", "skyreels-v4-tiny")
 evaluate = load_script("evaluate", "examples/synthetic_av")
 SEEDS = range(6)
 ADHERENCE_FLOOR = 0.5  # 5 of these 6 seeds when the model was trained
@@ -114,3 +117,40 @@ def test_cli_main_job_uses_the_tiny_default(tmp_path, monkeypatch):
     )
     with av.open(str(out)) as container:
         assert container.streams.video[0].frames == 17 and container.streams.audio[0].rate == 16_000
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--duration", "inf"], "`--duration` must be a positive, finite number"),
+        (["--duration", "nan"], "`--duration` must be a positive, finite number"),
+        (["--duration", "0"], "`--duration` must be a positive, finite number"),
+        (["--guidance-scale", "nan"], "`--guidance-scale` must be a finite number"),
+        (["--out", "clip.txt"], "`--out` must end with one of .mp4"),
+        (["--out", "/no/such/folder/clip.mp4"], "does not exist"),
+        (["--image", "/no/such/first.png"], "`--image` must be an existing file"),
+    ],
+)
+def test_cli_refuses_bad_options_before_loading_the_model(options, message, tmp_path, monkeypatch, capsys):
+    from skyreels_diffusers import cli
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(cli, "load_pipeline", must_not_load)
+    command = ["generate", "--prompt", "<text>A red ball.</text>", "--out", str(tmp_path / "clip.mp4"), *options]
+    assert cli.main(command) == 2
+    error = capsys.readouterr().err
+    assert "error:" in error and message in error and "Traceback" not in error, error
+
+
+def test_cli_same_seed_gives_the_same_mp4_bytes(tmp_path):
+    # Two separate runs, one confined to a single core: both the arrays and the encoder must not depend on the run.
+    command = [sys.executable, "-m", "skyreels_diffusers.cli", "generate", "--prompt", "<text>A red ball.</text>"]
+    command += ["--steps", "2", "--seed", "7", "--dtype", "float32", "--height", "128", "--width", "128"]
+    outputs = []
+    for pin in (False, True):
+        outputs.append(tmp_path / f"run{pin}.mp4")
+        preexec = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if pin else None
+        subprocess.run([*command, "--out", str(outputs[-1])], check=True, cwd=ROOT, preexec_fn=preexec)
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()

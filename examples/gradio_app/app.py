@@ -17,6 +17,7 @@ import functools
 import html
 import inspect
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -49,6 +50,8 @@ REFINER_ENV_VAR = "SKYREELS_V4_REFINER"
 TAGS = {"text": "Visual", "sfx": "Sound effects", "dialogue": "Dialogue", "singing": "Singing", "bgm": "Music"}
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", *VIDEO_SUFFIXES)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+MAX_IMAGE_SIDE = 4096
 MAX_UPLOAD_MB = 200
 KEEP_OUTPUTS = 20  # newest MP4s kept in the output folder; Gradio serves its own cached copies
 MAX_PROMPT_CHARS = 4000
@@ -260,9 +263,9 @@ def check_size(height: Any, width: Any, limits: Limits) -> tuple[int, int]:
     """Height and width as ints: multiples of the VAE compression x patch size, within the offered range."""
     sizes = []
     for name, value, largest in (("Height", height, limits.max_height), ("Width", width, limits.max_width)):
-        if value is None or not float(value).is_integer():
+        if not as_number(name, value).is_integer():
             raise InputError(f"{name} must be a whole number of pixels, got {value!r}.")
-        value, multiple = int(value), limits.size_multiple
+        value, multiple = int(float(value)), limits.size_multiple
         if value % multiple or not multiple <= value <= largest:
             raise InputError(f"{name} must be a multiple of {multiple} between {multiple} and {largest}, got {value}.")
         sizes.append(value)
@@ -276,12 +279,42 @@ def num_frames_for(duration: Any, limits: Limits) -> int:
     return frames_for_duration(float(duration), limits.fps, limits.temporal_compression)
 
 
+def as_number(label: str, value: Any) -> float:
+    """A setting as a finite float; anything else (text sent through the API, NaN) is a readable error naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{label} must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise InputError(f"{label} must be a finite number, got {value!r}.")
+    return number
+
+
 def check_steps_and_seed(steps: Any, seed: Any) -> tuple[int, int]:
-    if steps is None or not float(steps).is_integer() or not 1 <= int(steps) <= MAX_STEPS:
+    steps_number, seed_number = as_number("Steps", steps), as_number("The seed", seed)
+    if not steps_number.is_integer() or not 1 <= steps_number <= MAX_STEPS:
         raise InputError(f"Steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}.")
-    if seed is None or not float(seed).is_integer() or not 0 <= int(seed) < 2**63:
+    if not seed_number.is_integer() or not 0 <= seed_number < 2**63:
         raise InputError(f"The seed must be a whole number >= 0, got {seed!r}.")
-    return int(steps), int(seed)
+    return int(steps_number), int(seed_number)
+
+
+def read_image(path: Any, kind: str, mode: str = "RGB") -> PIL.Image.Image | np.ndarray | None:
+    """An optional uploaded image, decoded here (not by Gradio) so that a file that is not an image, or one too large,
+    gets a sentence naming the field. Images given as PIL or NumPy (from Python) pass through."""
+    if isinstance(path, (PIL.Image.Image, np.ndarray)):
+        return path
+    if not path:
+        return None
+    path = check_upload(path, kind, IMAGE_SUFFIXES)
+    try:
+        with PIL.Image.open(path) as image:
+            if max(image.size) > MAX_IMAGE_SIDE:
+                width, height = image.size
+                raise InputError(f"{kind.capitalize()} is {width}x{height} pixels; the limit is {MAX_IMAGE_SIDE}.")
+            return image.convert(mode)
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
+        raise InputError(f"{kind.capitalize()} could not be read as an image ({error}).") from None
 
 
 def check_upload(path: str | None, kind: str, suffixes: tuple[str, ...], max_mb: float = MAX_UPLOAD_MB) -> str:
@@ -434,8 +467,9 @@ def check_settings(values: dict, limits: Limits) -> Settings:
     height, width = check_size(values["height"], values["width"], limits)
     num_frames_for(values["duration"], limits)  # checked here, converted where needed
     for name in ("guidance_scale", "audio_guidance_scale"):
-        if values[name] is None or not 1 <= float(values[name]) <= 20:
-            raise InputError(f"{name.replace('_', ' ').capitalize()} must be between 1 and 20 (1 turns it off).")
+        label = name.replace("_", " ").capitalize()
+        if not 1 <= as_number(label, values[name]) <= 20:
+            raise InputError(f"{label} must be between 1 and 20 (1 turns it off).")
     return Settings(
         seed=seed,
         steps=steps,
@@ -476,6 +510,7 @@ class DemoRunner:
         return self.models.base, {"prompt": check_prompt(prompt)}, []
 
     def image_to_video(self, settings: Settings, prompt: str, image, last_image=None):
+        image, last_image = read_image(image, "the first frame"), read_image(last_image, "the last frame")
         if image is None:
             raise InputError("Please upload the first frame.")
         call = {"prompt": check_prompt(prompt), "image": image, "last_image": last_image}
@@ -484,7 +519,8 @@ class DemoRunner:
     def edit(self, settings: Settings, prompt: str, video: str, mask_drawn=None, mask_uploaded=None):
         prompt = check_prompt(prompt)
         frames = frames_for_edit(read_video(video, self.limits.fps), self.limits)
-        keep = edit_keep_mask(mask_from_editor(mask_drawn), mask_from_upload(mask_uploaded), frames[0].size)
+        uploaded = mask_from_upload(read_image(mask_uploaded, "the mask", mode="L"))
+        keep = edit_keep_mask(mask_from_editor(mask_drawn), uploaded, frames[0].size)
         call = {"prompt": prompt, "video": frames, "mask": keep, "num_frames": len(frames)}
         return self.models.inpaint, call, [f"the length follows the source video ({len(frames)} frames)"]
 
@@ -498,7 +534,8 @@ class DemoRunner:
 
     def references(self, settings: Settings, prompt: str, image_1=None, image_2=None, image_3=None, audio=None):
         prompt = check_prompt(prompt)
-        images = [image for image in (image_1, image_2, image_3) if image is not None][: self.limits.max_references]
+        images = [read_image(image, f"reference image {i}") for i, image in enumerate((image_1, image_2, image_3), 1)]
+        images = [image for image in images if image is not None][: self.limits.max_references]
         audio = check_audio_reference(audio, self.limits)
         if not images and audio is None:
             raise InputError("Please add at least one reference image or an audio reference (or use the Text tab).")
@@ -516,6 +553,7 @@ class DemoRunner:
     def audio_to_video(self, settings: Settings, prompt: str, audio: str, image=None):
         prompt = check_prompt(prompt)
         path = check_audio_file(audio, "the soundtrack", self.limits.max_duration, self.limits)
+        image = read_image(image, "the first frame")
         call = {"prompt": prompt, "audio": path, "image": image, "num_frames": None}
         return (
             self.models.inpaint,
@@ -725,8 +763,8 @@ def build_demo(
                     with gr.Tab("Image → video", id="i2v"):
                         i2v_prompt = prompt_editor("i2v", "<text>What happens next.</text><sfx>...</sfx>")
                         with gr.Row():
-                            image = gr.Image(label="First frame", type="pil", sources=["upload", "clipboard"])
-                            last_image = gr.Image(label="Last frame (optional)", type="pil", sources=["upload"])
+                            image = gr.Image(label="First frame", type="filepath", sources=["upload", "clipboard"])
+                            last_image = gr.Image(label="Last frame (optional)", type="filepath", sources=["upload"])
                         inputs = {"prompt": i2v_prompt, "image": image, "last_image": last_image}
                         generate_buttons["image_to_video"] = (inputs, _generate_button("i2v"))
                     with gr.Tab("Edit", id="edit"):
@@ -747,7 +785,7 @@ def build_demo(
                             )
                             mask_uploaded = gr.Image(
                                 label="...or upload a mask (white = change, black = keep; the video's size)",
-                                type="pil",
+                                type="filepath",
                                 image_mode="L",
                                 sources=["upload"],
                             )
@@ -799,7 +837,7 @@ def build_demo(
                             )
                             a2v_image = gr.Image(
                                 label="First frame (optional: animate an image to the sound)",
-                                type="pil",
+                                type="filepath",
                                 sources=["upload"],
                             )
                         generate_buttons["audio_to_video"] = (
@@ -813,7 +851,7 @@ def build_demo(
                         gr.Markdown("Name references in the prompt as `@image_1`, `@image_2`, `@image_3`, `@audio_1`.")
                         with gr.Row():
                             reference_images = [
-                                gr.Image(label=f"@image_{i + 1}", type="pil", sources=["upload"])
+                                gr.Image(label=f"@image_{i + 1}", type="filepath", sources=["upload"])
                                 for i in range(limits.max_references)
                             ]
                         audio = gr.Audio(

@@ -17,10 +17,12 @@ import sys
 import torch
 import torch.distributed as dist
 from diffusers import ContextParallelConfig
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from skyreels_diffusers.cli import add_generate_arguments, generate, load_pipeline
 
 
+@record  # torchrun then prints the failing rank's traceback in its summary
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generate_arguments(parser)

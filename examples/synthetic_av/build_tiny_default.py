@@ -9,12 +9,13 @@ stages also resume from their latest checkpoint):
    (`AutoencoderOobleck`, 8 kHz);
 2. an initial pipeline folder: those VAEs, a frozen *randomly initialised* tiny Qwen2.5-VL text encoder with its
    locally trained tokenizer, a new `SkyReelsV4Transformer3DModel` and the flow-matching scheduler;
-3. the training sets: `world.py` clips rendered in memory (training seeds from `evaluate.TRAIN_SEED`), 64x64 for the
-   joint model and 128x128 for the Refiner, encoded by `examples/training/precompute_latents.py`'s `encode_clip`
-   (no lossy MP4 round trip for the soundtracks);
-4. the Refiner (2x super-resolution, VSA): `examples/training/train_skyreels_v4.py --refiner`, on crops;
-5. the joint model: the same script, full training with EMA, all tasks including video-to-audio and audio-to-video,
-   with independent video and audio noise for part of the samples;
+3. the joint model's training set: `world.py` clips rendered in memory (training seeds from `evaluate.TRAIN_SEED`) at
+   64x64, encoded by `examples/training/precompute_latents.py`'s `encode_clip` (no lossy MP4 round trip for the
+   soundtracks);
+4. the joint model: `examples/training/train_skyreels_v4.py`, full training with EMA, all tasks including
+   video-to-audio and audio-to-video, with independent video and audio noise for part of the samples;
+5. the Refiner (2x super-resolution, VSA): 128x128 clips encoded the same way, then the same script with `--refiner`,
+   on crops;
 6. the final folder (the Refiner in its `refiner/` subfolder), its metrics from `evaluate.py` on the test seeds, and
    the model card.
 """
@@ -129,8 +130,15 @@ def drop_local_paths(folder: str) -> None:
                         f.write("\n")
 
 
-def encode_world_clips(pipe_dir: str, out_dir: str, count: int, size: int, refiner_scale: int | None) -> None:
-    """World clips rendered in memory (seeds from `evaluate.TRAIN_SEED`), encoded as training reads them."""
+def encode_world_clips(
+    pipe_dir: str,
+    out_dir: str,
+    count: int,
+    size: int,
+    refiner_scale: int | None,
+    first_seed: int = evaluate.TRAIN_SEED,
+) -> None:
+    """World clips rendered in memory (seeds from `first_seed`), encoded as training reads them."""
     from safetensors.torch import save_file
 
     from skyreels_diffusers import SkyReelsV4Pipeline
@@ -143,7 +151,7 @@ def encode_world_clips(pipe_dir: str, out_dir: str, count: int, size: int, refin
     sample_rate = pipe.audio_spec.sample_rate
 
     def clips():
-        for seed in range(evaluate.TRAIN_SEED, evaluate.TRAIN_SEED + count):
+        for seed in range(first_seed, first_seed + count):
             clip = world.render_clip(seed, num_frames=NUM_FRAMES, size=size, fps=FPS, sample_rate=sample_rate)
             yield {"frames": clip.frames, "audio": torch.from_numpy(clip.audio)[None], "caption": clip.caption}
 
@@ -179,18 +187,16 @@ def main() -> None:
                 "1000",
                 "--audio_steps",
                 "3000",
+                "--audio_polish_steps",
+                "600",
                 "--seed",
                 str(args.seed),
             ]
         )
     if not os.path.isfile(work("init", "model_index.json")) or not os.path.isdir(work("init_refiner")):
         build_initial_pipeline(work("vaes"), work("init"), work("init_refiner"), args.seed)
-    for name, size, count, scale in (
-        ("latents64", SIZE, args.num_clips, None),
-        ("latents128", REFINER_SIZE, args.num_refiner_clips, 2),
-    ):
-        if not os.path.isfile(work(name, "latents.safetensors")):
-            encode_world_clips(work("init"), work(name), count, size, scale)
+    if not os.path.isfile(work("latents64", "latents.safetensors")):
+        encode_world_clips(work("init"), work("latents64"), args.num_clips, SIZE, None)
 
     train = os.path.join(TRAINING, "train_skyreels_v4.py")
     schedule = [
@@ -215,6 +221,29 @@ def main() -> None:
         work("init"),
     ]
     threads = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if not os.path.isfile(work("base", "model_index.json")):
+        run(
+            [
+                train,
+                "--train_latents",
+                work("latents64"),
+                "--output_dir",
+                work("base"),
+                "--max_train_steps",
+                str(args.train_steps),
+                "--learning_rate",
+                str(args.learning_rate),
+                "--task_ratios",
+                TASK_RATIOS,
+                "--independent_noise_ratio",
+                str(INDEPENDENT_NOISE_RATIO),
+                *schedule,
+            ],
+            env=threads,
+        )
+
+    if not os.path.isfile(work("latents128", "latents.safetensors")):
+        encode_world_clips(work("init"), work("latents128"), args.num_refiner_clips, REFINER_SIZE, 2)
     if not os.path.isdir(work("refiner", "refiner")):
         run(
             [
@@ -240,27 +269,6 @@ def main() -> None:
             ],
             env=threads,
         )
-    if not os.path.isfile(work("base", "model_index.json")):
-        run(
-            [
-                train,
-                "--train_latents",
-                work("latents64"),
-                "--output_dir",
-                work("base"),
-                "--max_train_steps",
-                str(args.train_steps),
-                "--learning_rate",
-                str(args.learning_rate),
-                "--task_ratios",
-                TASK_RATIOS,
-                "--independent_noise_ratio",
-                str(INDEPENDENT_NOISE_RATIO),
-                *schedule,
-            ],
-            env=threads,
-        )
-
     from skyreels_diffusers import SkyReelsV4RefinerTransformer3DModel
 
     refiner = SkyReelsV4RefinerTransformer3DModel.from_pretrained(work("refiner", "refiner"))

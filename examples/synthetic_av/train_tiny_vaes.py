@@ -79,8 +79,12 @@ def video_batch(rng: np.random.Generator, batch_size: int, num_frames: int = 5) 
     return video / 127.5 - 1
 
 
-def audio_batch(rng: np.random.Generator, batch_size: int, samples: int = 16 * AUDIO_HOP) -> torch.Tensor:
-    """`(B, 1, samples)` at 8 kHz: knocks every 0.12-0.2 s, each of a random shape and colour, starting anywhere."""
+def audio_batch(
+    rng: np.random.Generator, batch_size: int, samples: int = 16 * AUDIO_HOP, tones: float = 0.0
+) -> torch.Tensor:
+    """`(B, 1, samples)` at 8 kHz: knocks every 0.12-0.2 s, each of a random shape and colour, starting anywhere;
+    with probability `tones`, a crop also holds a sustained tone (150-1500 Hz, a random harmonic profile), so the
+    autoencoder keeps sounds beyond the world's knocks."""
     crops = []
     for _ in range(batch_size):
         audio = np.zeros(samples, np.float32)
@@ -89,6 +93,18 @@ def audio_batch(rng: np.random.Generator, batch_size: int, samples: int = 16 * A
             shape, colour = world.SHAPES[rng.integers(len(world.SHAPES))], list(world.COLOURS)[rng.integers(4)]
             world.add_knock(audio, seconds, shape, colour, AUDIO_SAMPLE_RATE)
             seconds += rng.uniform(0.12, 0.2)
+        if rng.random() < tones:
+            start, length = rng.integers(0, samples // 2), rng.integers(samples // 4, samples)
+            t = np.arange(min(length, samples - start)) / AUDIO_SAMPLE_RATE
+            frequency, weights = rng.uniform(150, 1500), rng.uniform(0, 1, 4) * [1, 0.6, 0.4, 0.3]
+            tone = sum(
+                w * np.sin(2 * np.pi * frequency * (k + 1) * t)
+                for k, w in enumerate(weights)
+                if k == 0 or frequency * (k + 1) < AUDIO_SAMPLE_RATE / 2
+            )
+            audio[start : start + len(t)] += (rng.uniform(0.1, 0.5) * tone / max(weights.sum(), 1e-3)).astype(
+                np.float32
+            )
         crops.append(np.clip(audio, -1, 1))
     return torch.from_numpy(np.stack(crops))[:, None]
 
@@ -209,7 +225,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--video_steps", type=int, default=800)
     parser.add_argument("--video_polish_steps", type=int, default=0)
-    parser.add_argument("--audio_steps", type=int, default=800)
+    parser.add_argument("--audio_steps", type=int, default=3000)
+    parser.add_argument("--audio_polish_steps", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -250,24 +267,46 @@ def main() -> None:
         video_vae.save_pretrained(os.path.join(args.out, "vae"))
     if os.path.isdir(os.path.join(args.out, "audio_vae")):
         return
+    # Stage 1 on the world's knocks; an optional polish also mixes in sustained tones (same recipe, a third of the
+    # rate). Each stage ends with the latents normalised to unit variance per channel.
+    stage1 = os.path.join(args.out, "audio_vae_stage1")
+    if not os.path.isdir(stage1):
+        audio_vae = train(
+            build_audio_vae(),
+            lambda rng: audio_batch(rng, 2 * args.batch_size),
+            audio_loss,
+            args.audio_steps,
+            1e-3,
+            0.0,
+            "audio VAE",
+            args.seed + 1,
+            latent_noise=0.1,
+        )
+        normalise_audio_latents(audio_vae)
+        audio_vae.save_pretrained(stage1)
+    audio_vae = AutoencoderOobleck.from_pretrained(stage1)
+    if args.audio_polish_steps:
+        audio_vae = train(
+            audio_vae,
+            lambda rng: audio_batch(rng, 2 * args.batch_size, tones=0.3),
+            audio_loss,
+            args.audio_polish_steps,
+            3e-4,
+            0.0,
+            "audio VAE (polish)",
+            args.seed + 3,
+            latent_noise=0.1,
+        )
+        normalise_audio_latents(audio_vae)
+    audio_vae.save_pretrained(os.path.join(args.out, "audio_vae"))
 
-    audio_vae = train(
-        build_audio_vae(),
-        lambda rng: audio_batch(rng, 2 * args.batch_size),
-        audio_loss,
-        args.audio_steps,
-        1e-3,
-        0.0,
-        "audio VAE",
-        args.seed + 1,
-        latent_noise=0.1,
-    )
+
+def normalise_audio_latents(audio_vae: AutoencoderOobleck) -> None:
     held_out = [audio_batch(np.random.default_rng(10**6 + i), 8) for i in range(4)]
     _, std = latent_statistics(audio_vae, held_out)
     normalise_oobleck_latents(audio_vae, std)
     _, std_after = latent_statistics(audio_vae, held_out)
     print(f"audio VAE latent std {std.numpy().round(3)} -> {std_after.numpy().round(3)}")
-    audio_vae.save_pretrained(os.path.join(args.out, "audio_vae"))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from .models import (
     SkyReelsV4TransformerOutput,
 )
 from .pipelines import (
+    GenerationLimits,
     SkyReelsV4InpaintPipeline,
     SkyReelsV4Pipeline,
     SkyReelsV4PipelineOutput,
@@ -24,6 +25,7 @@ from .processing_qwen2_5_vl import Qwen2_5_VLImageTextProcessor
 
 
 __all__ = [
+    "GenerationLimits",
     "ModelMixin",
     "ProcessorMixin",
     "Qwen2_5_VLImageTextProcessor",

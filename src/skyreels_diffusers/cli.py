@@ -7,6 +7,7 @@ skyreels-v4 generate --prompt "..." --image first.png --audio in.wav    # an ima
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -29,9 +30,22 @@ def frames_for_duration(duration: float, fps: float, temporal_compression: int) 
     """The `4k+1` frame count closest to `duration` seconds (at least one latent frame)."""
     from skyreels_diffusers.pipelines.pipeline_mixin import num_frames_for_duration
 
-    if duration <= 0:
-        raise ValueError(f"`--duration` must be positive seconds, got {duration}.")
+    if not (math.isfinite(duration) and duration > 0):
+        raise ValueError(f"`--duration` must be a positive, finite number of seconds, got {duration}.")
     return max(temporal_compression + 1, num_frames_for_duration(duration, fps, temporal_compression))
+
+
+def check_output_path(path: str) -> None:
+    """An MP4-family file in an existing, writable folder, checked before any generation."""
+    from skyreels_diffusers.utils.media import VIDEO_SUFFIXES
+
+    if not path.lower().endswith(VIDEO_SUFFIXES):
+        raise ValueError(f"`--out` must end with one of {', '.join(VIDEO_SUFFIXES)}, got {path!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"`--out`: the folder {folder!r} does not exist.")
+    if not os.access(folder, os.W_OK) or os.path.isdir(path):
+        raise ValueError(f"`--out`: cannot write {path!r}.")
 
 
 def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
@@ -117,6 +131,19 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
 
     from skyreels_diffusers.utils.media import export_to_video_with_audio
 
+    # Every option is checked before the model loads, so a typo costs no generation.
+    if write:
+        check_output_path(args.out)
+    for name in ("guidance_scale", "audio_guidance_scale"):  # float() accepts "nan" and "inf"; the pipeline says so
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"`--{name.replace('_', '-')}` must be a finite number, got {value}.")
+    if args.duration is not None:
+        frames_for_duration(args.duration, fps=1.0, temporal_compression=1)  # the range check only
+    conditions = {"image": args.image, "video": args.video, "audio": args.audio}
+    for name, path in conditions.items():
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"`--{name}` must be an existing file, got {path!r}.")
     pipe = pipe if pipe is not None else load_pipeline(args.model, args.dtype)
     fps = pipe.transformer.config.fps
     num_frames = None
@@ -134,13 +161,9 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
         "video_lead_steps": args.video_lead_steps,
         "generator": torch.Generator().manual_seed(args.seed),
     }
-    conditions = {"image": args.image, "video": args.video, "audio": args.audio}
     if any(value is not None for value in conditions.values()):
         from skyreels_diffusers import SkyReelsV4InpaintPipeline
 
-        for name in ("image", "video", "audio"):
-            if conditions[name] is not None and not os.path.isfile(conditions[name]):
-                raise ValueError(f"`--{name}` must be an existing file, got {conditions[name]!r}.")
         if args.image is not None:
             import PIL.Image
 

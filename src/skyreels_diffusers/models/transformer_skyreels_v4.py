@@ -1324,12 +1324,12 @@ class SkyReelsV4Transformer3DModel(
 
 def renamed_config_value(model: ConfigMixin, old_name: str, old_value, new_name: str, new_value):
     """The value of a config entry that was renamed: configs saved before the rename carry `old_name`; it is read,
-    recorded under `new_name`, and dropped from the model's config, with a deprecation warning."""
+    recorded under `new_name` with a deprecation warning. The old name never stays in the model's config."""
+    model._internal_dict = FrozenDict({k: v for k, v in model._internal_dict.items() if k != old_name})
     if old_value is None:
         return new_value
     deprecate(old_name, "1.0.0", f"The config entry `{old_name}` is now `{new_name}`; re-save the model to update it.")
     model.register_to_config(**{new_name: old_value})
-    model._internal_dict = FrozenDict({k: v for k, v in model._internal_dict.items() if k != old_name})
     return old_value
 
 

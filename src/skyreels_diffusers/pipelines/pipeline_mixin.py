@@ -28,7 +28,22 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.video_processor import VideoProcessor
 
 from .denoising import LatentStream, LoopHooks, PassInputs, PreservedLatents, cfg_guider
+from .preprocessing import to_pil
 from .vae_utils import AudioVAESpec, audio_vae_spec, decode_audio, decode_video, video_vae_spec
+from .validation import (
+    GenerationLimits,
+    check_bool,
+    check_callback_inputs,
+    check_choice,
+    check_finite_tensor,
+    check_generator,
+    check_int,
+    check_number,
+    check_prompt,
+    check_sigmas,
+    check_video_work,
+    describe,
+)
 
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -56,7 +71,8 @@ class SkyReelsV4PipelineMixin:
         self._init_media_specs()
 
     def _init_media_specs(self) -> None:
-        """Latent geometry of the registered VAEs and the frame post-processor."""
+        """Latent geometry of the registered VAEs, the frame post-processor, and the default work limits."""
+        self.limits = GenerationLimits()
         self.vae_spec = video_vae_spec(self.vae) if self.vae is not None else None
         self.audio_spec = audio_vae_spec(self.audio_vae) if getattr(self, "audio_vae", None) is not None else None
         spatial = self.vae_spec.spatial_compression if self.vae_spec else 16
@@ -89,15 +105,23 @@ class SkyReelsV4PipelineMixin:
         # Right padding keeps the system-prompt prefix at the same positions in every row, so it can be cropped.
         inputs = processor(text=texts, padding=True, padding_side="right", return_tensors="pt", **kwargs).to(device)
 
-        encoder = self.text_encoder.base_model if hasattr(self.text_encoder, "base_model") else self.text_encoder
-        hidden_states = encoder(**inputs, output_hidden_states=True).hidden_states[self.config.text_hidden_layer]
-        mask = inputs["attention_mask"].bool()
-
-        # Drop the system turn, identical for every prompt, when the template renders it as a prefix.
+        # The system turn, identical for every prompt, is dropped when the template renders it as a prefix.
         system_text = processor.apply_chat_template(self._build_messages("", [])[:1], tokenize=False)
         prefix = tokenizer(system_text, add_special_tokens=False, return_tensors="pt").input_ids.to(device)
         num_prefix = prefix.shape[1]
-        if num_prefix < inputs["input_ids"].shape[1] and (inputs["input_ids"][:, :num_prefix] == prefix).all():
+        has_prefix = (
+            num_prefix < inputs["input_ids"].shape[1] and (inputs["input_ids"][:, :num_prefix] == prefix).all()
+        )
+        keep = (num_prefix if has_prefix else 0) + max_sequence_length
+        if not flat_images and inputs["input_ids"].shape[1] > keep:
+            # Only the first `max_sequence_length` tokens are used: cut the rest before the encoder runs on them, as
+            # Diffusers pipelines truncate at tokenization (for a causal MLLM the kept tokens' states are unchanged).
+            inputs = {key: value[:, :keep] for key, value in inputs.items()}
+
+        encoder = self.text_encoder.base_model if hasattr(self.text_encoder, "base_model") else self.text_encoder
+        hidden_states = encoder(**inputs, output_hidden_states=True).hidden_states[self.config.text_hidden_layer]
+        mask = inputs["attention_mask"].bool()
+        if has_prefix:
             hidden_states, mask = hidden_states[:, num_prefix:], mask[:, num_prefix:]
         return hidden_states[:, :max_sequence_length], mask[:, :max_sequence_length]
 
@@ -137,9 +161,11 @@ class SkyReelsV4PipelineMixin:
         device = device or self._execution_device
         if dtype is None:
             dtype = (self.transformer if self.transformer is not None else self.text_encoder).dtype
+        if prompt_embeds is not None and prompt_images is not None:
+            raise ValueError("`prompt_images` belong to `prompt`; they cannot be combined with `prompt_embeds`.")
         if prompt_embeds is None:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            images = per_prompt_images(prompt_images, len(prompts))
+            images = per_prompt_images(prompt_images, len(prompts), getattr(self, "limits", None))
             prompt_embeds, prompt_attention_mask = self._get_mllm_prompt_embeds(
                 prompts, images, max_sequence_length, device
             )
@@ -187,12 +213,86 @@ class SkyReelsV4PipelineMixin:
 
     # ------------------------------------------------------------------ checks and latents
 
+    def _check_prompt_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        prompt_embeds,
+        prompt_attention_mask,
+        negative_prompt_embeds,
+        negative_prompt_attention_mask,
+    ) -> int:
+        """The prompt arguments of every pipeline (text or embeddings, positive and negative); returns the number of
+        prompts."""
+        limits = self.limits
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError(
+                "Pass exactly one of `prompt` or `prompt_embeds`; got "
+                + ("both." if prompt is not None else "neither.")
+            )
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("Pass at most one of `negative_prompt` or `negative_prompt_embeds`; got both.")
+        prompts = check_prompt("prompt", prompt, limits, optional=True)
+        negatives = check_prompt("negative_prompt", negative_prompt, limits, optional=True)
+        num_prompts = len(prompts) if prompts is not None else self._check_embeds(prompt_embeds, prompt_attention_mask)
+        if negative_prompt_embeds is not None:
+            if self._check_embeds(negative_prompt_embeds, negative_prompt_attention_mask, "negative_") != num_prompts:
+                raise ValueError(
+                    f"`negative_prompt_embeds` has batch {negative_prompt_embeds.shape[0]}; the prompts give "
+                    f"{num_prompts}."
+                )
+        if negatives is not None and len(negatives) not in (1, num_prompts) and not isinstance(negative_prompt, str):
+            raise ValueError(
+                f"`negative_prompt` must be a string or a list of {num_prompts} strings (one per prompt), got a list of "
+                f"{len(negatives)}."
+            )
+        return num_prompts
+
+    def _check_call_settings(
+        self,
+        batch_size,
+        num_inference_steps,
+        sigmas,
+        guidance_scale,
+        generator,
+        output_type,
+        return_dict,
+        attention_kwargs,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+        max_sequence_length,
+    ) -> None:
+        """The settings every pipeline call takes: steps or sigmas, guidance, generators, output and callbacks."""
+        limits = self.limits
+        if sigmas is None:
+            check_int(
+                "num_inference_steps",
+                num_inference_steps,
+                1,
+                limits.max_inference_steps,
+                why=" (`pipe.limits.max_inference_steps`)",
+            )
+        else:
+            check_sigmas(sigmas, limits)
+        check_number("guidance_scale", guidance_scale, 0.0, why=" (1 disables guidance)")
+        check_choice("output_type", output_type, ("np", "pt", "pil", "latent"))
+        check_bool("return_dict", return_dict)
+        check_int("max_sequence_length", max_sequence_length, 1, 100_000)
+        check_generator(generator, batch_size)
+        if attention_kwargs is not None and not isinstance(attention_kwargs, dict):
+            raise TypeError(f"`attention_kwargs` must be a dict or None, got {describe(attention_kwargs)}.")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"`callback_on_step_end` must be callable, got {describe(callback_on_step_end)}.")
+        check_callback_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+
     def check_inputs(
         self,
         prompt,
-        prompt_embeds,
         negative_prompt,
+        prompt_embeds,
+        prompt_attention_mask,
         negative_prompt_embeds,
+        negative_prompt_attention_mask,
         height,
         width,
         num_frames,
@@ -202,29 +302,59 @@ class SkyReelsV4PipelineMixin:
         generate_audio,
         num_inference_steps,
         sigmas,
+        guidance_scale,
+        audio_guidance_scale,
+        video_lead_steps,
+        num_videos_per_prompt,
+        generator,
+        latents,
+        audio_latents,
         output_type,
+        return_dict,
+        attention_kwargs,
+        callback_on_step_end,
         callback_on_step_end_tensor_inputs,
-    ) -> None:
-        if (prompt is None) == (prompt_embeds is None):
+        max_sequence_length,
+    ) -> int:
+        """Every argument shared by the base and the inpainting pipelines, checked before any work, within
+        `self.limits`. Returns the batch size (prompts x videos per prompt)."""
+        limits = self.limits
+        num_prompts = self._check_prompt_inputs(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_embeds,
+            negative_prompt_attention_mask,
+        )
+        videos = check_int("num_videos_per_prompt", num_videos_per_prompt, 1, limits.max_batch)
+        batch_size = num_prompts * videos
+        if batch_size > limits.max_batch:
             raise ValueError(
-                "Pass exactly one of `prompt` or `prompt_embeds`; got "
-                + ("both." if prompt is not None else "neither.")
+                f"{num_prompts} prompts x num_videos_per_prompt={videos} = {batch_size} videos; the limit is "
+                f"{limits.max_batch} (`pipe.limits.max_batch`)."
             )
-        if prompt is not None and not (
-            isinstance(prompt, str)
-            or (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))
-        ):
-            raise TypeError(f"`prompt` must be a string or a non-empty list of strings, got {type(prompt).__name__}.")
-        if negative_prompt is not None and negative_prompt_embeds is not None:
-            raise ValueError("Pass at most one of `negative_prompt` or `negative_prompt_embeds`; got both.")
+        check_bool("generate_video", generate_video)
+        check_bool("generate_audio", generate_audio)
         if not (generate_video or generate_audio):
             raise ValueError("`generate_video` and `generate_audio` are both False; at least one must be True.")
+        self._check_call_settings(
+            batch_size,
+            num_inference_steps,
+            sigmas,
+            guidance_scale,
+            generator,
+            output_type,
+            return_dict,
+            attention_kwargs,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+            max_sequence_length,
+        )
         if generate_audio and self.audio_vae is None and output_type != "latent":
             raise ValueError("`generate_audio=True` needs an `audio_vae` component; this pipeline has none.")
-        if output_type not in ("np", "pt", "pil", "latent"):
-            raise ValueError(f"`output_type` must be one of 'np', 'pt', 'pil', 'latent'; got {output_type!r}.")
-        if sigmas is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
-            raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
+        check_number("audio_guidance_scale", audio_guidance_scale, 0.0, why=" (1 disables guidance)")
+        check_int("video_lead_steps", video_lead_steps, 0, limits.max_inference_steps)
 
         config = self.transformer.config
         if self.vae_spec.latent_channels != config.out_channels:
@@ -241,29 +371,38 @@ class SkyReelsV4PipelineMixin:
                 f"latent, {self.audio_spec.latent_channels} channels) does not match the transformer config "
                 f"({config.audio_sample_rate} Hz, {config.audio_samples_per_latent}, {config.audio_in_channels})."
             )
-        multiple = self.vae_spec.spatial_compression * self.transformer.config.patch_size
+        multiple = self.vae_spec.spatial_compression * config.patch_size
         for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value <= 0 or value % multiple:
+            check_int(name, value, multiple, limits.max_side, why=f" and a multiple of {multiple}")
+            if value % multiple:
                 raise ValueError(
-                    f"`{name}` must be a positive multiple of {multiple} (VAE spatial compression "
-                    f"{self.vae_spec.spatial_compression} x patch size {self.transformer.config.patch_size}), got "
-                    f"{value!r}."
+                    f"`{name}` must be a multiple of {multiple} (VAE spatial compression "
+                    f"{self.vae_spec.spatial_compression} x patch size {config.patch_size}), got {value}."
                 )
         temporal = self.vae_spec.temporal_compression
-        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % temporal:
+        check_int("num_frames", num_frames, 1, why=f" of the form {temporal}k+1")
+        if (num_frames - 1) % temporal:
             raise ValueError(
                 f"`num_frames` must be of the form {temporal}k+1 (1, {temporal + 1}, {2 * temporal + 1}, ...) for the "
-                f"causal VAE, got {num_frames!r}."
+                f"causal VAE, got {num_frames}."
             )
-        if fps != self.transformer.config.fps:
+        if check_number("fps", fps) != config.fps:
             raise ValueError(
-                f"`fps` must be the transformer's timeline fps {self.transformer.config.fps} (its audio RoPE places "
-                f"audio on that timeline), got {fps!r}."
+                f"`fps` must be the transformer's timeline fps {config.fps} (its audio RoPE places audio on that "
+                f"timeline), got {fps!r}."
             )
+        if generate_video:
+            check_video_work(limits, batch_size, (num_frames, height, width))
+        video_duration = num_frames / fps
         if audio_duration is not None:
-            if not isinstance(audio_duration, (int, float)) or audio_duration <= 0:
-                raise ValueError(f"`audio_duration` must be a positive number of seconds, got {audio_duration!r}.")
-            video_duration = num_frames / fps
+            check_number(
+                "audio_duration",
+                audio_duration,
+                0.0,
+                limits.max_audio_seconds,
+                minimum_inclusive=False,
+                why=" seconds (`pipe.limits.max_audio_seconds`)",
+            )
             tolerance = temporal / fps  # one video latent frame
             if generate_video and generate_audio and abs(audio_duration - video_duration) > tolerance:
                 raise ValueError(
@@ -271,13 +410,39 @@ class SkyReelsV4PipelineMixin:
                     f"({num_frames} frames at {fps} fps); joint generation accepts a difference of at most one video "
                     f"latent frame ({tolerance:.3f}s). Leave it unset to use the video's duration."
                 )
-        if callback_on_step_end_tensor_inputs is not None and not all(
-            k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs
-        ):
+        elif generate_audio and video_duration > limits.max_audio_seconds:
             raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}, got "
-                f"{callback_on_step_end_tensor_inputs}."
+                f"{num_frames} frames at {fps} fps make {video_duration:.1f} s of audio; the limit is "
+                f"{limits.max_audio_seconds} s (`pipe.limits.max_audio_seconds`)."
             )
+        if latents is not None and generate_video:
+            expected = self.latent_shape(batch_size, height, width, num_frames)
+            check_finite_tensor("latents", latents, 5, f"{expected}")
+            if tuple(latents.shape) != expected:
+                raise ValueError(f"`latents` must have shape {expected} for these settings, got {describe(latents)}.")
+        if audio_latents is not None and generate_audio:
+            check_finite_tensor("audio_latents", audio_latents, 3, "(B, C_a, L)")
+        return batch_size
+
+    def _check_embeds(self, embeds, mask, prefix: str = "") -> int:
+        """`{prefix}prompt_embeds` `(B, S, D)` (finite) and its optional mask `(B, S)`; returns B."""
+        check_finite_tensor(f"{prefix}prompt_embeds", embeds, 3, "(batch, tokens, text_embed_dim)")
+        if embeds.shape[0] < 1 or embeds.shape[1] < 1:
+            raise ValueError(
+                f"`{prefix}prompt_embeds` must hold at least one prompt and one token, got {describe(embeds)}."
+            )
+        if embeds.shape[-1] != self.transformer.config.text_embed_dim:
+            raise ValueError(
+                f"`{prefix}prompt_embeds` must have text_embed_dim={self.transformer.config.text_embed_dim} features, "
+                f"got {describe(embeds)}."
+            )
+        if mask is not None:
+            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(embeds.shape[:2]):
+                raise ValueError(
+                    f"`{prefix}prompt_attention_mask` must be a tensor of shape {tuple(embeds.shape[:2])}, got "
+                    f"{describe(mask)}."
+                )
+        return embeds.shape[0]
 
     def prepare_latents(
         self,
@@ -290,15 +455,19 @@ class SkyReelsV4PipelineMixin:
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        shape = self.latent_shape(batch_size, height, width, num_frames)
+        return noise_or_given("latents", latents, shape, generator, device, dtype)
+
+    def latent_shape(self, batch_size: int, height: int, width: int, num_frames: int) -> tuple[int, ...]:
+        """`(B, C, F', h, w)` of the video latents of `num_frames` frames of `height x width`."""
         spec = self.vae_spec
-        shape = (
+        return (
             batch_size,
             spec.latent_channels,
             (num_frames - 1) // spec.temporal_compression + 1,
             height // spec.spatial_compression,
             width // spec.spatial_compression,
         )
-        return noise_or_given("latents", latents, shape, generator, device, dtype)
 
     def prepare_audio_latents(
         self,
@@ -446,20 +615,34 @@ def _per_video(embeds, mask, num_videos_per_prompt: int, device, dtype):
     return embeds, mask.to(device=device).bool().repeat_interleave(num_videos_per_prompt, dim=0)
 
 
-def per_prompt_images(prompt_images: Any, num_prompts: int) -> list[list]:
-    """Normalise `prompt_images` into one list of images per prompt."""
+def per_prompt_images(prompt_images: Any, num_prompts: int, limits: GenerationLimits | None = None) -> list[list]:
+    """Normalise `prompt_images` into one list of RGB PIL images per prompt, checking each image (type, size within
+    `limits.max_side`, finite values in range) and the count per prompt (`limits.max_prompt_images`)."""
     if prompt_images is None:
         return [[] for _ in range(num_prompts)]
     if not isinstance(prompt_images, (list, tuple)):
-        return [[prompt_images] for _ in range(num_prompts)]
-    if prompt_images and all(isinstance(item, (list, tuple)) for item in prompt_images):
+        groups = [[prompt_images]] * num_prompts
+    elif prompt_images and all(isinstance(item, (list, tuple)) for item in prompt_images):
         if len(prompt_images) != num_prompts:
             raise ValueError(
                 f"`prompt_images` given as a list of lists needs one list per prompt ({num_prompts}), got "
                 f"{len(prompt_images)}."
             )
-        return [list(item) for item in prompt_images]
-    return [list(prompt_images) for _ in range(num_prompts)]
+        groups = prompt_images
+    else:
+        groups = [prompt_images] * num_prompts
+    max_side = limits.max_side if limits is not None else None
+    if limits is not None and max(len(group) for group in groups) > limits.max_prompt_images:
+        raise ValueError(
+            f"`prompt_images` has {max(len(group) for group in groups)} images for one prompt; the limit is "
+            f"{limits.max_prompt_images} (`pipe.limits.max_prompt_images`)."
+        )
+    converted = {}  # an image shared by every prompt is converted once
+    for group in groups:
+        for image in group:
+            if id(image) not in converted:
+                converted[id(image)] = to_pil("prompt_images", image, max_side)
+    return [[converted[id(image)] for image in group] for group in groups]
 
 
 def noise_or_given(name, given, shape, generator, device, dtype) -> torch.Tensor:

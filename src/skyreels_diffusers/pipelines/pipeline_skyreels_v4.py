@@ -44,6 +44,7 @@ from .pipeline_mixin import (
     noise_or_given,
 )
 from .pipeline_output import SkyReelsV4PipelineOutput
+from .validation import check_int, check_video_work, describe
 
 
 logger = logging.get_logger(__name__)
@@ -221,21 +222,25 @@ class SkyReelsV4Pipeline(
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        height = height or self.config.default_height
-        width = width or self.config.default_width
-        num_frames = num_frames or self.config.default_num_frames
-        fps = fps or self.transformer.config.fps
+        if callback_on_step_end_tensor_inputs is None:
+            callback_on_step_end_tensor_inputs = ["latents"]
+        # `None` means the default; any other value (0 included) is checked as given.
+        height = self.config.default_height if height is None else height
+        width = self.config.default_width if width is None else width
+        num_frames = self.config.default_num_frames if num_frames is None else num_frames
+        fps = self.transformer.config.fps if fps is None else fps
         audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
         if generate_audio is None:
             generate_audio = self.audio_vae is not None or output_type == "latent"
 
-        # 1. Check inputs
-        self.check_inputs(
+        # 1. Check inputs, before any work
+        batch_size = self.check_inputs(
             prompt,
-            prompt_embeds,
             negative_prompt,
+            prompt_embeds,
+            prompt_attention_mask,
             negative_prompt_embeds,
+            negative_prompt_attention_mask,
             height,
             width,
             num_frames,
@@ -245,15 +250,33 @@ class SkyReelsV4Pipeline(
             generate_audio,
             num_inference_steps,
             sigmas,
+            guidance_scale,
+            audio_guidance_scale,
+            video_lead_steps,
+            num_videos_per_prompt,
+            generator,
+            latents,
+            audio_latents,
             output_type,
+            return_dict,
+            attention_kwargs,
+            callback_on_step_end,
             callback_on_step_end_tensor_inputs,
+            max_sequence_length,
         )
-        if isinstance(video_lead_steps, bool) or not isinstance(video_lead_steps, int) or video_lead_steps < 0:
-            raise ValueError(f"`video_lead_steps` must be an integer >= 0, got {video_lead_steps!r}.")
         keyframe_indices = self.check_keyframes(
-            keyframe_indices, num_keyframes, keyframe_height, keyframe_width, height, width, num_frames, generate_video
+            keyframe_indices,
+            num_keyframes,
+            keyframe_height,
+            keyframe_width,
+            height,
+            width,
+            num_frames,
+            generate_video,
+            batch_size,
         )
-        keyframe_height, keyframe_width = keyframe_height or 2 * height, keyframe_width or 2 * width
+        keyframe_height = 2 * height if keyframe_height is None else keyframe_height
+        keyframe_width = 2 * width if keyframe_width is None else keyframe_width
         self._guidance_scale = guidance_scale
         self._audio_guidance_scale = audio_guidance_scale
         self._generate_video, self._generate_audio = generate_video, generate_audio
@@ -375,9 +398,14 @@ class SkyReelsV4Pipeline(
         width,
         num_frames,
         generate_video,
+        batch_size,
     ) -> list[int]:
-        """Validate the high-res keyframe request; returns the pixel frame indices (empty without keyframes)."""
+        """Validate the high-res keyframe request (its pixels count in `self.limits` with the clip's); returns the
+        pixel frame indices (empty without keyframes)."""
         if keyframe_indices is None and num_keyframes is None:
+            for name, size in (("keyframe_height", keyframe_height), ("keyframe_width", keyframe_width)):
+                if size is not None:
+                    raise ValueError(f"`{name}` sizes high-res keyframes; pass `num_keyframes` or `keyframe_indices`.")
             return []
         if keyframe_indices is not None and num_keyframes is not None:
             raise ValueError("Pass at most one of `keyframe_indices` or `num_keyframes`; got both.")
@@ -386,30 +414,38 @@ class SkyReelsV4Pipeline(
         temporal = self.vae_spec.temporal_compression
         num_latent_frames = (num_frames - 1) // temporal + 1
         if num_keyframes is not None:
-            if not isinstance(num_keyframes, int) or not 1 <= num_keyframes <= num_latent_frames:
-                raise ValueError(
-                    f"`num_keyframes` must be an integer in [1, {num_latent_frames}] (one per latent frame at most), "
-                    f"got {num_keyframes!r}."
-                )
+            check_int("num_keyframes", num_keyframes, 1, num_latent_frames, why=" (one per latent frame at most)")
             latent_indices = np.linspace(0, num_latent_frames - 1, num_keyframes).round().astype(int)
             keyframe_indices = [int(i) * temporal for i in latent_indices]
-        if not all(isinstance(i, int) and 0 <= i < num_frames for i in keyframe_indices):
-            raise ValueError(
-                f"`keyframe_indices` must be frame indices in [0, num_frames={num_frames}), got {keyframe_indices}."
+        if not isinstance(keyframe_indices, (list, tuple)) or not keyframe_indices:
+            raise TypeError(
+                f"`keyframe_indices` must be a non-empty list of frame indices, got {describe(keyframe_indices)}."
+            )
+        for i, index in enumerate(keyframe_indices):
+            check_int(
+                f"keyframe_indices[{i}]", index, 0, num_frames - 1, why=f" (frames of the {num_frames}-frame clip)"
             )
         latent_positions = [latent_frame_index(i, temporal) for i in keyframe_indices]
         if len(set(latent_positions)) != len(latent_positions):
             raise ValueError(
-                f"`keyframe_indices` {keyframe_indices} fall in the same latent frames {latent_positions}; use at most "
-                f"one keyframe per group of {temporal} frames."
+                f"`keyframe_indices` {list(keyframe_indices)} fall in the same latent frames {latent_positions}; use at "
+                f"most one keyframe per group of {temporal} frames."
             )
+        sizes = {}
         for name, size, low in (
             ("keyframe_height", keyframe_height, height),
             ("keyframe_width", keyframe_width, width),
         ):
-            if size is not None and (not isinstance(size, int) or size <= 0 or size % low):
+            sizes[name] = 2 * low if size is None else check_int(name, size, low, self.limits.max_side)
+            if sizes[name] % low:
                 raise ValueError(
-                    f"`{name}` must be a positive integer multiple of the video's {low} px (keyframes share the "
-                    f"low-res RoPE frame scaled by an integer factor), got {size!r}."
+                    f"`{name}` must be an integer multiple of the video's {low} px (keyframes share the low-res RoPE "
+                    f"frame scaled by an integer factor), got {size!r}."
                 )
-        return list(keyframe_indices)
+        check_video_work(
+            self.limits,
+            batch_size,
+            (num_frames, height, width),
+            (len(keyframe_indices), sizes["keyframe_height"], sizes["keyframe_width"]),
+        )
+        return [int(i) for i in keyframe_indices]

@@ -53,6 +53,8 @@ from .pipeline_mixin import (
 )
 from .pipeline_output import SkyReelsV4PipelineOutput
 from .preprocessing import (
+    check_frame_list,
+    check_list,
     fit_with_black_padding,
     frame_size,
     frames_to_tensor,
@@ -61,6 +63,7 @@ from .preprocessing import (
     to_pil,
 )
 from .vae_utils import encode_audio_track, encode_video
+from .validation import check_bool, check_int, check_number
 
 
 EXAMPLE_DOC_STRING = """
@@ -255,23 +258,34 @@ class SkyReelsV4InpaintPipeline(
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        height = height or self.config.default_height
-        width = width or self.config.default_width
-        fps = fps or self.transformer.config.fps
+        if callback_on_step_end_tensor_inputs is None:
+            callback_on_step_end_tensor_inputs = ["latents"]
+        # `None` means the default; any other value (0 included) is checked as given.
+        height = self.config.default_height if height is None else height
+        width = self.config.default_width if width is None else width
+        fps = self.transformer.config.fps if fps is None else fps
         audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
         if generate_audio is None:  # as in `SkyReelsV4Pipeline`: audio when the pipeline can make it
             generate_audio = self.audio_vae is not None or output_type == "latent"
         device = self._execution_device
+        limits = self.limits
 
-        # 1. Read and check the visual and audio conditions
+        # 1. Check inputs before any work: this pipeline's own arguments, the media (read within `self.limits`),
+        # then the arguments shared with `SkyReelsV4Pipeline`; resizing and encoding come after.
         if keyframes is not None:
             deprecate("keyframes", "1.0.0", "`keyframes` of the inpainting pipeline is now `frame_conditions`.")
             if frame_conditions is not None:
                 raise ValueError("Pass `frame_conditions` only (`keyframes` is its deprecated name); got both.")
             frame_conditions = keyframes
-        if isinstance(video_lead_steps, bool) or not isinstance(video_lead_steps, int) or video_lead_steps < 0:
-            raise ValueError(f"`video_lead_steps` must be an integer >= 0, got {video_lead_steps!r}.")
+        check_bool("keep_input_audio", keep_input_audio)
+        check_bool("generate_audio", generate_audio)
+        if preserve_unmasked is not None:
+            check_bool("preserve_unmasked", preserve_unmasked)
+        if num_condition_frames is not None:
+            check_int("num_condition_frames", num_condition_frames, 1)
+        for name, value in (("height", height), ("width", width)):
+            check_int(name, value, 1, limits.max_side)
+        check_number("fps", fps, 0.0, minimum_inclusive=False)
         if keep_input_audio or audio is not None or audio_reference is not None:
             if self.audio_vae is None:
                 name = "keep_input_audio" if keep_input_audio else "audio" if audio is not None else "audio_reference"
@@ -285,13 +299,13 @@ class SkyReelsV4InpaintPipeline(
         if isinstance(video, (str, os.PathLike)):
             from ..utils.media import load_video, resample_frames
 
-            video, video_fps = load_video(original_video)
+            video, video_fps = load_video(
+                original_video, max_frames=limits.max_input_frames, max_side=limits.max_side, name="video"
+            )
             video = resample_frames(video, video_fps, fps)
-        if video is not None and (not isinstance(video, (str, os.PathLike)) and len(video) == 0):
-            raise ValueError("`video` has no frames; pass at least one frame.")
+        elif video is not None:
+            check_frame_list("video", video, limits)
         video_given = video is not None and mask is None and num_condition_frames is None
-        source_frames = None if video is None else frames_to_tensor("video", video, height, width)
-
         audio_given = keep_input_audio or audio is not None
         if video_given and (audio_given or not generate_audio):
             raise ValueError(
@@ -312,17 +326,65 @@ class SkyReelsV4InpaintPipeline(
             given_audio = self._load_given_audio(audio, audio_sample_rate)
         if num_frames is None:
             if video is not None and not num_condition_frames:
-                num_frames = len(source_frames)
+                num_frames = len(video)
             elif given_audio is not None and not keep_input_audio:
                 num_frames = self._frames_for_audio(given_audio)
             else:
                 num_frames = self.config.default_num_frames
+        check_int("num_frames", num_frames, 1)
         if keep_input_audio:  # the track covers the source; extension frames get silence
             num_samples = round(num_frames / fps * self.audio_spec.sample_rate)
             given_audio = torch.nn.functional.pad(given_audio, (0, max(0, num_samples - given_audio.shape[-1])))
         if given_audio is not None:
             self._check_audio_duration(given_audio, num_frames, fps, audio_duration)
-
+        references = [
+            *check_list("reference_images", reference_images),
+            *check_list("reference_video", reference_video),
+        ]
+        if len(references) > self.config.max_references:
+            raise ValueError(
+                f"At most max_references={self.config.max_references} references (reference_images plus "
+                f"reference_video frames) are allowed, got {len(references)}."
+            )
+        if references and video_given:
+            raise ValueError(
+                "`reference_images` / `reference_video` guide generated frames; with `video` alone "
+                "(video-to-audio) no frame is generated."
+            )
+        if audio_reference is not None and not generate_audio:
+            raise ValueError("`audio_reference` guides generated audio; here the audio is given or off.")
+        self.check_inputs(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_embeds,
+            negative_prompt_attention_mask,
+            height,
+            width,
+            num_frames,
+            fps,
+            audio_duration,
+            not video_given,
+            generate_audio,
+            num_inference_steps,
+            sigmas,
+            guidance_scale,
+            audio_guidance_scale,
+            video_lead_steps,
+            num_videos_per_prompt,
+            generator,
+            latents,
+            audio_latents,
+            output_type,
+            return_dict,
+            attention_kwargs,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+            max_sequence_length,
+        )
+        # The pixel inputs at the target size (their own sizes were bounded above).
+        source_frames = None if video is None else frames_to_tensor("video", video, height, width, limits.max_side)
         frame_conditions = self._collect_frame_conditions(
             image, last_image, frame_conditions, num_frames, height, width
         )
@@ -339,55 +401,31 @@ class SkyReelsV4InpaintPipeline(
                 )
             if frame_conditions:
                 raise ValueError(
-                    "`image`, `last_image` and `frame_conditions` condition generated frames; with `video` alone (video-to-"
-                    "audio) every frame is given. Pass `mask` or `num_condition_frames` to generate some of it."
+                    "`image`, `last_image` and `frame_conditions` condition generated frames; with `video` alone "
+                    "(video-to-audio) every frame is given. Pass `mask` or `num_condition_frames` to generate some "
+                    "of it."
                 )
         if source_frames is not None:  # extension: frames past the source are black (not kept anyway)
             source_frames = torch.nn.functional.pad(
                 source_frames[:num_frames], (0, 0, 0, 0, 0, 0, 0, max(0, num_frames - len(source_frames)))
             )
-        references = [*(reference_images or []), *(reference_video or [])]
-        if len(references) > self.config.max_references:
-            raise ValueError(
-                f"At most max_references={self.config.max_references} references (reference_images plus "
-                f"reference_video frames) are allowed, got {len(references)}."
-            )
-        if references and video_given:
-            raise ValueError(
-                "`reference_images` / `reference_video` guide generated frames; with `video` alone "
-                "(video-to-audio) no frame is generated."
-            )
-        if audio_reference is not None and not generate_audio:
-            raise ValueError("`audio_reference` guides generated audio; here the audio is given or off.")
         if preserve_unmasked is None:
             preserve_unmasked = pixel_keep is not None
-        self.check_inputs(
-            prompt,
-            prompt_embeds,
-            negative_prompt,
-            negative_prompt_embeds,
-            height,
-            width,
-            num_frames,
-            fps,
-            audio_duration,
-            True,
-            generate_audio,
-            num_inference_steps,
-            sigmas,
-            output_type,
-            callback_on_step_end_tensor_inputs,
-        )
         self._guidance_scale, self._audio_guidance_scale = guidance_scale, audio_guidance_scale
         self._generate_video, self._generate_audio = not video_given, generate_audio
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
 
         # 2. Encode the instruction; references are part of it (their semantic path)
-        reference_pil = [fit_with_black_padding(to_pil("reference_images", r), height, width) for r in references]
+        max_side = self.limits.max_side
+        reference_pil = [
+            fit_with_black_padding(to_pil("reference_images", r, max_side), height, width) for r in references
+        ]
         if reference_pil and prompt is not None:
             num_prompts = 1 if isinstance(prompt, str) else len(prompt)
-            prompt_images = [[*imgs, *reference_pil] for imgs in per_prompt_images(prompt_images, num_prompts)]
+            prompt_images = [
+                [*imgs, *reference_pil] for imgs in per_prompt_images(prompt_images, num_prompts, self.limits)
+            ]
         prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
             self.encode_prompt(
                 prompt,
@@ -539,18 +577,21 @@ class SkyReelsV4InpaintPipeline(
                 f"At most max_frame_conditions={self.config.max_frame_conditions} frame conditions (image, "
                 f"last_image, frame_conditions) are allowed, got {len(pairs)}."
             )
-        conditions = []
-        for index, frame, name in pairs:
+        for index, _, name in pairs:
             if not 0 <= index < num_frames:
                 raise ValueError(f"`{name}` frame index {index} is outside the clip of num_frames={num_frames}.")
-            pixels = frames_to_tensor(name, [frame], height, width)[0]
-            conditions.append((index, (pixels * 2 - 1)[None]))
-        indices = [latent_frame_index(i, self.vae_spec.temporal_compression) for i, _ in conditions]
+        indices = [latent_frame_index(index, self.vae_spec.temporal_compression) for index, _, _ in pairs]
         if len(set(indices)) != len(indices):
+            names = sorted({name for _, _, name in pairs})
             raise ValueError(
-                f"Frame conditions at frames {[i for i, _ in conditions]} share latent frames {indices}: each latent "
-                f"frame (frame 0, then groups of {self.vae_spec.temporal_compression}) holds at most one."
+                f"The frame conditions ({', '.join(f'`{n}`' for n in names)}) at frames {[i for i, _, _ in pairs]} "
+                f"share latent frames {indices}: each latent frame (frame 0, then groups of "
+                f"{self.vae_spec.temporal_compression}) holds at most one."
             )
+        conditions = []
+        for index, frame, name in pairs:
+            pixels = frames_to_tensor(name, [frame], height, width, self.limits.max_side)[0]
+            conditions.append((index, (pixels * 2 - 1)[None]))
         return conditions
 
     def _pixel_keep_mask(self, video, source_frames, mask, num_condition_frames, num_frames):

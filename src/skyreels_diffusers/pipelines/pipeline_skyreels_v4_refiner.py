@@ -34,15 +34,23 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
-from ..models.transformer_skyreels_v4 import _describe
+from ..models.attention_video_sparse import VSA_BACKENDS
 from ..models.transformer_skyreels_v4_refiner import SkyReelsV4RefinerTransformer3DModel
 from .conditioning import build_refiner_condition, latent_frame_index
 from .denoising import denoise
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .preprocessing import frame_to_numpy, frames_to_tensor, pixels_for_vae
-from .vae_utils import encode_audio, encode_video
+from .preprocessing import check_frame_list, frame_size, frame_to_numpy, frames_to_tensor, pixels_for_vae
+from .vae_utils import encode_audio_track, encode_video
+from .validation import (
+    check_choice,
+    check_finite_tensor,
+    check_int,
+    check_number,
+    check_video_work,
+    describe,
+)
 
 
 EXAMPLE_DOC_STRING = """
@@ -189,39 +197,49 @@ class SkyReelsV4RefinerPipeline(
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        if callback_on_step_end_tensor_inputs is None:
+            callback_on_step_end_tensor_inputs = ["latents"]
         config = self.transformer.config
         temporal_factor = config.temporal_upscale_factor
         device = self._execution_device
         dtype = self.transformer.dtype
 
-        # 1. Check inputs and bring the low-res clip to latents
+        # 1. Check inputs before any work, then bring the low-res clip to latents
         if latents is not None:
             deprecate("latents", "1.0.0", "The Refiner's low-res input `latents` is now `low_res_latents`.")
             if low_res_latents is not None:
                 raise ValueError("Pass `low_res_latents` only (`latents` is its deprecated name); got both.")
             low_res_latents = latents
-        if isinstance(scale_factor, bool) or not isinstance(scale_factor, int) or scale_factor < 1:
-            raise ValueError(f"`scale_factor` must be a whole number >= 1, got {scale_factor!r}.")
-        if (low_res_latents is None) == (video is None):
-            raise ValueError("Pass exactly one of `low_res_latents` (base pass output) or `video` (frames to refine).")
-        if output_type not in ("np", "pt", "pil", "latent"):
-            raise ValueError(f"`output_type` must be one of 'np', 'pt', 'pil', 'latent'; got {output_type!r}.")
-        if (prompt is None) == (prompt_embeds is None):
-            raise ValueError("Pass exactly one of `prompt` or `prompt_embeds`.")
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
-            raise ValueError(f"`strength` must be a number in (0, 1], got {strength!r}.")
+        batch_size = self.check_inputs(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_embeds,
+            negative_prompt_attention_mask,
+            low_res_latents,
+            video,
+            keyframes,
+            keyframe_indices,
+            audio,
+            audio_latents,
+            scale_factor,
+            num_inference_steps,
+            sigmas,
+            strength,
+            guidance_scale,
+            sparsity,
+            vsa_backend,
+            generator,
+            output_type,
+            return_dict,
+            attention_kwargs,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+            max_sequence_length,
+        )
         if video is not None:
             low_res_latents = self._encode_low_res_video(video)
-        if (
-            not isinstance(low_res_latents, torch.Tensor)
-            or low_res_latents.ndim != 5
-            or low_res_latents.shape[1] != self.vae_spec.latent_channels
-        ):
-            raise ValueError(
-                f"`low_res_latents` must be low-res latents of shape (B, {self.vae_spec.latent_channels}, F, h, w), "
-                f"got {_describe(low_res_latents)}."
-            )
         low_res_latents = low_res_latents.to(device=device, dtype=torch.float32)
         _, _, num_latent_frames, low_height, low_width = low_res_latents.shape
         num_low_frames = (num_latent_frames - 1) * self.vae_spec.temporal_compression + 1
@@ -263,7 +281,13 @@ class SkyReelsV4RefinerPipeline(
         )
         condition = refiner_condition.as_channels().to(dtype)
         if audio_latents is None and audio is not None and self.audio_vae is not None and config.audio_in_channels:
-            audio_latents = encode_audio(self.audio_vae, torch.as_tensor(np.asarray(audio), device=device))
+            # Padded with silence (or cut) to the clip's whole latents, like the soundtrack the base model made.
+            num_audio_latents = self.audio_spec.num_latents(num_low_frames / config.fps)
+            waveform = torch.as_tensor(audio).float()
+            if waveform.shape[1] != self.audio_spec.audio_channels:  # mono <-> stereo, as `load_audio` converts
+                waveform = waveform.mean(1, keepdim=True).expand(-1, self.audio_spec.audio_channels, -1)
+            audio_latents = encode_audio_track(self.audio_vae, waveform, num_audio_latents)
+            audio_latents = _repeat_to_batch("audio", audio_latents, batch_size)
         condition_audio = None if audio_latents is None or not config.audio_in_channels else audio_latents.to(dtype)
 
         # 4. Timesteps and the starting latent: pure noise, or (strength < 1) the upsampled condition noised to
@@ -312,7 +336,7 @@ class SkyReelsV4RefinerPipeline(
             frames = self.decode_latents(noisy)
             out_audio = None
             if audio is not None:
-                out_audio = torch.as_tensor(np.asarray(audio)) if not isinstance(audio, torch.Tensor) else audio
+                out_audio = torch.as_tensor(audio)
             elif audio_latents is not None and self.audio_vae is not None:
                 out_audio = self.decode_audio_latents(audio_latents, num_low_frames / config.fps)
             sample_rate = None if out_audio is None or self.audio_spec is None else self.audio_spec.sample_rate
@@ -322,6 +346,134 @@ class SkyReelsV4RefinerPipeline(
         if not return_dict:
             return (frames, out_audio, sample_rate)
         return SkyReelsV4PipelineOutput(frames=frames, audio=out_audio, audio_sample_rate=sample_rate, fps=fps)
+
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        prompt_embeds,
+        prompt_attention_mask,
+        negative_prompt_embeds,
+        negative_prompt_attention_mask,
+        low_res_latents,
+        video,
+        keyframes,
+        keyframe_indices,
+        audio,
+        audio_latents,
+        scale_factor,
+        num_inference_steps,
+        sigmas,
+        strength,
+        guidance_scale,
+        sparsity,
+        vsa_backend,
+        generator,
+        output_type,
+        return_dict,
+        attention_kwargs,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+        max_sequence_length,
+    ) -> int:
+        """Every argument, checked before any work and within `self.limits`; returns the batch size."""
+        limits = self.limits
+        batch_size = self._check_prompt_inputs(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_embeds,
+            negative_prompt_attention_mask,
+        )
+        if batch_size > limits.max_batch:
+            raise ValueError(f"{batch_size} prompts; the limit is {limits.max_batch} (`pipe.limits.max_batch`).")
+        if (low_res_latents is None) == (video is None):
+            raise ValueError(
+                "Pass exactly one of `low_res_latents` (base pass output) or `video` (frames to refine); got "
+                + ("both." if video is not None else "neither.")
+            )
+        scale_factor = check_int("scale_factor", scale_factor, 1, 8)
+        check_number("strength", strength, 0.0, 1.0, minimum_inclusive=False)
+        if sparsity is not None:
+            check_number("sparsity", sparsity, 0.0, 0.999)
+        check_choice("vsa_backend", vsa_backend, VSA_BACKENDS)
+        self._check_call_settings(
+            batch_size,
+            num_inference_steps,
+            sigmas,
+            guidance_scale,
+            generator,
+            output_type,
+            return_dict,
+            attention_kwargs,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+            max_sequence_length,
+        )
+
+        spatial, temporal = self.vae_spec.spatial_compression, self.vae_spec.temporal_compression
+        if video is not None:
+            check_frame_list("video", video, limits)
+            num_frames = len(video)
+            height, width = frame_size(video) if not isinstance(video, torch.Tensor) else video.shape[2:4]
+        else:
+            channels = self.vae_spec.latent_channels
+            check_finite_tensor("low_res_latents", low_res_latents, 5, f"(B, {channels}, F, h, w)")
+            if low_res_latents.shape[1] != channels or min(low_res_latents.shape[2:]) < 1:
+                raise ValueError(
+                    f"`low_res_latents` must be low-res latents of shape (B, {channels}, F, h, w), got "
+                    f"{describe(low_res_latents)}."
+                )
+            if batch_size % low_res_latents.shape[0]:
+                raise ValueError(
+                    f"`low_res_latents` has batch {low_res_latents.shape[0]}, which does not divide the batch of "
+                    f"prompts ({batch_size})."
+                )
+            num_frames = (low_res_latents.shape[2] - 1) * temporal + 1
+            height, width = low_res_latents.shape[3] * spatial, low_res_latents.shape[4] * spatial
+        out_frames = (num_frames - 1) * self.transformer.config.temporal_upscale_factor + 1
+        out_side = max(height, width) * scale_factor
+        if out_side > limits.max_side:
+            raise ValueError(
+                f"`scale_factor`={scale_factor} makes {height * scale_factor}x{width * scale_factor} frames; the largest "
+                f"side allowed is {limits.max_side} (`pipe.limits.max_side`)."
+            )
+        check_video_work(limits, batch_size, (out_frames, height * scale_factor, width * scale_factor))
+        if isinstance(keyframes, torch.Tensor):
+            check_finite_tensor("keyframes", keyframes, 5, "(B, C, K, H, W)")
+        elif keyframes is not None:
+            check_frame_list("keyframes", keyframes, limits)
+        if keyframe_indices is not None:
+            if not isinstance(keyframe_indices, (list, tuple)):
+                raise TypeError(
+                    f"`keyframe_indices` must be a list of frame indices, got {describe(keyframe_indices)}."
+                )
+            for i, index in enumerate(keyframe_indices):
+                check_int(f"keyframe_indices[{i}]", index, 0, num_frames - 1)
+            if len(set(keyframe_indices)) != len(keyframe_indices):
+                raise ValueError(f"`keyframe_indices` must not repeat a frame, got {list(keyframe_indices)}.")
+        if audio_latents is not None:
+            check_finite_tensor("audio_latents", audio_latents, 3, "(B, C_a, L)")
+        if audio is not None:
+            if not isinstance(audio, (np.ndarray, torch.Tensor)) or not (
+                audio.dtype.is_floating_point if isinstance(audio, torch.Tensor) else audio.dtype.kind == "f"
+            ):
+                raise TypeError(
+                    f"`audio` must be a floating-point NumPy array or torch tensor `(B, channels, samples)` in "
+                    f"[-1, 1], got {describe(audio)}."
+                )
+            audio_tensor = check_finite_tensor("audio", torch.as_tensor(audio), 3, "(B, channels, samples)")
+            if audio_tensor.shape[-1] == 0 or audio_tensor.shape[1] not in (1, 2):
+                raise ValueError(f"`audio` needs 1 or 2 channels and at least one sample, got {describe(audio)}.")
+            if (
+                self.audio_spec is not None
+                and audio_tensor.shape[-1] > limits.max_audio_seconds * self.audio_spec.sample_rate
+            ):
+                raise ValueError(
+                    f"`audio` is longer than {limits.max_audio_seconds} s (`pipe.limits.max_audio_seconds`)."
+                )
+        return batch_size
 
     def _encode_low_res_video(self, video: Any) -> torch.Tensor:
         """Frames at their own size -> low-res latents `(1, C, F', h, w)`."""

@@ -29,31 +29,92 @@ import PIL.ImageOps
 import torch
 
 
-def to_pil(name: str, frame: Any) -> PIL.Image.Image:
+def to_pil(name: str, frame: Any, max_side: int | None = None) -> PIL.Image.Image:
     """One frame as an RGB PIL image: PIL, NumPy `(H, W, 3)` (uint8 or float in [0, 1]) or torch `(3, H, W)`."""
     if isinstance(frame, PIL.Image.Image):
+        check_frame_size(name, frame.size[1], frame.size[0], max_side)
         return frame.convert("RGB")
-    array = frame_to_numpy(name, frame)
+    array = frame_to_numpy(name, frame, max_side)
     return PIL.Image.fromarray((array * 255).round().astype(np.uint8))
 
 
-def frame_to_numpy(name: str, frame: Any) -> np.ndarray:
+def frame_to_numpy(name: str, frame: Any, max_side: int | None = None) -> np.ndarray:
+    """One frame -> `(H, W, 3)` float32 in [0, 1]. Refuses other shapes, empty or oversized frames (`max_side`),
+    NaN or infinity, and floating-point values outside [0, 1]."""
     if isinstance(frame, PIL.Image.Image):
+        check_frame_size(name, frame.size[1], frame.size[0], max_side)
         return np.asarray(frame.convert("RGB"), dtype=np.float32) / 255
     if isinstance(frame, torch.Tensor):
         if frame.ndim != 3 or frame.shape[0] != 3:
             raise ValueError(f"`{name}` tensors must have shape (3, H, W), got {tuple(frame.shape)}.")
-        frame = frame.permute(1, 2, 0).cpu().numpy()
+        frame = frame.detach().permute(1, 2, 0).cpu()
+        frame = (frame.float() if frame.is_floating_point() else frame).numpy()
     if not isinstance(frame, np.ndarray):
         raise TypeError(
             f"`{name}` frames must be PIL images, NumPy arrays or torch tensors, got {type(frame).__name__}."
         )
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"`{name}` arrays must have shape (H, W, 3), got {frame.shape}.")
-    return frame.astype(np.float32) / 255 if frame.dtype == np.uint8 else frame.astype(np.float32)
+    check_frame_size(name, frame.shape[0], frame.shape[1], max_side)
+    if frame.dtype == np.uint8:
+        return frame.astype(np.float32) / 255
+    if frame.dtype.kind != "f":
+        raise TypeError(f"`{name}` frames must be uint8 or floating point in [0, 1], got dtype {frame.dtype}.")
+    if not np.isfinite(frame).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+    if frame.min() < -1e-3 or frame.max() > 1 + 1e-3:
+        raise ValueError(
+            f"`{name}` floating-point frames must be in [0, 1], got values in [{frame.min():.3g}, {frame.max():.3g}]."
+        )
+    return frame.astype(np.float32).clip(0, 1)
 
 
-def frames_to_tensor(name: str, frames: Any, height: int, width: int) -> torch.Tensor:
+def check_frame_size(name: str, height: int, width: int, max_side: int | None) -> None:
+    if height < 1 or width < 1:
+        raise ValueError(f"`{name}` frames must not be empty, got {height}x{width} pixels.")
+    if max_side is not None and max(height, width) > max_side:
+        raise ValueError(
+            f"`{name}` frames are {height}x{width} pixels; the largest side allowed is {max_side} "
+            "(`pipe.limits.max_side`)."
+        )
+
+
+def check_list(name: str, items: Any) -> list:
+    """None (nothing) or a list/tuple of items."""
+    if items is None:
+        return []
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"`{name}` must be a list, got {type(items).__name__}.")
+    return list(items)
+
+
+def check_frame_list(name: str, frames: Any, limits) -> None:
+    """A clip given as frames: a non-empty list of frames, or an `(F, H, W, 3)` array / `(F, 3, H, W)` tensor, of at
+    most `limits.max_input_frames` frames of at most `limits.max_side` pixels a side (checked before any resize)."""
+    if isinstance(frames, (np.ndarray, torch.Tensor)) and frames.ndim == 4:
+        count = frames.shape[0]
+        if isinstance(frames, np.ndarray):
+            height, width = frames.shape[1:3]
+        else:
+            height, width = frames.shape[2:4]
+        if count:
+            check_frame_size(name, height, width, limits.max_side)
+    elif isinstance(frames, (list, tuple)):
+        count = len(frames)
+    else:
+        raise TypeError(
+            f"`{name}` must be a list of frames (PIL, NumPy (H, W, 3), torch (3, H, W)), a NumPy array (F, H, W, 3), a "
+            f"torch tensor (F, 3, H, W) or a video file path; got {type(frames).__name__}."
+        )
+    if count == 0:
+        raise ValueError(f"`{name}` has no frames; pass at least one frame.")
+    if count > limits.max_input_frames:
+        raise ValueError(
+            f"`{name}` has {count} frames; the limit is {limits.max_input_frames} (`pipe.limits.max_input_frames`)."
+        )
+
+
+def frames_to_tensor(name: str, frames: Any, height: int, width: int, max_side: int | None = None) -> torch.Tensor:
     """Frames -> `(F, 3, height, width)` float in [0, 1]. Frames of another size are scaled to cover the target
     and center-cropped; frames already at the target size are taken exactly as given."""
     if isinstance(frames, np.ndarray) and frames.ndim == 4:
@@ -67,9 +128,9 @@ def frames_to_tensor(name: str, frames: Any, height: int, width: int) -> torch.T
         )
     out = []
     for frame in frames:
-        array = frame_to_numpy(name, frame)
+        array = frame_to_numpy(name, frame, max_side)
         if array.shape[:2] != (height, width):
-            image = PIL.Image.fromarray((array.clip(0, 1) * 255).round().astype(np.uint8))
+            image = PIL.Image.fromarray((array * 255).round().astype(np.uint8))
             array = np.asarray(PIL.ImageOps.fit(image, (width, height), PIL.Image.BICUBIC), dtype=np.float32) / 255
         out.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
     return torch.stack(out)

@@ -1,7 +1,8 @@
 """Media I/O for SkyReels-V4: write MP4 clips with sound, and read audio and video back.
 
-Writing goes through Diffusers' `encode_video` (PyAV, H.264 + AAC). Reading and resampling use PyAV directly;
-`av.AudioResampler` does all sample-rate conversion, so there is no torchaudio dependency.
+Writing is H.264 + AAC through PyAV, like Diffusers' `encode_video`, whose audio helpers it reuses; the video stream is
+set up here because x264 must run with a fixed thread count for the same frames to give the same bytes. Reading and
+resampling use PyAV directly; `av.AudioResampler` does all sample-rate conversion, so there is no torchaudio dependency.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import av
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.utils import encode_video
+from diffusers.utils.export_utils import _prepare_audio_stream, _write_audio
 from diffusers.utils.logging import get_logger
 
 
@@ -24,12 +25,17 @@ logger = get_logger(__name__)
 __all__ = ["export_to_video_with_audio", "load_audio", "load_video", "load_video_audio", "resample_frames"]
 
 # Containers that hold an H.264 video stream next to an AAC audio stream.
-_VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 # Silence appended before flushing the resampler. libswresample's flush emits nothing for inputs shorter than its
 # filter, and rounds the tail length by a sample; feeding a little silence and then cutting the output to the exact
 # expected length fixes both. 256 samples is well past the default filter's reach at any rate ratio.
 _RESAMPLER_TAIL_PADDING = 256
+
+# x264 sizes its thread pool from the cores it can see, and the bitstream depends on the pool size: the same frames
+# encoded with all cores and with one core differ by up to tens of levels after decoding. A fixed count makes the bytes
+# depend only on the frames (x264 is deterministic for a given thread count).
+X264_THREADS = 4
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -45,12 +51,17 @@ def _check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+class MediaFileNotFoundError(FileNotFoundError, ValueError):
+    """A media path argument that names no file. It is also a `ValueError`, like every other bad argument, so callers
+    that catch `ValueError` around a pipeline call see it too."""
+
+
 def _check_path(path, name: str) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"`{name}` must be a str or os.PathLike file path, got {type(path).__name__}.")
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"`{name}` does not point to an existing file: {path!r}.")
+        raise MediaFileNotFoundError(f"`{name}` does not point to an existing file: {path!r}.")
     return path
 
 
@@ -295,31 +306,47 @@ def load_audio(
     return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
 
 
-def load_video(path) -> tuple[list[PIL.Image.Image], float]:
-    """Decodes every frame of a video file with PyAV.
+def load_video(
+    path, max_frames: int | None = None, max_side: int | None = None, name: str = "path"
+) -> tuple[list[PIL.Image.Image], float]:
+    """Decodes the frames of a video file with PyAV, within limits checked before decoding.
 
     Args:
         path (`str` or `os.PathLike`): A video file (first video stream is used).
+        max_frames (`int`, *optional*): decode at most this many frames; a longer video raises a `ValueError` as soon
+            as the frame after the limit is reached (the container's frame count is checked first when it has one).
+        max_side (`int`, *optional*): refuse frames larger than this on either side, from the stream's header,
+            before decoding any.
+        name (`str`, defaults to `"path"`): the caller's name for `path` in error messages.
 
     Returns:
         `tuple[list[PIL.Image.Image], float]`: the frames as RGB PIL images, and the stream's frame rate.
     """
-    path = _check_path(path, "path")
+    path = _check_path(path, name)
     try:
         container = av.open(path)
     except av.FFmpegError as error:
-        raise ValueError(f"`path` could not be opened as a media file: {path!r} ({error}).") from error
+        raise ValueError(f"`{name}` could not be opened as a media file: {path!r} ({error}).") from error
     with container:
         if not container.streams.video:
-            raise ValueError(f"`path` has no video stream: {path!r}.")
+            raise ValueError(f"`{name}` has no video stream: {path!r}.")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         if not rate:
-            raise ValueError(f"`path` has a video stream without a known frame rate: {path!r}.")
-        frames = [frame.to_image() for frame in container.decode(stream)]
+            raise ValueError(f"`{name}` has a video stream without a known frame rate: {path!r}.")
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if max_side is not None and max(width, height) > max_side:
+            raise ValueError(f"`{name}` is {width}x{height} pixels; the largest side allowed is {max_side}: {path!r}.")
+        if max_frames is not None and stream.frames and stream.frames > max_frames:
+            raise ValueError(f"`{name}` has {stream.frames} frames; the limit is {max_frames}: {path!r}.")
+        frames = []
+        for frame in container.decode(stream):
+            if max_frames is not None and len(frames) == max_frames:
+                raise ValueError(f"`{name}` has more than {max_frames} frames, the limit: {path!r}.")
+            frames.append(frame.to_image())
     if not frames:
-        raise ValueError(f"`path` has a video stream without any decodable frames: {path!r}.")
+        raise ValueError(f"`{name}` has a video stream without any decodable frames: {path!r}.")
     return frames, float(rate)
 
 
@@ -365,7 +392,7 @@ def export_to_video_with_audio(
     audio=None,
     audio_sample_rate: int | None = None,
 ) -> str:
-    """Writes one clip, optionally with sound, as H.264 video + AAC audio using Diffusers' `encode_video`.
+    """Writes one clip, optionally with sound, as H.264 video + AAC audio; the same frames always give the same bytes.
 
     Args:
         video (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
@@ -376,7 +403,7 @@ def export_to_video_with_audio(
         output_path (`str` or `os.PathLike`):
             Where to write; the suffix must be `.mp4`, `.m4v`, `.mov` or `.mkv`.
         fps (`int`):
-            Frames per second; a whole number (`encode_video` would silently truncate a fractional rate).
+            Frames per second; a whole number (a container time base cannot hold a fractional rate exactly).
         audio (`np.ndarray` or `torch.Tensor`, *optional*):
             Floating-point waveform of shape `(samples,)` or `(channels, samples)` with 1 or 2 channels, values in
             [-1, 1] (values outside are clipped). It is written as stereo AAC, and is cut or padded with trailing
@@ -392,8 +419,8 @@ def export_to_video_with_audio(
     if not isinstance(output_path, (str, os.PathLike)):
         raise TypeError(f"`output_path` must be a str or os.PathLike, got {type(output_path).__name__}.")
     output_path = os.fspath(output_path)
-    if not output_path.lower().endswith(_VIDEO_SUFFIXES):
-        raise ValueError(f"`output_path` must end with one of {_VIDEO_SUFFIXES}, got {output_path!r}.")
+    if not output_path.lower().endswith(VIDEO_SUFFIXES):
+        raise ValueError(f"`output_path` must end with one of {VIDEO_SUFFIXES}, got {output_path!r}.")
     if isinstance(fps, bool) or not isinstance(fps, Real):
         raise TypeError(f"`fps` must be a positive whole number, got {type(fps).__name__} {fps!r}.")
     if not (math.isfinite(fps) and fps > 0 and float(fps).is_integer()):
@@ -425,12 +452,23 @@ def export_to_video_with_audio(
     elif audio_sample_rate is not None:
         raise ValueError(f"`audio_sample_rate` was given ({audio_sample_rate!r}) without `audio`.")
 
-    # A uint8 tensor goes through encode_video unchanged; its own float/np handling guesses the value range.
-    encode_video(
-        torch.from_numpy(np.ascontiguousarray(frames)),
-        fps,
-        output_path,
-        audio=waveform,
-        audio_sample_rate=audio_sample_rate,
-    )
+    _encode_h264_aac(frames, fps, output_path, waveform, audio_sample_rate)
     return output_path
+
+
+def _encode_h264_aac(frames: np.ndarray, fps: int, path: str, waveform: torch.Tensor | None, sample_rate: int | None):
+    """Writes uint8 `(frames, height, width, 3)` frames (even sizes) and an optional waveform to `path`."""
+    container = av.open(path, mode="w")
+    try:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = X264_THREADS
+        audio_stream = _prepare_audio_stream(container, sample_rate) if waveform is not None else None
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+        if waveform is not None:
+            _write_audio(container, audio_stream, waveform, sample_rate, av)
+    finally:
+        container.close()
