@@ -23,7 +23,7 @@ from skyreels_diffusers.utils.media import export_to_video_with_audio
 def load_pipelines(base_path: str | None, refiner_path: str | None):
     if base_path and refiner_path:
         return SkyReelsV4Pipeline.from_pretrained(base_path), SkyReelsV4RefinerPipeline.from_pretrained(refiner_path)
-    from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_refiner
+    from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_refiner
 
     print("NOTE: no --base/--refiner given: using RANDOMLY INITIALISED tiny components (output is noise).")
     base = build_tiny_pipeline()

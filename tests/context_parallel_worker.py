@@ -9,7 +9,7 @@ import torch.distributed as dist
 from diffusers import ContextParallelConfig
 
 from skyreels_diffusers import SkyReelsV4Transformer3DModel
-from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_refiner
+from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_refiner
 
 
 # Lengths chosen so that no token sequence divides by 2: 3x3x5 = 45 video tokens, 25 audio tokens, one reference

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from skyreels_diffusers import SkyReelsV4InpaintPipeline, SkyReelsV4RefinerPipeline
 from skyreels_diffusers.pipelines.validation import GenerationLimits
-from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_refiner
+from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_refiner
 
 
 PROMPT = "<text>A red ball bounces.</text><sfx>A knock.</sfx>"

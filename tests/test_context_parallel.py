@@ -6,7 +6,7 @@ import torch
 from context_parallel_worker import run_ranks
 from diffusers import ContextParallelConfig
 
-from skyreels_diffusers.utils.tiny_components import build_tiny_refiner
+from skyreels_diffusers.tiny_components import build_tiny_refiner
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from script_loading import load_script
 
 from skyreels_diffusers import SkyReelsV4Pipeline
-from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
+from skyreels_diffusers.tiny_components import build_tiny_pipeline
 
 
 convert_checkpoint = load_script("convert_skyreels_v4_checkpoint")

@@ -97,7 +97,7 @@ def test_audio_tower_taken_from_a_t2a_checkpoint(source, tmp_path):
 
 def test_whole_pipeline_folder_around_the_converted_transformer(tmp_path):
     from skyreels_diffusers import SkyReelsV4Pipeline
-    from skyreels_diffusers.utils.tiny_components import build_tiny_text_encoder, build_tiny_video_vae
+    from skyreels_diffusers.tiny_components import build_tiny_text_encoder, build_tiny_video_vae
 
     torch.manual_seed(0)
     source = HunyuanVideo15Transformer3DModel(

@@ -247,7 +247,7 @@ def test_server_binds_to_loopback_by_default(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
-    from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
+    from skyreels_diffusers.tiny_components import build_tiny_pipeline
 
     pipe = build_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -256,7 +256,7 @@ def tiny_pipe():
 
 @pytest.fixture(scope="module")
 def runner(tiny_pipe, tmp_path_factory):
-    from skyreels_diffusers.utils.tiny_components import build_tiny_refiner
+    from skyreels_diffusers.tiny_components import build_tiny_refiner
 
     models = app.load_models(tiny_pipe, build_tiny_refiner(tiny_pipe.transformer))
     return app.DemoRunner(models, tmp_path_factory.mktemp("outputs"))
@@ -318,7 +318,7 @@ def test_refine_doubles_size_and_frame_rate(runner):
 
 
 def test_a_saved_model_folder_and_its_refiner_subfolder_load(tiny_pipe, tmp_path, monkeypatch):
-    from skyreels_diffusers.utils.tiny_components import build_tiny_refiner
+    from skyreels_diffusers.tiny_components import build_tiny_refiner
 
     monkeypatch.delenv(app.REFINER_ENV_VAR, raising=False)
     tiny_pipe.save_pretrained(tmp_path / "model")

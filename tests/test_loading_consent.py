@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from skyreels_diffusers import SkyReelsV4Pipeline
-from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
+from skyreels_diffusers.tiny_components import build_tiny_pipeline
 
 
 PAYLOAD = """import pathlib

@@ -5,7 +5,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from skyreels_diffusers import SkyReelsV4Pipeline
-from skyreels_diffusers.utils.tiny_components import CAPTION_TAG_TOKENS, build_tiny_pipeline
+from skyreels_diffusers.tiny_components import CAPTION_TAG_TOKENS, build_tiny_pipeline
 
 
 PROMPT = "<text>A red ball bounces in a box.</text><sfx>A knock on every bounce.</sfx>"

@@ -6,7 +6,7 @@ import torch
 from skyreels_diffusers import SkyReelsV4InpaintPipeline
 from skyreels_diffusers.pipelines.conditioning import build_video_condition, latent_keep_mask
 from skyreels_diffusers.pipelines.vae_utils import encode_video
-from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_video_vae
+from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_video_vae
 
 
 PROMPT = "<text>A red ball bounces.</text><sfx>A knock.</sfx>"

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from skyreels_diffusers import SkyReelsV4InpaintPipeline, SkyReelsV4Pipeline, SkyReelsV4RefinerPipeline
+from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_refiner
 from skyreels_diffusers.utils import precision
-from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_refiner
 
 
 PROMPT = "<text>A red ball bounces.</text><sfx>A knock.</sfx>"

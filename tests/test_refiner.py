@@ -4,7 +4,7 @@ import torch
 
 from skyreels_diffusers import SkyReelsV4RefinerPipeline, SkyReelsV4RefinerTransformer3DModel
 from skyreels_diffusers.pipelines.conditioning import build_refiner_condition
-from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_refiner, build_tiny_transformer
+from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_refiner, build_tiny_transformer
 
 
 PROMPT = "<text>A red ball bounces.</text><sfx>A knock.</sfx>"

@@ -1,4 +1,4 @@
-"""Tests of the tiny offline components (skyreels_diffusers.utils.tiny_components)."""
+"""Tests of the tiny offline components (skyreels_diffusers.tiny_components)."""
 
 import json
 import math
@@ -14,7 +14,7 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen
 from transformers.utils import is_torchvision_available
 
 from skyreels_diffusers import Qwen2_5_VLImageTextProcessor
-from skyreels_diffusers.utils.tiny_components import (
+from skyreels_diffusers.tiny_components import (
     AUDIO_VAE_KINDS,
     CAPTION_TAG_TOKENS,
     QWEN_SPECIAL_TOKENS,

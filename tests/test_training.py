@@ -17,7 +17,7 @@ world = load_script("world", "examples/synthetic_av")
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A saved tiny Wan + Oobleck pipeline, and a manifest of 4 world clips (9 frames, 32x32) with their sound."""
-    from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
+    from skyreels_diffusers.tiny_components import build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("training")
     build_tiny_pipeline(video_vae="wan", audio_vae="oobleck").save_pretrained(root / "pipe")
@@ -167,8 +167,8 @@ def encoded_clip(request, tmp_path_factory):
     """One world clip encoded by `precompute_latents.py` (as training reads it), the pipeline that encoded it (a
     per-frame image VAE, or a causal video VAE), and the clip's frames and soundtrack as a user would pass them."""
     from skyreels_diffusers import SkyReelsV4InpaintPipeline
+    from skyreels_diffusers.tiny_components import build_tiny_pipeline
     from skyreels_diffusers.utils.media import load_video_audio
-    from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
 
     root = tmp_path_factory.mktemp(f"clip-{request.param}")
     manifest = world.write_dataset(str(root), 1, seed=11, num_frames=9, size=32, sample_rate=16_000)

@@ -205,7 +205,7 @@ def load_models(
     else:
         path = resolve_model(model)
         if path is None:
-            from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline, build_tiny_refiner
+            from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_refiner
 
             print(RANDOM_MODEL_NOTE, file=sys.stderr)
             base, description = build_tiny_pipeline(), f"**{RANDOM_MODEL_NOTE}**"

@@ -77,7 +77,7 @@ def build_initial_pipeline(vae_dir: str, out: str, refiner_out: str, seed: int) 
         SkyReelsV4RefinerTransformer3DModel,
         SkyReelsV4Transformer3DModel,
     )
-    from skyreels_diffusers.utils.tiny_components import build_tiny_text_encoder
+    from skyreels_diffusers.tiny_components import build_tiny_text_encoder
 
     text_encoder, processor = build_tiny_text_encoder(seed)
     vae = AutoencoderKL.from_pretrained(os.path.join(vae_dir, "vae"))

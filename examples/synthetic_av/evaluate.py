@@ -671,7 +671,7 @@ def load_pipelines(model: str | None):
     from skyreels_diffusers import SkyReelsV4Pipeline, SkyReelsV4RefinerPipeline, SkyReelsV4RefinerTransformer3DModel
 
     if model is None:
-        from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
+        from skyreels_diffusers.tiny_components import build_tiny_pipeline
 
         print("NOTE: no --model: RANDOMLY INITIALISED tiny components, the metrics only exercise the evaluator.")
         return build_tiny_pipeline(), None

@@ -113,7 +113,7 @@ def load_pipeline(model: str | None, dtype: str = "float32", device: str = "cpu"
     model = model or default_model()
     if model is not None:
         return SkyReelsV4Pipeline.from_pretrained(model, dtype=torch_dtype).to(device)
-    from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
+    from skyreels_diffusers.tiny_components import build_tiny_pipeline
 
     print(
         "NOTE: no trained model found, so this run uses RANDOMLY INITIALISED tiny components: it exercises the "

@@ -22,7 +22,7 @@ class Qwen2_5_VLImageTextProcessor(Qwen2_5_VLProcessor):
     does not even export without torchvision; so the stock ``Qwen2_5_VLProcessor`` cannot be built there
     at all, not even with ``video_processor=None``. Dropping ``video_processor`` from ``__init__`` removes it from
     the processor's attributes (they are read off this signature); text and images behave exactly as in
-    the parent class. ``skyreels_diffusers.utils.tiny_components.build_tiny_text_encoder`` uses it when torchvision is missing, and
+    the parent class. ``skyreels_diffusers.tiny_components.build_tiny_text_encoder`` uses it when torchvision is missing, and
     pipelines saved with it load it back by name from this package.
     """
 

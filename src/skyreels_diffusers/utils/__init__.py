@@ -1,6 +1,6 @@
 """Helpers of skyreels_diffusers.
 
-Submodules are imported explicitly (e.g. ``skyreels_diffusers.utils.tiny_components``) so importing
+Submodules are imported explicitly (e.g. ``skyreels_diffusers.utils.precision``) so importing
 this package stays cheap.
 """
 
