@@ -6,6 +6,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
+RESULT_PREFIX = "RESULT\t"
+
+
+def report(metric: str, value: str, target: str = "") -> None:
+    """One headline number, printed as a tab-separated line that `run_all.py` collects into its table."""
+    print(f"{RESULT_PREFIX}{metric}\t{value}\t{target}", flush=True)
+
+
 def best_seconds(*fns, repeats: int) -> list[float]:
     """Best-of-`repeats` wall time of each function, runs interleaved so that machine load hits all alike."""
     for fn in fns:

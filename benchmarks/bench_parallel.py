@@ -22,7 +22,7 @@ from skyreels_diffusers import SkyReelsV4Transformer3DModel
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import attention_flop_share, best_seconds  # noqa: E402
+from _measure import attention_flop_share, best_seconds, report  # noqa: E402
 
 
 def build(args):
@@ -113,6 +113,10 @@ def main() -> None:
     )
     print(f"speedup 2 processes vs 1 process (1 thread each): {one['seconds'] / two['seconds']:.2f}x")
     print(f"speedup 2 processes vs 1 process with 2 threads:  {one_two_threads['seconds'] / two['seconds']:.2f}x")
+    report("context parallel, 2 processes vs 1 (1 thread each)", f"{one['seconds'] / two['seconds']:.2f}x faster")
+    report(
+        "context parallel, 2 processes vs 1 process x 2 threads", f"{one_two_threads['seconds'] / two['seconds']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from skyreels_diffusers import SkyReelsV4Transformer3DModel
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import best_seconds, count_flops  # noqa: E402
+from _measure import best_seconds, count_flops, report  # noqa: E402
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -88,6 +88,9 @@ def main() -> None:
         f"[1] video tower {ours_s:.3f}s vs HunyuanVideo15Transformer3DModel {ref_s:.3f}s: ratio {ours_s / ref_s:.3f}"
         " (target <= 1.05)"
     )
+    report(
+        f"video tower vs HunyuanVideo15Transformer3DModel ({video_tokens} tokens)", f"{ours_s / ref_s:.3f}x", "<= 1.05"
+    )
 
     # 2. Joint T2AV vs video-only, hybrid depth.
     joint = SkyReelsV4Transformer3DModel(
@@ -105,6 +108,7 @@ def main() -> None:
         )
     target = 1 + args.audio_latents / video_tokens + 0.1
     print(f"[2] T2AV {t2av_s:.3f}s vs T2V {t2v_s:.3f}s: ratio {t2av_s / t2v_s:.3f} (target <= {target:.3f})")
+    report("T2AV vs T2V time", f"{t2av_s / t2v_s:.3f}x", f"<= {target:.3f}")
 
     # 3. Achieved throughput vs a large matmul.
     with torch.inference_mode():
@@ -115,6 +119,7 @@ def main() -> None:
         f"[3] joint forward {flops / 1e9:.1f} GFLOP in {t2av_s:.3f}s = {achieved:.1f} GFLOP/s; fp32 matmul "
         f"{peak:.1f} GFLOP/s: fraction {achieved / peak:.2f} (target >= 0.5)"
     )
+    report("joint forward throughput / fp32 matmul", f"{achieved / peak:.2f}", ">= 0.5")
 
 
 if __name__ == "__main__":

@@ -443,6 +443,9 @@ def evaluate_cross_modal(pipe, seeds, call_kwargs) -> dict:
         truth.append([seconds for seconds, _ in clip.bounces])
         out = inpaint(clip.caption, video=clip.frames, generator=torch.Generator().manual_seed(seed), **call_kwargs)
         v2a_onsets.append(audio_onsets(out.audio[0], out.audio_sample_rate))
+        if not clip.bounces and not np.abs(clip.audio).max() > 0:
+            a2v_bounces.append([])  # a clip without a bounce is silent: no soundtrack to follow, nothing to score
+            continue
         out = inpaint(
             clip.caption,
             audio=clip.audio,
