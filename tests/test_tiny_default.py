@@ -154,3 +154,17 @@ def test_cli_same_seed_gives_the_same_mp4_bytes(tmp_path):
         preexec = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if pin else None
         subprocess.run([*command, "--out", str(outputs[-1])], check=True, cwd=ROOT, preexec_fn=preexec)
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
+
+
+def test_a_saved_run_state_seeds_a_fresh_work_dir(tmp_path):
+    build = load_script("build_tiny_default", "examples/synthetic_av")
+    state = tmp_path / "state"
+    (state / "vaes" / "audio_vae").mkdir(parents=True)
+    (state / "vaes" / "audio_vae" / "config.json").write_text("{}")
+    (state / "base" / "checkpoint-250").mkdir(parents=True)
+    (state / "base" / "checkpoint-250" / "model.safetensors").write_bytes(b"weights")
+    build.seed_work_dir(str(state), str(tmp_path / "work"))
+    assert (tmp_path / "work" / "vaes" / "audio_vae" / "config.json").read_text() == "{}"
+    assert (tmp_path / "work" / "base" / "checkpoint-250" / "model.safetensors").read_bytes() == b"weights"
+    with pytest.raises(SystemExit, match="not a saved run state"):
+        build.seed_work_dir(str(tmp_path / "work" / "base"), str(tmp_path / "other"))

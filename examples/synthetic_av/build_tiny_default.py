@@ -3,7 +3,9 @@
     python examples/synthetic_av/build_tiny_default.py --work_dir runs/tiny --out pipelines/skyreels-v4-tiny
 
 Stages (each skipped when its output already exists in `--work_dir`, so an interrupted build resumes; the training
-stages also resume from their latest checkpoint):
+stages also resume from their latest checkpoint). A run that has not finished is saved in `tiny_default_run/` beside
+this script (the VAEs and the joint model's latest checkpoint: 6000 steps at `--threads 1`); a fresh `--work_dir`
+starts from it, rebuilding the rest, which is deterministic, and continues training exactly where it stopped:
 
 1. `train_tiny_vaes.py`: the video VAE (an image `AutoencoderKL`, applied per frame) and the audio VAE
    (`AutoencoderOobleck`, 8 kHz);
@@ -61,6 +63,9 @@ TASK_RATIOS = (
     "audio_reference=0.025,v2a=0.125,a2v=0.125"
 )
 INDEPENDENT_NOISE_RATIO = 0.3
+# The saved state of a run that has not finished yet (issue: training may span sessions); removed when the model
+# it trains ships.
+RUN_STATE = os.path.join(HERE, "tiny_default_run")
 
 
 def run(command: list[str], env: dict | None = None) -> None:
@@ -116,6 +121,18 @@ def build_initial_pipeline(vae_dir: str, out: str, refiner_out: str, seed: int) 
     pipe.save_pretrained(out)
 
 
+def seed_work_dir(run_state: str, work_dir: str) -> None:
+    """Copy a saved run state (`vaes/`, `base/checkpoint-*`, `base/loss.jsonl`) into a fresh work dir. Everything
+    else is rebuilt deterministically from the seeds: the initial pipeline (its random text encoder and towers are
+    byte-identical on a rebuild) and the encoded world clips."""
+    if not os.path.isdir(os.path.join(run_state, "vaes", "audio_vae")):
+        raise SystemExit(f"--resume_from {run_state!r} has no vaes/audio_vae: not a saved run state.")
+    print(f"resuming the run saved in {run_state}", flush=True)
+    shutil.copytree(os.path.join(run_state, "vaes"), os.path.join(work_dir, "vaes"))
+    if os.path.isdir(os.path.join(run_state, "base")):
+        shutil.copytree(os.path.join(run_state, "base"), os.path.join(work_dir, "base"))
+
+
 def drop_local_paths(folder: str) -> None:
     """Remove the `_name_or_path` that configs keep of the folder they were loaded from (a path on this machine)."""
     for directory, _, files in os.walk(folder):
@@ -167,15 +184,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_clips", type=int, default=3000)
     parser.add_argument("--num_refiner_clips", type=int, default=600)
-    parser.add_argument("--train_steps", type=int, default=8000)
+    parser.add_argument("--train_steps", type=int, default=6000)
     parser.add_argument("--refiner_steps", type=int, default=3000)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--eval_seeds", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each training stage")
+    parser.add_argument(
+        "--resume_from",
+        default=None,
+        help=f"a saved run state (default: {RUN_STATE} when it exists): its VAEs and joint-model checkpoint seed an "
+        "empty --work_dir, so training continues exactly where that run stopped",
+    )
     args = parser.parse_args()
     work = lambda *parts: os.path.join(args.work_dir, *parts)  # noqa: E731
     os.makedirs(args.work_dir, exist_ok=True)
+    resume_from = args.resume_from or (RUN_STATE if os.path.isdir(RUN_STATE) else None)
+    if resume_from is not None and not os.path.isdir(work("vaes")):
+        seed_work_dir(resume_from, args.work_dir)
 
     if not os.path.isdir(work("vaes", "audio_vae")):
         run(
