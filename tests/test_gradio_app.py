@@ -142,6 +142,13 @@ def test_uploads_are_checked_for_type_and_size(tmp_path):
         app.read_video(str(fake), 16.0)
 
 
+def test_a_video_that_decodes_to_too_many_pixels_is_refused(tmp_path, monkeypatch):
+    clip = write_clip(tmp_path / "long.mp4", num_frames=40, size=(64, 64), with_audio=False)
+    monkeypatch.setattr(app, "MAX_VIDEO_PIXELS", 20 * 64 * 64)
+    with pytest.raises(app.InputError, match="The video could not be read: .*holds 40 frames of 64x64"):
+        app.read_video(clip, 16.0)
+
+
 def test_videos_are_resampled_to_the_model_rate_and_cut_to_4k_plus_1():
     frames = list(range(30))  # 1 s at 30 fps
     resampled = app.resample_frames(frames, 30.0, 16.0)

@@ -378,3 +378,38 @@ def test_load_video_validation(tmp_path):
         load_video(wav)
     with pytest.raises(ValueError, match="`target_sample_rate`"):
         load_video_audio(wav, 0)
+
+
+def write_flat_video(path, num_frames, size):
+    """A tiny file that decodes to `num_frames` frames of `size` x `size` (flat grey compresses to almost nothing)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 90, np.uint8), format="rgb24")
+        for _ in range(num_frames):
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def test_a_small_file_that_expands_to_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.mp4"
+    write_flat_video(path, num_frames=60, size=512)  # 15.7M pixels from a few kB
+    assert path.stat().st_size < 50_000
+    decoded = []
+    original = av.VideoFrame.to_image
+    monkeypatch.setattr(av.VideoFrame, "to_image", lambda self, *a, **k: decoded.append(1) or original(self, *a, **k))
+    with pytest.raises(ValueError, match="`path` holds 60 frames of 512x512 = 15728640 pixels; the limit is 1000000"):
+        load_video(path, max_pixels=1_000_000)
+    assert not decoded  # refused from the header's frame count
+    frames, _ = load_video(path, max_pixels=60 * 512 * 512)
+    assert len(frames) == 60 and len(decoded) == 60
+
+
+def test_a_video_without_a_frame_count_stops_decoding_at_the_pixel_budget(tmp_path):
+    path = tmp_path / "bomb.mkv"  # Matroska keeps no frame count in its header
+    write_flat_video(path, num_frames=60, size=512)
+    with av.open(str(path)) as container:
+        assert not container.streams.video[0].frames
+    with pytest.raises(ValueError, match="holds more than 1000000 pixels"):
+        load_video(path, max_pixels=1_000_000)

@@ -52,6 +52,9 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", *VIDEO_SUFFIXES)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 MAX_IMAGE_SIDE = 4096
+# Decoded frames of one upload (frames x width x height): 2**28 pixels is 0.8 GB as RGB, e.g. 20 s of 1080p at 30 fps.
+# Checked before decoding, so a small file that expands to gigabytes is refused without using the memory.
+MAX_VIDEO_PIXELS = 2**28
 MAX_UPLOAD_MB = 200
 KEEP_OUTPUTS = 20  # newest MP4s kept in the output folder; Gradio serves its own cached copies
 MAX_PROMPT_CHARS = 4000
@@ -334,7 +337,7 @@ def read_video(path: str | None, fps: float) -> list[PIL.Image.Image]:
     """An uploaded video's frames, resampled to the model's frame rate (the model's timeline and audio assume it)."""
     path = check_upload(path, "a video", VIDEO_SUFFIXES)
     try:
-        frames, source_fps = load_video(path)
+        frames, source_fps = load_video(path, max_side=MAX_IMAGE_SIDE, max_pixels=MAX_VIDEO_PIXELS)
     except (ValueError, OSError) as error:
         raise InputError(f"The video could not be read: {error}") from error
     return resample_frames(frames, source_fps, fps)

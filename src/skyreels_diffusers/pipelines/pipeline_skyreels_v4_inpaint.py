@@ -300,7 +300,11 @@ class SkyReelsV4InpaintPipeline(
             from ..utils.media import load_video, resample_frames
 
             video, video_fps = load_video(
-                original_video, max_frames=limits.max_input_frames, max_side=limits.max_side, name="video"
+                original_video,
+                max_frames=limits.max_input_frames,
+                max_side=limits.max_side,
+                max_pixels=limits.max_video_pixels,
+                name="video",
             )
             video = resample_frames(video, video_fps, fps)
         elif video is not None:

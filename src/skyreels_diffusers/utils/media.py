@@ -307,7 +307,11 @@ def load_audio(
 
 
 def load_video(
-    path, max_frames: int | None = None, max_side: int | None = None, name: str = "path"
+    path,
+    max_frames: int | None = None,
+    max_side: int | None = None,
+    max_pixels: int | None = None,
+    name: str = "path",
 ) -> tuple[list[PIL.Image.Image], float]:
     """Decodes the frames of a video file with PyAV, within limits checked before decoding.
 
@@ -317,6 +321,9 @@ def load_video(
             as the frame after the limit is reached (the container's frame count is checked first when it has one).
         max_side (`int`, *optional*): refuse frames larger than this on either side, from the stream's header,
             before decoding any.
+        max_pixels (`int`, *optional*): refuse a video whose frames hold more pixels than this in total (frames x
+            width x height): a small file can expand to gigabytes of frames. Checked from the header's frame count
+            when it has one, and again as frames are decoded.
         name (`str`, defaults to `"path"`): the caller's name for `path` in error messages.
 
     Returns:
@@ -340,10 +347,20 @@ def load_video(
             raise ValueError(f"`{name}` is {width}x{height} pixels; the largest side allowed is {max_side}: {path!r}.")
         if max_frames is not None and stream.frames and stream.frames > max_frames:
             raise ValueError(f"`{name}` has {stream.frames} frames; the limit is {max_frames}: {path!r}.")
+        frame_budget = None if max_pixels is None else max(max_pixels // max(width * height, 1), 0)
+        if frame_budget is not None and stream.frames and stream.frames > frame_budget:
+            raise ValueError(
+                f"`{name}` holds {stream.frames} frames of {width}x{height} = {stream.frames * width * height} pixels; "
+                f"the limit is {max_pixels}: {path!r}."
+            )
         frames = []
         for frame in container.decode(stream):
             if max_frames is not None and len(frames) == max_frames:
                 raise ValueError(f"`{name}` has more than {max_frames} frames, the limit: {path!r}.")
+            if frame_budget is not None and len(frames) == frame_budget:
+                raise ValueError(
+                    f"`{name}` holds more than {max_pixels} pixels ({width}x{height} frames), the limit: {path!r}."
+                )
             frames.append(frame.to_image())
     if not frames:
         raise ValueError(f"`{name}` has a video stream without any decodable frames: {path!r}.")
