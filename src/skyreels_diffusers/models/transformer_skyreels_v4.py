@@ -52,7 +52,7 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
     HunyuanVideo15TimeEmbedding,
     HunyuanVideo15TokenRefiner,
 )
-from diffusers.utils import BaseOutput, apply_lora_scale, deprecate
+from diffusers.utils import BaseOutput, apply_lora_scale, deprecate, is_peft_available
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 
@@ -759,6 +759,18 @@ class SkyReelsV4Tower(nn.Module):
         dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the timestep embedding `(batch, dim)` and the refined text tokens `(batch, text_len, dim)`."""
+        # Through `__call__`: Diffusers' group offloading loads the tower's own weights (timestep embedding, token
+        # refiner, `text_type_embedding`) in a hook on its `forward`.
+        return self(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
+
+    def forward(
+        self,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See `embed_conditions`; the blocks and the input and output layers are run by the model."""
         # The sinusoids are computed from the fp32 timestep; the MLP runs in its own dtype: fp32 when loaded with
         # `torch_dtype` (`_keep_in_fp32_modules`), the model's after a plain `.to(dtype)`.
         embedder = self.time_embed.timestep_embedder
@@ -801,7 +813,61 @@ class SkyReelsV4Tower(nn.Module):
 
 class SkyReelsV4BlocksMixin:
     """What the three SkyReels-V4 models share around their blocks: one call wrapper (with gradient checkpointing)
-    for every block they run, and the timestep preparation."""
+    for every block they run, the timestep preparation, and where Diffusers' memory features find the blocks."""
+
+    # Layerwise casting keeps these in the compute dtype: the input embeddings (as Diffusers' HunyuanVideo-1.5) and
+    # each tower's output head (as Diffusers' default "^proj_out$"); the timestep embedding is added from
+    # `_keep_in_fp32_modules`, and LayerNorm / RMSNorm are never cast by Diffusers. There is no bare "norm": it also
+    # matches the adaLN modulation linears (`norm1.linear`, 23% of the weights), which are cast.
+    _skip_layerwise_casting_patterns = [
+        "x_embedder",
+        "context_embedder",
+        "audio_embedder",
+        r"_tower\.(norm_out|proj_out)$",
+    ]
+    # Block-level group offloading makes groups of the blocks in the model's own ModuleLists and recurses into these
+    # children: the towers (groups of their blocks, plus one of the rest, loaded by `SkyReelsV4Tower.forward`) and
+    # the tower layers the model runs outside that forward. Without them both towers form one group (96% of the
+    # full-size weights).
+    _group_offload_block_modules = ["video_tower", "audio_tower", "x_embedder", "norm_out", "proj_out"]
+
+    def enable_layerwise_casting(
+        self,
+        storage_dtype: torch.dtype = torch.float8_e4m3fn,
+        compute_dtype: torch.dtype | None = None,
+        skip_modules_pattern: tuple[str, ...] | None = None,
+        skip_modules_classes: tuple[type[nn.Module], ...] | None = None,
+        non_blocking: bool = False,
+    ) -> None:
+        """Diffusers' `enable_layerwise_casting`, but by default only `_skip_layerwise_casting_patterns` (and
+        `_keep_in_fp32_modules`) stay in the compute dtype: Diffusers' default patterns include "norm"."""
+        if skip_modules_pattern is None:
+            skip_modules_pattern = _peft_adapter_layer_names()  # skipped by Diffusers' own default too
+        super().enable_layerwise_casting(
+            storage_dtype, compute_dtype, skip_modules_pattern, skip_modules_classes, non_blocking
+        )
+
+    def enable_group_offload(
+        self,
+        onload_device: torch.device,
+        offload_device: torch.device | str = "cpu",
+        offload_type: str = "block_level",
+        num_blocks_per_group: int | None = None,
+        non_blocking: bool = False,
+        use_stream: bool = False,
+        **kwargs,
+    ) -> None:
+        """Diffusers' `enable_group_offload`; at block level each block of the towers is a group of its own."""
+        if use_stream and offload_type == "block_level" and kwargs.get("block_modules") is None:
+            # Diffusers' stream prefetching traces one flat execution order and fails on nested groups.
+            raise ValueError(
+                "Block-level group offloading with `use_stream=True` is not supported: the blocks sit inside the "
+                "towers, and Diffusers' stream prefetching does not handle nested groups. Use "
+                "`offload_type='leaf_level'` with streams, or `use_stream=False`."
+            )
+        super().enable_group_offload(
+            onload_device, offload_device, offload_type, num_blocks_per_group, non_blocking, use_stream, **kwargs
+        )
 
     def _call_block(self, module: nn.Module, **inputs):
         if torch.is_grad_enabled() and self.gradient_checkpointing:
@@ -860,7 +926,6 @@ class SkyReelsV4Transformer3DModel(
     """
 
     _supports_gradient_checkpointing = True
-    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "norm", "text_type_embedding"]
     _keep_in_fp32_modules = ["time_embed"]
     _no_split_modules = [
         "SkyReelsV4TransformerBlock",
@@ -1320,6 +1385,17 @@ class SkyReelsV4Transformer3DModel(
                     f"audio latents (within {tolerance:.1f}) at {audio_latents_per_second:.2f} audio latents per "
                     "second."
                 )
+
+
+def _peft_adapter_layer_names() -> tuple[str, ...]:
+    """Names of PEFT's adapter layers, which `ModelMixin.enable_layerwise_casting` skips by default."""
+    if not is_peft_available():
+        return ()
+    from peft.tuners.loha.layer import LoHaLayer
+    from peft.tuners.lokr.layer import LoKrLayer
+    from peft.tuners.lora.layer import LoraLayer
+
+    return tuple(name for layer in (LoHaLayer, LoKrLayer, LoraLayer) for name in layer.adapter_layer_names)
 
 
 def renamed_config_value(model: ConfigMixin, old_name: str, old_value, new_name: str, new_value):

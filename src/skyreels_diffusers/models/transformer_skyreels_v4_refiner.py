@@ -214,7 +214,6 @@ class SkyReelsV4RefinerTransformer3DModel(
     """
 
     _supports_gradient_checkpointing = True
-    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "norm", "text_type_embedding"]
     _keep_in_fp32_modules = ["time_embed"]
     _no_split_modules = [
         "SkyReelsV4TransformerBlock",
