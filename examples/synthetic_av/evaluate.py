@@ -660,6 +660,20 @@ METRIC_ROWS = (
 )
 
 
+def cache_config(name: str, pipe):
+    """The Diffusers cache `name` with the settings `benchmarks/bench_cache.py` measures."""
+    import torch
+    from diffusers.hooks import PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
+
+    if name == "pab":
+        return PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2,
+            cross_attention_block_skip_range=3,
+            current_timestep_callback=lambda: pipe.current_timestep,
+        )
+    return TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=3, taylor_factors_dtype=torch.float32)
+
+
 def metrics_table(metrics: dict) -> str:
     """A Markdown table of the metrics present in `metrics`."""
     lines = ["| metric | value |", "|---|---|"]
@@ -710,6 +724,12 @@ def main() -> None:
     parser.add_argument("--video_lead_steps", type=int, default=0)
     parser.add_argument("--tasks", default="components,t2av,cross_modal,extension,denoiser,conditioned,refiner")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    parser.add_argument(
+        "--cache",
+        choices=("none", "pab", "taylorseer"),
+        default="none",
+        help="a Diffusers cache on the transformer for the T2AV task (the settings of benchmarks/bench_cache.py)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -734,7 +754,12 @@ def main() -> None:
     if "components" in tasks:
         metrics.update(evaluate_components(pipe, seeds))
     if "t2av" in tasks:
+        if args.cache != "none":
+            pipe.transformer.enable_cache(cache_config(args.cache, pipe))
+            metrics["cache"] = args.cache
         metrics.update(evaluate_t2av(pipe, seeds, {**call_kwargs, "video_lead_steps": args.video_lead_steps}))
+        if args.cache != "none":
+            pipe.transformer.disable_cache()
     if "cross_modal" in tasks:
         metrics.update(evaluate_cross_modal(pipe, seeds, call_kwargs))
     if "extension" in tasks:

@@ -27,7 +27,7 @@ Context parallelism (Ulysses) is described in `SkyReelsV4Transformer3DModel`'s c
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,13 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
+from diffusers.hooks import HookRegistry, PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
+from diffusers.hooks.hooks import StateManager
+from diffusers.hooks.pyramid_attention_broadcast import (
+    _PYRAMID_ATTENTION_BROADCAST_HOOK,
+    PyramidAttentionBroadcastHook,
+    PyramidAttentionBroadcastState,
+)
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models._modeling_parallel import (
     ContextParallelConfig,
@@ -44,6 +51,7 @@ from diffusers.models._modeling_parallel import (
 )
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, FeedForward
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle
@@ -880,8 +888,110 @@ class SkyReelsV4BlocksMixin:
         return None if timestep is None else timestep.to(device).expand(batch_size)
 
 
+# Diffusers' caches that do not fit these models, and why (`SkyReelsV4CacheMixin.enable_cache` says so).
+_ONE_BLOCK_CHAIN = (
+    "it skips the blocks after the first as one residual chain over top-level block lists, while these models nest "
+    "their blocks in towers and interleave them with the audio-video exchange"
+)
+_UNSUPPORTED_CACHES = {
+    "FirstBlockCacheConfig": _ONE_BLOCK_CHAIN,
+    "MagCacheConfig": _ONE_BLOCK_CHAIN,
+    "SeaCacheConfig": _ONE_BLOCK_CHAIN,
+    "FasterCacheConfig": "it needs guidance's two passes batched into one call, while the pipelines make one call "
+    "per pass (their prompts differ in length)",
+    "TextKVCacheConfig": "it caches the text keys of NucleusMoE-Image blocks only; here every block updates the "
+    "prompt tokens",
+}
+# TaylorSeer's default layers: every attention of the blocks (`re.fullmatch` on module names). Diffusers' default
+# patterns expect top-level `transformer_blocks` and would hook nothing here.
+_TAYLORSEER_ATTENTION_LAYERS = (
+    r"(video|audio)_tower\.(single_)?transformer_blocks\.\d+\.(text_)?attn",
+    r"(cross_modal|audio)_blocks\.\d+\.(audio_|video_)?attn",
+)
+
+
+class _PerContextPyramidAttentionBroadcastHook(PyramidAttentionBroadcastHook):
+    """Diffusers' Pyramid Attention Broadcast hook with one state per `cache_context`.
+
+    Diffusers' hook keeps one cached output per attention layer across all calls, so guidance's unconditional pass
+    would reuse the conditional pass's attention (and fail here, where each pass crops its prompt to its own token
+    count). `cache_context` sets the context of every `StateManager` of a stateful hook, which picks the state
+    here; calls outside any context (a model called directly) share one state."""
+
+    def initialize_hook(self, module):
+        self.states = StateManager(PyramidAttentionBroadcastState)
+        self.direct_state = PyramidAttentionBroadcastState()
+        return module
+
+    @property
+    def state(self) -> PyramidAttentionBroadcastState:  # what Diffusers' `new_forward` reads and updates
+        return self.direct_state if self.states._context is None else self.states.get_state()
+
+    def reset_state(self, module):
+        self.states.reset()
+        self.direct_state.reset()
+        return module
+
+
+class SkyReelsV4CacheMixin(CacheMixin):
+    """Diffusers' caching (`enable_cache`, `disable_cache`, `cache_context`) for the SkyReels-V4 models.
+
+    Supported: `PyramidAttentionBroadcastConfig` (attention outputs reused over steps, kept apart for guidance's
+    two passes) and `TaylorSeerCacheConfig` (attention outputs extrapolated over steps; by default on every attention
+    layer of the blocks). The other caches of Diffusers raise a `ValueError` saying why (`_UNSUPPORTED_CACHES`).
+
+    ```python
+    pipe.transformer.enable_cache(
+        PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2, current_timestep_callback=lambda: pipe.current_timestep
+        )
+    )
+    ```
+    """
+
+    def enable_cache(self, config) -> None:
+        if isinstance(config, TaylorSeerCacheConfig) and config.use_lite_mode:
+            reason = "its lite mode hooks a top-level `proj_out` and top-level blocks, which these models lack"
+        elif isinstance(config, (PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)):
+            reason = None
+        else:
+            reason = _UNSUPPORTED_CACHES.get(type(config).__name__, "it is not a cache these models know")
+        if reason is not None:
+            raise ValueError(
+                f"{type(self).__name__} does not support {type(config).__name__}: {reason}. Supported caches: "
+                "PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig."
+            )
+        if isinstance(config, TaylorSeerCacheConfig) and not (
+            config.cache_identifiers or config.skip_predict_identifiers
+        ):
+            config = replace(config, cache_identifiers=list(_TAYLORSEER_ATTENTION_LAYERS))
+        super().enable_cache(config)
+        if isinstance(config, PyramidAttentionBroadcastConfig):
+            self._keep_pyramid_attention_broadcast_per_context()
+
+    def _keep_pyramid_attention_broadcast_per_context(self) -> None:
+        """Swap Diffusers' PAB hooks for per-context ones, same settings and name (so `disable_cache` removes them)."""
+        for module in self.modules():
+            registry = getattr(module, "_diffusers_hook", None)
+            hook = None if registry is None else registry.get_hook(_PYRAMID_ATTENTION_BROADCAST_HOOK)
+            if hook is None:
+                continue
+            registry.remove_hook(_PYRAMID_ATTENTION_BROADCAST_HOOK, recurse=False)
+            per_context = _PerContextPyramidAttentionBroadcastHook(
+                hook.timestep_skip_range, hook.block_skip_range, hook.current_timestep_callback
+            )
+            registry.register_hook(per_context, _PYRAMID_ATTENTION_BROADCAST_HOOK)
+        HookRegistry.check_if_exists_or_initialize(self).invalidate_child_registries_cache()
+
+
 class SkyReelsV4Transformer3DModel(
-    SkyReelsV4BlocksMixin, SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
+    SkyReelsV4BlocksMixin,
+    SkyReelsV4ContextParallelMixin,
+    ModelMixin,
+    ConfigMixin,
+    PeftAdapterMixin,
+    SkyReelsV4CacheMixin,
+    AttentionMixin,
 ):
     r"""
     The joint video-audio MMDiT of SkyReels-V4: two towers of identical width and depth ("symmetric twin backbone")

@@ -24,6 +24,7 @@ from diffusers.utils import apply_lora_scale
 
 from .transformer_skyreels_v4 import (
     SkyReelsV4BlocksMixin,
+    SkyReelsV4CacheMixin,
     SkyReelsV4RotaryPosEmbed,
     SkyReelsV4Tower,
     SkyReelsV4TransformerOutput,
@@ -34,7 +35,7 @@ from .transformer_skyreels_v4 import (
 
 
 class SkyReelsV4AudioTransformer1DModel(
-    SkyReelsV4BlocksMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
+    SkyReelsV4BlocksMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, SkyReelsV4CacheMixin, AttentionMixin
 ):
     r"""
     The audio tower of [`SkyReelsV4Transformer3DModel`] on its own: text-to-audio flow matching.

@@ -36,6 +36,7 @@ from .attention_video_sparse import VSA_BACKENDS, video_sparse_attention
 from .transformer_skyreels_v4 import (
     SkyReelsV4Attention,
     SkyReelsV4BlocksMixin,
+    SkyReelsV4CacheMixin,
     SkyReelsV4ContextParallelMixin,
     SkyReelsV4RotaryPosEmbed,
     SkyReelsV4SequencePadding,
@@ -185,7 +186,13 @@ class SkyReelsV4AudioConditionBlock(nn.Module):
 
 
 class SkyReelsV4RefinerTransformer3DModel(
-    SkyReelsV4BlocksMixin, SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin
+    SkyReelsV4BlocksMixin,
+    SkyReelsV4ContextParallelMixin,
+    ModelMixin,
+    ConfigMixin,
+    PeftAdapterMixin,
+    SkyReelsV4CacheMixin,
+    AttentionMixin,
 ):
     r"""
     The Refiner of SkyReels-V4: a DiT with the video tower's design (so it initialises from it, see
