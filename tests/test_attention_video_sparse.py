@@ -142,3 +142,17 @@ def test_bad_inputs(kwargs, message):
         video_sparse_attention(q, k, v, **args)
     with pytest.raises(ValueError, match="query"):
         video_sparse_attention(q[0], k, v, (4, 4, 4))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 5, 1000])
+def test_gather_inference_path_equals_autograd_path(chunk_size):
+    # Without autograd the gather runs matmul attention over chunks of query cubes that may span (batch, head)
+    # planes; with autograd it runs SDPA on fresh gathers. Both must agree, text and padded cubes included.
+    grid = (5, 6, 7)
+    (q, k, v, gate), (tq, tk, tv), mask = qkv(grid, seed=5)
+    kwargs = {"gate": gate, "sparsity": 0.6, "text_key": tk, "text_value": tv, "text_mask": mask}
+    with torch.no_grad():
+        fast, _ = video_sparse_attention(q, k, v, grid, backend="gather", chunk_size=chunk_size, **kwargs)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    slow, _ = video_sparse_attention(*leaves, grid, backend="gather", chunk_size=chunk_size, **kwargs)
+    torch.testing.assert_close(fast, slow.detach(), atol=1e-5, rtol=1e-5)

@@ -15,8 +15,10 @@ def test_run_all_collects_every_result_line_into_one_table(capsys):
     assert out.startswith("device: CPU") and "| benchmark | threads |" in out
     rows = [line for line in out.splitlines() if line.startswith("| bench_vsa")]
     assert [row.split(" | ")[3] for row in rows] == [
-        "VSA vs dense SDPA, 87.5% sparsity, 4k tokens",
-        "VSA vs dense SDPA, 87.5% sparsity, 16k tokens",
+        "VSA vs dense SDPA, 87.5% sparsity, 4k tokens, 1 thread",
+        "VSA vs dense SDPA, 87.5% sparsity, 4k tokens, 2 threads",
+        "VSA vs dense SDPA, 87.5% sparsity, 16k tokens, 1 thread",
+        "VSA vs dense SDPA, 87.5% sparsity, 16k tokens, 2 threads",
     ]
     assert all(row.split(" | ")[1] == "1" and row.split(" | ")[4].endswith("x") for row in rows)
 

@@ -306,7 +306,8 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
             pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs
         )
         # As Diffusers' loaders do, keys of other components are left out (this pipeline loads LoRAs into its
-        # transformer only), and weights with none for the transformer are a no-op with a warning.
+        # transformer only), and weights with none for the transformer are a no-op: Diffusers' `load_lora_adapter`
+        # then logs its "No LoRA keys associated to ..." warning.
         prefix = f"{self.transformer_name}."
         others = [key for key in state_dict if not key.startswith(prefix)]
         if others:
@@ -315,10 +316,8 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
                 f"loaded ({_describe_keys(others)})."
             )
             state_dict = {key: value for key, value in state_dict.items() if key.startswith(prefix)}
-            if not state_dict:
-                logger.warning(f"No LoRA keys for `{self.transformer_name}`: nothing was loaded.")
-                return
-        self._check_diffusers_layout(state_dict)
+        if state_dict:
+            self._check_diffusers_layout(state_dict)
         self.load_lora_into_transformer(
             state_dict,
             transformer=transformer,
