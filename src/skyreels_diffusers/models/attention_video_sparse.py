@@ -296,35 +296,62 @@ def _fine_gather_matmul(q, table_k, table_v, row_real, selected, needs_mask, sca
     if needs_mask:  # additive key bias: 0 for real tokens, -inf for padding (each cube holds a real token)
         bias = torch.zeros(row_real.shape, dtype=q.dtype, device=q.device).masked_fill_(~row_real, -math.inf)
         bias = bias[:, None].expand(-1, heads, -1, -1).reshape(-1, keys_per_query // cubes_per_query)
+    slab = cubes_per_query  # key cubes gathered at a time
     if chunk_size is None:
         # Gathered keys (then values) + scores of a chunk within a cache-sized budget per thread (measured:
         # bench_vsa.py); more threads share the bigger chunks of fewer ops.
-        bytes_per_cube = (keys_per_query * dim + tokens * keys_per_query) * q.element_size()
-        chunk_size = max(1, MATMUL_BUDGET_BYTES * torch.get_num_threads() // bytes_per_cube)
+        budget = MATMUL_BUDGET_BYTES * torch.get_num_threads()
+        score_bytes, cube_bytes = tokens * keys_per_query * q.element_size(), tokens * dim * q.element_size()
+        chunk_size = budget // (score_bytes + cubes_per_query * cube_bytes)
+        if chunk_size == 0:  # one query cube is over budget: gather its keys and values in slabs of key cubes
+            chunk_size, slab = 1, max(min(16, cubes_per_query), (budget - score_bytes) // cube_bytes)
     chunk_size = min(chunk_size, num_queries)
     # Scaled, transposed queries: scores^T = keys @ queries^T reads the gathered keys untransposed, a faster GEMM.
     queries_t = (q.reshape(num_queries, tokens, dim) * scale).transpose(1, 2).contiguous()  # (Q, D, 64)
     output = q.new_empty(num_queries, tokens, dim)
     # Reused buffers: a fresh multi-MB allocation per chunk costs page faults on every step.
-    gather_buffer = q.new_empty(chunk_size * cubes_per_query, tokens, dim)
+    gather_buffer = q.new_empty(chunk_size * slab, tokens, dim)
     score_buffer = q.new_empty(chunk_size, keys_per_query, tokens)  # transposed scores: (keys, queries)
-    for start in range(0, num_queries, chunk_size):
-        stop = min(start + chunk_size, num_queries)
-        count = stop - start
-        chunk_rows = rows[start:stop].reshape(-1)
-        gathered = gather_buffer[: len(chunk_rows)]
+    if slab < cubes_per_query:
+        _attend_in_slabs(queries_t, table_k, table_v, rows, bias, slab, gather_buffer, score_buffer[0], output)
+        return output.view(q.shape)
+    row_chunks = rows.reshape(-1).split(chunk_size * cubes_per_query)
+    for chunk_rows, queries, out in zip(row_chunks, queries_t.split(chunk_size), output.split(chunk_size)):
+        count = len(queries)
+        gathered = gather_buffer if count == chunk_size else gather_buffer[: len(chunk_rows)]
+        scores = score_buffer if count == chunk_size else score_buffer[:count]
         keys = torch.index_select(table_k, 0, chunk_rows, out=gathered).view(count, keys_per_query, dim)
-        scores = score_buffer[:count]
-        torch.bmm(keys, queries_t[start:stop], out=scores)
+        torch.bmm(keys, queries, out=scores)
         if bias is not None:
             scores.add_(bias.index_select(0, chunk_rows).view(count, keys_per_query, 1))
         scores.sub_(scores.amax(1, keepdim=True)).exp_()
         # The values overwrite the keys: one buffer keeps the working set in L2 (faster, measured).
         values = torch.index_select(table_v, 0, chunk_rows, out=gathered).view(count, keys_per_query, dim)
-        out = output[start:stop]
         torch.bmm(scores.transpose(1, 2), values, out=out)
         out.div_(scores.sum(1).unsqueeze(-1))
     return output.view(q.shape)
+
+
+def _attend_in_slabs(queries_t, table_k, table_v, rows, bias, slab, gather_buffer, scores, output):
+    """`_fine_gather_matmul` one query cube at a time, gathering its keys, then values, `slab` cubes at a time: the
+    scores `(k'*64, 64)` of the cube stay whole, so the softmax needs no rescaling."""
+    tokens, dim = output.shape[1:]
+    for cube_rows, queries, out in zip(rows, queries_t, output):
+        slabs = cube_rows.split(slab)
+        parts = scores.split(slab * tokens)
+        for slab_rows, part in zip(slabs, parts):
+            keys = torch.index_select(table_k, 0, slab_rows, out=gather_buffer[: len(slab_rows)])
+            torch.mm(keys.view(-1, dim), queries, out=part)
+        if bias is not None:
+            scores.add_(bias.index_select(0, cube_rows).view(-1, 1))
+        scores.sub_(scores.amax(0, keepdim=True)).exp_()
+        for index, (slab_rows, part) in enumerate(zip(slabs, parts)):
+            values = torch.index_select(table_v, 0, slab_rows, out=gather_buffer[: len(slab_rows)]).view(-1, dim)
+            if index == 0:
+                torch.mm(part.T, values, out=out)
+            else:
+                out.addmm_(part.T, values)
+        out.div_(scores.sum(0).unsqueeze(-1))
 
 
 def _fine_flex(q, k, v, real, selected, text_keys, text_values, text_key_mask, scale):

@@ -179,14 +179,8 @@ def _decode_audio_file(path: str, max_duration: float | None) -> tuple[np.ndarra
     Returns a float32 `(channels, samples)` waveform at the file's sample rate, that rate, and the channel layout
     name (used to downmix layouts with more than two channels).
     """
-    try:
-        container = av.open(path)
-    except av.FFmpegError as error:
-        raise ValueError(f"`source` could not be opened as a media file: {path!r} ({error}).") from error
+    container, stream = _open_stream(path, "source", "audio")
     with container:
-        if not container.streams.audio:
-            raise ValueError(f"`source` has no audio stream: {path!r}.")
-        stream = container.streams.audio[0]
         # Decoded frames come in whatever sample format the codec uses; convert them to planar float.
         to_float = av.AudioResampler(format="fltp")
         chunks, sample_rate, layout, num_samples = [], None, None, 0
@@ -306,6 +300,19 @@ def load_audio(
     return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
 
 
+def _open_stream(path: str, name: str, kind: str):
+    """The opened container of `path` and its first `kind` ("audio" or "video") stream; errors name `name`."""
+    try:
+        container = av.open(path)
+    except av.FFmpegError as error:
+        raise ValueError(f"`{name}` could not be opened as a media file: {path!r} ({error}).") from error
+    streams = getattr(container.streams, kind)
+    if not streams:
+        container.close()
+        raise ValueError(f"`{name}` has no {kind} stream: {path!r}.")
+    return container, streams[0]
+
+
 def load_video(
     path,
     max_frames: int | None = None,
@@ -330,14 +337,8 @@ def load_video(
         `tuple[list[PIL.Image.Image], float]`: the frames as RGB PIL images, and the stream's frame rate.
     """
     path = _check_path(path, name)
-    try:
-        container = av.open(path)
-    except av.FFmpegError as error:
-        raise ValueError(f"`{name}` could not be opened as a media file: {path!r} ({error}).") from error
+    container, stream = _open_stream(path, name, "video")
     with container:
-        if not container.streams.video:
-            raise ValueError(f"`{name}` has no video stream: {path!r}.")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         if not rate:
