@@ -156,3 +156,43 @@ def test_gather_inference_path_equals_autograd_path(chunk_size):
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     slow, _ = video_sparse_attention(*leaves, grid, backend="gather", chunk_size=chunk_size, **kwargs)
     torch.testing.assert_close(fast, slow.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_gather_in_key_slabs_equals_reference(monkeypatch):
+    # Over the budget, one query cube's keys and values are gathered in slabs of 16 cubes (here 16 video + 1 text).
+    from skyreels_diffusers.models import attention_video_sparse
+
+    monkeypatch.setattr(attention_video_sparse, "MATMUL_BUDGET_BYTES", 1)
+    calls = []
+    slab_path = attention_video_sparse._attend_in_slabs
+    monkeypatch.setattr(
+        attention_video_sparse, "_attend_in_slabs", lambda *a, **kw: calls.append(kw["slab"]) or slab_path(*a, **kw)
+    )
+    grid = (7, 8, 15)  # 2 x 2 x 4 cubes, padded
+    (q, k, v, gate), (tq, tk, tv), mask = qkv(grid, seed=6)
+    kwargs = {"gate": gate, "sparsity": 0.0, "text_key": tk, "text_value": tv, "text_mask": mask}
+    with torch.no_grad():
+        slabs, _ = video_sparse_attention(q, k, v, grid, backend="gather", **kwargs)
+        reference, _ = video_sparse_attention(q, k, v, grid, backend="reference", **kwargs)
+    torch.testing.assert_close(slabs, reference, atol=1e-5, rtol=1e-5)
+    assert calls and set(calls) == {16}  # slabs of 16 key cubes (one call per worker thread)
+
+
+def test_gather_with_worker_threads_equals_one_thread():
+    # With several torch threads the chunks go to single-threaded workers; the caller's thread count is restored.
+    grid = (5, 6, 7)
+    (q, k, v, gate), (tq, tk, tv), mask = qkv(grid, seed=7)
+    kwargs = {"gate": gate, "sparsity": 0.5, "text_key": tk, "text_value": tv, "text_mask": mask, "chunk_size": 1}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = video_sparse_attention(q, k, v, grid, backend="gather", **kwargs)
+        torch.set_num_threads(3)
+        several, _ = video_sparse_attention(q, k, v, grid, backend="gather", **kwargs)
+        with torch.inference_mode():  # thread-local modes reach the workers
+            several_inference, _ = video_sparse_attention(q, k, v, grid, backend="gather", **kwargs)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(several, one, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(several_inference, one, atol=1e-6, rtol=1e-6)

@@ -34,6 +34,8 @@ Text queries attend densely to all video and text tokens. Three implementations 
 """
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -224,7 +226,8 @@ def _fine_reference(q, k, v, real, selected, text_keys, text_values, text_key_ma
 
 
 def _fine_gather(q, k_table, v_table, real, selected, text_key_mask, num_text, text_rows, scale, chunk_size):
-    """Gather the selected cubes' keys/values for `chunk_size` query cubes at a time; 4-D SDPA per chunk.
+    """Gather the selected cubes' keys/values for `chunk_size` query cubes at a time; 4-D SDPA per chunk (with
+    autograd; without it `_fine_gather_matmul`).
 
     `k_table`/`v_table` `(B, h, C*64 + text_rows, D)` hold the video cubes followed by the text tokens padded to
     whole cubes, which every query cube selects. The gather's row order is `(batch, query cube, head, key cube)`,
@@ -281,9 +284,9 @@ def _fine_gather_matmul(q, table_k, table_v, row_real, selected, needs_mask, sca
     the selected cubes into reused buffers, then `bmm` -> in-place softmax -> `bmm` straight into the output.
 
     `selected` `(B, C, h, k')` indexes the cubes of each plane of `table_k`/`table_v` `(B*h*rows, 64, D)`. On 64-row
-    query blocks this matmul attention is faster than SDPA's CPU kernel (bench_vsa.py: 16k tokens, 87.5% sparsity,
-    one thread, 4.3x -> 4.9x over dense), the output's `(B, h, C)` row order needs no transposing copy, and the
-    softmax divides the `(64, D)` output rather than the `(64, k'*64)` probabilities.
+    query blocks this matmul attention is faster than SDPA's CPU kernel (measured: bench_vsa.py), the output's
+    `(B, h, C)` row order needs no transposing copy, and the softmax divides the `(64, D)` output rather than the
+    `(64, k'*64)` probabilities. With several CPU threads the chunks go to single-threaded workers (`_run_tasks`).
     """
     batch, heads, num_cubes, tokens, dim = q.shape
     num_rows = row_real.shape[1]
@@ -295,29 +298,70 @@ def _fine_gather_matmul(q, table_k, table_v, row_real, selected, needs_mask, sca
     bias = None
     if needs_mask:  # additive key bias: 0 for real tokens, -inf for padding (each cube holds a real token)
         bias = torch.zeros(row_real.shape, dtype=q.dtype, device=q.device).masked_fill_(~row_real, -math.inf)
-        bias = bias[:, None].expand(-1, heads, -1, -1).reshape(-1, keys_per_query // cubes_per_query)
+        bias = bias[:, None].expand(-1, heads, -1, -1).reshape(-1, tokens)
     slab = cubes_per_query  # key cubes gathered at a time
     if chunk_size is None:
-        # Gathered keys (then values) + scores of a chunk within a cache-sized budget per thread (measured:
-        # bench_vsa.py); more threads share the bigger chunks of fewer ops.
-        budget = MATMUL_BUDGET_BYTES * torch.get_num_threads()
+        # Gathered keys (then values) + scores of a chunk within a cache-sized budget (measured: bench_vsa.py).
         score_bytes, cube_bytes = tokens * keys_per_query * q.element_size(), tokens * dim * q.element_size()
-        chunk_size = budget // (score_bytes + cubes_per_query * cube_bytes)
+        chunk_size = MATMUL_BUDGET_BYTES // (score_bytes + cubes_per_query * cube_bytes)
         if chunk_size == 0:  # one query cube is over budget: gather its keys and values in slabs of key cubes
-            chunk_size, slab = 1, max(min(16, cubes_per_query), (budget - score_bytes) // cube_bytes)
+            chunk_size, slab = 1, max(min(16, cubes_per_query), (MATMUL_BUDGET_BYTES - score_bytes) // cube_bytes)
     chunk_size = min(chunk_size, num_queries)
     # Scaled, transposed queries: scores^T = keys @ queries^T reads the gathered keys untransposed, a faster GEMM.
     queries_t = (q.reshape(num_queries, tokens, dim) * scale).transpose(1, 2).contiguous()  # (Q, D, 64)
     output = q.new_empty(num_queries, tokens, dim)
-    # Reused buffers: a fresh multi-MB allocation per chunk costs page faults on every step.
-    gather_buffer = q.new_empty(chunk_size * slab, tokens, dim)
-    score_buffer = q.new_empty(chunk_size, keys_per_query, tokens)  # transposed scores: (keys, queries)
     if slab < cubes_per_query:
-        _attend_in_slabs(queries_t, table_k, table_v, rows, bias, slab, gather_buffer, score_buffer[0], output)
-        return output.view(q.shape)
-    row_chunks = rows.reshape(-1).split(chunk_size * cubes_per_query)
-    for chunk_rows, queries, out in zip(row_chunks, queries_t.split(chunk_size), output.split(chunk_size)):
+        tasks = list(zip(rows, queries_t, output))
+        worker = partial(_attend_in_slabs, table_k=table_k, table_v=table_v, bias=bias, slab=slab)
+    else:
+        row_chunks = rows.reshape(-1).split(chunk_size * cubes_per_query)
+        tasks = list(zip(row_chunks, queries_t.split(chunk_size), output.split(chunk_size)))
+        worker = partial(_attend_chunks, table_k=table_k, table_v=table_v, bias=bias, chunk_size=chunk_size)
+    _run_tasks(worker, tasks, parallel=q.device.type == "cpu")
+    return output.view(q.shape)
+
+
+def _run_tasks(worker, tasks, parallel: bool):
+    """`worker(tasks)` on this thread, or (`parallel`, N torch threads) on N single-threaded workers sharing them.
+
+    Many small ops each split over N threads wait at a barrier per op (each op a few hundred microseconds): slow,
+    and very slow where another process holds a core. Independent single-threaded workers need no barrier; the
+    ops release the GIL. `torch.set_num_threads(1)` is per thread for OpenMP and MKL; restored after (it also
+    sets the default for threads that torch starts later).
+    """
+    threads = torch.get_num_threads()
+    if not parallel or threads == 1 or len(tasks) < 2:
+        worker(tasks)
+        return
+    shared = iter(tasks)  # a list iterator hands out each task once, whichever worker asks
+    inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: passed on to the workers
+
+    def work():
+        torch.set_num_threads(1)
+        with torch.inference_mode(inference), torch.no_grad():
+            worker(shared)
+
+    try:
+        with ThreadPoolExecutor(min(threads, len(tasks))) as pool:
+            for future in [pool.submit(work) for _ in range(min(threads, len(tasks)))]:
+                future.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _attend_chunks(tasks, table_k, table_v, bias, chunk_size):
+    """Attention of chunks `(rows (count*k',), queries^T (count, D, 64), out (count, 64, D))` of query cubes to
+    their gathered key cubes (`_fine_gather_matmul`)."""
+    tokens, dim = table_k.shape[1:]
+    gather_buffer = score_buffer = None
+    for chunk_rows, queries, out in tasks:
         count = len(queries)
+        cubes_per_query = len(chunk_rows) // count
+        keys_per_query = cubes_per_query * tokens
+        if gather_buffer is None:
+            # Reused buffers: a fresh multi-MB allocation per chunk costs page faults on every step.
+            gather_buffer = table_k.new_empty(chunk_size * cubes_per_query, tokens, dim)
+            score_buffer = table_k.new_empty(chunk_size, keys_per_query, tokens)  # transposed: (keys, queries)
         gathered = gather_buffer if count == chunk_size else gather_buffer[: len(chunk_rows)]
         scores = score_buffer if count == chunk_size else score_buffer[:count]
         keys = torch.index_select(table_k, 0, chunk_rows, out=gathered).view(count, keys_per_query, dim)
@@ -329,14 +373,18 @@ def _fine_gather_matmul(q, table_k, table_v, row_real, selected, needs_mask, sca
         values = torch.index_select(table_v, 0, chunk_rows, out=gathered).view(count, keys_per_query, dim)
         torch.bmm(scores.transpose(1, 2), values, out=out)
         out.div_(scores.sum(1).unsqueeze(-1))
-    return output.view(q.shape)
 
 
-def _attend_in_slabs(queries_t, table_k, table_v, rows, bias, slab, gather_buffer, scores, output):
-    """`_fine_gather_matmul` one query cube at a time, gathering its keys, then values, `slab` cubes at a time: the
-    scores `(k'*64, 64)` of the cube stay whole, so the softmax needs no rescaling."""
-    tokens, dim = output.shape[1:]
-    for cube_rows, queries, out in zip(rows, queries_t, output):
+def _attend_in_slabs(tasks, table_k, table_v, bias, slab):
+    """`_attend_chunks` one query cube `(rows (k',), queries^T (D, 64), out (64, D))` at a time, gathering its keys,
+    then values, `slab` cubes at a time: the scores `(k'*64, 64)` of the cube stay whole, so the softmax needs no
+    rescaling."""
+    tokens, dim = table_k.shape[1:]
+    gather_buffer = table_k.new_empty(slab, tokens, dim)
+    scores = None
+    for cube_rows, queries, out in tasks:
+        if scores is None:
+            scores = table_k.new_empty(len(cube_rows) * tokens, tokens)
         slabs = cube_rows.split(slab)
         parts = scores.split(slab * tokens)
         for slab_rows, part in zip(slabs, parts):

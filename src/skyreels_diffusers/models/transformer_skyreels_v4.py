@@ -219,12 +219,53 @@ def _all_gather_sequence(x: torch.Tensor, dim: int, group) -> torch.Tensor:
 
 
 def _apply_rotary_emb_prefix(x: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate the first `len(rotary_emb)` tokens of `x` (batch, tokens, heads, head_dim); leave the rest (text)."""
+    """Rotate the first `len(rotary_emb)` tokens of `x` (batch, tokens, heads, head_dim); leave the rest (text).
+
+    The result is Diffusers' `apply_rotary_emb(x, rotary_emb, sequence_dim=1)` (interleaved pairs, computed in fp32
+    and cast back to `x.dtype`): one complex multiplication of the pairs by `cos + i sin` rounds the same products and
+    sums as Diffusers' `x * cos + rotate(x) * sin` (bit for bit on CPU; CUDA's complex kernel may fuse a
+    multiply-add, a last-bit difference), with one temporary instead of five. The text suffix is copied once into the
+    output rather than concatenated after the rotation. Under `torch.compile` (Inductor fuses the real formulation
+    and generates no code for complex tensors) and on other devices, Diffusers' real formulation runs."""
+    num_rotated = rotary_emb[0].shape[0]
+    if torch.compiler.is_compiling() or x.device.type not in ("cpu", "cuda"):
+        return _apply_rotary_emb_prefix_real(x, rotary_emb)
+    freqs = _complex_rotary_table(*rotary_emb).to(x.device)
+    if num_rotated == x.shape[1]:
+        return torch.view_as_real(_complex_pairs(x.float()) * freqs).flatten(-2).to(x.dtype)
+    pairs = _complex_pairs(x[:, :num_rotated].float())
+    out = torch.empty_like(x)
+    out[:, num_rotated:] = x[:, num_rotated:]
+    differentiable = torch.is_grad_enabled() and (x.requires_grad or freqs.requires_grad)
+    if out.dtype == torch.float32 and freqs.dtype == torch.complex64 and not differentiable:
+        torch.mul(pairs, freqs, out=_complex_pairs(out[:, :num_rotated]))  # rotated straight into the output
+    else:
+        out[:, :num_rotated] = torch.view_as_real(pairs * freqs).flatten(-2)
+    return out
+
+
+def _apply_rotary_emb_prefix_real(x: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """`_apply_rotary_emb_prefix` through Diffusers' `apply_rotary_emb` (real arithmetic; used under compile)."""
     num_rotated = rotary_emb[0].shape[0]
     if num_rotated == x.shape[1]:
         return apply_rotary_emb(x, rotary_emb, sequence_dim=1)
     rotated = apply_rotary_emb(x[:, :num_rotated], rotary_emb, sequence_dim=1)
     return torch.cat([rotated, x[:, num_rotated:]], dim=1)
+
+
+def _complex_rotary_table(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`cos + i sin` of interleaved RoPE tables `(N, D)` (each value repeated over its pair), as `(N, 1, D/2)`."""
+    if cos.dtype not in (torch.float32, torch.float64):
+        cos, sin = cos.float(), sin.float()
+    return torch.complex(cos[:, None, 0::2], sin[:, None, 0::2])
+
+
+def _complex_pairs(x: torch.Tensor) -> torch.Tensor:
+    """A complex view `(..., D/2)` of the interleaved pairs of `x` `(..., D)` (a copy only if the layout forbids)."""
+    pairs = x.unflatten(-1, (-1, 2))
+    if pairs.stride(-1) != 1 or pairs.storage_offset() % 2 or any(stride % 2 for stride in pairs.stride()[:-1]):
+        pairs = pairs.contiguous()
+    return torch.view_as_complex(pairs)
 
 
 class SkyReelsV4Attention(nn.Module, AttentionModuleMixin):
