@@ -30,9 +30,13 @@ def frames_for_duration(duration: float, fps: float, temporal_compression: int) 
     """The `4k+1` frame count closest to `duration` seconds (at least one latent frame)."""
     from skyreels_diffusers.pipelines.pipeline_mixin import num_frames_for_duration
 
+    check_duration(duration)
+    return max(temporal_compression + 1, num_frames_for_duration(duration, fps, temporal_compression))
+
+
+def check_duration(duration: float) -> None:
     if not (math.isfinite(duration) and duration > 0):
         raise ValueError(f"`--duration` must be a positive, finite number of seconds, got {duration}.")
-    return max(temporal_compression + 1, num_frames_for_duration(duration, fps, temporal_compression))
 
 
 def check_output_path(path: str) -> None:
@@ -139,7 +143,7 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
         if value is not None and not math.isfinite(value):
             raise ValueError(f"`--{name.replace('_', '-')}` must be a finite number, got {value}.")
     if args.duration is not None:
-        frames_for_duration(args.duration, fps=1.0, temporal_compression=1)  # the range check only
+        check_duration(args.duration)
     conditions = {"image": args.image, "video": args.video, "audio": args.audio}
     for name, path in conditions.items():
         if path is not None and not os.path.isfile(path):

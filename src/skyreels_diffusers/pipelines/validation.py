@@ -75,16 +75,11 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     """An integer (not a bool) in `[minimum, maximum]`."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"`{name}` must be an integer, got {describe(value)}.")
-    bounds = (
-        f" in [{minimum}, {maximum}]"
-        if minimum is not None and maximum is not None
-        else f" >= {minimum}"
-        if minimum is not None
-        else f" <= {maximum}"
-        if maximum is not None
-        else ""
-    )
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if minimum is not None and maximum is not None:
+            bounds = f" in [{minimum}, {maximum}]"
+        else:
+            bounds = f" >= {minimum}" if minimum is not None else f" <= {maximum}"
         raise ValueError(f"`{name}` must be an integer{bounds}{why}, got {value}.")
     return int(value)
 
