@@ -14,6 +14,7 @@
 """SkyReelsV4RefinerPipeline: super-resolution and 2x frame interpolation of a base clip (or any video)."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models.attention_video_sparse import VSA_BACKENDS
 from ..models.transformer_skyreels_v4_refiner import SkyReelsV4RefinerTransformer3DModel
 from .conditioning import build_refiner_condition, latent_frame_index
-from .denoising import denoise
+from .denoising import LatentStream, denoise, num_loop_iterations
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
@@ -76,168 +77,45 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-class SkyReelsV4RefinerPipeline(
-    SkyReelsV4PipelineMixin, SkyReelsV4PipelineLoadingMixin, DiffusionPipeline, SkyReelsV4LoraLoaderMixin
-):
-    r"""
-    The second stage of SkyReels-V4: from a low-resolution clip (latents of the base pass, or any video) plus a few
-    high-resolution keyframes, generate the clip at `scale_factor` times the size and, with a Refiner whose
-    `temporal_upscale_factor` is 2, at twice the frame rate. The base audio passes through unchanged; its clean
-    latents condition the Refiner so interpolated frames stay in sync.
+@dataclass
+class RefinerLowRes:
+    """The Refiner's low-resolution input on the latent grid: its latents `(1 or B, C, F', h, w)` (fp32), the
+    high-res keyframes' latents and latent frame indices, its pixel frame count and the target latent size."""
 
-    Chain (see `examples/generate_refined.py`):
+    latents: torch.Tensor
+    keyframe_latents: torch.Tensor | None
+    keyframe_latent_indices: list[int] | None
+    num_frames: int
+    scale_factor: int
 
-    ```py
-    base = pipe(prompt, num_keyframes=3, output_type="latent")
-    out = refiner(prompt, low_res_latents=base.frames, keyframes=base.keyframes,
-                  keyframe_indices=base.keyframe_indices, audio_latents=base.audio)
-    ```
 
-    Components are those of [`SkyReelsV4Pipeline`] with a [`SkyReelsV4RefinerTransformer3DModel`] as `transformer`.
-    """
+@dataclass
+class RefinerCondition:
+    """The Refiner's condition channels (upsampled low-res latents, keyframes, mask), its fp32 latents for
+    `strength < 1`, and the clean base audio latents (`audio_condition` is what the transformer reads)."""
 
-    model_cpu_offload_seq = "text_encoder->transformer->vae->audio_vae->vocoder"
-    _optional_components = ["audio_vae", "vocoder"]
-    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    channels: torch.Tensor
+    latents: torch.Tensor
+    audio_latents: torch.Tensor | None
+    audio_condition: torch.Tensor | None
+    num_low_frames: int
 
-    def __init__(
+
+class SkyReelsV4RefinerSteps:
+    """The steps of `SkyReelsV4RefinerPipeline.__call__`: the checks, the low-res input, the condition, the starting
+    stream and the outputs. They read only components and config, so the modular Refiner blocks
+    (`skyreels_diffusers.modular_pipelines`) call the same methods and give the same outputs."""
+
+    def prepare_low_res(
         self,
-        text_encoder: PreTrainedModel,
-        processor: ProcessorMixin | PreTrainedTokenizerBase,
-        transformer: SkyReelsV4RefinerTransformer3DModel,
-        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan | AutoencoderKL,
-        scheduler: FlowMatchEulerDiscreteScheduler,
-        audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
-        vocoder: MMAudioVocoder | None = None,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-        text_hidden_layer: int = -3,
-        default_height: int = 480,
-        default_width: int = 848,
-        default_num_frames: int = 81,
-    ) -> None:
-        # The defaults size a base pass; the Refiner takes its size from its input and keeps them for from_pipe.
-        super().__init__()
-        components = dict(
-            text_encoder=text_encoder,
-            processor=processor,
-            transformer=transformer,
-            vae=vae,
-            scheduler=scheduler,
-            audio_vae=audio_vae,
-            vocoder=vocoder,
-        )
-        self._register(
-            components,
-            system_prompt=system_prompt,
-            text_hidden_layer=text_hidden_layer,
-            default_height=default_height,
-            default_width=default_width,
-            default_num_frames=default_num_frames,
-        )
-
-    @torch.no_grad()
-    @replace_example_docstring(EXAMPLE_DOC_STRING)
-    def __call__(
-        self,
-        prompt: str | list[str] | None = None,
-        negative_prompt: str | list[str] | None = None,
-        low_res_latents: torch.Tensor | None = None,
-        video: Any = None,
-        keyframes: Any = None,
-        keyframe_indices: list[int] | None = None,
-        audio: Any = None,
-        audio_latents: torch.Tensor | None = None,
-        scale_factor: int = 2,
-        num_inference_steps: int = 30,
-        sigmas: list[float] | None = None,
-        strength: float = 1.0,
-        guidance_scale: float = 5.0,
-        sparsity: float | None = None,
-        vsa_backend: str = "auto",
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        output_type: str = "np",
-        return_dict: bool = True,
-        attention_kwargs: dict[str, Any] | None = None,
-        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
-        callback_on_step_end_tensor_inputs: list[str] | None = None,
-        max_sequence_length: int = 512,
-        latents: torch.Tensor | None = None,
-    ) -> SkyReelsV4PipelineOutput | tuple:
-        r"""
-        Args:
-            low_res_latents (`torch.Tensor` of shape `(B, C, F, h, w)`): low-res latents of the base pass
-                (`output_type="latent"`). Either this or `video`. (`latents`, the former name, is still accepted.)
-            video: a low-res clip to refine instead (list of PIL images, NumPy `(F, H, W, 3)`, torch
-                `(F, 3, H, W)`), `4k+1` frames whose size is a multiple of the VAE's spatial compression.
-            keyframes: high-res keyframes at the target size: latents `(B, C, K, h*s, w*s)` (the base pass's
-                `keyframes` with `output_type="latent"`) or a list of K images.
-            keyframe_indices (`list[int]`): the low-res frame each keyframe shows.
-            audio: the base waveform `(B, channels, samples)`; returned unchanged.
-            audio_latents (`torch.Tensor` of shape `(B, C_a, L)`): clean base audio latents conditioning the Refiner;
-                encoded from `audio` when only that is given; decoded for the output when `audio` is not given.
-            scale_factor (`int`, defaults to 2): spatial upscaling factor, a whole number.
-            strength (`float`, defaults to 1.0): how much of the noise schedule to run, in (0, 1], as in Diffusers'
-                image-to-image pipelines. 1.0 starts from pure noise. Below 1, denoising starts from the upsampled
-                low-res latents (with the keyframes), noised to the level where the last
-                `int(num_inference_steps * strength)` steps begin, and only those steps run: the Refiner then adds
-                detail instead of redrawing the clip.
-            sparsity (`float`, *optional*): VSA sparsity in [0, 1); defaults to the Refiner's config.
-            vsa_backend (`str`, defaults to "auto"): VSA implementation.
-            Other arguments are as in [`SkyReelsV4Pipeline.__call__`].
-
-        Examples:
-
-        Returns:
-            [`SkyReelsV4PipelineOutput`] with frames at `scale_factor` times the size and `(F-1) *
-            temporal_upscale_factor + 1` frames at `fps * temporal_upscale_factor`, and the base audio.
-        """
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["latents"]
-        config = self.transformer.config
-        temporal_factor = config.temporal_upscale_factor
+        low_res_latents: torch.Tensor | None,
+        video: Any,
+        keyframes: Any,
+        keyframe_indices: list[int] | None,
+        scale_factor: int,
+    ) -> RefinerLowRes:
+        """The low-res clip as latents (`video` is VAE-encoded) and the keyframes as latents at the target size."""
         device = self._execution_device
-        dtype = self.transformer.dtype
-
-        # 1. Check inputs before any work, then bring the low-res clip to latents
-        if latents is not None:
-            deprecate("latents", "1.0.0", "The Refiner's low-res input `latents` is now `low_res_latents`.")
-            if low_res_latents is not None:
-                raise ValueError("Pass `low_res_latents` only (`latents` is its deprecated name); got both.")
-            low_res_latents = latents
-        batch_size = self.check_inputs(
-            prompt,
-            negative_prompt,
-            prompt_embeds,
-            prompt_attention_mask,
-            negative_prompt_embeds,
-            negative_prompt_attention_mask,
-            low_res_latents,
-            video,
-            keyframes,
-            keyframe_indices,
-            audio,
-            audio_latents,
-            scale_factor,
-            num_inference_steps,
-            sigmas,
-            strength,
-            guidance_scale,
-            sparsity,
-            vsa_backend,
-            generator,
-            output_type,
-            return_dict,
-            attention_kwargs,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-            max_sequence_length,
-        )
         if video is not None:
             low_res_latents = self._encode_low_res_video(video)
         low_res_latents = low_res_latents.to(device=device, dtype=torch.float32)
@@ -245,56 +123,65 @@ class SkyReelsV4RefinerPipeline(
         num_low_frames = (num_latent_frames - 1) * self.vae_spec.temporal_compression + 1
         target_latent_size = (low_height * scale_factor, low_width * scale_factor)
         keyframe_latents, keyframe_latent_indices = self._prepare_keyframes(
-            keyframes, keyframe_indices, num_low_frames, target_latent_size, temporal_factor, device
+            keyframes,
+            keyframe_indices,
+            num_low_frames,
+            target_latent_size,
+            self.transformer.config.temporal_upscale_factor,
+            device,
         )
+        return RefinerLowRes(low_res_latents, keyframe_latents, keyframe_latent_indices, num_low_frames, scale_factor)
 
-        self._guidance_scale, self._audio_guidance_scale = guidance_scale, 1.0
-        self._generate_video, self._generate_audio = True, False
-        self._attention_kwargs = attention_kwargs
-        self._interrupt = False
-
-        # 2. Encode the instruction
-        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
-            self.encode_prompt(
-                prompt,
-                negative_prompt,
-                do_classifier_free_guidance=self.do_classifier_free_guidance,
-                prompt_embeds=prompt_embeds,
-                prompt_attention_mask=prompt_attention_mask,
-                negative_prompt_embeds=negative_prompt_embeds,
-                negative_prompt_attention_mask=negative_prompt_attention_mask,
-                max_sequence_length=max_sequence_length,
-                device=device,
-                dtype=dtype,
-            )
-        )
-        batch_size = prompt_embeds.shape[0]
-        low_res_latents = _repeat_to_batch("low_res_latents", low_res_latents, batch_size)
+    def prepare_refiner_condition(
+        self, low_res: RefinerLowRes, batch_size: int, audio: Any = None, audio_latents: torch.Tensor | None = None
+    ) -> RefinerCondition:
+        """Upsampled low-res latents with the keyframes at their frames plus the mask, and the base audio latents
+        (`audio` is encoded when no `audio_latents` are given)."""
+        config = self.transformer.config
+        dtype = self.transformer.dtype
+        low_res_latents = _repeat_to_batch("low_res_latents", low_res.latents, batch_size)
+        keyframe_latents = low_res.keyframe_latents
         if isinstance(keyframe_latents, torch.Tensor):
             keyframe_latents = _repeat_to_batch("keyframes", keyframe_latents, batch_size)
         if audio_latents is not None:
             audio_latents = _repeat_to_batch("audio_latents", audio_latents, batch_size)
-
-        # 3. Condition: upsampled low-res latents with the keyframes at their frames, plus the mask
         refiner_condition = build_refiner_condition(
-            low_res_latents, scale_factor, temporal_factor, keyframe_latents, keyframe_latent_indices
+            low_res_latents,
+            low_res.scale_factor,
+            config.temporal_upscale_factor,
+            keyframe_latents,
+            low_res.keyframe_latent_indices,
         )
-        condition = refiner_condition.as_channels().to(dtype)
+        channels = refiner_condition.as_channels().to(dtype)
         if audio_latents is None and audio is not None and self.audio_vae is not None and config.audio_in_channels:
             # Padded with silence (or cut) to the clip's whole latents, like the soundtrack the base model made.
-            num_audio_latents = self.audio_spec.num_latents(num_low_frames / config.fps)
+            num_audio_latents = self.audio_spec.num_latents(low_res.num_frames / config.fps)
             waveform = torch.as_tensor(audio).float()
             if waveform.shape[1] != self.audio_spec.audio_channels:  # mono <-> stereo, as `load_audio` converts
                 waveform = waveform.mean(1, keepdim=True).expand(-1, self.audio_spec.audio_channels, -1)
             audio_latents = encode_audio_track(self.audio_vae, waveform, num_audio_latents)
             audio_latents = _repeat_to_batch("audio", audio_latents, batch_size)
-        condition_audio = None if audio_latents is None or not config.audio_in_channels else audio_latents.to(dtype)
+        audio_condition = None if audio_latents is None or not config.audio_in_channels else audio_latents.to(dtype)
+        return RefinerCondition(
+            channels, refiner_condition.latents, audio_latents, audio_condition, low_res.num_frames
+        )
 
-        # 4. Timesteps and the starting latent: pure noise, or (strength < 1) the upsampled condition noised to
-        # where the shortened schedule begins
+    def prepare_refiner_stream(
+        self,
+        condition: RefinerCondition,
+        batch_size: int,
+        num_inference_steps: int,
+        sigmas: list[float] | None,
+        strength: float,
+        guidance_scale: float,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> LatentStream:
+        """The video stream: pure noise, or (`strength < 1`) the upsampled condition noised to where the shortened
+        schedule begins."""
+        device = self._execution_device
         timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
         noisy = randn_tensor(
-            (batch_size, low_res_latents.shape[1], *condition.shape[2:]),
+            (batch_size, condition.latents.shape[1], *condition.channels.shape[2:]),
             generator=generator,
             device=device,
             dtype=torch.float32,
@@ -309,43 +196,27 @@ class SkyReelsV4RefinerPipeline(
             begin = len(timesteps) - num_steps
             timesteps = timesteps[begin:]
             self.scheduler.set_begin_index(begin)
-            self._num_timesteps = len(timesteps)
-            start = refiner_condition.latents.float().expand(batch_size, -1, -1, -1, -1)
+            start = condition.latents.float().expand(batch_size, -1, -1, -1, -1)
             noisy = self.scheduler.scale_noise(start, timesteps[:1], noisy)
+        return self.latent_stream("video", noisy, timesteps, condition.channels, guidance_scale)
 
-        # 5. Denoising loop: one video stream; the clean base audio is a fixed input of every call
-        stream = self.latent_stream("video", noisy, timesteps, condition, guidance_scale)
-        inputs = self.prompt_pass_inputs(
-            prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
-        )
-        model_kwargs = {
-            "audio_latents": condition_audio,
-            "sparsity": sparsity,
-            "vsa_backend": vsa_backend,
-            "attention_kwargs": attention_kwargs,
-        }
-        hooks = self.loop_hooks(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        noisy = denoise(self.transformer, [stream], inputs, model_kwargs, hooks)["latents"]
-
-        # 6. Decode; the base audio passes through
-        fps = config.fps * temporal_factor
-        sample_rate = None
+    def decode_refiner_outputs(
+        self, condition: RefinerCondition, latents: torch.Tensor, audio: Any, output_type: str
+    ) -> tuple[Any, Any, int | None]:
+        """`(frames, audio, audio_sample_rate)`; the base audio passes through (decoded from its latents when only
+        those were given)."""
         if output_type == "latent":
-            frames, out_audio = noisy, audio_latents
-        else:
-            frames = self.decode_latents(noisy)
-            out_audio = None
-            if audio is not None:
-                out_audio = torch.as_tensor(audio)
-            elif audio_latents is not None and self.audio_vae is not None:
-                out_audio = self.decode_audio_latents(audio_latents, num_low_frames / config.fps)
-            sample_rate = None if out_audio is None or self.audio_spec is None else self.audio_spec.sample_rate
-            frames, out_audio = self.format_outputs(frames, out_audio, output_type)
-        self.maybe_free_model_hooks()
-
-        if not return_dict:
-            return (frames, out_audio, sample_rate)
-        return SkyReelsV4PipelineOutput(frames=frames, audio=out_audio, audio_sample_rate=sample_rate, fps=fps)
+            return latents, condition.audio_latents, None
+        frames = self.decode_latents(latents)
+        out_audio = None
+        if audio is not None:
+            out_audio = torch.as_tensor(audio)
+        elif condition.audio_latents is not None and self.audio_vae is not None:
+            duration = condition.num_low_frames / self.transformer.config.fps
+            out_audio = self.decode_audio_latents(condition.audio_latents, duration)
+        sample_rate = None if out_audio is None or self.audio_spec is None else self.audio_spec.sample_rate
+        frames, out_audio = self.format_outputs(frames, out_audio, output_type)
+        return frames, out_audio, sample_rate
 
     def check_inputs(
         self,
@@ -519,6 +390,227 @@ class SkyReelsV4RefinerPipeline(
             raise ValueError(f"Got {latents.shape[2]} keyframes but {len(keyframe_indices)} `keyframe_indices`.")
         temporal = self.vae_spec.temporal_compression
         return latents, [latent_frame_index(i * factor, temporal) for i in keyframe_indices]
+
+
+class SkyReelsV4RefinerPipeline(
+    SkyReelsV4RefinerSteps,
+    SkyReelsV4PipelineMixin,
+    SkyReelsV4PipelineLoadingMixin,
+    DiffusionPipeline,
+    SkyReelsV4LoraLoaderMixin,
+):
+    r"""
+    The second stage of SkyReels-V4: from a low-resolution clip (latents of the base pass, or any video) plus a few
+    high-resolution keyframes, generate the clip at `scale_factor` times the size and, with a Refiner whose
+    `temporal_upscale_factor` is 2, at twice the frame rate. The base audio passes through unchanged; its clean
+    latents condition the Refiner so interpolated frames stay in sync.
+
+    Chain (see `examples/generate_refined.py`):
+
+    ```py
+    base = pipe(prompt, num_keyframes=3, output_type="latent")
+    out = refiner(prompt, low_res_latents=base.frames, keyframes=base.keyframes,
+                  keyframe_indices=base.keyframe_indices, audio_latents=base.audio)
+    ```
+
+    Components are those of [`SkyReelsV4Pipeline`] with a [`SkyReelsV4RefinerTransformer3DModel`] as `transformer`.
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae->audio_vae->vocoder"
+    _optional_components = ["audio_vae", "vocoder"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(
+        self,
+        text_encoder: PreTrainedModel,
+        processor: ProcessorMixin | PreTrainedTokenizerBase,
+        transformer: SkyReelsV4RefinerTransformer3DModel,
+        vae: AutoencoderKLHunyuanVideo15 | AutoencoderKLWan | AutoencoderKL,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        audio_vae: MMAudioVAE | AutoencoderOobleck | None = None,
+        vocoder: MMAudioVocoder | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        text_hidden_layer: int = -3,
+        default_height: int = 480,
+        default_width: int = 848,
+        default_num_frames: int = 81,
+    ) -> None:
+        # The defaults size a base pass; the Refiner takes its size from its input and keeps them for from_pipe.
+        super().__init__()
+        components = dict(
+            text_encoder=text_encoder,
+            processor=processor,
+            transformer=transformer,
+            vae=vae,
+            scheduler=scheduler,
+            audio_vae=audio_vae,
+            vocoder=vocoder,
+        )
+        self._register(
+            components,
+            system_prompt=system_prompt,
+            text_hidden_layer=text_hidden_layer,
+            default_height=default_height,
+            default_width=default_width,
+            default_num_frames=default_num_frames,
+        )
+
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        low_res_latents: torch.Tensor | None = None,
+        video: Any = None,
+        keyframes: Any = None,
+        keyframe_indices: list[int] | None = None,
+        audio: Any = None,
+        audio_latents: torch.Tensor | None = None,
+        scale_factor: int = 2,
+        num_inference_steps: int = 30,
+        sigmas: list[float] | None = None,
+        strength: float = 1.0,
+        guidance_scale: float = 5.0,
+        sparsity: float | None = None,
+        vsa_backend: str = "auto",
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        max_sequence_length: int = 512,
+        latents: torch.Tensor | None = None,
+    ) -> SkyReelsV4PipelineOutput | tuple:
+        r"""
+        Args:
+            low_res_latents (`torch.Tensor` of shape `(B, C, F, h, w)`): low-res latents of the base pass
+                (`output_type="latent"`). Either this or `video`. (`latents`, the former name, is still accepted.)
+            video: a low-res clip to refine instead (list of PIL images, NumPy `(F, H, W, 3)`, torch
+                `(F, 3, H, W)`), `4k+1` frames whose size is a multiple of the VAE's spatial compression.
+            keyframes: high-res keyframes at the target size: latents `(B, C, K, h*s, w*s)` (the base pass's
+                `keyframes` with `output_type="latent"`) or a list of K images.
+            keyframe_indices (`list[int]`): the low-res frame each keyframe shows.
+            audio: the base waveform `(B, channels, samples)`; returned unchanged.
+            audio_latents (`torch.Tensor` of shape `(B, C_a, L)`): clean base audio latents conditioning the Refiner;
+                encoded from `audio` when only that is given; decoded for the output when `audio` is not given.
+            scale_factor (`int`, defaults to 2): spatial upscaling factor, a whole number.
+            strength (`float`, defaults to 1.0): how much of the noise schedule to run, in (0, 1], as in Diffusers'
+                image-to-image pipelines. 1.0 starts from pure noise. Below 1, denoising starts from the upsampled
+                low-res latents (with the keyframes), noised to the level where the last
+                `int(num_inference_steps * strength)` steps begin, and only those steps run: the Refiner then adds
+                detail instead of redrawing the clip.
+            sparsity (`float`, *optional*): VSA sparsity in [0, 1); defaults to the Refiner's config.
+            vsa_backend (`str`, defaults to "auto"): VSA implementation.
+            Other arguments are as in [`SkyReelsV4Pipeline.__call__`].
+
+        Examples:
+
+        Returns:
+            [`SkyReelsV4PipelineOutput`] with frames at `scale_factor` times the size and `(F-1) *
+            temporal_upscale_factor + 1` frames at `fps * temporal_upscale_factor`, and the base audio.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if callback_on_step_end_tensor_inputs is None:
+            callback_on_step_end_tensor_inputs = ["latents"]
+        device = self._execution_device
+        dtype = self.transformer.dtype
+
+        # 1. Check inputs before any work, then bring the low-res clip to latents
+        if latents is not None:
+            deprecate("latents", "1.0.0", "The Refiner's low-res input `latents` is now `low_res_latents`.")
+            if low_res_latents is not None:
+                raise ValueError("Pass `low_res_latents` only (`latents` is its deprecated name); got both.")
+            low_res_latents = latents
+        batch_size = self.check_inputs(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_embeds,
+            negative_prompt_attention_mask,
+            low_res_latents,
+            video,
+            keyframes,
+            keyframe_indices,
+            audio,
+            audio_latents,
+            scale_factor,
+            num_inference_steps,
+            sigmas,
+            strength,
+            guidance_scale,
+            sparsity,
+            vsa_backend,
+            generator,
+            output_type,
+            return_dict,
+            attention_kwargs,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+            max_sequence_length,
+        )
+        low_res = self.prepare_low_res(low_res_latents, video, keyframes, keyframe_indices, scale_factor)
+        self._guidance_scale, self._audio_guidance_scale = guidance_scale, 1.0
+        self._generate_video, self._generate_audio = True, False
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+
+        # 2. Encode the instruction
+        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
+            self.encode_prompt(
+                prompt,
+                negative_prompt,
+                do_classifier_free_guidance=self.do_classifier_free_guidance,
+                prompt_embeds=prompt_embeds,
+                prompt_attention_mask=prompt_attention_mask,
+                negative_prompt_embeds=negative_prompt_embeds,
+                negative_prompt_attention_mask=negative_prompt_attention_mask,
+                max_sequence_length=max_sequence_length,
+                device=device,
+                dtype=dtype,
+            )
+        )
+        batch_size = prompt_embeds.shape[0]
+
+        # 3. Condition: upsampled low-res latents with the keyframes at their frames, plus the mask; the clean base
+        # audio latents
+        condition = self.prepare_refiner_condition(low_res, batch_size, audio, audio_latents)
+
+        # 4. Timesteps and the starting latent: pure noise, or (strength < 1) the upsampled condition noised to
+        # where the shortened schedule begins
+        stream = self.prepare_refiner_stream(
+            condition, batch_size, num_inference_steps, sigmas, strength, guidance_scale, generator
+        )
+        self._num_timesteps = num_loop_iterations([stream])
+
+        # 5. Denoising loop: one video stream; the clean base audio is a fixed input of every call
+        inputs = self.prompt_pass_inputs(
+            prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
+        )
+        model_kwargs = {
+            "audio_latents": condition.audio_condition,
+            "sparsity": sparsity,
+            "vsa_backend": vsa_backend,
+            "attention_kwargs": attention_kwargs,
+        }
+        hooks = self.loop_hooks(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        latents = denoise(self.transformer, [stream], inputs, model_kwargs, hooks)["latents"]
+
+        # 6. Decode; the base audio passes through
+        frames, out_audio, sample_rate = self.decode_refiner_outputs(condition, latents, audio, output_type)
+        fps = self.transformer.config.fps * self.transformer.config.temporal_upscale_factor
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (frames, out_audio, sample_rate)
+        return SkyReelsV4PipelineOutput(frames=frames, audio=out_audio, audio_sample_rate=sample_rate, fps=fps)
 
 
 def _repeat_to_batch(name: str, tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
