@@ -205,6 +205,8 @@ def denoise(
                     stream.guider.set_state(
                         step=index, num_inference_steps=len(stream.timesteps), timestep=stream.timesteps[index]
                     )
+                    if index == 0:  # resets per-run guider state (APG's momentum) as Diffusers' loops do at step 0
+                        stream.guider.prepare_inputs({})
             timestep = primary.timestep(iteration)
             if hooks.on_timestep is not None:
                 hooks.on_timestep(timestep)
