@@ -26,6 +26,20 @@ from .modular_pipeline import SkyReelsV4ModularPipeline
 # pipelines' stream builders take a guidance scale, which these blocks leave at 1 (no guidance of their own).
 NO_GUIDANCE = 1.0
 
+# The inputs both base-stage stream builders take.
+STREAM_INPUTS = [
+    InputParam("batch_size", type_hint=int, required=True),
+    InputParam.template("height"),
+    InputParam.template("width"),
+    InputParam("fps", type_hint=float),
+    InputParam("audio_duration", type_hint=float),
+    InputParam.template("timesteps", required=True),
+    InputParam("video_lead_steps", type_hint=int, default=0),
+    InputParam.template("generator"),
+    InputParam("latents", type_hint=torch.Tensor, description="initial video noise"),
+    InputParam("audio_latents", type_hint=torch.Tensor, description="initial audio noise"),
+]
+
 STREAM_OUTPUTS = [
     OutputParam("streams", type_hint=list, description="the `LatentStream`s of the denoising loop"),
     OutputParam("model_kwargs", type_hint=dict, description="transformer inputs of every call besides the prompt"),
@@ -78,19 +92,10 @@ class SkyReelsV4PrepareLatentsStep(ModularPipelineBlocks):
     @property
     def inputs(self) -> list[InputParam]:
         return [
-            InputParam("batch_size", type_hint=int, required=True),
-            InputParam.template("height"),
-            InputParam.template("width"),
+            *STREAM_INPUTS,
             InputParam("num_frames", type_hint=int),
-            InputParam("fps", type_hint=float),
-            InputParam("audio_duration", type_hint=float),
             InputParam("generate_video", type_hint=bool, default=True),
             InputParam("generate_audio", type_hint=bool),
-            InputParam.template("timesteps", required=True),
-            InputParam("video_lead_steps", type_hint=int, default=0),
-            InputParam.template("generator"),
-            InputParam("latents", type_hint=torch.Tensor),
-            InputParam("audio_latents", type_hint=torch.Tensor),
             InputParam("keyframe_indices", type_hint=list),
             InputParam("keyframe_height", type_hint=int),
             InputParam("keyframe_width", type_hint=int),
@@ -149,16 +154,7 @@ class SkyReelsV4InpaintPrepareLatentsStep(ModularPipelineBlocks):
         return [
             InputParam("media", required=True),
             InputParam("conditions", required=True),
-            InputParam("batch_size", type_hint=int, required=True),
-            InputParam.template("height"),
-            InputParam.template("width"),
-            InputParam("fps", type_hint=float),
-            InputParam("audio_duration", type_hint=float),
-            InputParam.template("timesteps", required=True),
-            InputParam("video_lead_steps", type_hint=int, default=0),
-            InputParam.template("generator"),
-            InputParam("latents", type_hint=torch.Tensor),
-            InputParam("audio_latents", type_hint=torch.Tensor),
+            *STREAM_INPUTS,
         ]
 
     @property

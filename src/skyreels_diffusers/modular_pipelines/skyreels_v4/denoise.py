@@ -30,7 +30,7 @@ def check_guider(name: str, guider) -> None:
         return
     if not hasattr(guider, "forward") or not hasattr(guider, "set_state"):
         raise TypeError(f"`{name}` must be a Diffusers guider (a `BaseGuidance`), got {type(guider).__name__}.")
-    if guider._enabled and guider.num_conditions > 2:
+    if guider.num_conditions > 2:  # 1 when disabled
         raise ValueError(
             f"`{name}` ({type(guider).__name__}) needs {guider.num_conditions} predictions per step; SkyReels-V4's loop "
             "makes a conditional and an unconditional one. Use a two-prediction guider such as "

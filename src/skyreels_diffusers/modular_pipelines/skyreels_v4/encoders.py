@@ -53,7 +53,7 @@ def needs_negative_prompt(components, guider_names) -> bool:
     """Whether any guider combines a conditional and an unconditional prediction (then the negative prompt is
     encoded, as `do_classifier_free_guidance` decides in the classic pipelines)."""
     guiders = [getattr(components, name, None) for name in guider_names]
-    return any(g is not None and g._enabled and g.num_conditions > 1 for g in guiders)
+    return any(g is not None and g.num_conditions > 1 for g in guiders)  # num_conditions is 1 when disabled
 
 
 def model_dtype(components) -> torch.dtype:
