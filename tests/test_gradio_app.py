@@ -336,6 +336,25 @@ def test_a_saved_model_folder_and_its_refiner_subfolder_load(tiny_pipe, tmp_path
     assert models.limits == LIMITS
 
 
+def test_dtype_option_casts_every_pipeline_and_generates(tmp_path, monkeypatch):
+    import torch
+
+    from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_refiner
+
+    monkeypatch.delenv(app.REFINER_ENV_VAR, raising=False)
+    assert app.build_parser().parse_args([]).dtype == "auto"
+    with pytest.raises(SystemExit):
+        app.build_parser().parse_args(["--dtype", "int8"])
+    pipe = build_tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "model")
+    build_tiny_refiner(pipe.transformer).save_pretrained(tmp_path / "model" / "refiner")
+    models = app.load_models(str(tmp_path / "model"), dtype="bfloat16")
+    for loaded in (models.base, models.inpaint, models.refiner):
+        assert loaded.transformer.dtype == torch.bfloat16 and loaded.vae.dtype == torch.bfloat16
+    video, _, status = app.DemoRunner(models, tmp_path).run("text_to_video", {**SETTINGS, "prompt": "<text>A.</text>"})
+    assert status.startswith("Done in") and streams_of(video) == {"video": "h264", "audio": "aac"}
+
+
 def test_refine_without_a_refiner_is_a_readable_error(tiny_pipe, tmp_path, monkeypatch):
     monkeypatch.delenv(app.REFINER_ENV_VAR, raising=False)
     models = app.load_models(tiny_pipe)

@@ -40,6 +40,7 @@ from skyreels_diffusers import (
 )
 from skyreels_diffusers.cli import EMBEDDED_MODEL, MODEL_ENV_VAR, default_model, frames_for_duration
 from skyreels_diffusers.utils.media import export_to_video_with_audio, load_video, resample_frames
+from skyreels_diffusers.utils.precision import DTYPES, resolve_dtype
 
 
 logger = logging.getLogger("skyreels_v4_demo")
@@ -109,11 +110,11 @@ def resolve_refiner(refiner: str | None, model: str | None) -> str | None:
     return None
 
 
-def load_refiner_transformer(path: str) -> SkyReelsV4RefinerTransformer3DModel:
+def load_refiner_transformer(path: str, dtype: torch.dtype | None = None) -> SkyReelsV4RefinerTransformer3DModel:
     """A Refiner transformer folder, or a whole Refiner pipeline folder / Hub repo (only its transformer is loaded:
     the rest is shared with the base pipeline)."""
     subfolder = None if (Path(path) / "config.json").is_file() else "transformer"
-    return SkyReelsV4RefinerTransformer3DModel.from_pretrained(path, subfolder=subfolder)
+    return SkyReelsV4RefinerTransformer3DModel.from_pretrained(path, subfolder=subfolder, dtype=dtype)
 
 
 def sibling_pipeline(cls: type, base: SkyReelsV4Pipeline, **components) -> Any:
@@ -198,13 +199,20 @@ RANDOM_MODEL_NOTE = (
 
 
 def load_models(
-    model: str | SkyReelsV4Pipeline | None = None, refiner: Any = None, device: str | None = None
+    model: str | SkyReelsV4Pipeline | None = None,
+    refiner: Any = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> DemoModels:
     """The base pipeline (a folder / Hub id, an already built pipeline, or random tiny components), the inpainting
-    pipeline on the same components, and the Refiner if one is found (`refiner`: a path or a Refiner transformer)."""
+    pipeline on the same components, and the Refiner if one is found (`refiner`: a path or a Refiner transformer),
+    cast to `dtype` if given ("auto": the fastest on `device`, see `skyreels_diffusers.utils.precision`)."""
+    torch_dtype = resolve_dtype(dtype, device or "cpu") if dtype is not None else None
     path = None
     if isinstance(model, SkyReelsV4Pipeline):
         base, description = model, f"Model: an in-memory `{type(model).__name__}`."
+        if torch_dtype is not None:
+            base.to(torch_dtype)
     else:
         path = resolve_model(model)
         if path is None:
@@ -213,13 +221,17 @@ def load_models(
             print(RANDOM_MODEL_NOTE, file=sys.stderr)
             base, description = build_tiny_pipeline(), f"**{RANDOM_MODEL_NOTE}**"
             refiner = refiner or build_tiny_refiner(base.transformer)  # random too, so the refine path can be tried
+            if torch_dtype is not None:
+                base.to(torch_dtype)
         else:
-            base, description = SkyReelsV4Pipeline.from_pretrained(path), f"Model: `{path}`."
-    refiner_transformer, refiner_note = _refiner_transformer(refiner, path)
+            # from_pretrained keeps the modules that must stay in float32 there (a plain `.to(dtype)` would not).
+            base, description = SkyReelsV4Pipeline.from_pretrained(path, dtype=torch_dtype), f"Model: `{path}`."
+    refiner_transformer, refiner_note = _refiner_transformer(refiner, path, torch_dtype)
     inpaint = sibling_pipeline(SkyReelsV4InpaintPipeline, base)
     refiner_pipe = None
     if refiner_transformer is not None:
         refiner_pipe = sibling_pipeline(SkyReelsV4RefinerPipeline, base, transformer=refiner_transformer)
+    # The inpainting pipeline holds the same modules as `base`, so it moves with it.
     if device:  # the inpainting pipeline holds the same modules as `base`, so it moves with it
         for pipe in (base, refiner_pipe):
             if pipe is not None:
@@ -228,8 +240,9 @@ def load_models(
     return DemoModels(base, inpaint, refiner_pipe, limits, description, refiner_note)
 
 
-def _refiner_transformer(refiner: Any, model_path: str | None):
+def _refiner_transformer(refiner: Any, model_path: str | None, dtype: torch.dtype | None):
     if isinstance(refiner, SkyReelsV4RefinerTransformer3DModel):
+        refiner = refiner.to(dtype) if dtype is not None else refiner
         return refiner, f"{REFINE_SCALE}x super-resolution and 2x frame rate with the Refiner."
     refiner_path = resolve_refiner(refiner, model_path)
     if refiner_path is None:
@@ -239,7 +252,7 @@ def _refiner_transformer(refiner: Any, model_path: str | None):
             f"Refinement is unavailable: no Refiner was found (looked for --refiner, ${REFINER_ENV_VAR}, {where}).",
         )
     try:
-        return load_refiner_transformer(refiner_path), f"Refiner: `{refiner_path}`."
+        return load_refiner_transformer(refiner_path, dtype), f"Refiner: `{refiner_path}`."
     except (OSError, ValueError) as error:  # a broken Refiner should not take the whole demo down
         logger.warning(f"could not load the Refiner from {refiner_path}: {error}")
         return None, f"Refinement is unavailable: the Refiner at `{refiner_path}` could not be loaded ({error})."
@@ -743,9 +756,10 @@ def build_demo(
     refiner: Any = None,
     output_dir: str | None = None,
     device: str | None = None,
+    dtype: str | None = None,
 ) -> gr.Blocks:
     """The whole page, queued (one generation at a time per model); not launched."""
-    models = load_models(model, refiner, device)
+    models = load_models(model, refiner, device, dtype)
     runner = DemoRunner(models, output_dir)
     limits = models.limits
     generate_buttons = {}
@@ -926,6 +940,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else None, help="e.g. cuda; default: cuda if present"
     )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        help="auto: bfloat16 where the device computes it in hardware (CUDA, CPUs with AMX or AVX512-BF16), else "
+        "float32",
+    )
     return parser
 
 
@@ -933,7 +954,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logger.setLevel(logging.INFO)
-    demo = build_demo(args.model, args.refiner, device=args.device)
+    demo = build_demo(args.model, args.refiner, device=args.device, dtype=args.dtype)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=f"{MAX_UPLOAD_MB}mb")
 
 
