@@ -86,5 +86,7 @@ def test_generate_parallel_torchrun_writes_the_single_process_clip(tmp_path):
 
     (frames, audio), (expected_frames, expected_audio) = decode(parallel), decode(single)
     assert frames.shape == expected_frames.shape == (17, 64, 64, 3)
-    assert np.abs(frames - expected_frames).mean() < 0.5  # 8-bit H.264 of frames equal to within 1e-5
+    # Frames equal to within float rounding (the ranks sum in another order) still encode to slightly different H.264
+    # blocks: 0.3-0.5 levels of 255 on average here; a wrong sequence split differs by tens.
+    assert np.abs(frames - expected_frames).mean() < 1.0
     assert audio.shape == expected_audio.shape and np.abs(audio - expected_audio).max() < 1e-2

@@ -3,9 +3,9 @@
     python examples/synthetic_av/build_tiny_default.py --work_dir runs/tiny --out pipelines/skyreels-v4-tiny
 
 Stages (each skipped when its output already exists in `--work_dir`, so an interrupted build resumes; the training
-stages also resume from their latest checkpoint). A run that has not finished is saved in `tiny_default_run/` beside
-this script (the VAEs and the joint model's latest checkpoint: 6000 steps at `--threads 1`); a fresh `--work_dir`
-starts from it, rebuilding the rest, which is deterministic, and continues training exactly where it stopped:
+stages also resume from their latest checkpoint). To continue a run on another machine or in another session, keep
+its `vaes/` and `base/` (the joint model's latest checkpoint) and pass them with `--resume_from`: a fresh `--work_dir`
+starts from them, rebuilds the rest, which is deterministic, and continues training exactly where the run stopped:
 
 1. `train_tiny_vaes.py`: the video VAE (an image `AutoencoderKL`, applied per frame) and the audio VAE
    (`AutoencoderOobleck`, 8 kHz);
@@ -24,6 +24,7 @@ starts from it, rebuilding the rest, which is deterministic, and continues train
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -63,9 +64,7 @@ TASK_RATIOS = (
     "audio_reference=0.025,v2a=0.125,a2v=0.125"
 )
 INDEPENDENT_NOISE_RATIO = 0.3
-# The saved state of a run that has not finished yet (issue: training may span sessions); removed when the model
-# it trains ships.
-RUN_STATE = os.path.join(HERE, "tiny_default_run")
+VIDEO_VAE_STEPS, AUDIO_VAE_STEPS, AUDIO_VAE_POLISH_STEPS = 1000, 3000, 600
 
 
 def run(command: list[str], env: dict | None = None) -> None:
@@ -193,15 +192,14 @@ def main() -> None:
     parser.add_argument(
         "--resume_from",
         default=None,
-        help=f"a saved run state (default: {RUN_STATE} when it exists): its VAEs and joint-model checkpoint seed an "
-        "empty --work_dir, so training continues exactly where that run stopped",
+        help="the work dir of an unfinished run (its vaes/ and base/ are enough): they seed an empty --work_dir, so "
+        "training continues exactly where that run stopped",
     )
     args = parser.parse_args()
     work = lambda *parts: os.path.join(args.work_dir, *parts)  # noqa: E731
     os.makedirs(args.work_dir, exist_ok=True)
-    resume_from = args.resume_from or (RUN_STATE if os.path.isdir(RUN_STATE) else None)
-    if resume_from is not None and not os.path.isdir(work("vaes")):
-        seed_work_dir(resume_from, args.work_dir)
+    if args.resume_from is not None and not os.path.isdir(work("vaes")):
+        seed_work_dir(args.resume_from, args.work_dir)
 
     if not os.path.isdir(work("vaes", "audio_vae")):
         run(
@@ -210,11 +208,11 @@ def main() -> None:
                 "--out",
                 work("vaes"),
                 "--video_steps",
-                "1000",
+                str(VIDEO_VAE_STEPS),
                 "--audio_steps",
-                "3000",
+                str(AUDIO_VAE_STEPS),
                 "--audio_polish_steps",
-                "600",
+                str(AUDIO_VAE_POLISH_STEPS),
                 "--seed",
                 str(args.seed),
             ]
@@ -364,6 +362,8 @@ def write_model_card(args, metrics: dict) -> None:
     from evaluate import metrics_table  # noqa: E402
 
     size_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.out) for f in fs) / 2**20
+    audio_vae = AutoencoderOobleck.load_config(os.path.join(args.out, "audio_vae"))
+    sample_rate, samples_per_latent = audio_vae["sampling_rate"], math.prod(audio_vae["downsampling_ratios"])
     text = f"""---
 license: apache-2.0
 library_name: diffusers
@@ -375,32 +375,37 @@ tags: [skyreels-v4, text-to-video, text-to-audio, video-to-audio, tiny, syntheti
 A tiny SkyReels-V4 trained from scratch on a CPU, on the procedural audio-visual world of
 `examples/synthetic_av/world.py`: one coloured shape (red, green, blue, yellow; circle, square, triangle) bounces
 in a dark box, and each wall hit makes a knock whose pitch follows the shape and whose timbre follows the colour.
-It produces {SIZE}x{SIZE} clips of {NUM_FRAMES} frames at {FPS} fps with 16 kHz mono sound, and a 2x Refiner
-({REFINER_SIZE}x{REFINER_SIZE}) in `refiner/`. It exists to prove the whole stack end to end offline, not to make
-pretty videos.
+It produces {SIZE}x{SIZE} clips of {NUM_FRAMES} frames at {FPS} fps with {sample_rate // 1000} kHz mono sound,
+and a 2x Refiner ({REFINER_SIZE}x{REFINER_SIZE}) in `refiner/`. It exists to prove the whole stack end to end
+offline, not to make pretty videos.
 
 ## Components
 - `text_encoder`: a tiny `Qwen2_5_VLForConditionalGeneration` that is **randomly initialised and frozen** (never
   trained); its tokenizer is a byte-level BPE trained locally. The transformer learns to read its hidden states.
 - `vae`: an image `AutoencoderKL` (4x spatial, 8 channels) that the pipelines apply frame by frame (no temporal
-  compression, so video tokens sit on every frame), `audio_vae`: `AutoencoderOobleck` (16 kHz mono, 512 samples per
-  latent), both trained here by `examples/synthetic_av/train_tiny_vaes.py`.
+  compression, so video tokens sit on every frame), `audio_vae`: `AutoencoderOobleck` ({sample_rate // 1000} kHz mono,
+  {samples_per_latent} samples per latent), both trained here by `examples/synthetic_av/train_tiny_vaes.py`.
 - `transformer`: `SkyReelsV4Transformer3DModel` ({TRANSFORMER_CONFIG}).
-- `refiner/`: `SkyReelsV4RefinerTransformer3DModel` (built with `from_video_transformer` from an untrained tower
-  like the joint model's but with {REFINER_PATCH_SIZE}x{REFINER_PATCH_SIZE} patches, and trained on its own), VSA at
-  sparsity 0.5.
+- `refiner/`: `SkyReelsV4RefinerTransformer3DModel` (built with `from_video_transformer` from an untrained
+  tower like the joint model's but with {REFINER_PATCH_SIZE}x{REFINER_PATCH_SIZE} patches, and trained on its own),
+  VSA at sparsity 0.5.
 
 ## Training (reproduce with one command)
 ```
 python examples/synthetic_av/build_tiny_default.py --work_dir runs/tiny --out pipelines/skyreels-v4-tiny
 ```
 {args.num_clips} training clips for the joint model (seeds from 1,000,000 up) and {args.num_refiner_clips} at
-{REFINER_SIZE}x{REFINER_SIZE} for the Refiner; {args.train_steps} steps (batch {args.batch_size}, AdamW 1e-3, cosine,
-EMA 0.995) for the joint model on all tasks (T2AV, T2V, T2A, I2V, interpolation, extension, editing, reference image,
-audio reference), {args.refiner_steps} + {args.refiner_continue_steps} steps for the Refiner (a second run continues
-the first at 3e-4), all on 2 CPU cores; before that 1000 steps for the video VAE and 1200 for the audio VAE.
+{REFINER_SIZE}x{REFINER_SIZE} for the Refiner. The joint model: {args.train_steps} steps (batch {args.batch_size},
+AdamW 1e-3, cosine, EMA 0.995) on every task, with the video and audio noise levels drawn independently for
+{INDEPENDENT_NOISE_RATIO:.0%} of the samples; task shares `{TASK_RATIOS}`. The Refiner: {args.refiner_steps} steps
+(5e-4, sparsity ramped to 0.5). Before them, {VIDEO_VAE_STEPS} steps for the video VAE and
+{AUDIO_VAE_STEPS} + {AUDIO_VAE_POLISH_STEPS} for the audio VAE. All on a 2-core CPU.
 
-## Metrics ({args.eval_seeds} held-out seeds, `examples/synthetic_av/evaluate.py`)
+## Metrics ({args.eval_seeds} held-out test seeds {metrics.get("seeds", "")}, `examples/synthetic_av/evaluate.py`)
+
+No training clip and no tuning decision used these seeds. A chance level is the same score with each clip's output
+paired with another clip's truth.
+
 {metrics_table(metrics)}
 
 ## The targets
