@@ -37,8 +37,15 @@ CPU_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
 
 def _counted(fn) -> FlopCounterMode:
-    with FlopCounterMode(display=False, custom_mapping={CPU_ATTENTION: cpu_flash_attention_flops}) as counter:
-        fn()
+    # The counter sees only this thread's ops, and at two or more threads Video Sparse Attention hands its chunks to
+    # worker threads: count at one thread, where every op runs here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with FlopCounterMode(display=False, custom_mapping={CPU_ATTENTION: cpu_flash_attention_flops}) as counter:
+            fn()
+    finally:
+        torch.set_num_threads(threads)
     return counter
 
 

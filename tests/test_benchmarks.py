@@ -32,3 +32,27 @@ def test_a_failing_benchmark_is_a_row_and_an_exit_code(capsys):
 def test_unknown_benchmark_names_are_refused():
     with pytest.raises(SystemExit, match="unknown benchmark"):
         run_all.main(["--only", "nonexistent"])
+
+
+def test_counted_flops_do_not_depend_on_the_thread_count():
+    # At two threads Video Sparse Attention runs its chunks on worker threads, which the FLOP counter does not see.
+    import torch
+
+    from skyreels_diffusers.models.attention_video_sparse import video_sparse_attention
+
+    measure = load_script("_measure", folder="benchmarks")
+    q, k, v = (torch.randn(1, 4 * 8 * 8, 2, 16, generator=torch.Generator().manual_seed(i)) for i in range(3))
+
+    def attend():
+        with torch.inference_mode():
+            video_sparse_attention(q, k, v, (4, 8, 8), sparsity=0.5, backend="gather", chunk_size=1)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = measure.count_flops(attend)
+        torch.set_num_threads(2)
+        two = measure.count_flops(attend)
+    finally:
+        torch.set_num_threads(threads)
+    assert one == two > 0
