@@ -353,6 +353,8 @@ def test_dtype_option_casts_every_pipeline_and_generates(tmp_path, monkeypatch):
         assert loaded.transformer.dtype == torch.bfloat16 and loaded.vae.dtype == torch.bfloat16
     video, _, status = app.DemoRunner(models, tmp_path).run("text_to_video", {**SETTINGS, "prompt": "<text>A.</text>"})
     assert status.startswith("Done in") and streams_of(video) == {"video": "h264", "audio": "aac"}
+    in_memory = app.load_models(pipe, build_tiny_refiner(pipe.transformer), dtype="bfloat16")  # cast with `.to`
+    assert in_memory.base.transformer.dtype == in_memory.refiner.transformer.dtype == torch.bfloat16
 
 
 def test_refine_without_a_refiner_is_a_readable_error(tiny_pipe, tmp_path, monkeypatch):

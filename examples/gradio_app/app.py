@@ -38,9 +38,16 @@ from skyreels_diffusers import (
     SkyReelsV4RefinerPipeline,
     SkyReelsV4RefinerTransformer3DModel,
 )
-from skyreels_diffusers.cli import EMBEDDED_MODEL, MODEL_ENV_VAR, default_model, frames_for_duration
+from skyreels_diffusers.cli import (
+    DTYPE_CHOICES,
+    DTYPE_HELP,
+    EMBEDDED_MODEL,
+    MODEL_ENV_VAR,
+    default_model,
+    frames_for_duration,
+)
 from skyreels_diffusers.utils.media import export_to_video_with_audio, load_video, resample_frames
-from skyreels_diffusers.utils.precision import DTYPES, resolve_dtype
+from skyreels_diffusers.utils.precision import resolve_dtype
 
 
 logger = logging.getLogger("skyreels_v4_demo")
@@ -211,8 +218,6 @@ def load_models(
     path = None
     if isinstance(model, SkyReelsV4Pipeline):
         base, description = model, f"Model: an in-memory `{type(model).__name__}`."
-        if torch_dtype is not None:
-            base.to(torch_dtype)
     else:
         path = resolve_model(model)
         if path is None:
@@ -221,17 +226,16 @@ def load_models(
             print(RANDOM_MODEL_NOTE, file=sys.stderr)
             base, description = build_tiny_pipeline(), f"**{RANDOM_MODEL_NOTE}**"
             refiner = refiner or build_tiny_refiner(base.transformer)  # random too, so the refine path can be tried
-            if torch_dtype is not None:
-                base.to(torch_dtype)
         else:
             # from_pretrained keeps the modules that must stay in float32 there (a plain `.to(dtype)` would not).
             base, description = SkyReelsV4Pipeline.from_pretrained(path, dtype=torch_dtype), f"Model: `{path}`."
+    if path is None and torch_dtype is not None:  # an in-memory or random pipeline: cast it
+        base.to(torch_dtype)
     refiner_transformer, refiner_note = _refiner_transformer(refiner, path, torch_dtype)
     inpaint = sibling_pipeline(SkyReelsV4InpaintPipeline, base)
     refiner_pipe = None
     if refiner_transformer is not None:
         refiner_pipe = sibling_pipeline(SkyReelsV4RefinerPipeline, base, transformer=refiner_transformer)
-    # The inpainting pipeline holds the same modules as `base`, so it moves with it.
     if device:  # the inpainting pipeline holds the same modules as `base`, so it moves with it
         for pipe in (base, refiner_pipe):
             if pipe is not None:
@@ -940,13 +944,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else None, help="e.g. cuda; default: cuda if present"
     )
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", *DTYPES],
-        help="auto: bfloat16 where the device computes it in hardware (CUDA, CPUs with AMX or AVX512-BF16), else "
-        "float32",
-    )
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     return parser
 
 

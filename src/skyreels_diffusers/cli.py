@@ -17,6 +17,11 @@ from pathlib import Path
 # Searched in this order when `--model` is not given.
 MODEL_ENV_VAR = "SKYREELS_V4_MODEL"
 EMBEDDED_MODEL = Path("pipelines") / "skyreels-v4-tiny"
+# `--dtype` here and in the demo: the names of `utils.precision.DTYPES`, written out so that parsing imports no torch.
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_HELP = (
+    "auto: bfloat16 where the device computes it in hardware (CUDA, CPUs with AMX or AVX512-BF16), else float32"
+)
 
 
 def default_model() -> str | None:
@@ -60,13 +65,7 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
         help=f"pipeline folder or Hub id; default: ${MODEL_ENV_VAR}, else ./{EMBEDDED_MODEL} if present, else "
         "randomly initialised tiny components (noise, for a smoke test only)",
     )
-    generate.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="auto: bfloat16 where the device computes it in hardware (CUDA, CPUs with AMX or "
-        "AVX512-BF16), else float32",
-    )
+    generate.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     generate.add_argument("--prompt", required=True, help="instruction; may use <text>, <sfx>, <dialogue>, ...")
     generate.add_argument("--negative-prompt", default=None)
     generate.add_argument("--out", default="clip.mp4", help="output MP4 path (H.264 + AAC)")
