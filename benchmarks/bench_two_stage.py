@@ -57,8 +57,8 @@ def main() -> None:
     model = SkyReelsV4Transformer3DModel(**config).eval()
     refiner = SkyReelsV4RefinerTransformer3DModel.from_video_transformer(model, temporal_upscale_factor=2).eval()
     with torch.no_grad():  # a trained Refiner has non-zero gates: include the coarse branch's cost
-        for block in refiner.video_tower.blocks:
-            block.attn.vsa_gate.weight.normal_(std=0.02)
+        for block in (*refiner.transformer_blocks, *refiner.single_transformer_blocks):
+            block.video.attn.vsa_gate.weight.normal_(std=0.02)
 
     frames, size, keyframes = args.latent_frames, args.latent_size, args.num_keyframes
     high_frames, high_size = (frames - 1) * 2 + 1, 2 * size

@@ -9,6 +9,8 @@ import tempfile
 import torch
 from safetensors.torch import load_file
 
+from skyreels_diffusers.models.transformer_skyreels_v4 import tower_key_to_joint
+
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -92,8 +94,12 @@ def process_exists(pid: int) -> bool:
 
 
 def load_video_tower(model, converted: dict[str, torch.Tensor], audio_model=None) -> list[str]:
-    """Load converted video-tower tensors (shape-checked, naming the key) and an optional T2A audio tower into a
-    fresh joint model; returns the target keys left at their fresh (zero-output) initialisation."""
+    """Load converted video-tower tensors (HunyuanVideo-1.5's names, shape-checked, naming the key) and an optional
+    T2A audio tower into a fresh joint model; returns the target keys left at their fresh (zero-output)
+    initialisation."""
+    converted = {tower_key_to_joint(key, "video"): tensor for key, tensor in converted.items()}
+    if audio_model is not None:
+        converted.update({tower_key_to_joint(k, "audio"): v for k, v in audio_model.state_dict().items()})
     target = model.state_dict()
     for key, tensor in converted.items():
         if tensor.shape != target[key].shape:
@@ -103,7 +109,4 @@ def load_video_tower(model, converted: dict[str, torch.Tensor], audio_model=None
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if unexpected:
         raise ValueError(f"Converted keys missing from the target model: {unexpected[:10]}")
-    if audio_model is not None:
-        model.audio_tower.load_state_dict(audio_model.audio_tower.state_dict())
-        missing = [k for k in missing if not k.startswith("audio_tower.")]
     return missing

@@ -1,7 +1,8 @@
 """Initialise a `SkyReelsV4Transformer3DModel` from a HunyuanVideo-1.5 transformer (Diffusers format).
 
-The video tower takes the HunyuanVideo-1.5 weights under the same names (`video_tower.` prefix); its text
-condition-type embedding becomes `text_type_embedding`. Everything new — the audio tower (unless `--audio_source`
+The video tower takes the HunyuanVideo-1.5 weights under the same names (a block's parameters move into its layer's
+`.video`, the output head into `proj_out.video`: `tower_key_to_joint`); its text condition-type embedding becomes
+`text_type_embedding`. Everything new — the audio tower (unless `--audio_source`
 gives a T2A-pretrained `SkyReelsV4AudioTransformer1DModel`), the cross-modal blocks, the single-stream blocks'
 text cross-attention — is fresh, with zero-initialised outputs, so with audio absent the converted model reproduces
 `HunyuanVideo15Transformer3DModel` on the same inputs (ByT5 and image-embedding streams masked out; SkyReels-V4 has
@@ -23,6 +24,7 @@ from diffusers import HunyuanVideo15Transformer3DModel
 from tqdm import tqdm
 
 from skyreels_diffusers import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Transformer3DModel
+from skyreels_diffusers.models.transformer_skyreels_v4 import tower_key_to_joint
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -67,12 +69,12 @@ def convert(
     converted, unused = {}, []
     for key, tensor in tqdm(state_dict.items(), desc="tensors", disable=not show_progress):
         if key == "cond_type_embed.weight":
-            converted["video_tower.text_type_embedding"] = tensor[0]  # row 0 marks MLLM text tokens
+            converted["text_type_embedding"] = tensor[0]  # row 0 marks MLLM text tokens
             unused.append(f"{key}[1:] (ByT5 and image condition types)")
         elif key.startswith(UNUSED_PREFIXES):
             unused.append(key)
-        elif f"video_tower.{key}" in target:
-            converted[f"video_tower.{key}"] = tensor
+        elif tower_key_to_joint(key, "video") in target:
+            converted[key] = tensor
         else:
             unused.append(key)
     if strict and unused:

@@ -1,5 +1,6 @@
 """Initialise a `SkyReelsV4Transformer3DModel` from a HunyuanVideo (v1) transformer in Diffusers format (SkyReels-V1
-shares this layout): dual- and single-stream blocks map one to one under the `video_tower.` prefix.
+shares this layout): dual- and single-stream blocks map one to one onto the `.video` part of each layer
+(`tower_key_to_joint`).
 
 SkyReels-V4 has no CLIP text encoder and no guidance embedding, so HunyuanVideo's pooled-text and guidance terms are
 folded into the timestep embedding's output bias at the conversion's `--guidance` value with an all-zero pooled
@@ -20,6 +21,7 @@ from diffusers import HunyuanVideoTransformer3DModel
 from tqdm import tqdm
 
 from skyreels_diffusers import SkyReelsV4AudioTransformer1DModel, SkyReelsV4Transformer3DModel
+from skyreels_diffusers.models.transformer_skyreels_v4 import tower_key_to_joint
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,16 +89,16 @@ def convert(
             name = key.replace("time_text_embed.", "time_embed.", 1)
         if key == "x_embedder.proj.weight" and tensor.shape[1] != target_config["in_channels"]:
             # Text-to-video source: the condition and mask channels start with zero weights.
-            widened = torch.zeros(target[f"video_tower.{name}"].shape, dtype=tensor.dtype)
+            widened = torch.zeros(target[tower_key_to_joint(name, "video")].shape, dtype=tensor.dtype)
             widened[:, : tensor.shape[1]] = tensor
             tensor = widened
-        if f"video_tower.{name}" in target:
-            converted[f"video_tower.{name}"] = tensor
+        if tower_key_to_joint(name, "video") in target:
+            converted[name] = tensor
         else:
             unused.append(key)
     if strict and unused:
         raise ValueError(f"--strict: {len(unused)} source keys have no place in the target: {unused[:10]}")
-    bias_key = "video_tower.time_embed.timestep_embedder.linear_2.bias"
+    bias_key = "time_embed.timestep_embedder.linear_2.bias"
     converted[bias_key] = converted[bias_key] + folded_bias(source, guidance).to(converted[bias_key].dtype)
     return model, unused, load_video_tower(model, converted, audio_model)
 

@@ -1,8 +1,8 @@
 """Put a T2A-pretrained audio tower into a joint model: `SkyReelsV4AudioTransformer1DModel` + joint
 `SkyReelsV4Transformer3DModel` -> joint model with that audio tower (fresh, zero-initialised cross-modal blocks).
 
-Both towers keep their module names, so this is `SkyReelsV4Transformer3DModel.from_video_and_audio`: no key
-renaming. With the cross-modal blocks at zero, the result reproduces the video source's video prediction and the
+This is `SkyReelsV4Transformer3DModel.from_video_and_audio`: the audio DiT's parameter names map one to one onto the
+joint model's audio parts (`tower_key_to_joint`). With the cross-modal blocks at zero, the result reproduces the video source's video prediction and the
 audio DiT's audio prediction.
 
     python conversion/merge_audio_tower.py --joint path/to/joint --audio path/to/t2a --output out/joint-merged

@@ -53,7 +53,7 @@ def test_strict_refuses_unused_keys_and_dtype(source, tmp_path):
     from safetensors import safe_open
 
     with safe_open(tmp_path / "b" / "diffusion_pytorch_model.safetensors", "pt") as f:
-        assert f.get_tensor("video_tower.proj_out.weight").dtype == torch.bfloat16
+        assert f.get_tensor("proj_out.video.weight").dtype == torch.bfloat16
 
 
 def test_refuses_pickle_missing_and_existing_output(source, tmp_path):
@@ -90,7 +90,7 @@ def test_audio_tower_taken_from_a_t2a_checkpoint(source, tmp_path):
     joint = SkyReelsV4Transformer3DModel.from_pretrained(output).eval()
     audio, text = torch.randn(1, 6, 20), torch.randn(1, 5, 24)
     with torch.no_grad():
-        expected = audio_model(audio, torch.tensor([500.0]), text).audio_sample
+        expected = audio_model(audio, torch.tensor([500.0]), text).sample
         actual = joint(None, torch.tensor([500.0]), text, audio_hidden_states=audio).audio_sample
     torch.testing.assert_close(actual, expected)
 

@@ -89,7 +89,8 @@ def train(
     """Video-to-audio training: clean video at timestep 0, audio noised at a uniform sigma, velocity target."""
     model = micro_model()
     if not cross_modal:  # the cross-attention outputs start at zero; frozen, they carry nothing between the towers
-        model.cross_modal_blocks.requires_grad_(False)
+        for block in (*model.transformer_blocks, *model.single_transformer_blocks):
+            block.cross_modal.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(1)

@@ -67,7 +67,7 @@ def test_original_hunyuanvideo_lora_keys_are_converted():
         "diffusion_model.double_blocks.0.img_attn_qkv.lora_B.weight": up,
     }
     converted = SkyReelsV4LoraLoaderMixin._convert_non_diffusers_lora(original)
-    prefix = "transformer.video_tower.transformer_blocks.0.attn"
+    prefix = "transformer.transformer_blocks.0.video.attn"
     assert set(converted) == {f"{prefix}.to_{n}.lora_{ab}.weight" for n in "qkv" for ab in "AB"}
     torch.testing.assert_close(converted[f"{prefix}.to_k.lora_A.weight"], down)
     torch.testing.assert_close(converted[f"{prefix}.to_k.lora_B.weight"], up[32:64])
@@ -115,7 +115,7 @@ def test_import_writes_a_file_in_this_layout(tmp_path):
     args = ["import", "--lora", str(tmp_path / "hunyuan.safetensors"), "--output", str(tmp_path / "ours.safetensors")]
     assert convert_lora.main(args) == 0
     keys = set(load_file(tmp_path / "ours.safetensors"))
-    assert "transformer.video_tower.transformer_blocks.0.attn.to_v.lora_B.weight" in keys and len(keys) == 6
+    assert "transformer.transformer_blocks.0.video.attn.to_v.lora_B.weight" in keys and len(keys) == 6
     torch.save(original, tmp_path / "hunyuan.bin")
     pickle_args = ["import", "--lora", str(tmp_path / "hunyuan.bin"), "--output", str(tmp_path / "x.safetensors")]
     assert convert_lora.main(pickle_args) == 2
@@ -164,7 +164,7 @@ def test_merge_audio_tower(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(
             merged(None, torch.tensor([400.0]), text, audio_hidden_states=sound).audio_sample,
-            audio(sound, torch.tensor([400.0]), text).audio_sample,
+            audio(sound, torch.tensor([400.0]), text).sample,
         )
     assert (
         merge.main(

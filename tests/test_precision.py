@@ -46,13 +46,13 @@ def test_every_pipeline_runs_after_to_bfloat16_and_agrees_with_float32(pipes):
 def test_from_pretrained_in_bfloat16_keeps_the_time_embedding_in_float32(pipes, tmp_path):
     pipes[0].save_pretrained(tmp_path)
     pipe = SkyReelsV4Pipeline.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    assert pipe.transformer.video_tower.time_embed.timestep_embedder.linear_1.weight.dtype == torch.float32
-    assert pipe.transformer.video_tower.x_embedder.proj.weight.dtype == torch.bfloat16
+    assert pipe.transformer.time_embed.timestep_embedder.linear_1.weight.dtype == torch.float32
+    assert pipe.transformer.x_embedder.proj.weight.dtype == torch.bfloat16
     out = run(pipe)
     assert torch.isfinite(out.frames).all()
     # from_pipe keeps the source's dtype (Diffusers would cast the shared components to float32).
     assert SkyReelsV4InpaintPipeline.from_pipe(pipe).transformer.dtype == torch.bfloat16
-    assert pipe.transformer.video_tower.x_embedder.proj.weight.dtype == torch.bfloat16
+    assert pipe.transformer.x_embedder.proj.weight.dtype == torch.bfloat16
 
 
 def test_fastest_dtype_follows_the_hardware(monkeypatch):

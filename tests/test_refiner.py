@@ -56,13 +56,13 @@ def test_refiner_shapes_with_and_without_audio(temporal_upscale_factor):
 def test_refiner_gradients_flow_through_sparse_attention():
     refiner = build_tiny_refiner(temporal_upscale_factor=1)
     with torch.no_grad():
-        for block in refiner.video_tower.blocks:
-            block.attn.vsa_gate.weight.normal_(std=0.1)
+        for block in (*refiner.transformer_blocks, *refiner.single_transformer_blocks):
+            block.video.attn.vsa_gate.weight.normal_(std=0.1)
     text, mask = text_inputs()
     out = refiner(torch.randn(1, 17, 5, 8, 8), torch.tensor([300.0]), text, mask, sparsity=0.5).sample
     out.square().mean().backward()
-    gate_grad = refiner.video_tower.transformer_blocks[0].attn.vsa_gate.weight.grad
-    query_grad = refiner.video_tower.single_transformer_blocks[0].attn.to_q.weight.grad
+    gate_grad = refiner.transformer_blocks[0].video.attn.vsa_gate.weight.grad
+    query_grad = refiner.single_transformer_blocks[0].video.attn.to_q.weight.grad
     assert gate_grad is not None and gate_grad.abs().sum() > 0 and query_grad.abs().sum() > 0
 
 

@@ -33,6 +33,10 @@ def main() -> int:
         )
 
     use_cuda = torch.cuda.is_available()
+    if not use_cuda and torch.accelerator.device_count() == 0:
+        # Diffusers' `enable_parallelism` places rank r on accelerator `r % device_count()`, which divides by zero on
+        # a CPU-only machine; with one device reported it builds its mesh on the CPU, which gloo serves.
+        torch.accelerator.device_count = lambda: 1
     dist.init_process_group("nccl" if use_cuda else "gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     device = torch.device("cpu")

@@ -98,7 +98,8 @@ PER_CLIP_KEYS = (
     "has_edit_mask",
     "low_res_latents",
 )
-LORA_TOWERS = {"video": "video_tower", "audio": "audio_tower", "cross_modal": "cross_modal_blocks"}
+# The parts of each layer a LoRA can train: `(single_)transformer_blocks.{i}.<part>` of the joint model.
+LORA_TOWERS = ("video", "audio", "cross_modal")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -372,13 +373,15 @@ def refiner_model_inputs(clips, null_prompt, args, shift, seed, step, offset, sp
 def add_lora(transformer, args) -> None:
     from peft import LoraConfig
 
-    towers = "|".join(LORA_TOWERS[t] for t in args.lora_towers.split(","))
+    towers = "|".join(args.lora_towers.split(","))
     modules = "|".join(m.replace(".", r"\.") for m in args.lora_target_modules.split(","))
     config = LoraConfig(
         r=args.lora_rank,
         lora_alpha=args.lora_alpha or args.lora_rank,
         init_lora_weights="gaussian",
-        target_modules=rf"^({towers})\..*\.({modules})$" if not args.refiner else rf"^.*\.({modules})$",
+        target_modules=rf"^(single_)?transformer_blocks\.\d+\.({towers})\..*\.({modules})$"
+        if not args.refiner
+        else rf"^.*\.({modules})$",
     )
     transformer.requires_grad_(False)
     transformer.add_adapter(config)

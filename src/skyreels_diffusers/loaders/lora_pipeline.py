@@ -1,34 +1,32 @@
 """LoRA loading for SkyReels-V4 pipelines, on top of Diffusers' `LoraBaseMixin`.
 
 Files hold PEFT LoRA factors in the Diffusers layout, every key prefixed with the component name (`transformer.`):
-`transformer.video_tower.transformer_blocks.0.attn.to_q.lora_A.weight`, ... -- what `save_lora_weights` writes and what
-`get_peft_model_state_dict(pipe.transformer)` gives with that prefix. Only safetensors is read or written.
+`transformer.transformer_blocks.0.video.attn.to_q.lora_A.weight`, ... -- what `save_lora_weights` writes and what
+`get_peft_model_state_dict(pipe.transformer)` gives with that prefix, with the adapter's `LoraConfig` in the file
+header under Diffusers' `lora_adapter_metadata` entry, as Diffusers writes it. Only safetensors is read or written.
 
 Everything that works on adapters once they are loaded (`unload_lora_weights`, `fuse_lora`, `unfuse_lora`,
 `set_adapters`, `delete_adapters`, `get_active_adapters`, `get_list_adapters`, `enable_lora`, `disable_lora`, ...)
-is Diffusers' own, inherited from `LoraBaseMixin`; loading into the model is `PeftAdapterMixin.load_lora_adapter`;
-reading a file is Diffusers' `_fetch_state_dict` and writing one is `LoraBaseMixin._save_lora_weights`. What this
-module adds is the local, safetensors-only file resolution and the checks that turn Diffusers' silent fallbacks
-(a pickle fallback, a Hub lookup for a mistyped path, a warning-only no-op load) into errors.
+is Diffusers' own, inherited from `LoraBaseMixin`; loading into the model is `PeftAdapterMixin.load_lora_adapter`.
+What this module adds is the local, safetensors-only file reading and writing, and the checks that turn Diffusers'
+silent fallbacks (a pickle fallback, a Hub lookup for a mistyped path, a warning-only no-op load) into errors.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import safetensors
+import safetensors.torch
 import torch
-from diffusers.loaders.lora_base import (
-    LORA_WEIGHT_NAME_SAFE,
-    LoraBaseMixin,
-    _best_guess_weight_name,
-    _fetch_state_dict,
-)
-from diffusers.loaders.lora_conversion_utils import _convert_hunyuan_video_lora_to_diffusers
-from diffusers.loaders.lora_pipeline import _LOW_CPU_MEM_USAGE_DEFAULT_LORA
+from diffusers.loaders import HunyuanVideoLoraLoaderMixin
+from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY, LORA_WEIGHT_NAME_SAFE, LoraBaseMixin
 from diffusers.utils import logging, require_peft_backend
+
+from ..models.transformer_skyreels_v4 import tower_key_to_joint
 
 
 logger = logging.get_logger(__name__)
@@ -99,9 +97,7 @@ def _resolve_lora_file(path: str | os.PathLike, weight_name: str | None, subfold
                 f"`{SAFETENSORS_SUFFIX}` files there: {available or 'none'}."
             )
         return file
-    # Diffusers' pick among a folder's files (prefers `pytorch_lora_weights.safetensors`, skips optimizer/scheduler
-    # checkpoints, warns when it has to choose); `local_files_only` keeps it off the Hub.
-    weight_name = _best_guess_weight_name(path, file_extension=SAFETENSORS_SUFFIX, local_files_only=True)
+    weight_name = _lora_file_in_folder(path)
     if weight_name is None:
         pickles = sorted(f for f in os.listdir(path) if f.lower().endswith(PICKLE_SUFFIXES))
         hint = (
@@ -115,6 +111,44 @@ def _resolve_lora_file(path: str | os.PathLike, weight_name: str | None, subfold
             f"`{SAFETENSORS_SUFFIX}` file (expected {LORA_WEIGHT_NAME_SAFE!r}).{hint}"
         )
     return os.path.join(path, weight_name)
+
+
+def _lora_file_in_folder(folder: str) -> str | None:
+    """The LoRA file of a folder, picked as Diffusers' loaders pick it: `pytorch_lora_weights.safetensors` if present,
+    else the first `.safetensors` file that is not an optimizer, scheduler or training-checkpoint file (with a
+    warning when there are several)."""
+    candidates = sorted(
+        name
+        for name in os.listdir(folder)
+        if name.endswith(SAFETENSORS_SUFFIX) and not any(part in name for part in ("scheduler", "optimizer", "checkpoint"))
+    )
+    if LORA_WEIGHT_NAME_SAFE in candidates:
+        return LORA_WEIGHT_NAME_SAFE
+    if len(candidates) > 1:
+        logger.warning(
+            f"{folder!r} holds more than one `.safetensors` file; loading {candidates[0]!r}. Pass `weight_name` to "
+            "choose."
+        )
+    return candidates[0] if candidates else None
+
+
+def _read_lora_file(file: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The tensors of a LoRA safetensors file and the adapter metadata in its header (Diffusers' layout)."""
+    state_dict = safetensors.torch.load_file(file)
+    with safetensors.safe_open(file, framework="pt") as handle:
+        header = handle.metadata() or {}
+    raw = header.get(LORA_ADAPTER_METADATA_KEY)
+    return state_dict, json.loads(raw) if raw else None
+
+
+def _is_joint_layout(path: str) -> bool:
+    """Whether a parameter path (without `transformer.`) is already in the joint model's layout."""
+    parts = path.split(".")
+    if parts[0] in ("transformer_blocks", "single_transformer_blocks"):
+        return len(parts) > 2 and parts[2] in ("video", "audio", "cross_modal")
+    if parts[0] == "proj_out":
+        return len(parts) > 1 and parts[1] in ("video", "audio")
+    return True
 
 
 class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
@@ -205,22 +239,8 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
                 pretrained_model_name_or_path_or_dict, kwargs.get("weight_name"), kwargs.get("subfolder")
             )
             try:
-                # Diffusers' reader: loads the tensors and parses its `lora_adapter_metadata` header entry.
-                state_dict, metadata = _fetch_state_dict(
-                    pretrained_model_name_or_path_or_dict=file,
-                    weight_name=os.path.basename(file),
-                    use_safetensors=True,
-                    local_files_only=True,
-                    cache_dir=None,
-                    force_download=False,
-                    proxies=None,
-                    token=None,
-                    revision=None,
-                    subfolder=None,
-                    user_agent={"file_type": "attn_procs_weights", "framework": "pytorch"},
-                    allow_pickle=False,
-                )
-            except safetensors.SafetensorError as error:
+                state_dict, metadata = _read_lora_file(file)
+            except (safetensors.SafetensorError, json.JSONDecodeError) as error:
                 raise ValueError(
                     f"`pretrained_model_name_or_path_or_dict`: {file!r} is not a readable safetensors file ({error})."
                 ) from error
@@ -239,25 +259,23 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
         Bring HunyuanVideo-style LoRA files into this model's layout:
 
         - the original HunyuanVideo / SkyReels-V1 naming (`double_blocks.N.img_attn_qkv...`) goes through Diffusers'
-          own `_convert_hunyuan_video_lora_to_diffusers` first;
-        - Diffusers' HunyuanVideo (and HunyuanVideo-1.5) layout names the same modules our video tower holds, so
-          `transformer.<path>` becomes `transformer.video_tower.<path>` (the timestep embedder is `time_embed`).
+          own HunyuanVideo LoRA reader (`HunyuanVideoLoraLoaderMixin.lora_state_dict`) first;
+        - Diffusers' HunyuanVideo (and HunyuanVideo-1.5) layout names the modules of our video tower, so each
+          `transformer.<path>` moves into its layer's video part (`tower_key_to_joint`; the timestep embedder is
+          `time_embed`).
 
         Keys already in this model's layout are left unchanged.
         """
         if any("img_attn_qkv" in key or "txt_attn_qkv" in key for key in state_dict):
-            state_dict = _convert_hunyuan_video_lora_to_diffusers(dict(state_dict))
-        own_prefixes = tuple(
-            f"{cls.transformer_name}.{m}." for m in ("video_tower", "audio_tower", "cross_modal_blocks")
-        )
+            state_dict = HunyuanVideoLoraLoaderMixin.lora_state_dict(dict(state_dict))
         prefix = f"{cls.transformer_name}."
         converted = {}
         for key, value in state_dict.items():
-            if key.startswith(prefix) and not key.startswith(own_prefixes):
-                path = key[len(prefix) :]
+            path = key[len(prefix) :]
+            if key.startswith(prefix) and not _is_joint_layout(path):
                 if path.startswith("time_text_embed.timestep_embedder."):
                     path = path.replace("time_text_embed.", "time_embed.", 1)
-                key = f"{prefix}video_tower.{path}"
+                key = prefix + tower_key_to_joint(path, "video")
             converted[key] = value
         return converted
 
@@ -270,7 +288,7 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
             raise ValueError(
                 f"`pretrained_model_name_or_path_or_dict` is not a LoRA checkpoint: {len(not_lora)} key(s) without "
                 f"'lora' ({_describe_keys(not_lora)}); expected PEFT LoRA keys such as "
-                f"'{cls.transformer_name}.video_tower.transformer_blocks.0.attn.to_q.lora_A.weight'."
+                f"'{cls.transformer_name}.transformer_blocks.0.video.attn.to_q.lora_A.weight'."
             )
 
     @require_peft_backend
@@ -301,7 +319,7 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
             raise ValueError(
                 f"`load_lora_weights` needs the pipeline's `{self.transformer_name}` component, but it is None."
             )
-        low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", _LOW_CPU_MEM_USAGE_DEFAULT_LORA)
+        low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", True)
         state_dict, metadata = self.lora_state_dict(
             pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs
         )
@@ -384,7 +402,7 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
             safe_serialization (`bool`, defaults to `True`): only `True` (safetensors is the only format).
             transformer_lora_adapter_metadata (`dict`, *optional*): the adapter's `LoraConfig.to_dict()`, stored in
                 the file header so that loading recreates the same ranks and `lora_alpha` (without it, `lora_alpha`
-                is taken to equal the rank). `diffusers.training_utils._collate_lora_metadata` builds this argument.
+                is taken to equal the rank).
         """
         if safe_serialization is not True:
             raise ValueError(
@@ -432,15 +450,21 @@ class SkyReelsV4LoraLoaderMixin(LoraBaseMixin):
             )
         if not is_main_process:
             return
-        metadata = dict(transformer_lora_adapter_metadata) if transformer_lora_adapter_metadata else None
-        cls._save_lora_weights(
-            save_directory=save_directory,
-            lora_layers={cls.transformer_name: dict(transformer_lora_layers)},
-            lora_metadata={cls.transformer_name: metadata},
-            is_main_process=is_main_process,
-            weight_name=weight_name or LORA_WEIGHT_NAME_SAFE,
-            safe_serialization=True,
-        )
+        # Diffusers' file layout: `transformer.`-prefixed tensors, and the adapter config as sorted JSON (sets as
+        # lists) under the `lora_adapter_metadata` header entry, its keys prefixed the same way.
+        prefix = f"{cls.transformer_name}."
+        header = {"format": "pt"}
+        if transformer_lora_adapter_metadata:
+            config = {
+                prefix + key: sorted(value) if isinstance(value, set) else value
+                for key, value in transformer_lora_adapter_metadata.items()
+            }
+            header[LORA_ADAPTER_METADATA_KEY] = json.dumps(config, indent=2, sort_keys=True)
+        os.makedirs(save_directory, exist_ok=True)
+        tensors = {prefix + key: value.contiguous() for key, value in transformer_lora_layers.items()}
+        path = os.path.join(save_directory, weight_name or LORA_WEIGHT_NAME_SAFE)
+        safetensors.torch.save_file(tensors, path, metadata=header)
+        logger.info(f"LoRA weights saved in {path}")
 
     def fuse_lora(
         self,

@@ -13,42 +13,39 @@
 # limitations under the License.
 """The joint video-audio MMDiT of SkyReels-V4 (arXiv 2602.21818).
 
-Layout of the state dict, chosen so that conversions are plain prefix renames:
+The model keeps its blocks in two flat, top-level lists, as Diffusers' LTX-2 and Flux do, so that Diffusers' hooks
+(caches, group offloading, layerwise casting, context parallelism, regional compilation) address them as they are:
 
-- ``video_tower.*``: the video tower. Its dual-stream blocks, token refiner, time embedding, patch embedding and
-  output head use the parameter names of Diffusers' ``HunyuanVideo15Transformer3DModel``; its single-stream blocks
-  use those of ``HunyuanVideoSingleTransformerBlock``.
-- ``audio_tower.*``: the audio tower, the same code with a 1D linear patch embedding. The standalone
-  ``SkyReelsV4AudioTransformer1DModel`` owns a module under the same name, so its state dict loads here unchanged.
-- ``cross_modal_blocks.*``: one bidirectional audio<->video cross-attention block per layer.
+- ``transformer_blocks.{i}``: one dual-stream layer of both towers: ``.video`` (HunyuanVideo-1.5's block and
+  parameter names), ``.audio`` (the same block with its own weights) and ``.cross_modal`` (the audio<->video
+  exchange, zero-initialised);
+- ``single_transformer_blocks.{i}``: one single-stream layer of both towers, laid out the same way.
+
+The rest of the video tower sits at the top level under HunyuanVideo-1.5's names (``x_embedder``, ``time_embed``,
+``context_embedder``, ``norm_out``), the audio tower's under the same names with an ``audio_`` prefix, and both
+output heads in ``proj_out`` (``.video``, ``.audio``). "Towers" stay a concept: the video parameters are exactly
+HunyuanVideo-1.5's (`conversion/` maps its keys), and a layer with no audio runs the video block alone, so a
+converted model reproduces HunyuanVideo-1.5.
+
+Inside the block lists, `hidden_states` is the joint token sequence ``[video ; audio]`` and `encoder_hidden_states`
+the two towers' prompt tokens ``[video prompt ; audio prompt]``: every block updates both, and hooks that track one
+`hidden_states` and one `encoder_hidden_states` per block (FirstBlockCache, MagCache) see the whole state.
 
 Context parallelism (Ulysses) is described in `SkyReelsV4Transformer3DModel`'s class comment on `_cp_plan`.
 """
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
-from diffusers.hooks import HookRegistry, PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
-from diffusers.hooks.hooks import StateManager
-from diffusers.hooks.pyramid_attention_broadcast import (
-    _PYRAMID_ATTENTION_BROADCAST_HOOK,
-    PyramidAttentionBroadcastHook,
-    PyramidAttentionBroadcastState,
-)
+from diffusers import ContextParallelConfig, ParallelConfig
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
-from diffusers.models._modeling_parallel import (
-    ContextParallelConfig,
-    ContextParallelInput,
-    ContextParallelOutput,
-    ParallelConfig,
-)
 from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, FeedForward
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.cache_utils import CacheMixin
@@ -60,8 +57,10 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
     HunyuanVideo15TimeEmbedding,
     HunyuanVideo15TokenRefiner,
 )
-from diffusers.utils import BaseOutput, apply_lora_scale, deprecate, is_peft_available
+from diffusers.utils import BaseOutput, apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
+
+from .diffusers_extension_points import ContextParallelInput, ContextParallelOutput, register_block_outputs
 
 
 if dist.is_available():
@@ -191,13 +190,11 @@ def _dispatch_attention(processor, query, key, value, attention_mask, keys_shard
     attend to all keys; `attention_mask` `(B, 1, 1, local_keys)` is gathered with them."""
     parallel_config = processor._parallel_config if keys_sharded else None
     if parallel_config is not None:
-        cp_config = parallel_config.context_parallel_config
-        degree = cp_config.ulysses_degree
+        degree = parallel_config.context_parallel_config.ulysses_degree
         if query.shape[2] % degree or (degree - 1) * key.shape[1] < query.shape[1]:
-            group = cp_config._ulysses_mesh.get_group()
-            key, value = (_all_gather_sequence(x, 1, group) for x in (key, value))
+            key, value = (gather_from_ranks(x, 1) for x in (key, value))
             if attention_mask is not None:
-                attention_mask = _all_gather_sequence(attention_mask, attention_mask.ndim - 1, group)
+                attention_mask = gather_from_ranks(attention_mask, attention_mask.ndim - 1)
             parallel_config = None
     hidden_states = dispatch_attention_fn(
         query,
@@ -212,9 +209,10 @@ def _dispatch_attention(processor, query, key, value, attention_mask, keys_shard
     return hidden_states.flatten(2, 3).to(query.dtype)
 
 
-def _all_gather_sequence(x: torch.Tensor, dim: int, group) -> torch.Tensor:
-    """All ranks' shards of `x` concatenated along `dim` in rank order (the order of Diffusers' sequence split)."""
-    gathered = funcol.all_gather_single(x.contiguous(), gather_dim=dim, group=group)
+def gather_from_ranks(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """All ranks' shards of `x` concatenated along `dim` in rank order (the order of Diffusers' sequence split). The
+    context-parallel group is the whole world (see `SkyReelsV4ContextParallelMixin`)."""
+    gathered = funcol.all_gather_single(x.contiguous(), gather_dim=dim, group=dist.group.WORLD)
     return gathered.wait() if isinstance(gathered, funcol.AsyncCollectiveTensor) else gathered
 
 
@@ -488,8 +486,8 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
     text cross-attention `x'' = x' + Attn(q=x', kv=text)` against the refined prompt tokens. The paper adds it to
     counter semantic dilution; its output projection starts at zero so a converted single-stream block is unchanged.
 
-    `attention_mask` masks the keys of the joint attention, `text_context_mask` (default: `attention_mask`) those of
-    the text cross-attention; they differ under context parallelism (see `SkyReelsV4SequencePadding`).
+    `attention_mask` masks the keys of the joint attention, `text_context_mask` those of the text cross-attention
+    (the prompt's own mask); they differ under context parallelism (see `SkyReelsV4SequencePadding`).
     """
 
     def __init__(
@@ -536,8 +534,6 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
         hidden_states = residual + gate.unsqueeze(1) * self.proj_out(torch.cat([attn_output, mlp_hidden], dim=2))
         hidden_states, encoder_hidden_states = hidden_states[:, :num_media], hidden_states[:, num_media:]
 
-        if text_context_mask is None:
-            text_context_mask = attention_mask
         hidden_states = hidden_states + self.text_attn(
             self.norm_text_attn(hidden_states), text_context, attention_mask=text_context_mask
         )
@@ -601,6 +597,135 @@ class SkyReelsV4CrossModalBlock(nn.Module):
         return video_hidden_states, audio_hidden_states
 
 
+@maybe_allow_in_graph
+class SkyReelsV4JointTransformerBlock(nn.Module):
+    """One layer of both towers: the video block, the audio block (the same design with its own weights) and the
+    audio<->video exchange after them.
+
+    `hidden_states` is the joint token sequence `[video ; audio]` and `encoder_hidden_states` the prompt tokens of
+    both towers `[video prompt ; audio prompt]` (each tower refines the prompt with its own weights). A modality
+    whose RoPE table is `None` is absent: the block then runs the other tower's block alone, with no exchange, which
+    is what makes a converted single-modality model exact.
+
+    Args:
+        single_stream: single-stream blocks (`SkyReelsV4SingleTransformerBlock`) instead of dual-stream ones.
+        cross_modal_attention_heads: heads of the audio<->video exchange (see `SkyReelsV4CrossModalBlock`).
+    """
+
+    def __init__(
+        self,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        mlp_ratio: float,
+        cross_modal_attention_heads: int,
+        single_stream: bool = False,
+    ) -> None:
+        super().__init__()
+        block_class = SkyReelsV4SingleTransformerBlock if single_stream else SkyReelsV4TransformerBlock
+        self.single_stream = single_stream
+        self.video = block_class(num_attention_heads, attention_head_dim, mlp_ratio)
+        self.audio = block_class(num_attention_heads, attention_head_dim, mlp_ratio)
+        dim = num_attention_heads * attention_head_dim
+        self.cross_modal = SkyReelsV4CrossModalBlock(dim, cross_modal_attention_heads, attention_head_dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor | None,
+        audio_temb: torch.Tensor | None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
+        audio_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
+        temporal_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        text_context: torch.Tensor | None = None,
+        audio_text_context: torch.Tensor | None = None,
+        text_context_mask: torch.Tensor | None = None,
+        video_key_mask: torch.Tensor | None = None,
+        audio_key_mask: torch.Tensor | None = None,
+        isolate_modalities: bool = False,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            hidden_states (`torch.Tensor` of shape `(B, N_v + N_a, dim)`): video tokens, then audio tokens.
+            encoder_hidden_states (`torch.Tensor` of shape `(B, 2S, dim)` or `(B, S, dim)`): the towers' prompt
+                tokens, video tower's first (only the present towers').
+            temb, audio_temb (`torch.Tensor` of shape `(B, dim)`): each tower's timestep embedding.
+            rotary_emb (`(cos, sin)` of shape `(N_v, head_dim)`): video 3D RoPE; `None` without video.
+            audio_rotary_emb (`(cos, sin)` of shape `(N_a, head_dim)`): audio 1D RoPE on the video latent timeline
+                (also the audio side of the exchange); `None` without audio.
+            temporal_rotary_emb (`(cos, sin)` of shape `(N_v, head_dim)`): the video side of the exchange (each
+                video token's latent frame on the shared timeline).
+            attention_mask, audio_attention_mask (`torch.Tensor` of shape `(B, K)`): key masks of each tower's
+                joint attention (see `SkyReelsV4AttnProcessor`).
+            text_context, audio_text_context (`torch.Tensor` of shape `(B, S, dim)`): each tower's refined prompt,
+                keys of the single-stream blocks' text cross-attention, masked by `text_context_mask` `(B, S)`.
+            video_key_mask, audio_key_mask (`torch.Tensor` of shape `(B, N_v)` / `(B, N_a)`): real tokens as keys of
+                the exchange (context-parallel padding is False).
+            isolate_modalities (`bool`): skip the exchange, so each tower sees only itself (modality guidance's
+                extra pass).
+        """
+        video_inputs = (temb, attention_mask, rotary_emb, text_context)
+        audio_inputs = (audio_temb, audio_attention_mask, audio_rotary_emb, audio_text_context)
+        common = (text_context_mask, attention_kwargs)
+        if rotary_emb is None or audio_rotary_emb is None:  # one modality: its tower's block alone
+            block, inputs = (self.audio, audio_inputs) if rotary_emb is None else (self.video, video_inputs)
+            return self._run(block, hidden_states, encoder_hidden_states, *inputs, *common)
+
+        num_video = rotary_emb[0].shape[0]
+        video, audio = hidden_states[:, :num_video], hidden_states[:, num_video:]
+        video_text, audio_text = encoder_hidden_states.chunk(2, dim=1)
+        video, video_text = self._run(self.video, video, video_text, *video_inputs, *common)
+        audio, audio_text = self._run(self.audio, audio, audio_text, *audio_inputs, *common)
+        if not isolate_modalities:
+            video, audio = self.cross_modal(
+                video, audio, temporal_rotary_emb, audio_rotary_emb, video_key_mask, audio_key_mask
+            )
+        return torch.cat([video, audio], dim=1), torch.cat([video_text, audio_text], dim=1)
+
+    def _run(
+        self,
+        block: nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        text_context: torch.Tensor | None,
+        text_context_mask: torch.Tensor | None,
+        attention_kwargs: dict[str, Any] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One tower's block; single-stream blocks also read their tower's refined prompt."""
+        extra = {"text_context": text_context, "text_context_mask": text_context_mask} if self.single_stream else {}
+        return block(
+            hidden_states,
+            encoder_hidden_states,
+            temb,
+            attention_mask,
+            rotary_emb,
+            attention_kwargs=attention_kwargs,
+            **extra,
+        )
+
+
+class SkyReelsV4OutputProjection(nn.Module):
+    """Both towers' output heads in one module: `video` maps a video token to its `p_t * p * p * C` latent values,
+    `audio` an audio token to its `C_a` latent channels. As one module, Diffusers' hooks that stand in for a model's
+    output projection (TaylorSeer's lite mode predicts `proj_out`) cover both modalities."""
+
+    def __init__(self, dim: int, video_channels: int, audio_channels: int) -> None:
+        super().__init__()
+        self.video = nn.Linear(dim, video_channels)
+        self.audio = nn.Linear(dim, audio_channels)
+
+    def forward(self, hidden_states: torch.Tensor, audio_hidden_states: torch.Tensor):
+        """`(B, N_v, dim)`, `(B, N_a, dim)` -> `(B, N_v, video_channels)`, `(B, N_a, audio_channels)`; an absent
+        modality comes as zero tokens."""
+        return self.video(hidden_states), self.audio(audio_hidden_states)
+
+
 class SkyReelsV4SequencePadding(nn.Module):
     """Prepares one modality's token sequence for context parallelism; the model's `_cp_plan` then splits every
     output across the ranks (see `sequence_split_plan`). Without context parallelism it is not called.
@@ -651,23 +776,28 @@ def sequence_split_plan(num_per_token: int) -> dict[int, ContextParallelInput]:
 
 
 class SkyReelsV4ContextParallelMixin:
-    """`enable_parallelism` for the SkyReels-V4 models: Ulysses context parallelism, on GPUs (NCCL) and on CPU
-    (gloo).
+    """`enable_parallelism` for the SkyReels-V4 models: Ulysses context parallelism over all ranks.
 
-    Ring attention is refused: it applies each rank's key mask to every rank's keys, and our keys carry per-rank
-    masks (padding, duplicate prompt copies); Diffusers' native (CPU) backend has no ring attention either. The
-    `*_anything` modes are refused because the sequences are padded to equal shards already.
+    Each model pads its token sequences to a multiple of the number of ranks itself (see `SkyReelsV4SequencePadding`),
+    so it records the context-parallel config it was given in `context_parallel_config`. Refused with the reason: ring
+    attention (it applies one rank's key mask to every rank's keys, and the keys here carry per-rank masks: padding,
+    duplicate prompt copies), the `*_anything` modes (the sequences are padded to equal shards already), and a
+    Ulysses degree below the world size (attention that gathers keys instead of exchanging heads uses the whole
+    world as its group).
     """
+
+    context_parallel_config: ContextParallelConfig | None = None
 
     def enable_parallelism(self, *, config, cp_plan=None):
         cp_config = config if isinstance(config, ContextParallelConfig) else None
         if isinstance(config, ParallelConfig):
             cp_config = config.context_parallel_config
         if cp_config is not None:
-            self._check_context_parallel_config(cp_config)
-        return super().enable_parallelism(config=config, cp_plan=cp_plan)
+            self.check_context_parallel_config(cp_config)
+        super().enable_parallelism(config=config, cp_plan=cp_plan)
+        self.context_parallel_config = cp_config
 
-    def _check_context_parallel_config(self, cp_config: ContextParallelConfig) -> None:
+    def check_context_parallel_config(self, cp_config: ContextParallelConfig) -> None:
         if cp_config.ring_degree != 1:
             raise ValueError(
                 f"`config.ring_degree` must be 1, got {cp_config.ring_degree}: {type(self).__name__} supports Ulysses "
@@ -679,365 +809,97 @@ class SkyReelsV4ContextParallelMixin:
                 "`config.ulysses_anything` / `ring_anything` must be False: the model pads its sequences to equal "
                 "shards itself."
             )
-
-    def _resolve_parallel_config(self, config):
-        if torch.accelerator.device_count() > 0:
-            return super()._resolve_parallel_config(config)
-        # CPU-only (gloo): Diffusers picks the device as `rank % torch.accelerator.device_count()`, a division by
-        # zero here. Context parallelism needs no device of its own: build the mesh on CPU.
-        if isinstance(config, ContextParallelConfig):
-            config = ParallelConfig(context_parallel_config=config)
-        if not isinstance(config, ParallelConfig) or config.context_parallel_config is None:
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else None
+        if world_size is not None and cp_config.ulysses_degree != world_size:
             raise ValueError(
-                "Without an accelerator, only context parallelism (`ContextParallelConfig`) is supported."
+                f"`config.ulysses_degree` must equal the world size ({world_size}), got {cp_config.ulysses_degree}: "
+                f"{type(self).__name__} splits its sequences over all ranks."
             )
-        cp_config = config.context_parallel_config
-        from torch.distributed.device_mesh import init_device_mesh
-
-        mesh = cp_config.mesh or init_device_mesh(
-            "cpu", mesh_shape=cp_config.mesh_shape, mesh_dim_names=cp_config.mesh_dim_names
-        )
-        config.setup(dist.get_rank(), dist.get_world_size(), torch.device("cpu"), mesh=mesh)
-        self._parallel_config = config
-        return config
 
     @property
     def context_parallel_shards(self) -> int:
         """Number of ranks the token sequences are split across; 1 without context parallelism."""
-        if self._parallel_config is None or self._parallel_config.context_parallel_config is None:
-            return 1
-        cp_config = self._parallel_config.context_parallel_config
-        return cp_config.ring_degree * cp_config.ulysses_degree
+        return 1 if self.context_parallel_config is None else self.context_parallel_config.ulysses_degree
+
+
+def call_block(model: ModelMixin, block: nn.Module, *args, **kwargs):
+    """`block(*args, **kwargs)`, through `model`'s gradient checkpointing when it is on and gradients are needed."""
+    if torch.is_grad_enabled() and model.gradient_checkpointing:
+        return model._gradient_checkpointing_func(functools.partial(block, **kwargs), *args)
+    return block(*args, **kwargs)
+
+
+def expand_timestep(timestep: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """A scalar or `(B,)` timestep -> `(B,)` on `device`."""
+    return timestep.to(device).expand(batch_size)
+
+
+def embed_timestep_and_prompt(
+    time_embed: HunyuanVideo15TimeEmbedding,
+    context_embedder: HunyuanVideo15TokenRefiner,
+    text_type_embedding: nn.Parameter,
+    timestep: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    encoder_attention_mask: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One tower's timestep embedding `(B, dim)` and refined prompt tokens `(B, S, dim)`.
+
+    The sinusoids are computed from the fp32 timestep; the MLP runs in its own dtype: fp32 when loaded with a
+    `dtype` (`_keep_in_fp32_modules`), the model's after a plain `.to(dtype)`. `text_type_embedding` is the learned
+    offset marking MLLM text tokens (HunyuanVideo-1.5's text condition-type embedding)."""
+    embedder = time_embed.timestep_embedder
+    temb = embedder(time_embed.time_proj(timestep.float()).to(embedder.linear_1.weight.dtype)).to(dtype)
+    text = context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
+    return temb, text + text_type_embedding.to(text.dtype)
+
+
+def token_refiner(text_embed_dim: int, num_attention_heads: int, attention_head_dim: int, num_layers: int):
+    """Diffusers' `HunyuanVideo15TokenRefiner` (the prompt's own small transformer), its attention routed through
+    `dispatch_attention_fn`."""
+    refiner = HunyuanVideo15TokenRefiner(
+        text_embed_dim, num_attention_heads, attention_head_dim, num_layers=num_layers
+    )
+    for block in refiner.token_refiner.refiner_blocks:
+        block.attn.set_processor(SkyReelsV4TokenRefinerAttnProcessor())
+    return refiner
+
+
+def tower_key_to_joint(key: str, tower: str) -> str:
+    """A single-tower parameter name -> the joint model's: the audio DiT's names (`tower="audio"`), or HunyuanVideo-1.5's
+    names of the video tower (`tower="video"`)."""
+    head, _, rest = key.partition(".")
+    if head in ("transformer_blocks", "single_transformer_blocks"):
+        index, _, rest = rest.partition(".")
+        return f"{head}.{index}.{tower}.{rest}"
+    if head == "proj_out":
+        return f"proj_out.{tower}.{rest}"
+    return key if tower == "video" else f"audio_{key}"
 
 
 @dataclass
-class TowerState:
-    """One tower's running state through its blocks: media `tokens` `(B, N, dim)` and prompt tokens `text`
-    `(B, S, dim)`, which each block updates, and what every block reads: the timestep embedding `temb`, the joint
-    attention's key `attention_mask`, the media RoPE `rotary_emb`, the refined prompt `text_context` of the
-    single-stream text cross-attention with its key mask `text_context_mask` (the prompt's own mask: under context
-    parallelism `attention_mask` also covers media padding), and `attention_kwargs` for the attention processors."""
+class ModalityTokens:
+    """One modality's inputs to the blocks: its `tokens` `(B, N, dim)`, its tower's timestep embedding `temb`
+    `(B, dim)` and refined prompt `text` `(B, S, dim)`, its RoPE `rotary_emb`, the key mask of its tower's joint
+    attention `attention_mask` (the prompt's; under context parallelism also the padding) and its real tokens as
+    keys of the audio<->video exchange `key_mask` (context parallelism only)."""
 
     tokens: torch.Tensor
-    text: torch.Tensor
     temb: torch.Tensor
-    attention_mask: torch.Tensor | None
+    text: torch.Tensor
     rotary_emb: tuple[torch.Tensor, torch.Tensor]
-    text_context: torch.Tensor
-    text_context_mask: torch.Tensor | None = None
-    attention_kwargs: dict[str, Any] | None = None
-
-
-class SkyReelsV4Tower(nn.Module):
-    """One modality's MMDiT stack: patch embedding, timestep embedding, MLLM token refiner, `num_layers`
-    dual-stream then `num_single_layers` single-stream blocks, and the adaLN output head.
-
-    Args:
-        patch_size: `(t, h, w)` for the video tower (a Conv3d patch embedding); `None` for the audio tower, whose
-            tokens are latent frames embedded by a linear layer.
-        num_token_refiner_layers: blocks of the MLLM token refiner (the prompt's own small transformer; not the
-            Refiner stage).
-        sparse_attention: give every block's attention the gate of Video Sparse Attention (the Refiner).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        num_attention_heads: int,
-        attention_head_dim: int,
-        num_layers: int,
-        num_single_layers: int,
-        num_token_refiner_layers: int,
-        mlp_ratio: float,
-        text_embed_dim: int,
-        patch_size: tuple[int, int, int] | None = None,
-        sparse_attention: bool = False,
-    ) -> None:
-        super().__init__()
-        dim = num_attention_heads * attention_head_dim
-        if patch_size is None:
-            self.x_embedder = nn.Linear(in_channels, dim)
-            patch_volume = 1
-        else:
-            self.x_embedder = HunyuanVideo15PatchEmbed(patch_size, in_channels, dim)
-            patch_volume = patch_size[0] * patch_size[1] * patch_size[2]
-        self.time_embed = HunyuanVideo15TimeEmbedding(dim)
-        self.context_embedder = HunyuanVideo15TokenRefiner(
-            text_embed_dim, num_attention_heads, attention_head_dim, num_layers=num_token_refiner_layers
-        )
-        for refiner_block in self.context_embedder.token_refiner.refiner_blocks:
-            refiner_block.attn.set_processor(SkyReelsV4TokenRefinerAttnProcessor())
-        # Learned offset marking MLLM text tokens (HunyuanVideo-1.5's text condition-type embedding).
-        self.text_type_embedding = nn.Parameter(torch.zeros(dim))
-
-        block_args = (num_attention_heads, attention_head_dim, mlp_ratio, sparse_attention)
-        self.transformer_blocks = nn.ModuleList([SkyReelsV4TransformerBlock(*block_args) for _ in range(num_layers)])
-        self.single_transformer_blocks = nn.ModuleList(
-            [SkyReelsV4SingleTransformerBlock(*block_args) for _ in range(num_single_layers)]
-        )
-        self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
-        self.proj_out = nn.Linear(dim, patch_volume * out_channels)
-
-    @property
-    def blocks(self) -> list[nn.Module]:
-        """All blocks in execution order: dual-stream, then single-stream."""
-        return [*self.transformer_blocks, *self.single_transformer_blocks]
-
-    def run_block(self, index: int, state: TowerState, call: Callable[..., Any]) -> None:
-        """Run block `index` on `state` (updating its tokens and text) through `call(module, **kwargs)`, the model's
-        gradient-checkpointing wrapper."""
-        block = self.blocks[index]
-        inputs = {
-            "hidden_states": state.tokens,
-            "encoder_hidden_states": state.text,
-            "temb": state.temb,
-            "attention_mask": state.attention_mask,
-            "rotary_emb": state.rotary_emb,
-            "attention_kwargs": state.attention_kwargs,
-        }
-        if isinstance(block, SkyReelsV4SingleTransformerBlock):
-            inputs.update(text_context=state.text_context, text_context_mask=state.text_context_mask)
-        state.tokens, state.text = call(block, **inputs)
-
-    def embed_conditions(
-        self,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        encoder_attention_mask: torch.Tensor | None,
-        dtype: torch.dtype,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the timestep embedding `(batch, dim)` and the refined text tokens `(batch, text_len, dim)`."""
-        # Through `__call__`: Diffusers' group offloading loads the tower's own weights (timestep embedding, token
-        # refiner, `text_type_embedding`) in a hook on its `forward`.
-        return self(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
-
-    def forward(
-        self,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        encoder_attention_mask: torch.Tensor | None,
-        dtype: torch.dtype,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """See `embed_conditions`; the blocks and the input and output layers are run by the model."""
-        # The sinusoids are computed from the fp32 timestep; the MLP runs in its own dtype: fp32 when loaded with
-        # `torch_dtype` (`_keep_in_fp32_modules`), the model's after a plain `.to(dtype)`.
-        embedder = self.time_embed.timestep_embedder
-        temb = embedder(self.time_embed.time_proj(timestep.float()).to(embedder.linear_1.weight.dtype)).to(dtype)
-        text = self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
-        return temb, text + self.text_type_embedding.to(text.dtype)
-
-    def embed_audio(
-        self,
-        audio_latents: torch.Tensor,
-        reference_latents: torch.Tensor | None,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        encoder_attention_mask: torch.Tensor | None,
-        time_rope: "SkyReelsV4RotaryPosEmbed",
-        rope_scale: float,
-        dtype: torch.dtype,
-    ) -> tuple[TowerState, int]:
-        """The audio tower's state before its blocks: tokens `[references ; audio]` (latents `(B, C_a, L)`) with
-        1D RoPE on the video latent timeline (references at negative positions), and the number of references."""
-        temb, text = self.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
-        num_references, latents = 0, audio_latents.to(dtype)
-        if reference_latents is not None:
-            num_references = reference_latents.shape[2]
-            latents = torch.cat([reference_latents.to(dtype), latents], dim=2)
-        positions = audio_token_positions(latents.shape[2], num_references, rope_scale, latents.device)
-        tokens = self.x_embedder(latents.transpose(1, 2))
-        state = TowerState(
-            tokens, text, temb, encoder_attention_mask, time_rope(positions), text, encoder_attention_mask
-        )
-        return state, num_references
-
-    def project_out(
-        self, hidden_states: torch.Tensor, temb: torch.Tensor, tokens: slice = slice(None)
-    ) -> torch.Tensor:
-        """Output head over `hidden_states[:, tokens]`. The slice is taken after `norm_out` (a per-token op), whose
-        output context parallelism gathers: positions then index the whole sequence."""
-        return self.proj_out(self.norm_out(hidden_states, temb)[:, tokens])
-
-
-class SkyReelsV4BlocksMixin:
-    """What the three SkyReels-V4 models share around their blocks: one call wrapper (with gradient checkpointing)
-    for every block they run, the timestep preparation, and where Diffusers' memory features find the blocks."""
-
-    # Layerwise casting keeps these in the compute dtype: the input embeddings (as Diffusers' HunyuanVideo-1.5) and
-    # each tower's output head (as Diffusers' default "^proj_out$"); the timestep embedding is added from
-    # `_keep_in_fp32_modules`, and LayerNorm / RMSNorm are never cast by Diffusers. There is no bare "norm": it also
-    # matches the adaLN modulation linears (`norm1.linear`, 23% of the weights), which are cast.
-    _skip_layerwise_casting_patterns = [
-        "x_embedder",
-        "context_embedder",
-        "audio_embedder",
-        r"_tower\.(norm_out|proj_out)$",
-    ]
-    # Block-level group offloading makes groups of the blocks in the model's own ModuleLists and recurses into these
-    # children: the towers (groups of their blocks, plus one of the rest, loaded by `SkyReelsV4Tower.forward`) and
-    # the tower layers the model runs outside that forward. Without them both towers form one group (96% of the
-    # full-size weights).
-    _group_offload_block_modules = ["video_tower", "audio_tower", "x_embedder", "norm_out", "proj_out"]
-
-    def enable_layerwise_casting(
-        self,
-        storage_dtype: torch.dtype = torch.float8_e4m3fn,
-        compute_dtype: torch.dtype | None = None,
-        skip_modules_pattern: tuple[str, ...] | None = None,
-        skip_modules_classes: tuple[type[nn.Module], ...] | None = None,
-        non_blocking: bool = False,
-    ) -> None:
-        """Diffusers' `enable_layerwise_casting`, but by default only `_skip_layerwise_casting_patterns` (and
-        `_keep_in_fp32_modules`) stay in the compute dtype: Diffusers' default patterns include "norm"."""
-        if skip_modules_pattern is None:
-            skip_modules_pattern = _peft_adapter_layer_names()  # skipped by Diffusers' own default too
-        super().enable_layerwise_casting(
-            storage_dtype, compute_dtype, skip_modules_pattern, skip_modules_classes, non_blocking
-        )
-
-    def enable_group_offload(
-        self,
-        onload_device: torch.device,
-        offload_device: torch.device | str = "cpu",
-        offload_type: str = "block_level",
-        num_blocks_per_group: int | None = None,
-        non_blocking: bool = False,
-        use_stream: bool = False,
-        **kwargs,
-    ) -> None:
-        """Diffusers' `enable_group_offload`; at block level each block of the towers is a group of its own."""
-        if use_stream and offload_type == "block_level" and kwargs.get("block_modules") is None:
-            # Diffusers' stream prefetching traces one flat execution order and fails on nested groups.
-            raise ValueError(
-                "Block-level group offloading with `use_stream=True` is not supported: the blocks sit inside the "
-                "towers, and Diffusers' stream prefetching does not handle nested groups. Use "
-                "`offload_type='leaf_level'` with streams, or `use_stream=False`."
-            )
-        super().enable_group_offload(
-            onload_device, offload_device, offload_type, num_blocks_per_group, non_blocking, use_stream, **kwargs
-        )
-
-    def _call_block(self, module: nn.Module, **inputs):
-        if torch.is_grad_enabled() and self.gradient_checkpointing:
-            return self._gradient_checkpointing_func(functools.partial(module, **inputs))
-        return module(**inputs)
-
-    @staticmethod
-    def _expand_timestep(timestep: torch.Tensor | None, batch_size: int, device) -> torch.Tensor | None:
-        """A scalar or `(B,)` timestep -> `(B,)` on `device`."""
-        return None if timestep is None else timestep.to(device).expand(batch_size)
-
-
-# Diffusers' caches that do not fit these models, and why (`SkyReelsV4CacheMixin.enable_cache` says so).
-_ONE_BLOCK_CHAIN = (
-    "it skips the blocks after the first as one residual chain over top-level block lists, while these models nest "
-    "their blocks in towers and interleave them with the audio-video exchange"
-)
-_UNSUPPORTED_CACHES = {
-    "FirstBlockCacheConfig": _ONE_BLOCK_CHAIN,
-    "MagCacheConfig": _ONE_BLOCK_CHAIN,
-    "SeaCacheConfig": _ONE_BLOCK_CHAIN,
-    "FasterCacheConfig": "it needs guidance's two passes batched into one call, while the pipelines make one call "
-    "per pass (their prompts differ in length)",
-    "TextKVCacheConfig": "it caches the text keys of NucleusMoE-Image blocks only; here every block updates the "
-    "prompt tokens",
-}
-# TaylorSeer's default layers: every attention of the blocks (`re.fullmatch` on module names). Diffusers' default
-# patterns expect top-level `transformer_blocks` and would hook nothing here.
-_TAYLORSEER_ATTENTION_LAYERS = (
-    r"(video|audio)_tower\.(single_)?transformer_blocks\.\d+\.(text_)?attn",
-    r"(cross_modal|audio)_blocks\.\d+\.(audio_|video_)?attn",
-)
-
-
-class _PerContextPyramidAttentionBroadcastHook(PyramidAttentionBroadcastHook):
-    """Diffusers' Pyramid Attention Broadcast hook with one state per `cache_context`.
-
-    Diffusers' hook keeps one cached output per attention layer across all calls, so guidance's unconditional pass
-    would reuse the conditional pass's attention (and fail here, where each pass crops its prompt to its own token
-    count). `cache_context` sets the context of every `StateManager` of a stateful hook, which picks the state
-    here; calls outside any context (a model called directly) share one state."""
-
-    def initialize_hook(self, module):
-        self.states = StateManager(PyramidAttentionBroadcastState)
-        self.direct_state = PyramidAttentionBroadcastState()
-        return module
-
-    @property
-    def state(self) -> PyramidAttentionBroadcastState:  # what Diffusers' `new_forward` reads and updates
-        return self.direct_state if self.states._context is None else self.states.get_state()
-
-    def reset_state(self, module):
-        self.states.reset()
-        self.direct_state.reset()
-        return module
-
-
-class SkyReelsV4CacheMixin(CacheMixin):
-    """Diffusers' caching (`enable_cache`, `disable_cache`, `cache_context`) for the SkyReels-V4 models.
-
-    Supported: `PyramidAttentionBroadcastConfig` (attention outputs reused over steps, kept apart for guidance's
-    two passes) and `TaylorSeerCacheConfig` (attention outputs extrapolated over steps; by default on every attention
-    layer of the blocks). The other caches of Diffusers raise a `ValueError` saying why (`_UNSUPPORTED_CACHES`).
-
-    ```python
-    pipe.transformer.enable_cache(
-        PyramidAttentionBroadcastConfig(
-            spatial_attention_block_skip_range=2, current_timestep_callback=lambda: pipe.current_timestep
-        )
-    )
-    ```
-    """
-
-    def enable_cache(self, config) -> None:
-        if isinstance(config, TaylorSeerCacheConfig) and config.use_lite_mode:
-            reason = "its lite mode hooks a top-level `proj_out` and top-level blocks, which these models lack"
-        elif isinstance(config, (PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)):
-            reason = None
-        else:
-            reason = _UNSUPPORTED_CACHES.get(type(config).__name__, "it is not a cache these models know")
-        if reason is not None:
-            raise ValueError(
-                f"{type(self).__name__} does not support {type(config).__name__}: {reason}. Supported caches: "
-                "PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig."
-            )
-        if isinstance(config, TaylorSeerCacheConfig) and not (
-            config.cache_identifiers or config.skip_predict_identifiers
-        ):
-            config = replace(config, cache_identifiers=list(_TAYLORSEER_ATTENTION_LAYERS))
-        super().enable_cache(config)
-        if isinstance(config, PyramidAttentionBroadcastConfig):
-            self._keep_pyramid_attention_broadcast_per_context()
-
-    def _keep_pyramid_attention_broadcast_per_context(self) -> None:
-        """Swap Diffusers' PAB hooks for per-context ones, same settings and name (so `disable_cache` removes them)."""
-        for module in self.modules():
-            registry = getattr(module, "_diffusers_hook", None)
-            hook = None if registry is None else registry.get_hook(_PYRAMID_ATTENTION_BROADCAST_HOOK)
-            if hook is None:
-                continue
-            registry.remove_hook(_PYRAMID_ATTENTION_BROADCAST_HOOK, recurse=False)
-            per_context = _PerContextPyramidAttentionBroadcastHook(
-                hook.timestep_skip_range, hook.block_skip_range, hook.current_timestep_callback
-            )
-            registry.register_hook(per_context, _PYRAMID_ATTENTION_BROADCAST_HOOK)
-        HookRegistry.check_if_exists_or_initialize(self).invalidate_child_registries_cache()
+    attention_mask: torch.Tensor | None
+    key_mask: torch.Tensor | None = None
 
 
 class SkyReelsV4Transformer3DModel(
-    SkyReelsV4BlocksMixin,
-    SkyReelsV4ContextParallelMixin,
-    ModelMixin,
-    ConfigMixin,
-    PeftAdapterMixin,
-    SkyReelsV4CacheMixin,
-    AttentionMixin,
+    SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin
 ):
     r"""
     The joint video-audio MMDiT of SkyReels-V4: two towers of identical width and depth ("symmetric twin backbone")
     conditioned on one MLLM's hidden states, exchanging information through bidirectional audio<->video
-    cross-attention after every block.
+    cross-attention in every layer. The layers are two flat lists of `SkyReelsV4JointTransformerBlock`s (dual-stream,
+    then single-stream), each holding both towers' block and the exchange (see the module docstring).
 
     Runs text-to-audio-video (both inputs), text-to-video (`audio_hidden_states=None`) and text-to-audio
     (`hidden_states=None`); an absent tower does no work. Each modality has its own timestep, so a clean modality
@@ -1061,10 +923,10 @@ class SkyReelsV4Transformer3DModel(
         out_channels (`int`, defaults to 32): video latent channels `C`.
         audio_in_channels (`int`, defaults to 40): audio latent channels (also the audio output channels).
         num_attention_heads (`int`, defaults to 16), attention_head_dim (`int`, defaults to 128): both towers.
-        num_layers (`int`, defaults to 20): dual-stream blocks per tower (may be 0).
-        num_single_layers (`int`, defaults to 40): single-stream blocks per tower (may be 0).
+        num_layers (`int`, defaults to 20): dual-stream layers (may be 0).
+        num_single_layers (`int`, defaults to 40): single-stream layers (may be 0).
         num_token_refiner_layers (`int`, defaults to 2): blocks of each tower's MLLM token refiner (the prompt's small
-            transformer, not the Refiner stage). `num_refiner_layers`, its former name, is still accepted.
+            transformer, not the Refiner stage).
         mlp_ratio (`float`, defaults to 4.0): MLP width ratio.
         patch_size (`int`, defaults to 1), patch_size_t (`int`, defaults to 1): video patch sizes.
         text_embed_dim (`int`, defaults to 3584): hidden size of the MLLM text encoder.
@@ -1077,15 +939,12 @@ class SkyReelsV4Transformer3DModel(
     """
 
     _supports_gradient_checkpointing = True
-    _keep_in_fp32_modules = ["time_embed"]
-    _no_split_modules = [
-        "SkyReelsV4TransformerBlock",
-        "SkyReelsV4SingleTransformerBlock",
-        "SkyReelsV4CrossModalBlock",
-        "HunyuanVideo15TokenRefiner",
-        "HunyuanVideo15PatchEmbed",
-    ]
-    _repeated_blocks = ["SkyReelsV4TransformerBlock", "SkyReelsV4SingleTransformerBlock", "SkyReelsV4CrossModalBlock"]
+    _keep_in_fp32_modules = ["time_embed", "audio_time_embed"]
+    _no_split_modules = ["SkyReelsV4JointTransformerBlock", "HunyuanVideo15TokenRefiner", "HunyuanVideo15PatchEmbed"]
+    _repeated_blocks = ["SkyReelsV4JointTransformerBlock"]
+    # Layerwise casting keeps these in the compute dtype besides Diffusers' defaults (norms, "^proj_out$"): the input
+    # embeddings (as Diffusers' HunyuanVideo-1.5) and both output heads.
+    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "proj_out"]
     # Context parallelism (`enable_parallelism(config=ContextParallelConfig(ulysses_degree=N))`), Ulysses only:
     # - each modality's whole token sequence (references, video, keyframes / audio references, audio) is padded to a
     #   multiple of N and split into N equal shards by its `*_sequence_padding` module, together with everything
@@ -1094,12 +953,13 @@ class SkyReelsV4Transformer3DModel(
     #   Ulysses attention: an all-to-all gives each rank the whole sequence for 1/N of the heads, so padded keys and
     #   the duplicate prompt copies are simply masked; the text cross-attention and the token refiner attend to the
     #   replicated prompt locally;
-    # - `norm_out` (per token) gathers the sequence back before the output head drops references and padding.
+    # - `norm_out` / `audio_norm_out` (per token) gather the sequence back before the heads drop references and
+    #   padding.
     _cp_plan = {
         "video_sequence_padding": sequence_split_plan(num_per_token=4),  # 3D RoPE and temporal RoPE, cos and sin
         "audio_sequence_padding": sequence_split_plan(num_per_token=2),
-        "video_tower.norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
-        "audio_tower.norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+        "norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+        "audio_norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
     }
 
     @register_to_config
@@ -1124,12 +984,8 @@ class SkyReelsV4Transformer3DModel(
         audio_sample_rate: int = 44100,
         audio_samples_per_latent: int = 1024,
         cross_modal_attention_heads: int | None = None,
-        num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
-        num_token_refiner_layers = renamed_config_value(
-            self, "num_refiner_layers", num_refiner_layers, "num_token_refiner_layers", num_token_refiner_layers
-        )
         if in_channels != 2 * out_channels + 1:
             raise ValueError(
                 f"`in_channels` must be 2 * out_channels + 1 = {2 * out_channels + 1} (noisy latent, condition "
@@ -1139,28 +995,35 @@ class SkyReelsV4Transformer3DModel(
             raise ValueError(
                 f"`rope_axes_dim` must sum to attention_head_dim={attention_head_dim}, got {tuple(rope_axes_dim)}."
             )
-        tower_kwargs = {
-            "num_attention_heads": num_attention_heads,
-            "attention_head_dim": attention_head_dim,
-            "num_layers": num_layers,
-            "num_single_layers": num_single_layers,
-            "num_token_refiner_layers": num_token_refiner_layers,
-            "mlp_ratio": mlp_ratio,
-            "text_embed_dim": text_embed_dim,
-        }
-        self.video_tower = SkyReelsV4Tower(
-            in_channels, out_channels, patch_size=(patch_size_t, patch_size, patch_size), **tower_kwargs
-        )
-        self.audio_tower = SkyReelsV4Tower(audio_in_channels, audio_in_channels, patch_size=None, **tower_kwargs)
+        dim = num_attention_heads * attention_head_dim
+        refiner_args = (text_embed_dim, num_attention_heads, attention_head_dim, num_token_refiner_layers)
+        patch = (patch_size_t, patch_size, patch_size)
+
+        self.x_embedder = HunyuanVideo15PatchEmbed(patch, in_channels, dim)
+        self.time_embed = HunyuanVideo15TimeEmbedding(dim)
+        self.context_embedder = token_refiner(*refiner_args)
+        self.text_type_embedding = nn.Parameter(torch.zeros(dim))
+        self.audio_x_embedder = nn.Linear(audio_in_channels, dim)
+        self.audio_time_embed = HunyuanVideo15TimeEmbedding(dim)
+        self.audio_context_embedder = token_refiner(*refiner_args)
+        self.audio_text_type_embedding = nn.Parameter(torch.zeros(dim))
+
+        block_args = (num_attention_heads, attention_head_dim, mlp_ratio)
         cross_modal_heads = cross_modal_attention_heads or max(1, num_attention_heads // 4)
-        self.cross_modal_blocks = nn.ModuleList(
+        self.transformer_blocks = nn.ModuleList(
+            [SkyReelsV4JointTransformerBlock(*block_args, cross_modal_heads) for _ in range(num_layers)]
+        )
+        self.single_transformer_blocks = nn.ModuleList(
             [
-                SkyReelsV4CrossModalBlock(
-                    num_attention_heads * attention_head_dim, cross_modal_heads, attention_head_dim
-                )
-                for _ in range(num_layers + num_single_layers)
+                SkyReelsV4JointTransformerBlock(*block_args, cross_modal_heads, single_stream=True)
+                for _ in range(num_single_layers)
             ]
         )
+
+        self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
+        self.audio_norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
+        self.proj_out = SkyReelsV4OutputProjection(dim, patch_size_t * patch_size**2 * out_channels, audio_in_channels)
+
         self.rope = SkyReelsV4RotaryPosEmbed(rope_axes_dim, rope_theta)
         self.time_rope = SkyReelsV4RotaryPosEmbed((attention_head_dim,), rope_theta)
         self.video_sequence_padding = SkyReelsV4SequencePadding()
@@ -1180,11 +1043,9 @@ class SkyReelsV4Transformer3DModel(
     ) -> "SkyReelsV4Transformer3DModel":
         """Assemble a joint model from a video source and a T2A-pretrained `SkyReelsV4AudioTransformer1DModel`.
 
-        The video tower (and the RoPE/timeline config) comes from `video_model` (for example a converted
-        HunyuanVideo-1.5 model, whose audio tower is untrained), the audio tower from `audio_model`; the
-        cross-modal blocks are fresh, so their zero-initialised outputs make the result reproduce both sources.
-        Both towers share a module name with their source, so the weights load without any key renaming.
-        """
+        The video tower, the exchange and the RoPE/timeline config come from `video_model` (for example a converted
+        HunyuanVideo-1.5 model, whose audio tower is untrained and whose exchange is still at zero), the audio
+        tower from `audio_model`, whose parameter names map one to one (`tower_key_to_joint`)."""
         video_config, audio_config = video_model.config, audio_model.config
         for key in ("num_attention_heads", "attention_head_dim", "num_layers", "num_single_layers", "text_embed_dim"):
             if video_config[key] != audio_config[key]:
@@ -1199,8 +1060,9 @@ class SkyReelsV4Transformer3DModel(
         model = cls.from_config(config)
         if (video_model.device, video_model.dtype) != (model.device, model.dtype):
             model = model.to(device=video_model.device, dtype=video_model.dtype)
-        model.video_tower.load_state_dict(video_model.video_tower.state_dict())
-        model.audio_tower.load_state_dict(audio_model.audio_tower.state_dict())
+        state_dict = video_model.state_dict()
+        state_dict.update({tower_key_to_joint(k, "audio"): v for k, v in audio_model.state_dict().items()})
+        model.load_state_dict(state_dict)
         return model
 
     @apply_lora_scale("attention_kwargs")
@@ -1216,6 +1078,7 @@ class SkyReelsV4Transformer3DModel(
         audio_reference_latents: torch.Tensor | None = None,
         keyframe_hidden_states: torch.Tensor | None = None,
         keyframe_positions: torch.Tensor | None = None,
+        isolate_modalities: bool = False,
         attention_kwargs: dict[str, Any] | None = None,
         return_dict: bool = True,
     ) -> SkyReelsV4TransformerOutput | tuple:
@@ -1239,18 +1102,17 @@ class SkyReelsV4Transformer3DModel(
                 (same channel layout as `hidden_states`) appended to the video tokens.
             keyframe_positions (`torch.Tensor` of shape `(K,)`, *optional*): temporal RoPE index of each keyframe on
                 the video latent timeline.
-            attention_kwargs (`dict`, *optional*): `{"scale": lora_scale}`.
+            isolate_modalities (`bool`, defaults to `False`): run every layer without the audio<->video exchange, so
+                each modality is predicted from itself and the prompt alone (the extra pass of modality guidance).
+            attention_kwargs (`dict`, *optional*): `{"scale": lora_scale}`, and keyword arguments for the attention
+                processors.
             return_dict (`bool`, defaults to `True`): return a `SkyReelsV4TransformerOutput` instead of a tuple.
         """
         self._check_inputs(
             hidden_states,
-            timestep,
             encoder_hidden_states,
             encoder_attention_mask,
             audio_hidden_states,
-            audio_timestep,
-            reference_latents,
-            audio_reference_latents,
             keyframe_hidden_states,
             keyframe_positions,
         )
@@ -1259,16 +1121,14 @@ class SkyReelsV4Transformer3DModel(
         batch_size, device, dtype = reference.shape[0], reference.device, reference.dtype
         if audio_timestep is None:
             audio_timestep = timestep
-        timestep = self._expand_timestep(timestep, batch_size, device)
-        audio_timestep = self._expand_timestep(audio_timestep, batch_size, device)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.bool()
 
-        video = audio = None
+        video = audio = video_time_rope = None
         if has_video:
             video, video_time_rope, video_layout = self._embed_video(
                 hidden_states,
-                timestep,
+                expand_timestep(timestep, batch_size, device),
                 encoder_hidden_states,
                 encoder_attention_mask,
                 reference_latents,
@@ -1277,59 +1137,70 @@ class SkyReelsV4Transformer3DModel(
                 dtype,
             )
         if has_audio:
-            audio, num_audio_refs = self.audio_tower.embed_audio(
+            audio, num_audio_refs = self._embed_audio(
                 audio_hidden_states,
                 audio_reference_latents,
-                audio_timestep,
+                expand_timestep(audio_timestep, batch_size, device),
                 encoder_hidden_states,
                 encoder_attention_mask,
-                self.time_rope,
-                self.audio_rope_scale,
                 dtype,
             )
             num_audio_tokens = audio.tokens.shape[1]
 
-        # Key masks of the audio<->video attention (padding only; each tower's joint mask lives in its state).
-        video_key_mask = audio_key_mask = None
         num_shards = self.context_parallel_shards
         if num_shards > 1:  # pad and (through `_cp_plan`) split the sequences; see `SkyReelsV4SequencePadding`
             text_mask = encoder_attention_mask
             if text_mask is None:
                 text_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.bool, device=device)
             if has_video:
-                video.tokens, video.attention_mask, video_key_mask, *tables = self.video_sequence_padding(
+                video.tokens, video.attention_mask, video.key_mask, *tables = self.video_sequence_padding(
                     video.tokens, text_mask, num_shards, *video.rotary_emb, *video_time_rope
                 )
                 video.rotary_emb, video_time_rope = tuple(tables[:2]), tuple(tables[2:])
             if has_audio:
-                audio.tokens, audio.attention_mask, audio_key_mask, *tables = self.audio_sequence_padding(
+                audio.tokens, audio.attention_mask, audio.key_mask, *tables = self.audio_sequence_padding(
                     audio.tokens, text_mask, num_shards, *audio.rotary_emb
                 )
                 audio.rotary_emb = tuple(tables)
 
-        for index, cross_modal_block in enumerate(self.cross_modal_blocks):
-            if has_video:
-                self.video_tower.run_block(index, video, self._call_block)
-            if has_audio:
-                self.audio_tower.run_block(index, audio, self._call_block)
-            if has_video and has_audio:
-                video.tokens, audio.tokens = self._call_block(
-                    cross_modal_block,
-                    video_hidden_states=video.tokens,
-                    audio_hidden_states=audio.tokens,
-                    video_time_rotary_emb=video_time_rope,
-                    audio_time_rotary_emb=audio.rotary_emb,
-                    video_key_mask=video_key_mask,
-                    audio_key_mask=audio_key_mask,
-                )
+        present = [stream for stream in (video, audio) if stream is not None]
+        hidden_states = torch.cat([stream.tokens for stream in present], dim=1)
+        encoder_hidden_states = torch.cat([stream.text for stream in present], dim=1)
+        block_kwargs = {
+            "temb": video and video.temb,
+            "audio_temb": audio and audio.temb,
+            "rotary_emb": video and video.rotary_emb,
+            "audio_rotary_emb": audio and audio.rotary_emb,
+            "temporal_rotary_emb": video_time_rope,
+            "attention_mask": video and video.attention_mask,
+            "audio_attention_mask": audio and audio.attention_mask,
+            "text_context": video and video.text,
+            "audio_text_context": audio and audio.text,
+            "text_context_mask": encoder_attention_mask,
+            "video_key_mask": video and video.key_mask,
+            "audio_key_mask": audio and audio.key_mask,
+            "isolate_modalities": isolate_modalities,
+            "attention_kwargs": attention_kwargs,
+        }
+        for block in (*self.transformer_blocks, *self.single_transformer_blocks):
+            hidden_states, encoder_hidden_states = call_block(
+                self, block, hidden_states, encoder_hidden_states, **block_kwargs
+            )
+
+        num_video = video.tokens.shape[1] if has_video else 0
+        video_tokens, audio_tokens = hidden_states[:, :num_video], hidden_states[:, num_video:]
+        if has_video:
+            video_tokens = self.norm_out(video_tokens, video.temb)  # gathered here under context parallelism
+            video_tokens = video_tokens[:, video_layout.predicted]
+        if has_audio:
+            audio_tokens = self.audio_norm_out(audio_tokens, audio.temb)[:, num_audio_refs:num_audio_tokens]
+        video_tokens, audio_tokens = self.proj_out(video_tokens, audio_tokens)
 
         video_sample = keyframe_sample = audio_sample = None
         if has_video:
-            video_sample, keyframe_sample = self._unembed_video(video.tokens, video.temb, video_layout)
+            video_sample, keyframe_sample = self._unpatchify_video(video_tokens, video_layout)
         if has_audio:
-            audio_tokens = slice(num_audio_refs, num_audio_tokens)
-            audio_sample = self.audio_tower.project_out(audio.tokens, audio.temb, audio_tokens).transpose(1, 2)
-
+            audio_sample = audio_tokens.transpose(1, 2)
         if not return_dict:
             return (video_sample, audio_sample, keyframe_sample)
         return SkyReelsV4TransformerOutput(
@@ -1346,37 +1217,68 @@ class SkyReelsV4Transformer3DModel(
         keyframe_hidden_states: torch.Tensor | None,
         keyframe_positions: torch.Tensor | None,
         dtype: torch.dtype,
-    ):
-        """The video tower's state before its blocks (tokens `[references ; video ; keyframes]` with their 3D RoPE),
-        the temporal RoPE of the cross-modal attention, and the token layout for `_unembed_video`."""
-        tower, device = self.video_tower, hidden_states.device
+    ) -> tuple[ModalityTokens, tuple[torch.Tensor, torch.Tensor], "VideoTokenLayout"]:
+        """The video tokens `[references ; video ; keyframes]` with their 3D RoPE, the temporal RoPE of the
+        exchange, and where the predicted tokens sit."""
+        device = hidden_states.device
         p_t, p = self.config.patch_size_t, self.config.patch_size
         _, _, num_frames, height, width = hidden_states.shape
         grid = (num_frames // p_t, height // p, width // p)
-        temb, text = tower.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
+        temb, text = embed_timestep_and_prompt(
+            self.time_embed,
+            self.context_embedder,
+            self.text_type_embedding,
+            timestep,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            dtype,
+        )
 
-        tokens = [tower.x_embedder(hidden_states)]
+        tokens = [self.x_embedder(hidden_states)]
         reference_grid = keyframe_grid = None
-        num_reference_tokens = 0
         if reference_latents is not None:
             ones = torch.ones_like(reference_latents[:, :1])
-            reference_input = torch.cat([reference_latents, reference_latents, ones], dim=1).to(dtype)
-            tokens.insert(0, tower.x_embedder(reference_input))
-            num_reference_tokens = tokens[0].shape[1]
+            tokens.insert(0, self.x_embedder(torch.cat([reference_latents, reference_latents, ones], dim=1).to(dtype)))
             _, _, num_refs, ref_height, ref_width = reference_latents.shape
             reference_grid = (num_refs // p_t, ref_height // p, ref_width // p)
         if keyframe_hidden_states is not None:
-            tokens.append(tower.x_embedder(keyframe_hidden_states.to(dtype)))
+            tokens.append(self.x_embedder(keyframe_hidden_states.to(dtype)))
             _, _, num_keyframes, kf_height, kf_width = keyframe_hidden_states.shape
             keyframe_grid = (num_keyframes, kf_height // p, kf_width // p)
 
+        layout = VideoTokenLayout(tokens[0].shape[1] if reference_grid else 0, grid, keyframe_grid)
         tokens = torch.cat(tokens, dim=1) if len(tokens) > 1 else tokens[0]
         positions = self.video_positions(grid, reference_grid, keyframe_grid, keyframe_positions, device)
-        state = TowerState(
-            tokens, text, temb, encoder_attention_mask, self.rope(positions), text, encoder_attention_mask
+        video = ModalityTokens(tokens, temb, text, self.rope(positions), encoder_attention_mask)
+        return video, self.time_rope(positions[:, :1]), layout
+
+    def _embed_audio(
+        self,
+        audio_latents: torch.Tensor,
+        reference_latents: torch.Tensor | None,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> tuple[ModalityTokens, int]:
+        """The audio tokens `[references ; audio]` (latents `(B, C_a, L)`) with 1D RoPE on the video latent timeline
+        (references at negative positions), and the number of references."""
+        temb, text = embed_timestep_and_prompt(
+            self.audio_time_embed,
+            self.audio_context_embedder,
+            self.audio_text_type_embedding,
+            timestep,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            dtype,
         )
-        layout = (num_reference_tokens, grid, keyframe_grid)
-        return state, self.time_rope(positions[:, :1]), layout
+        latents, num_references = audio_latents.to(dtype), 0
+        if reference_latents is not None:
+            num_references = reference_latents.shape[2]
+            latents = torch.cat([reference_latents.to(dtype), latents], dim=2)
+        positions = audio_token_positions(latents.shape[2], num_references, self.audio_rope_scale, latents.device)
+        tokens = self.audio_x_embedder(latents.transpose(1, 2))
+        return ModalityTokens(tokens, temb, text, self.time_rope(positions), encoder_attention_mask), num_references
 
     def video_positions(
         self,
@@ -1402,162 +1304,83 @@ class SkyReelsV4Transformer3DModel(
             positions.append(video_token_positions(*keyframe_grid, device, keyframe_positions))
         return torch.cat(positions, dim=0) if len(positions) > 1 else positions[0]
 
-    def _unembed_video(self, tokens: torch.Tensor, temb: torch.Tensor, layout) -> tuple[torch.Tensor, torch.Tensor]:
-        num_reference_tokens, grid, keyframe_grid = layout
-        num_video_tokens = grid[0] * grid[1] * grid[2]
-        num_keyframe_tokens = keyframe_grid[0] * keyframe_grid[1] * keyframe_grid[2] if keyframe_grid else 0
-        predicted = slice(num_reference_tokens, num_reference_tokens + num_video_tokens + num_keyframe_tokens)
-        tokens = self.video_tower.project_out(tokens, temb, predicted)
-        video = self._unpatchify(tokens[:, :num_video_tokens], grid)
-        keyframes = self._unpatchify(tokens[:, num_video_tokens:], keyframe_grid) if keyframe_grid else None
-        return video, keyframes
-
-    def _unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-        return unpatchify(tokens, grid, (self.config.patch_size_t, self.config.patch_size, self.config.patch_size))
+    def _unpatchify_video(
+        self, tokens: torch.Tensor, layout: "VideoTokenLayout"
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The predicted video tokens `[video ; keyframes]` -> video and keyframe latents."""
+        patch = (self.config.patch_size_t, self.config.patch_size, self.config.patch_size)
+        video = unpatchify(tokens[:, : layout.num_video_tokens], layout.grid, patch)
+        if layout.keyframe_grid is None:
+            return video, None
+        return video, unpatchify(tokens[:, layout.num_video_tokens :], layout.keyframe_grid, patch)
 
     def _check_inputs(
         self,
         hidden_states,
-        timestep,
         encoder_hidden_states,
         encoder_attention_mask,
         audio_hidden_states,
-        audio_timestep,
-        reference_latents,
-        audio_reference_latents,
         keyframe_hidden_states,
         keyframe_positions,
     ) -> None:
+        """What a direct caller could get wrong without an error, or with one from deep inside a layer: the
+        pipelines check everything else (types, channels, batch sizes) before they call the model."""
         config = self.config
         if hidden_states is None and audio_hidden_states is None:
             raise ValueError("Pass `hidden_states` (video), `audio_hidden_states` (audio) or both; got neither.")
-        batch_sizes = {}
-        if hidden_states is not None:
-            _check_tensor(
-                "hidden_states", hidden_states, ndim=5, channels=config.in_channels, what="(B, 2C+1, F, H, W)"
+        if encoder_attention_mask is not None and encoder_attention_mask.shape != encoder_hidden_states.shape[:2]:
+            raise ValueError(  # a mask of another length would silently mask the wrong keys
+                f"`encoder_attention_mask` must have shape {tuple(encoder_hidden_states.shape[:2])} (batch, text_len) "
+                f"to match `encoder_hidden_states`, got {tuple(encoder_attention_mask.shape)}."
             )
-            _check_divisible(
-                "hidden_states", hidden_states.shape[2:], (config.patch_size_t, config.patch_size, config.patch_size)
-            )
-            batch_sizes["hidden_states"] = hidden_states.shape[0]
-        if audio_hidden_states is not None:
-            _check_tensor(
-                "audio_hidden_states",
-                audio_hidden_states,
-                ndim=3,
-                channels=config.audio_in_channels,
-                what="(B, C_a, L)",
-            )
-            batch_sizes["audio_hidden_states"] = audio_hidden_states.shape[0]
-        if hidden_states is not None and timestep is None:
-            raise ValueError("`timestep` is required with `hidden_states` (video); got None.")
-        if audio_hidden_states is not None and timestep is None and audio_timestep is None:
-            raise ValueError("`audio_timestep` (or `timestep`) is required with `audio_hidden_states`; got neither.")
-        _check_tensor("encoder_hidden_states", encoder_hidden_states, ndim=3, what="(B, S, text_embed_dim)")
-        if encoder_hidden_states.shape[-1] != config.text_embed_dim:
-            raise ValueError(
-                f"`encoder_hidden_states` must have text_embed_dim={config.text_embed_dim} features, got "
-                f"{encoder_hidden_states.shape[-1]}."
-            )
-        batch_sizes["encoder_hidden_states"] = encoder_hidden_states.shape[0]
-        if encoder_attention_mask is not None and tuple(encoder_attention_mask.shape) != tuple(
-            encoder_hidden_states.shape[:2]
-        ):
-            raise ValueError(
-                f"`encoder_attention_mask` must have shape (batch, text_len) = {tuple(encoder_hidden_states.shape[:2])}"
-                f" to match `encoder_hidden_states`, got {tuple(encoder_attention_mask.shape)}."
-            )
-        for name, t in (("timestep", timestep), ("audio_timestep", audio_timestep)):
-            if t is None:
-                continue
-            if not isinstance(t, torch.Tensor) or t.ndim > 1:
-                raise TypeError(f"`{name}` must be a scalar or 1D torch.Tensor of shape (B,), got {_describe(t)}.")
-            if t.ndim == 1:
-                batch_sizes[name] = t.shape[0]
-        if reference_latents is not None:
-            if hidden_states is None:
-                raise ValueError("`reference_latents` condition the video tower and need `hidden_states`.")
-            _check_tensor(
-                "reference_latents", reference_latents, ndim=5, channels=config.out_channels, what="(B, C, R, Hr, Wr)"
-            )
-            _check_divisible(
-                "reference_latents",
-                reference_latents.shape[2:],
-                (config.patch_size_t, config.patch_size, config.patch_size),
-            )
-            batch_sizes["reference_latents"] = reference_latents.shape[0]
-        if audio_reference_latents is not None:
-            if audio_hidden_states is None:
-                raise ValueError("`audio_reference_latents` condition the audio tower and need `audio_hidden_states`.")
-            _check_tensor(
-                "audio_reference_latents",
-                audio_reference_latents,
-                ndim=3,
-                channels=config.audio_in_channels,
-                what="(B, C_a, Lr)",
-            )
-            batch_sizes["audio_reference_latents"] = audio_reference_latents.shape[0]
         if (keyframe_hidden_states is None) != (keyframe_positions is None):
-            raise ValueError("`keyframe_hidden_states` and `keyframe_positions` must be given together.")
-        if keyframe_hidden_states is not None:
-            if hidden_states is None:
-                raise ValueError("`keyframe_hidden_states` are appended to the video and need `hidden_states`.")
-            _check_tensor(
-                "keyframe_hidden_states",
-                keyframe_hidden_states,
-                ndim=5,
-                channels=config.in_channels,
-                what="(B, 2C+1, K, Hk, Wk)",
+            raise ValueError(  # keyframes without their positions would silently sit at frames 0, 1, ...
+                "`keyframe_hidden_states` and `keyframe_positions` must be given together."
             )
-            _check_divisible(
-                "keyframe_hidden_states",
-                keyframe_hidden_states.shape[2:],
-                (config.patch_size_t, config.patch_size, config.patch_size),
+        if keyframe_hidden_states is not None and keyframe_positions.shape != keyframe_hidden_states.shape[2:3]:
+            raise ValueError(
+                f"`keyframe_positions` must have shape (num_keyframes,) = {tuple(keyframe_hidden_states.shape[2:3])}, "
+                f"got {tuple(keyframe_positions.shape)}."
             )
-            batch_sizes["keyframe_hidden_states"] = keyframe_hidden_states.shape[0]
-            if keyframe_positions.shape != (keyframe_hidden_states.shape[2],):
-                raise ValueError(
-                    f"`keyframe_positions` must have shape (num_keyframes,) = ({keyframe_hidden_states.shape[2]},), "
-                    f"got {tuple(keyframe_positions.shape)}."
-                )
-        if len(set(batch_sizes.values())) > 1:
-            raise ValueError(f"All inputs must share one batch size, got {batch_sizes}.")
-
-        if hidden_states is not None and audio_hidden_states is not None:
-            video_latents_per_second = config.fps / config.vae_temporal_compression_ratio
+        if hidden_states is None:
+            return
+        patch = (config.patch_size_t, config.patch_size, config.patch_size)
+        if any(size % p for size, p in zip(hidden_states.shape[2:], patch)):
+            raise ValueError(  # the patch embedding would silently drop the remainder
+                f"`hidden_states` frames/height/width {tuple(hidden_states.shape[2:])} must be divisible by the patch "
+                f"sizes (t, h, w) = {patch}."
+            )
+        if audio_hidden_states is not None:  # audio of another duration would silently misalign the RoPE timelines
             audio_latents_per_second = config.audio_sample_rate / config.audio_samples_per_latent
             num_pixel_frames = (hidden_states.shape[2] - 1) * config.vae_temporal_compression_ratio + 1
             expected = num_pixel_frames / config.fps * audio_latents_per_second
-            tolerance = audio_latents_per_second / video_latents_per_second  # one video latent frame
+            tolerance = audio_latents_per_second * config.vae_temporal_compression_ratio / config.fps
             if abs(audio_hidden_states.shape[2] - expected) > tolerance:
                 raise ValueError(
                     f"`audio_hidden_states` has {audio_hidden_states.shape[2]} latents, but {hidden_states.shape[2]} "
                     f"video latent frames ({num_pixel_frames} frames at {config.fps} fps) need about {expected:.1f} "
-                    f"audio latents (within {tolerance:.1f}) at {audio_latents_per_second:.2f} audio latents per "
-                    "second."
+                    f"audio latents (within {tolerance:.1f}, one video latent frame)."
                 )
 
 
-def _peft_adapter_layer_names() -> tuple[str, ...]:
-    """Names of PEFT's adapter layers, which `ModelMixin.enable_layerwise_casting` skips by default."""
-    if not is_peft_available():
-        return ()
-    from peft.tuners.loha.layer import LoHaLayer
-    from peft.tuners.lokr.layer import LoKrLayer
-    from peft.tuners.lora.layer import LoraLayer
+@dataclass(frozen=True)
+class VideoTokenLayout:
+    """Where the video tokens `[references ; video ; keyframes]` sit: `num_reference_tokens` first, then the video's
+    post-patch `grid` `(F, H, W)`, then the keyframes' `keyframe_grid` (or `None`)."""
 
-    return tuple(name for layer in (LoHaLayer, LoKrLayer, LoraLayer) for name in layer.adapter_layer_names)
+    num_reference_tokens: int
+    grid: tuple[int, int, int]
+    keyframe_grid: tuple[int, int, int] | None
 
+    @property
+    def num_video_tokens(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
 
-def renamed_config_value(model: ConfigMixin, old_name: str, old_value, new_name: str, new_value):
-    """The value of a config entry that was renamed: configs saved before the rename carry `old_name`; it is read,
-    recorded under `new_name` with a deprecation warning. The old name never stays in the model's config."""
-    model._internal_dict = FrozenDict({k: v for k, v in model._internal_dict.items() if k != old_name})
-    if old_value is None:
-        return new_value
-    deprecate(old_name, "1.0.0", f"The config entry `{old_name}` is now `{new_name}`; re-save the model to update it.")
-    model.register_to_config(**{new_name: old_value})
-    return old_value
+    @property
+    def predicted(self) -> slice:
+        num_keyframe_tokens = 0 if self.keyframe_grid is None else math.prod(self.keyframe_grid)
+        start = self.num_reference_tokens
+        return slice(start, start + self.num_video_tokens + num_keyframe_tokens)
 
 
 def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> torch.Tensor:
@@ -1578,23 +1401,4 @@ def audio_token_positions(num_tokens: int, num_references: int, scale: float, de
     return ((torch.arange(num_tokens, device=device, dtype=torch.float32) - num_references) * scale)[:, None]
 
 
-def _describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    return f"{type(value).__name__}"
-
-
-def _check_tensor(name: str, value, ndim: int, what: str, channels: int | None = None) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape {what}, got {_describe(value)}.")
-    if value.ndim != ndim:
-        raise ValueError(f"`{name}` must have shape {what}, got {tuple(value.shape)}.")
-    if channels is not None and value.shape[1] != channels:
-        raise ValueError(f"`{name}` must have {channels} channels (shape {what}), got {value.shape[1]}.")
-
-
-def _check_divisible(name: str, sizes, patch: tuple[int, int, int]) -> None:
-    if any(size % p for size, p in zip(sizes, patch)):
-        raise ValueError(
-            f"`{name}` frames/height/width {tuple(sizes)} must be divisible by the patch sizes (t, h, w) = {patch}."
-        )
+register_block_outputs(SkyReelsV4TransformerBlock, SkyReelsV4SingleTransformerBlock, SkyReelsV4JointTransformerBlock)

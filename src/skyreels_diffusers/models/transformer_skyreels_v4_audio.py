@@ -16,35 +16,39 @@
 from typing import Any
 
 import torch
+import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin
+from diffusers.models.cache_utils import CacheMixin
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormContinuous
+from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15TimeEmbedding
 from diffusers.utils import apply_lora_scale
 
 from .transformer_skyreels_v4 import (
-    SkyReelsV4BlocksMixin,
-    SkyReelsV4CacheMixin,
     SkyReelsV4RotaryPosEmbed,
-    SkyReelsV4Tower,
-    SkyReelsV4TransformerOutput,
-    _check_tensor,
+    SkyReelsV4SingleTransformerBlock,
+    SkyReelsV4TransformerBlock,
     audio_rope_scale_from_config,
-    renamed_config_value,
+    audio_token_positions,
+    call_block,
+    embed_timestep_and_prompt,
+    expand_timestep,
+    token_refiner,
 )
 
 
-class SkyReelsV4AudioTransformer1DModel(
-    SkyReelsV4BlocksMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, SkyReelsV4CacheMixin, AttentionMixin
-):
+class SkyReelsV4AudioTransformer1DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin):
     r"""
     The audio tower of [`SkyReelsV4Transformer3DModel`] on its own: text-to-audio flow matching.
 
-    It is built from the same `SkyReelsV4Tower` code and stores it under the same module name (`audio_tower`), so
-    its state dict is the joint model's `audio_tower.*` unchanged; use
-    [`SkyReelsV4Transformer3DModel.from_video_and_audio`] to assemble a joint model from it. Its audio RoPE uses the
-    same video-latent timeline as the joint model (see `audio_rope_scale`), so a pretrained tower sees the same
-    positions after the merge.
+    Its layers are flat lists of the joint model's own block classes (`transformer_blocks`, then
+    `single_transformer_blocks`), and its parameter names are the joint model's audio names without their tower
+    (`tower_key_to_joint(key, "audio")` maps them); use [`SkyReelsV4Transformer3DModel.from_video_and_audio`] to
+    assemble a joint model from it. Its audio RoPE uses the same video-latent timeline as the joint model (see
+    `audio_rope_scale`), so a pretrained tower sees the same positions after the merge.
 
     Args:
         in_channels (`int`, defaults to 40): audio latent channels (input and output).
@@ -63,6 +67,7 @@ class SkyReelsV4AudioTransformer1DModel(
         "HunyuanVideo15TokenRefiner",
     ]
     _repeated_blocks = ["SkyReelsV4TransformerBlock", "SkyReelsV4SingleTransformerBlock"]
+    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder"]
 
     @register_to_config
     def __init__(
@@ -80,23 +85,22 @@ class SkyReelsV4AudioTransformer1DModel(
         vae_temporal_compression_ratio: int = 4,
         audio_sample_rate: int = 44100,
         audio_samples_per_latent: int = 1024,
-        num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
-        num_token_refiner_layers = renamed_config_value(
-            self, "num_refiner_layers", num_refiner_layers, "num_token_refiner_layers", num_token_refiner_layers
+        dim = num_attention_heads * attention_head_dim
+        self.x_embedder = nn.Linear(in_channels, dim)
+        self.time_embed = HunyuanVideo15TimeEmbedding(dim)
+        self.context_embedder = token_refiner(
+            text_embed_dim, num_attention_heads, attention_head_dim, num_token_refiner_layers
         )
-        self.audio_tower = SkyReelsV4Tower(
-            in_channels,
-            in_channels,
-            num_attention_heads=num_attention_heads,
-            attention_head_dim=attention_head_dim,
-            num_layers=num_layers,
-            num_single_layers=num_single_layers,
-            num_token_refiner_layers=num_token_refiner_layers,
-            mlp_ratio=mlp_ratio,
-            text_embed_dim=text_embed_dim,
+        self.text_type_embedding = nn.Parameter(torch.zeros(dim))
+        block_args = (num_attention_heads, attention_head_dim, mlp_ratio)
+        self.transformer_blocks = nn.ModuleList([SkyReelsV4TransformerBlock(*block_args) for _ in range(num_layers)])
+        self.single_transformer_blocks = nn.ModuleList(
+            [SkyReelsV4SingleTransformerBlock(*block_args) for _ in range(num_single_layers)]
         )
+        self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
+        self.proj_out = nn.Linear(dim, in_channels)
         self.time_rope = SkyReelsV4RotaryPosEmbed((attention_head_dim,), rope_theta)
         self.gradient_checkpointing = False
 
@@ -114,7 +118,7 @@ class SkyReelsV4AudioTransformer1DModel(
         reference_latents: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
         return_dict: bool = True,
-    ) -> SkyReelsV4TransformerOutput | tuple:
+    ) -> Transformer2DModelOutput | tuple:
         """
         Args:
             hidden_states (`torch.Tensor` of shape `(B, C_a, L)`): noisy audio latents.
@@ -125,47 +129,53 @@ class SkyReelsV4AudioTransformer1DModel(
                 prepended at negative positions and not predicted.
 
         Returns:
-            [`SkyReelsV4TransformerOutput`] whose `audio_sample` has the shape of `hidden_states`; with
-            `return_dict=False`, the tuple `(audio_sample,)`.
+            `Transformer2DModelOutput` whose `sample` (the velocity) has the shape of `hidden_states`; with
+            `return_dict=False`, the tuple `(sample,)`.
         """
-        config = self.config
-        _check_tensor("hidden_states", hidden_states, ndim=3, channels=config.in_channels, what="(B, C_a, L)")
-        _check_tensor("encoder_hidden_states", encoder_hidden_states, ndim=3, what="(B, S, text_embed_dim)")
-        if encoder_hidden_states.shape[-1] != config.text_embed_dim or encoder_hidden_states.shape[0] != len(
-            hidden_states
-        ):
-            raise ValueError(
-                f"`encoder_hidden_states` must have shape (B={len(hidden_states)}, S, {config.text_embed_dim}), got "
-                f"{tuple(encoder_hidden_states.shape)}."
-            )
         if encoder_attention_mask is not None and encoder_attention_mask.shape != encoder_hidden_states.shape[:2]:
-            raise ValueError(
-                f"`encoder_attention_mask` must have shape {tuple(encoder_hidden_states.shape[:2])}, got "
-                f"{tuple(encoder_attention_mask.shape)}."
+            raise ValueError(  # a mask of another length would silently mask the wrong keys
+                f"`encoder_attention_mask` must have shape {tuple(encoder_hidden_states.shape[:2])} (batch, text_len) "
+                f"to match `encoder_hidden_states`, got {tuple(encoder_attention_mask.shape)}."
             )
-        if reference_latents is not None:
-            _check_tensor("reference_latents", reference_latents, 3, "(B, C_a, Lr)", channels=config.in_channels)
-
         batch_size, dtype, device = hidden_states.shape[0], hidden_states.dtype, hidden_states.device
-        timestep = self._expand_timestep(timestep, batch_size, device)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.bool()
-
-        tower = self.audio_tower
-        state, num_refs = tower.embed_audio(
-            hidden_states,
-            reference_latents,
-            timestep,
+        temb, text = embed_timestep_and_prompt(
+            self.time_embed,
+            self.context_embedder,
+            self.text_type_embedding,
+            expand_timestep(timestep, batch_size, device),
             encoder_hidden_states,
             encoder_attention_mask,
-            self.time_rope,
-            self.audio_rope_scale,
             dtype,
         )
-        for index in range(len(tower.blocks)):
-            tower.run_block(index, state, self._call_block)
+        latents, num_references = hidden_states, 0
+        if reference_latents is not None:
+            num_references = reference_latents.shape[2]
+            latents = torch.cat([reference_latents.to(dtype), latents], dim=2)
+        positions = audio_token_positions(latents.shape[2], num_references, self.audio_rope_scale, device)
+        rotary_emb = self.time_rope(positions)
 
-        sample = tower.project_out(state.tokens[:, num_refs:], state.temb).transpose(1, 2)
+        tokens, context = self.x_embedder(latents.transpose(1, 2)), text
+        for block in self.transformer_blocks:
+            tokens, text = call_block(
+                self, block, tokens, text, temb, encoder_attention_mask, rotary_emb, attention_kwargs=attention_kwargs
+            )
+        for block in self.single_transformer_blocks:
+            tokens, text = call_block(
+                self,
+                block,
+                tokens,
+                text,
+                temb,
+                encoder_attention_mask,
+                rotary_emb,
+                text_context=context,
+                text_context_mask=encoder_attention_mask,
+                attention_kwargs=attention_kwargs,
+            )
+
+        sample = self.proj_out(self.norm_out(tokens, temb)[:, num_references:]).transpose(1, 2)
         if not return_dict:
             return (sample,)
-        return SkyReelsV4TransformerOutput(audio_sample=sample)
+        return Transformer2DModelOutput(sample=sample)

@@ -18,37 +18,45 @@ import math
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers import ContextParallelConfig
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.hooks.context_parallel import EquipartitionSharder
 from diffusers.loaders import PeftAdapterMixin
-from diffusers.models._modeling_parallel import ContextParallelConfig, ContextParallelOutput
 from diffusers.models.attention import AttentionMixin
 from diffusers.models.attention_dispatch import SeqAllToAllDim
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormContinuous
+from diffusers.models.transformers.transformer_hunyuan_video15 import (
+    HunyuanVideo15PatchEmbed,
+    HunyuanVideo15TimeEmbedding,
+)
 from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 from .attention_video_sparse import VSA_BACKENDS, video_sparse_attention
+from .diffusers_extension_points import ContextParallelOutput, register_block_outputs
 from .transformer_skyreels_v4 import (
     SkyReelsV4Attention,
-    SkyReelsV4BlocksMixin,
-    SkyReelsV4CacheMixin,
     SkyReelsV4ContextParallelMixin,
     SkyReelsV4RotaryPosEmbed,
     SkyReelsV4SequencePadding,
-    SkyReelsV4Tower,
-    TowerState,
-    _check_tensor,
+    SkyReelsV4SingleTransformerBlock,
+    SkyReelsV4TransformerBlock,
     audio_rope_scale_from_config,
     audio_token_positions,
+    call_block,
+    embed_timestep_and_prompt,
+    expand_timestep,
+    gather_from_ranks,
     project_added_qkv,
     project_qkv,
-    renamed_config_value,
     sequence_split_plan,
+    token_refiner,
     unpatchify,
     video_token_positions,
 )
@@ -130,7 +138,7 @@ def _ulysses_video_sparse_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`video_sparse_attention` on this rank's `(B, N_local, heads, D)` shard of the (padded) video sequence: the
     whole sequence with `heads / N` heads after Ulysses' all-to-all, then back. Text tensors are whole per rank."""
-    group, degree = cp_config._ulysses_mesh.get_group(), cp_config.ulysses_degree
+    group, degree = dist.group.WORLD, cp_config.ulysses_degree  # the model's context-parallel group is the world
     num_video = video_grid[0] * video_grid[1] * video_grid[2]
     num_padded = query.shape[1] * degree
 
@@ -138,7 +146,7 @@ def _ulysses_video_sparse_attention(
         return SeqAllToAllDim.apply(group, x, 2, 1)[:, :num_video]
 
     heads_per_rank = query.shape[2] // degree
-    first_head = cp_config._ulysses_local_rank * heads_per_rank
+    first_head = dist.get_rank() * heads_per_rank
     local_heads = slice(first_head, first_head + heads_per_rank)  # the heads the all-to-all gives this rank
     query, key, value = (to_head_shard(x) for x in (query, key, value))
     vsa_kwargs = {**vsa_kwargs, "gate": to_head_shard(vsa_kwargs["gate"])}
@@ -154,7 +162,7 @@ def _ulysses_video_sparse_attention(
     )
     video_out = F.pad(video_out, (0, 0, 0, 0, 0, num_padded - num_video))
     video_out = SeqAllToAllDim.apply(group, video_out, 1, 2)
-    text_out = EquipartitionSharder.unshard(text_out, 2, cp_config._ulysses_mesh)
+    text_out = gather_from_ranks(text_out, dim=2)
     return video_out, text_out
 
 
@@ -185,14 +193,71 @@ class SkyReelsV4AudioConditionBlock(nn.Module):
         )
 
 
+@maybe_allow_in_graph
+class SkyReelsV4RefinerTransformerBlock(nn.Module):
+    """One layer of the Refiner: the video tower's block (`video`, same class and parameter names as the joint
+    model's `transformer_blocks.{i}.video`, its attention through Video Sparse Attention), then the cross-attention to
+    the base pass's audio (`audio_condition`, when the Refiner has one)."""
+
+    def __init__(
+        self,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        mlp_ratio: float,
+        audio_attention_heads: int | None,
+        single_stream: bool = False,
+    ) -> None:
+        super().__init__()
+        block_class = SkyReelsV4SingleTransformerBlock if single_stream else SkyReelsV4TransformerBlock
+        self.single_stream = single_stream
+        self.video = block_class(num_attention_heads, attention_head_dim, mlp_ratio, sparse_attention=True)
+        self.video.attn.set_processor(SkyReelsV4VSAAttnProcessor())
+        self.audio_condition = None
+        if audio_attention_heads:
+            dim = num_attention_heads * attention_head_dim
+            self.audio_condition = SkyReelsV4AudioConditionBlock(dim, audio_attention_heads, attention_head_dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        encoder_attention_mask: torch.Tensor | None = None,
+        text_context: torch.Tensor | None = None,
+        audio_hidden_states: torch.Tensor | None = None,
+        temporal_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        audio_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hidden_states` `(B, N, dim)` video tokens, `encoder_hidden_states` `(B, S, dim)` prompt tokens; the
+        single-stream text cross-attention reads `text_context` (the refined prompt) under `encoder_attention_mask`;
+        `audio_hidden_states` `(B, L, dim)` are the embedded base audio, `temporal_rotary_emb` / `audio_rotary_emb`
+        the two sides' places on the base video timeline."""
+        extra = {}
+        if self.single_stream:
+            extra = {"text_context": text_context, "text_context_mask": encoder_attention_mask}
+        hidden_states, encoder_hidden_states = self.video(
+            hidden_states,
+            encoder_hidden_states,
+            temb,
+            encoder_attention_mask,
+            rotary_emb,
+            attention_kwargs=attention_kwargs,
+            **extra,
+        )
+        if audio_hidden_states is not None:
+            hidden_states = self.audio_condition(
+                hidden_states, audio_hidden_states, temporal_rotary_emb, audio_rotary_emb
+            )
+        return hidden_states, encoder_hidden_states
+
+
+register_block_outputs(SkyReelsV4RefinerTransformerBlock)
+
+
 class SkyReelsV4RefinerTransformer3DModel(
-    SkyReelsV4BlocksMixin,
-    SkyReelsV4ContextParallelMixin,
-    ModelMixin,
-    ConfigMixin,
-    PeftAdapterMixin,
-    SkyReelsV4CacheMixin,
-    AttentionMixin,
+    SkyReelsV4ContextParallelMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin
 ):
     r"""
     The Refiner of SkyReels-V4: a DiT with the video tower's design (so it initialises from it, see
@@ -200,9 +265,10 @@ class SkyReelsV4RefinerTransformer3DModel(
     double-frame-rate) video given `[noisy latent ; condition latent ; mask]` on `2C+1` channels, where the
     condition holds the linearly upsampled low-res latents with the high-res keyframes at their frames.
 
-    Video self-attention runs through Video Sparse Attention (coarse + fine, (4,4,4) cubes, text dense); `sparsity`
-    is a forward argument. Optional cross-attention to the base pass's clean audio latents keeps the sound in sync
-    when frames are interpolated.
+    Its layers are flat lists of `SkyReelsV4RefinerTransformerBlock`s (dual-stream, then single-stream). Video
+    self-attention runs through Video Sparse Attention (coarse + fine, (4,4,4) cubes, text dense); `sparsity` is a
+    forward argument. Optional cross-attention to the base pass's clean audio latents keeps the sound in sync when
+    frames are interpolated.
 
     RoPE: self-attention uses the integer grid of the output latents (as the video tower was trained); the audio
     cross-attention places output latent frame `j` at `j / temporal_upscale_factor` on the base video timeline, where
@@ -222,24 +288,16 @@ class SkyReelsV4RefinerTransformer3DModel(
 
     _supports_gradient_checkpointing = True
     _keep_in_fp32_modules = ["time_embed"]
-    _no_split_modules = [
-        "SkyReelsV4TransformerBlock",
-        "SkyReelsV4SingleTransformerBlock",
-        "SkyReelsV4AudioConditionBlock",
-        "HunyuanVideo15TokenRefiner",
-    ]
-    _repeated_blocks = [
-        "SkyReelsV4TransformerBlock",
-        "SkyReelsV4SingleTransformerBlock",
-        "SkyReelsV4AudioConditionBlock",
-    ]
+    _no_split_modules = ["SkyReelsV4RefinerTransformerBlock", "HunyuanVideo15TokenRefiner", "HunyuanVideo15PatchEmbed"]
+    _repeated_blocks = ["SkyReelsV4RefinerTransformerBlock"]
+    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "audio_embedder"]
     # Context parallelism (Ulysses): the video tokens are padded to a multiple of N and split with their RoPE tables
     # (see `SkyReelsV4SequencePadding`); VSA runs per head group on the whole sequence (see
     # `SkyReelsV4VSAAttnProcessor`), so the heads must divide among the ranks; the prompt and the audio condition stay
     # whole on every rank; `norm_out` gathers the sequence back.
     _cp_plan = {
         "sequence_padding": sequence_split_plan(num_per_token=4),  # 3D RoPE and temporal RoPE, cos and sin
-        "video_tower.norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+        "norm_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
     }
 
     @register_to_config
@@ -266,12 +324,8 @@ class SkyReelsV4RefinerTransformer3DModel(
         audio_sample_rate: int = 44100,
         audio_samples_per_latent: int = 1024,
         cross_modal_attention_heads: int | None = None,
-        num_refiner_layers: int | None = None,
     ) -> None:
         super().__init__()
-        num_token_refiner_layers = renamed_config_value(
-            self, "num_refiner_layers", num_refiner_layers, "num_token_refiner_layers", num_token_refiner_layers
-        )
         if in_channels != 2 * out_channels + 1:
             raise ValueError(
                 f"`in_channels` must be 2 * out_channels + 1 = {2 * out_channels + 1} (noisy latent, condition, "
@@ -280,40 +334,32 @@ class SkyReelsV4RefinerTransformer3DModel(
         if temporal_upscale_factor not in (1, 2):
             raise ValueError(f"`temporal_upscale_factor` must be 1 or 2, got {temporal_upscale_factor!r}.")
         dim = num_attention_heads * attention_head_dim
-        self.video_tower = SkyReelsV4Tower(
-            in_channels,
-            out_channels,
-            num_attention_heads=num_attention_heads,
-            attention_head_dim=attention_head_dim,
-            num_layers=num_layers,
-            num_single_layers=num_single_layers,
-            num_token_refiner_layers=num_token_refiner_layers,
-            mlp_ratio=mlp_ratio,
-            text_embed_dim=text_embed_dim,
-            patch_size=(patch_size_t, patch_size, patch_size),
-            sparse_attention=True,
+        self.x_embedder = HunyuanVideo15PatchEmbed((patch_size_t, patch_size, patch_size), in_channels, dim)
+        self.time_embed = HunyuanVideo15TimeEmbedding(dim)
+        self.context_embedder = token_refiner(
+            text_embed_dim, num_attention_heads, attention_head_dim, num_token_refiner_layers
         )
-        for block in self.video_tower.blocks:
-            block.attn.set_processor(SkyReelsV4VSAAttnProcessor())
-        self.audio_embedder = None
-        self.audio_blocks = None
-        if audio_in_channels:
-            self.audio_embedder = nn.Linear(audio_in_channels, dim)
-            self.audio_blocks = nn.ModuleList(
-                [
-                    SkyReelsV4AudioConditionBlock(
-                        dim, cross_modal_attention_heads or max(1, num_attention_heads // 4), attention_head_dim
-                    )
-                    for _ in range(num_layers + num_single_layers)
-                ]
-            )
+        self.text_type_embedding = nn.Parameter(torch.zeros(dim))
+        self.audio_embedder = nn.Linear(audio_in_channels, dim) if audio_in_channels else None
+
+        audio_heads = (cross_modal_attention_heads or max(1, num_attention_heads // 4)) if audio_in_channels else None
+        block_args = (num_attention_heads, attention_head_dim, mlp_ratio, audio_heads)
+        self.transformer_blocks = nn.ModuleList(
+            [SkyReelsV4RefinerTransformerBlock(*block_args) for _ in range(num_layers)]
+        )
+        self.single_transformer_blocks = nn.ModuleList(
+            [SkyReelsV4RefinerTransformerBlock(*block_args, single_stream=True) for _ in range(num_single_layers)]
+        )
+        self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
+        self.proj_out = nn.Linear(dim, patch_size_t * patch_size**2 * out_channels)
+
         self.rope = SkyReelsV4RotaryPosEmbed(rope_axes_dim, rope_theta)
         self.time_rope = SkyReelsV4RotaryPosEmbed((attention_head_dim,), rope_theta)
         self.sequence_padding = SkyReelsV4SequencePadding()
         self.gradient_checkpointing = False
 
-    def _check_context_parallel_config(self, cp_config: ContextParallelConfig) -> None:
-        super()._check_context_parallel_config(cp_config)
+    def check_context_parallel_config(self, cp_config: ContextParallelConfig) -> None:
+        super().check_context_parallel_config(cp_config)
         heads = self.config.num_attention_heads
         if heads % cp_config.ulysses_degree:
             raise ValueError(
@@ -331,11 +377,18 @@ class SkyReelsV4RefinerTransformer3DModel(
         config = {key: value for key, value in video_model.config.items() if key in own and not key.startswith("_")}
         config.update(config_overrides)
         refiner = cls(**config)
-        missing, unexpected = refiner.video_tower.load_state_dict(video_model.video_tower.state_dict(), strict=False)
-        if unexpected or any("vsa_gate" not in key for key in missing):
-            raise ValueError(f"Video tower mismatch: missing {missing}, unexpected {unexpected}.")
         if (video_model.device, video_model.dtype) != (refiner.device, refiner.dtype):
             refiner = refiner.to(device=video_model.device, dtype=video_model.dtype)
+        video_state = {
+            key.replace("proj_out.video.", "proj_out."): value
+            for key, value in video_model.state_dict().items()
+            if not key.startswith(("audio_", "proj_out.audio."))
+            and ".audio." not in key
+            and ".cross_modal." not in key
+        }
+        missing, unexpected = refiner.load_state_dict(video_state, strict=False)
+        if unexpected or any("vsa_gate" not in key and "audio" not in key for key in missing):
+            raise ValueError(f"Video tower mismatch: missing {missing}, unexpected {unexpected}.")
         return refiner
 
     @apply_lora_scale("attention_kwargs")
@@ -370,71 +423,70 @@ class SkyReelsV4RefinerTransformer3DModel(
             raise ValueError(f"`sparsity` must be a number in [0, 1), got {sparsity!r}.")
         if vsa_backend not in VSA_BACKENDS:
             raise ValueError(f"`vsa_backend` must be one of {VSA_BACKENDS}, got {vsa_backend!r}.")
-        _check_tensor("hidden_states", hidden_states, ndim=5, channels=config.in_channels, what="(B, 2C+1, F, H, W)")
-        _check_tensor("encoder_hidden_states", encoder_hidden_states, ndim=3, what="(B, S, text_embed_dim)")
-        if audio_latents is not None:
-            if self.audio_embedder is None:
-                raise ValueError("`audio_latents` given, but this Refiner was built with audio_in_channels=None.")
-            _check_tensor(
-                "audio_latents", audio_latents, ndim=3, channels=config.audio_in_channels, what="(B, C_a, L)"
-            )
+        if audio_latents is not None and self.audio_embedder is None:
+            raise ValueError("`audio_latents` given, but this Refiner was built with audio_in_channels=None.")
 
         batch_size, _, num_frames, height, width = hidden_states.shape
         p_t, p = config.patch_size_t, config.patch_size
         grid = (num_frames // p_t, height // p, width // p)
         device, dtype = hidden_states.device, hidden_states.dtype
-        timestep = self._expand_timestep(timestep, batch_size, device)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.bool()
-
-        tower = self.video_tower
-        temb, text = tower.embed_conditions(timestep, encoder_hidden_states, encoder_attention_mask, dtype)
-        positions = video_token_positions(*grid, device)
-        vsa_kwargs = {"video_grid": grid, "sparsity": float(sparsity), "vsa_backend": vsa_backend}
-        state = TowerState(
-            tower.x_embedder(hidden_states),
-            text,
-            temb,
+        temb, text = embed_timestep_and_prompt(
+            self.time_embed,
+            self.context_embedder,
+            self.text_type_embedding,
+            expand_timestep(timestep, batch_size, device),
+            encoder_hidden_states,
             encoder_attention_mask,
-            self.rope(positions),
-            text,
-            text_context_mask=encoder_attention_mask,
-            attention_kwargs=vsa_kwargs,
+            dtype,
         )
+        positions = video_token_positions(*grid, device)
+        tokens, rotary_emb = self.x_embedder(hidden_states), self.rope(positions)
 
-        audio_tokens = video_time_rope = audio_time_rope = None
+        audio_tokens = temporal_rope = audio_rope = None
         if audio_latents is not None:
             audio_tokens = self.audio_embedder(audio_latents.transpose(1, 2).to(dtype))
             audio_positions = audio_token_positions(
                 audio_latents.shape[2], 0, audio_rope_scale_from_config(config), device
             )
-            audio_time_rope = self.time_rope(audio_positions)
+            audio_rope = self.time_rope(audio_positions)
         num_shards = self.context_parallel_shards
         if audio_latents is not None or num_shards > 1:  # the split below takes the table either way
-            video_time_rope = self.time_rope(positions[:, :1] / config.temporal_upscale_factor)
+            temporal_rope = self.time_rope(positions[:, :1] / config.temporal_upscale_factor)
 
         if num_shards > 1:  # pad and (through `_cp_plan`) split the video tokens; the masks are not needed here
             text_mask = encoder_attention_mask
             if text_mask is None:
                 text_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.bool, device=device)
-            state.tokens, _, _, *tables = self.sequence_padding(
-                state.tokens, text_mask, num_shards, *state.rotary_emb, *video_time_rope
-            )
-            state.rotary_emb, video_time_rope = tuple(tables[:2]), tuple(tables[2:])
+            tokens, _, _, *tables = self.sequence_padding(tokens, text_mask, num_shards, *rotary_emb, *temporal_rope)
+            rotary_emb, temporal_rope = tuple(tables[:2]), tuple(tables[2:])
 
-        for index in range(len(tower.blocks)):
-            tower.run_block(index, state, self._call_block)
-            if audio_tokens is not None:
-                state.tokens = self._call_block(
-                    self.audio_blocks[index],
-                    hidden_states=state.tokens,
-                    audio_tokens=audio_tokens,
-                    video_time_rotary_emb=video_time_rope,
-                    audio_time_rotary_emb=audio_time_rope,
-                )
+        attention_kwargs = {
+            **(attention_kwargs or {}),
+            "video_grid": grid,
+            "sparsity": float(sparsity),
+            "vsa_backend": vsa_backend,
+        }
+        context = text
+        for block in (*self.transformer_blocks, *self.single_transformer_blocks):
+            tokens, text = call_block(
+                self,
+                block,
+                tokens,
+                text,
+                temb,
+                rotary_emb,
+                encoder_attention_mask=encoder_attention_mask,
+                text_context=context,
+                audio_hidden_states=audio_tokens,
+                temporal_rotary_emb=temporal_rope,
+                audio_rotary_emb=audio_rope,
+                attention_kwargs=attention_kwargs,
+            )
 
         num_tokens = grid[0] * grid[1] * grid[2]
-        sample = unpatchify(tower.project_out(state.tokens, temb, slice(0, num_tokens)), grid, (p_t, p, p))
+        sample = unpatchify(self.proj_out(self.norm_out(tokens, temb)[:, :num_tokens]), grid, (p_t, p, p))
         if not return_dict:
             return (sample,)
         return Transformer2DModelOutput(sample=sample)

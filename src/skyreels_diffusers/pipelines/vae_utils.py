@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL, AutoencoderOobleck, MMAudioVAE
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,20 @@ def encode_audio(audio_vae, waveform: torch.Tensor) -> torch.Tensor:
     """Waveform `(B, channels, samples)` in [-1, 1] at the VAE's rate -> normalized latents `(B, C_a, L)`."""
     waveform = waveform.to(device=audio_vae.device, dtype=audio_vae.dtype)
     if isinstance(audio_vae, MMAudioVAE):
-        latents = audio_vae.encode(waveform.mean(dim=1)).latent_dist.mode()  # MMAudio is mono
-        return latents * audio_vae.config.scaling_factor
+        return _mmaudio_encode(audio_vae, waveform.mean(dim=1)) * audio_vae.config.scaling_factor  # MMAudio is mono
     return audio_vae.encode(waveform).latent_dist.mode()
+
+
+def _mmaudio_encode(audio_vae: MMAudioVAE, waveform: torch.Tensor) -> torch.Tensor:
+    """`MMAudioVAE.encode(waveform).latent_dist.mode()`, also in half precision: `torch.stft` has no bfloat16 kernel
+    (nor float16 on CPU), so a half-precision VAE computes its mel front end on float32 copies of the front end's
+    buffers (the module itself is not changed) and encodes the mel in its own dtype."""
+    if audio_vae.dtype in (torch.float32, torch.float64):
+        return audio_vae.encode(waveform).latent_dist.mode()
+    front_end = audio_vae.mel_converter
+    buffers = {name: buffer.float() for name, buffer in front_end.named_buffers()}
+    mel = torch.func.functional_call(front_end, buffers, (waveform.float(),))
+    return DiagonalGaussianDistribution(audio_vae.vae.encode(mel.to(audio_vae.dtype))).mode()
 
 
 def encode_audio_track(audio_vae, waveform: torch.Tensor, num_latents: int) -> torch.Tensor:
