@@ -1,9 +1,11 @@
-"""Property-based test over the three pipelines' arguments (issue 19).
+"""Property-based test over the three pipelines' arguments (issues 19 and 32).
 
 Hypothesis replaces one or two arguments of a valid call with values from a pool of wrong types, out-of-range numbers,
-non-finite numbers and tensors, empty and oversized containers. Every call must either return finite outputs or raise
-a `ValueError`/`TypeError` whose message names an argument of the call; any other exception fails the test. Tight
-`GenerationLimits` keep every accepted call small, so none can hang.
+non-finite numbers and tensors, empty and oversized containers; further properties draw the shapes, dtypes and values
+of the tensor arguments (latents, keyframes, prompt embeddings and their masks) and of inpainting masks. Every call
+must either return finite outputs or raise a `ValueError`/`TypeError` before any model runs, whose message names one
+of the arguments that were changed; any other exception fails the test. Tight `GenerationLimits` keep every accepted
+call small, so none can hang.
 """
 
 import dataclasses
@@ -18,6 +20,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_work import model_calls
 
 from skyreels_diffusers import SkyReelsV4InpaintPipeline, SkyReelsV4RefinerPipeline
 from skyreels_diffusers.pipelines.validation import GenerationLimits
@@ -154,14 +157,27 @@ def all_finite(value):
     return True
 
 
-def check_one_call(pipe, kwargs, names):
-    try:
-        output = pipe(**kwargs)
-    except (TypeError, ValueError) as error:
-        # The leading name of each `quoted` span: `keyframe_indices[1]` names `keyframe_indices`.
-        named = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)[^`]*`", str(error)))
-        assert named & set(names), f"{type(error).__name__} names no argument of the call: {error}"
-        return
+# Deprecated names: their errors name the new argument (the aliases go away with the flat-blocks change).
+ALIASES = {"keyframes": "frame_conditions", "latents": "low_res_latents"}
+
+
+def check_one_call(pipe, kwargs, changed):
+    """Calls `pipe(**kwargs)`: finite outputs, or a `ValueError`/`TypeError` raised before any model ran that names
+    one of the `changed` arguments."""
+    allowed = set(changed)
+    if isinstance(pipe, SkyReelsV4RefinerPipeline):
+        allowed |= {ALIASES["latents"] for name in changed if name == "latents"}
+    if isinstance(pipe, SkyReelsV4InpaintPipeline):
+        allowed |= {ALIASES["keyframes"] for name in changed if name == "keyframes"}
+    with model_calls(pipe) as calls:
+        try:
+            output = pipe(**kwargs)
+        except (TypeError, ValueError) as error:
+            # The leading name of each `quoted` span: `keyframe_indices[1]` names `keyframe_indices`.
+            named = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)[^`]*`", str(error)))
+            assert named & allowed, f"{type(error).__name__} names none of the changed {sorted(changed)}: {error}"
+            assert not calls, f"{type(error).__name__} raised after model work ({sorted(set(calls))}): {error}"
+            return
     frames, audio = output.frames, output.audio
     assert all_finite(frames) and all_finite(audio), f"non-finite output for {sorted(kwargs)}"
 
@@ -172,9 +188,7 @@ def mutations(pipe):
     return st.lists(st.tuples(st.sampled_from(names), values), min_size=1, max_size=2)
 
 
-def run_property(pipe):
-    names = argument_names(pipe)
-
+def run_property(pipe, changes_strategy, call=valid_call):
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
@@ -182,25 +196,125 @@ def run_property(pipe):
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(mutations(pipe))
+    @given(changes_strategy)
     def prop(changes):
-        kwargs = valid_call(pipe)
+        kwargs = call(pipe)
         kwargs.update(changes)
-        check_one_call(pipe, kwargs, names)
+        check_one_call(pipe, kwargs, [name for name, _ in changes])
 
     prop()
 
 
+# ---------------------------------------------------------------------- drawn shapes, dtypes and values
+
+
+def tensors(shapes, fills=(0.0, 1.0, 0.5, -1.0, 255.0, float("nan"), float("inf"))):
+    """Tensors or arrays whose every dimension is drawn from `shapes` (a list of choices per axis), of a drawn dtype,
+    filled with random normal values or one drawn value."""
+
+    def build(shape, fill, dtype, as_numpy):
+        values = (
+            torch.randn(shape, generator=torch.Generator().manual_seed(0)) if fill is None else torch.full(shape, fill)
+        )
+        if dtype is not torch.float32:
+            values = values.nan_to_num(0.0, 0.0, 0.0).clamp(0, 255).to(dtype)
+        return values.numpy() if as_numpy else values
+
+    shape = st.one_of(*(st.tuples(*(st.sampled_from(axis) for axis in axes)) for axes in shapes))
+    dtype = st.sampled_from([torch.float32, torch.float32, torch.uint8, torch.bool, torch.int64])
+    return st.builds(build, shape, st.sampled_from([None, *fills]), dtype, st.booleans())
+
+
+def around(size):
+    """Choices for one axis: the right size, its neighbours, and the degenerate ones."""
+    return sorted({0, 1, 2, max(size - 1, 0), size, size + 1})
+
+
+def latent_changes(pipe):
+    """Base pipeline: drawn video and audio latents, and precomputed prompt embeddings with drawn masks."""
+    latent = pipe.latent_shape(1, SIZE, SIZE, FRAMES)
+    spec = pipe.audio_spec
+    audio = (1, pipe.transformer.config.audio_in_channels, spec.num_latents(FRAMES / pipe.transformer.config.fps))
+    embed_dim = pipe.transformer.config.text_embed_dim
+    return st.one_of(
+        st.tuples(
+            st.tuples(st.just("latents"), tensors([[around(n) for n in latent], [around(n) for n in latent[1:]]]))
+        ),
+        st.tuples(
+            st.tuples(st.just("audio_latents"), tensors([[around(n) for n in audio], [around(n) for n in audio[1:]]]))
+        ),
+        st.tuples(
+            st.just(("prompt", None)),
+            st.tuples(st.just("prompt_embeds"), tensors([[[1, 2], [1, 4], [embed_dim, 3]]], (0.0, float("nan")))),
+            st.tuples(st.just("prompt_attention_mask"), tensors([[[1, 2], [0, 1, 4]], [[4]]], (0.0, 1.0))),
+        ),
+    )
+
+
+def edit_call(pipe):
+    """A valid editing call: a source video and a mask (replaced by the drawn one)."""
+    video = np.random.RandomState(0).rand(FRAMES, SIZE, SIZE, 3).astype(np.float32)
+    return {**valid_call(pipe), "image": None, "video": video, "mask": np.ones((SIZE, SIZE), np.float32)}
+
+
+def mask_changes():
+    masks = tensors(
+        [
+            [[SIZE, SIZE + 1, 2], [SIZE, 1]],
+            [[1, FRAMES, 2], [SIZE], [SIZE, 3]],
+            [[1, 2, 3], [1, FRAMES, 4], [SIZE], [SIZE]],
+            [[1, 2], [1], [FRAMES], [SIZE], [SIZE]],
+        ]
+    )
+    mask = st.tuples(st.just("mask"), masks)
+    return st.one_of(
+        st.tuples(mask),
+        st.tuples(mask, st.tuples(st.just("num_videos_per_prompt"), st.sampled_from([1, 2, 3]))),
+    )
+
+
+def refiner_changes(pipe):
+    """Refiner: drawn low-res latents, keyframe latents with their indices, audio latents, and the scale factor."""
+    channels = pipe.vae_spec.latent_channels
+    low_res = tensors([[[1, 2], [channels, 3], [1, 3], [1, 2, 3, 4, 5, 8], [1, 3, 4, 8]]], (0.0, float("nan")))
+    keyframes = tensors([[[1, 2], [channels, 3], [1, 2], [8, 16, 17], [16, 12]]], (0.0, float("nan")))
+    audio_in = pipe.transformer.config.audio_in_channels
+    audio = tensors([[[1, 2], [audio_in, 3], [0, 1, 13, 10**5]]], (0.0, float("nan")))
+    return st.one_of(
+        st.tuples(
+            st.tuples(st.just("low_res_latents"), low_res),
+            st.tuples(st.just("scale_factor"), st.sampled_from([1, 2, 3])),
+        ),
+        st.tuples(
+            st.tuples(st.just("keyframes"), keyframes),
+            st.tuples(st.just("keyframe_indices"), st.sampled_from([[0], [0, 8], [0, 4], [9], [0, 0]])),
+        ),
+        st.tuples(st.tuples(st.just("audio_latents"), audio)),
+    )
+
+
 def test_base_pipeline_arguments(base):
-    run_property(base)
+    run_property(base, mutations(base))
 
 
 def test_inpaint_pipeline_arguments(inpaint):
-    run_property(inpaint)
+    run_property(inpaint, mutations(inpaint))
 
 
 def test_refiner_pipeline_arguments(refiner):
-    run_property(refiner)
+    run_property(refiner, mutations(refiner))
+
+
+def test_base_pipeline_latent_shapes(base):
+    run_property(base, latent_changes(base))
+
+
+def test_inpaint_mask_shapes(inpaint):
+    run_property(inpaint, mask_changes(), edit_call)
+
+
+def test_refiner_latent_shapes(refiner):
+    run_property(refiner, refiner_changes(refiner))
 
 
 def test_limits_are_checked_before_any_work(base):

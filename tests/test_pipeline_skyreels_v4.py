@@ -3,8 +3,9 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import DiffusionPipeline
+from model_work import refused_before_model_work
 
-from skyreels_diffusers import SkyReelsV4Pipeline
+from skyreels_diffusers import GenerationLimits, SkyReelsV4Pipeline
 from skyreels_diffusers.tiny_components import CAPTION_TAG_TOKENS, build_tiny_pipeline
 
 
@@ -209,11 +210,94 @@ def test_model_cpu_offload_runs():
         ({"callback_on_step_end_tensor_inputs": ["noise"]}, "callback_on_step_end_tensor_inputs"),
         ({"latents": torch.zeros(1, 8, 2, 8, 8)}, "latents"),
         ({"negative_prompt": ["a", "b"], "guidance_scale": 2.0}, "negative_prompt"),
+        # issue 32: control characters, sizes past the model's limits, empty masks, guidance, latents of another shape
+        ({"prompt": "a\x00b"}, r"`prompt` contains the control character '\\x00' at position 1"),
+        ({"prompt": [PROMPT, "ok\x1b[31m"]}, r"`prompt\[1\]` contains the control character '\\x1b' at position 2"),
+        ({"negative_prompt": "x\x07", "guidance_scale": 2.0}, "`negative_prompt` contains the control character"),
+        ({"height": 4096, "width": 4096}, r"`height` x `width` = 4096 x 4096 is too large: .*max_video_pixels"),
+        (
+            {"num_frames": 100_001},
+            r"^`num_frames`=100001 is more than .* at most 285 frames \(17.8125 s .*max_video_pixels",
+        ),
+        (
+            {"num_frames": 100_001, "generate_video": False},
+            r"^`num_frames`=100001 is more than .* at most 1917 frames \(119.812 s .*max_audio_seconds",
+        ),
+        (
+            {"prompt": None, "prompt_embeds": torch.randn(1, 4, 32), "prompt_attention_mask": torch.zeros(1, 4) > 0},
+            "`prompt_attention_mask` row 0 has no real token",
+        ),
+        (
+            {
+                "negative_prompt_embeds": torch.randn(1, 4, 32),
+                "negative_prompt_attention_mask": torch.tensor([[False] * 4]),
+                "guidance_scale": 2.0,
+            },
+            "`negative_prompt_attention_mask` row 0 has no real token",
+        ),
+        ({"guidance_scale": 1e30}, r"`guidance_scale` must be a finite number >= 0 and <= 100 .*got 1e\+30"),
+        ({"audio_guidance_scale": 100.5}, r"`audio_guidance_scale` .*<= 100 .*max_guidance_scale"),
+        ({"audio_latents": torch.zeros(1, 8, 3)}, r"`audio_latents` must have shape \(1, 8, 25\)"),
     ],
 )
 def test_bad_inputs(pipe, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        pipe(PROMPT, **{"num_inference_steps": 1, **kwargs})
+    with refused_before_model_work(pipe, ValueError, message):
+        pipe(**{"prompt": PROMPT, "num_inference_steps": 1, **kwargs})
+
+
+def test_tab_newline_and_carriage_return_are_text(pipe):
+    out = run(pipe, prompt="<text>A ball\tbounces.</text>\r\n<sfx>A knock.</sfx>", output_type="latent")
+    assert torch.isfinite(out.frames).all()
+
+
+def test_default_limits_follow_the_trained_clip(pipe):
+    # 32 times the pipeline config's 32x32x9 clip; `GenerationLimits()` holds the full-size model's (480x848x81).
+    assert pipe.limits.max_video_pixels == 32 * 32 * 32 * 9
+    assert GenerationLimits() == GenerationLimits.for_trained_clip(480, 848, 81)
+    assert pipe.frame_limit(32, 32) == (285, "max_video_pixels")  # 294,912 pixels: 288 frames of 32x32, 285 = 4k+1
+    assert pipe.frame_limit(32, 32, generate_video=False) == (1917, "max_audio_seconds")  # 120 s of audio
+    assert pipe.frame_limit(256, 256) == (1, "max_video_pixels")
+    assert pipe.frame_limit(1024, 1024) == (0, "max_video_pixels")
+
+
+@pytest.mark.parametrize(
+    "returned, error, message",
+    [
+        ({"latents": float("nan")}, ValueError, "`callback_on_step_end` returned `latents` after step 0 with NaN"),
+        ({"audio_latents": float("inf")}, ValueError, "returned `audio_latents` after step 0 with NaN or infinite"),
+        (
+            {"latents": "shape"},
+            ValueError,
+            r"returned `latents` after step 0 of shape \(1, 8, 1, 8, 8\); it must keep",
+        ),
+        ({"prompt_embeds": float("nan")}, ValueError, "returned `prompt_embeds` after step 0 with NaN"),
+        ({"latents": "list"}, TypeError, "returned `latents` after step 0 as a list"),
+        ("not a dict", TypeError, "`callback_on_step_end` must return a dict of tensors or None"),
+    ],
+)
+def test_callback_outputs_are_checked_as_soon_as_it_returns(pipe, returned, error, message):
+    def callback(pipe, step, timestep, tensors):
+        if not isinstance(returned, dict):
+            return returned
+        name, value = next(iter(returned.items()))
+        if value == "shape":
+            return {name: tensors[name][:, :, :1]}
+        return {name: [1.0] if value == "list" else torch.full_like(tensors[name], value)}
+
+    inputs = ["latents", "audio_latents", "prompt_embeds"]
+    calls = CountCalls(pipe.transformer)
+    try:
+        with pytest.raises(error, match=message):
+            run(
+                pipe,
+                num_inference_steps=3,
+                guidance_scale=1.0,
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=inputs,
+            )
+    finally:
+        calls.handle.remove()
+    assert calls.count == 1  # raised after the first step, before the second
 
 
 def test_missing_prompt_and_wrong_type(pipe):

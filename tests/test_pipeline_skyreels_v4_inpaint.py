@@ -2,10 +2,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from model_work import refused_before_model_work
 
 from skyreels_diffusers import SkyReelsV4InpaintPipeline
 from skyreels_diffusers.pipelines.conditioning import build_video_condition, latent_keep_mask
-from skyreels_diffusers.pipelines.vae_utils import encode_video
+from skyreels_diffusers.pipelines.vae_utils import encode_audio_track, encode_video
 from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_video_vae
 
 
@@ -228,10 +229,11 @@ def test_bad_inputs(pipe, kwargs, error, message):
 def test_audio_reference_resampled_to_the_vae_rate(pipe, rate):
     seconds = 0.5
     tone = np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate).astype(np.float32)
-    latents = pipe._encode_audio_reference(tone, rate)
+    waveform = pipe._load_audio_reference(tone, rate)
+    assert waveform.shape == (1, 22050)
     # Resampled to 44.1 kHz: 22050 samples, padded with silence to whole latents of 1024 samples -> 22 latents (as
     # training encodes its audio references), so no tail is lost.
-    assert latents.shape == (1, 8, -(-22050 // 1024))
+    latents = encode_audio_track(pipe.audio_vae, waveform[None], -(-22050 // 1024))
     seen = {}
 
     def capture(module, args, kwargs):
@@ -372,17 +374,53 @@ def test_image_animated_to_a_sound(pipe):
             "audio_reference",
         ),
         ({"video_lead_steps": -1}, "video_lead_steps"),
+        # issue 32: masks of another batch, NaN or out of range; audio shorter than one latent; too many frames
+        (
+            {"video": random_video(), "mask": np.ones((2, FRAMES, SIZE, SIZE), np.float32)},
+            r"`mask` of shape \(2, 9, 32, 32\) holds 2 masks .*B = 1",
+        ),
+        (
+            {"video": random_video(), "mask": np.ones((2, FRAMES, SIZE, SIZE)), "num_videos_per_prompt": 3},
+            r"holds 2 masks .*\(B = 3: prompts x `num_videos_per_prompt`\)",
+        ),
+        ({"video": random_video(), "mask": np.full((SIZE, SIZE), np.nan)}, "`mask` contains NaN"),
+        (
+            {"video": random_video(), "mask": np.full((SIZE, SIZE), 255.0)},
+            r"`mask` values must be in \[0, 1\] .* got float64 values in \[255, 255\]",
+        ),
+        ({"video": random_video(), "mask": -torch.ones(SIZE, SIZE)}, r"got float32 values in \[-1, -1\]"),
+        ({"video": random_video(), "mask": np.full((SIZE, SIZE), 255, np.int64)}, r"got int64 values in \[255, 255\]"),
+        (
+            {"audio": np.full(1, 0.5, np.float32), "audio_sample_rate": 44100},
+            r"`audio` lasts 2.26757e-05 s \(1 sample\(s\) .*at least one audio latent: 1024 samples \(0.02322 s\)",
+        ),
+        ({"image": random_image(), "num_frames": 100_001}, r"^`num_frames`=100001 is more than one call may make"),
     ],
 )
 def test_bad_video_and_audio_conditions_are_refused_before_any_model_work(pipe, kwargs, match):
-    calls = []
-    handle = pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
-    try:
-        with pytest.raises(ValueError, match=match):
-            run(pipe, **kwargs)
-    finally:
-        handle.remove()
-    assert not calls
+    with refused_before_model_work(pipe, ValueError, match):
+        run(pipe, **kwargs)
+
+
+def test_one_mask_per_generated_video(pipe):
+    # Video 0 keeps every pixel, video 1 regenerates everything: each output follows its own mask.
+    video = random_video()
+    masks = np.stack([np.ones((FRAMES, SIZE, SIZE), np.float32), np.zeros((FRAMES, SIZE, SIZE), np.float32)])
+    out = run(pipe, video=video, mask=masks, num_videos_per_prompt=2)
+    np.testing.assert_array_equal(out.frames[0], video)
+    assert np.abs(out.frames[1] - video).max() > 0.05
+    # A batch of one applies to every video, as the same mask without the batch axis does.
+    single = run(pipe, video=video, mask=masks[1:], num_videos_per_prompt=2, output_type="latent")
+    plain = run(pipe, video=video, mask=masks[1], num_videos_per_prompt=2, output_type="latent")
+    torch.testing.assert_close(single.frames, plain.frames, rtol=0, atol=0)
+
+
+def test_uint8_masks_are_scaled_by_255(pipe):
+    keep = np.ones((SIZE, SIZE), np.float32)
+    keep[8:24, 8:24] = 0
+    as_uint8 = run(pipe, video=random_video(), mask=(keep * 255).astype(np.uint8), output_type="latent")
+    as_float = run(pipe, video=random_video(), mask=keep, output_type="latent")
+    torch.testing.assert_close(as_uint8.frames, as_float.frames, rtol=0, atol=0)
 
 
 def test_keyframes_is_a_deprecated_name_of_frame_conditions(pipe):

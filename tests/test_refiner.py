@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from model_work import refused_before_model_work
 
 from skyreels_diffusers import SkyReelsV4RefinerPipeline, SkyReelsV4RefinerTransformer3DModel
 from skyreels_diffusers.pipelines.conditioning import build_refiner_condition
@@ -157,16 +158,64 @@ def test_refiner_strength_starts_from_the_noised_upsampled_condition(refiner):
         ({"scale_factor": 0}, "scale_factor"),
         ({"sparsity": 1.0}, "sparsity"),
         ({"sparsity": -0.1}, "sparsity"),
-        ({"keyframes": torch.zeros(1, 8, 1, 12, 12), "keyframe_indices": [0]}, "divide"),
+        ({"keyframes": torch.zeros(1, 8, 1, 12, 12), "keyframe_indices": [0]}, "low-res latent size times"),
         ({"keyframes": torch.zeros(1, 8, 1, 16, 16)}, "together"),
+        # issue 32
+        (
+            {"keyframes": torch.zeros(1, 3, 1, 16, 16), "keyframe_indices": [0]},
+            r"`keyframes` latents must have shape \(B, 8, K, 16, 16\): the VAE's latent channels",
+        ),
+        ({"keyframes": torch.zeros(1, 8, 2, 16, 16), "keyframe_indices": [0]}, "`keyframes` holds 2 keyframes"),
+        ({"audio_latents": torch.zeros(1, 8, 100_000)}, r"`audio_latents` holds 100000 latents; it takes 1 to 5168"),
+        ({"audio_latents": torch.zeros(1, 3, 10)}, "`audio_latents` must have 8 channels"),
+        ({"audio_latents": torch.zeros(2, 8, 10)}, "`audio_latents` has batch 2, which does not divide"),
     ],
 )
 def test_refiner_bad_inputs(refiner, kwargs, message):
     latents = torch.randn(1, 8, 3, 8, 8)
-    with pytest.raises(ValueError, match=message):
+    with refused_before_model_work(refiner, ValueError, message):
         refiner(PROMPT, low_res_latents=latents, num_inference_steps=1, **kwargs)
-    with pytest.raises(TypeError, match="`scale_factor` must be an integer, got float 1.5"):
+    with refused_before_model_work(refiner, TypeError, "`scale_factor` must be an integer, got float 1.5"):
         refiner(PROMPT, low_res_latents=latents, num_inference_steps=1, scale_factor=1.5)
+
+
+@pytest.fixture(scope="module")
+def patch2_refiner(base):
+    """A Refiner that patchifies 2x2 latents, like the tiny default's."""
+    transformer = SkyReelsV4RefinerTransformer3DModel.from_config({**build_tiny_refiner().config, "patch_size": 2})
+    return SkyReelsV4RefinerPipeline.from_pipe(base, transformer=transformer.eval())
+
+
+@pytest.mark.parametrize(
+    "low_res_shape, scale_factor, upscaled",
+    [
+        ((1, 8, 3, 1, 1), 2, "2x2"),
+        ((1, 8, 3, 1, 4), 2, "2x8"),
+        ((1, 8, 3, 3, 5), 1, "3x5"),
+        ((1, 8, 3, 3, 5), 3, "9x15"),
+    ],
+)
+def test_low_res_latents_smaller_than_a_patch_or_not_divisible_are_refused(
+    patch2_refiner, low_res_shape, scale_factor, upscaled
+):
+    message = rf"`low_res_latents` is .* latents a frame, which `scale_factor`={scale_factor} upscales to {upscaled}"
+    with refused_before_model_work(patch2_refiner, ValueError, message + ".*patch size 2"):
+        patch2_refiner(PROMPT, low_res_latents=torch.randn(low_res_shape), scale_factor=scale_factor)
+
+
+def test_low_res_video_is_checked_by_the_same_rule(patch2_refiner):
+    video = np.zeros((5, 36, 36, 3), np.float32)  # 9x9 latents: whole patches only after an even upscaling
+    with refused_before_model_work(patch2_refiner, ValueError, r"`video` is 9x9 latents a frame.*upscales to 9x9"):
+        patch2_refiner(PROMPT, video=video, scale_factor=1)
+    out = patch2_refiner(PROMPT, video=video, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
+    assert out.frames.shape == (1, 8, 3, 18, 18)
+
+
+def test_low_res_latents_of_whole_patches_after_upscaling_are_refined(patch2_refiner):
+    # 3x5 latents are not whole 2x2 patches, but upscaled by 2 they are: a valid, finite refinement.
+    low_res = torch.randn(1, 8, 3, 3, 5, generator=torch.Generator().manual_seed(0))
+    out = patch2_refiner(PROMPT, low_res_latents=low_res, num_inference_steps=1, output_type="latent")
+    assert out.frames.shape == (1, 8, 5, 6, 10) and torch.isfinite(out.frames).all()
 
 
 def test_refiner_bad_config():

@@ -17,6 +17,8 @@ from pathlib import Path
 # Searched in this order when `--model` is not given.
 MODEL_ENV_VAR = "SKYREELS_V4_MODEL"
 EMBEDDED_MODEL = Path("pipelines") / "skyreels-v4-tiny"
+# `torch.Generator.manual_seed` takes a 64-bit seed.
+MAX_SEED = 2**64 - 1
 # `--dtype` here and in the demo: the names of `utils.precision.DTYPES`, written out so that parsing imports no torch.
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = (
@@ -42,6 +44,21 @@ def frames_for_duration(duration: float, fps: float, temporal_compression: int) 
 def check_duration(duration: float) -> None:
     if not (math.isfinite(duration) and duration > 0):
         raise ValueError(f"`--duration` must be a positive, finite number of seconds, got {duration}.")
+
+
+def check_duration_fits(args: argparse.Namespace, pipe, num_frames: int) -> None:
+    """`--duration` within the loaded pipeline's limits (`pipe.frame_limit`), checked before generating. A size that
+    fits no frame at all is left to the pipeline, whose message names `height` and `width`."""
+    height = pipe.config.default_height if args.height is None else args.height
+    width = pipe.config.default_width if args.width is None else args.width
+    generate_audio = not args.no_audio and args.audio is None and pipe.audio_vae is not None
+    most, limit = pipe.frame_limit(height, width, 1, args.video is None, generate_audio)
+    if 1 <= most < num_frames:
+        fps = pipe.transformer.config.fps
+        raise ValueError(
+            f"`--duration` {args.duration:g} s is too long: at {height}x{width} this model makes at most {most / fps:g} s "
+            f"({most} frames at {fps:g} fps), set by `pipe.limits.{limit}` = {getattr(pipe.limits, limit):,}."
+        )
 
 
 def check_output_path(path: str) -> None:
@@ -143,6 +160,8 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
             raise ValueError(f"`--{name.replace('_', '-')}` must be a finite number, got {value}.")
     if args.duration is not None:
         check_duration(args.duration)
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"`--seed` must be an integer from 0 to 2**64-1 = {MAX_SEED}, got {args.seed}.")
     conditions = {"image": args.image, "video": args.video, "audio": args.audio}
     for name, path in conditions.items():
         if path is not None and not os.path.isfile(path):
@@ -152,6 +171,7 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
     num_frames = None
     if args.duration is not None:
         num_frames = frames_for_duration(args.duration, fps, pipe.vae_spec.temporal_compression)
+        check_duration_fits(args, pipe, num_frames)
     call = {
         "negative_prompt": args.negative_prompt,
         "height": args.height,

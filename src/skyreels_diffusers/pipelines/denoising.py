@@ -36,6 +36,8 @@ import torch
 from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.guiders.guider_utils import BaseGuidance
 
+from .validation import check_callback_output, describe
+
 
 @dataclass
 class PreservedLatents:
@@ -253,12 +255,22 @@ def _run_callback(hooks: LoopHooks, iteration: int, timestep, streams: list[Late
             which, key = inputs.callback_names[name]
             source = getattr(inputs, which)
             tensors[name] = None if source is None else source[key]
-    outputs = hooks.callback(iteration, timestep, tensors) or {}
+    outputs = hooks.callback(iteration, timestep, tensors)
+    if outputs is None:
+        return
+    if not isinstance(outputs, dict):
+        raise TypeError(
+            f"`callback_on_step_end` must return a dict of tensors or None, got {describe(outputs)} after step "
+            f"{iteration}."
+        )
+    # Checked as soon as the callback returns: NaN latents would otherwise give NaN frames without a word.
     for name, value in outputs.items():
         if name in by_name:
+            check_callback_output(name, value, iteration, by_name[name].latents.shape)
             by_name[name].latents = value
         elif name in inputs.callback_names:
             which, key = inputs.callback_names[name]
             source = getattr(inputs, which)
             if source is not None:
+                check_callback_output(name, value, iteration)
                 source[key] = value

@@ -18,6 +18,7 @@ The pipelines are siblings: each inherits this mixin and `DiffusionPipeline`, no
 """
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -37,14 +38,20 @@ from .validation import (
     check_choice,
     check_finite_tensor,
     check_generator,
+    check_guidance_scale,
     check_int,
     check_number,
     check_prompt,
     check_sigmas,
-    check_video_work,
     describe,
 )
 
+
+# What each work limit counts, in messages.
+LIMIT_UNITS = {
+    "max_video_pixels": "video pixels (height x width x frames x videos)",
+    "max_audio_seconds": "seconds of audio generated with the clip",
+}
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a director describing a shot for a video with sound. Read the instruction: visual content in <text>, "
@@ -71,8 +78,9 @@ class SkyReelsV4PipelineMixin:
         self._init_media_specs()
 
     def _init_media_specs(self) -> None:
-        """Latent geometry of the registered VAEs, the frame post-processor, and the default work limits."""
-        self.limits = GenerationLimits()
+        """Latent geometry of the registered VAEs, the frame post-processor, and the default work limits (from the
+        trained clip size, see `GenerationLimits`)."""
+        self.limits = GenerationLimits.from_config(self.config)
         self.vae_spec = video_vae_spec(self.vae) if self.vae is not None else None
         self.audio_spec = audio_vae_spec(self.audio_vae) if getattr(self, "audio_vae", None) is not None else None
         spatial = self.vae_spec.spatial_compression if self.vae_spec else 16
@@ -274,7 +282,7 @@ class SkyReelsV4PipelineMixin:
             )
         else:
             check_sigmas(sigmas, limits)
-        check_number("guidance_scale", guidance_scale, 0.0, why=" (1 disables guidance)")
+        check_guidance_scale("guidance_scale", guidance_scale, limits)
         check_choice("output_type", output_type, ("np", "pt", "pil", "latent"))
         check_bool("return_dict", return_dict)
         check_int("max_sequence_length", max_sequence_length, 1, 100_000)
@@ -353,7 +361,7 @@ class SkyReelsV4PipelineMixin:
         )
         if generate_audio and self.audio_vae is None and output_type != "latent":
             raise ValueError("`generate_audio=True` needs an `audio_vae` component; this pipeline has none.")
-        check_number("audio_guidance_scale", audio_guidance_scale, 0.0, why=" (1 disables guidance)")
+        check_guidance_scale("audio_guidance_scale", audio_guidance_scale, limits)
         check_int("video_lead_steps", video_lead_steps, 0, limits.max_inference_steps)
 
         config = self.transformer.config
@@ -391,8 +399,21 @@ class SkyReelsV4PipelineMixin:
                 f"`fps` must be the transformer's timeline fps {config.fps} (its audio RoPE places audio on that "
                 f"timeline), got {fps!r}."
             )
-        if generate_video:
-            check_video_work(limits, batch_size, (num_frames, height, width))
+        audio_follows_video = generate_audio and audio_duration is None
+        if generate_video or audio_follows_video:
+            most, limit = self.frame_limit(height, width, batch_size, generate_video, audio_follows_video)
+            if num_frames > most:
+                bound = f"`pipe.limits.{limit}` = {getattr(limits, limit):,} {LIMIT_UNITS[limit]}"
+                if most < 1 and limit == "max_video_pixels":
+                    raise ValueError(
+                        f"`height` x `width` = {height} x {width} is too large: one frame of {batch_size} video(s) "
+                        f"already exceeds {bound}."
+                    )
+                size = f" at {height}x{width} for {batch_size} video(s)" if limit == "max_video_pixels" else ""
+                raise ValueError(
+                    f"`num_frames`={num_frames} is more than one call may make: at most {most} frames "
+                    f"({most / fps:g} s at {fps:g} fps){size}, set by {bound}."
+                )
         video_duration = num_frames / fps
         if audio_duration is not None:
             check_number(
@@ -410,19 +431,37 @@ class SkyReelsV4PipelineMixin:
                     f"({num_frames} frames at {fps} fps); joint generation accepts a difference of at most one video "
                     f"latent frame ({tolerance:.3f}s). Leave it unset to use the video's duration."
                 )
-        elif generate_audio and video_duration > limits.max_audio_seconds:
-            raise ValueError(
-                f"{num_frames} frames at {fps} fps make {video_duration:.1f} s of audio; the limit is "
-                f"{limits.max_audio_seconds} s (`pipe.limits.max_audio_seconds`)."
-            )
         if latents is not None and generate_video:
             expected = self.latent_shape(batch_size, height, width, num_frames)
             check_finite_tensor("latents", latents, 5, f"{expected}")
             if tuple(latents.shape) != expected:
                 raise ValueError(f"`latents` must have shape {expected} for these settings, got {describe(latents)}.")
         if audio_latents is not None and generate_audio:
-            check_finite_tensor("audio_latents", audio_latents, 3, "(B, C_a, L)")
+            spec = self.audio_spec or audio_spec_from_transformer(self.transformer)
+            duration = video_duration if audio_duration is None else audio_duration
+            expected = (batch_size, config.audio_in_channels, spec.num_latents(duration))
+            check_finite_tensor("audio_latents", audio_latents, 3, f"{expected}")
+            if tuple(audio_latents.shape) != expected:
+                raise ValueError(
+                    f"`audio_latents` must have shape {expected} for these settings, got {describe(audio_latents)}."
+                )
         return batch_size
+
+    def frame_limit(
+        self, height: int, width: int, batch_size: int = 1, generate_video: bool = True, generate_audio: bool = True
+    ) -> tuple[int, str]:
+        """The most frames one call may make at `height x width` for `batch_size` videos within `self.limits` (of the
+        VAE's form `t*k+1`; 0 when even one frame is too many), and the name of the limit that sets it:
+        `"max_video_pixels"`, or `"max_audio_seconds"` when the audio generated with the clip lasts as long as it.
+        The `num_frames` check and the CLI's `--duration` check both read it."""
+        limits, temporal = self.limits, self.vae_spec.temporal_compression
+        bounds = []
+        if generate_video:
+            bounds.append((limits.max_video_pixels // (batch_size * height * width), "max_video_pixels"))
+        if generate_audio:
+            bounds.append((math.floor(limits.max_audio_seconds * self.transformer.config.fps), "max_audio_seconds"))
+        frames, limit = min(bounds)
+        return ((frames - 1) // temporal * temporal + 1 if frames >= 1 else 0), limit
 
     def _check_embeds(self, embeds, mask, prefix: str = "") -> int:
         """`{prefix}prompt_embeds` `(B, S, D)` (finite) and its optional mask `(B, S)`; returns B."""
@@ -441,6 +480,12 @@ class SkyReelsV4PipelineMixin:
                 raise ValueError(
                     f"`{prefix}prompt_attention_mask` must be a tensor of shape {tuple(embeds.shape[:2])}, got "
                     f"{describe(mask)}."
+                )
+            empty = (~mask.bool().any(dim=1)).nonzero()
+            if len(empty):  # attention over no token at all is NaN
+                raise ValueError(
+                    f"`{prefix}prompt_attention_mask` row {int(empty[0])} has no real token (all False); every prompt "
+                    "needs at least one."
                 )
         return embeds.shape[0]
 

@@ -220,8 +220,10 @@ class SkyReelsV4Steps:
         check_video_work(
             self.limits,
             batch_size,
-            (num_frames, height, width),
-            (len(keyframe_indices), sizes["keyframe_height"], sizes["keyframe_width"]),
+            [(num_frames, height, width), (len(keyframe_indices), sizes["keyframe_height"], sizes["keyframe_width"])],
+            f"The clip ({num_frames} frames of {height}x{width}) and its {len(keyframe_indices)} keyframes "
+            f"(`keyframe_indices` / `num_keyframes`) of `keyframe_height` x `keyframe_width` = "
+            f"{sizes['keyframe_height']}x{sizes['keyframe_width']}",
         )
         return [int(i) for i in keyframe_indices]
 
@@ -345,14 +347,16 @@ class SkyReelsV4Pipeline(
             prompt_images (*optional*): images (or video frames) that are part of the instruction.
             height, width (`int`, *optional*): video size in pixels, multiples of the VAE's spatial compression times
                 the patch size; default to the pipeline config.
-            num_frames (`int`, *optional*): `4k+1` frames; defaults to the pipeline config.
+            num_frames (`int`, *optional*): `4k+1` frames; defaults to the pipeline config. At most what
+                `pipe.limits` allows at this size (see `frame_limit`).
             fps (`float`, *optional*): frames per second; must equal the transformer's timeline fps (its default).
             audio_duration (`float`, *optional*): seconds of audio; defaults to the video's `num_frames / fps`.
             generate_video, generate_audio (`bool`): T2AV (both), T2V or T2A. `generate_audio` defaults to whether the
                 pipeline can make audio: it has an `audio_vae`, or `output_type="latent"`.
             num_inference_steps (`int`, defaults to 30): denoising steps (ignored when `sigmas` is given).
             sigmas (`list[float]`, *optional*): custom noise levels from 1 towards 0, passed to the scheduler.
-            guidance_scale (`float`, defaults to 5.0): classifier-free guidance of the video; 1 disables it.
+            guidance_scale (`float`, defaults to 5.0): classifier-free guidance of the video; 1 disables it; at most
+                `pipe.limits.max_guidance_scale` (100).
             audio_guidance_scale (`float`, *optional*): guidance of the audio; defaults to `guidance_scale`. With both
                 at 1 there is one transformer call per step; otherwise two.
             video_lead_steps (`int`, defaults to 0): with video and audio both generated, start the audio this many
@@ -369,7 +373,8 @@ class SkyReelsV4Pipeline(
             return_dict (`bool`, defaults to `True`): return a [`SkyReelsV4PipelineOutput`] instead of a tuple.
             attention_kwargs (`dict`, *optional*): passed to the transformer (e.g. `{"scale": lora_scale}`).
             callback_on_step_end (`Callable`, *optional*): called as `callback(pipe, step, timestep, tensors)` after
-                each step; it may return a dict that replaces any of `callback_on_step_end_tensor_inputs`.
+                each step; it may return a dict that replaces any of `callback_on_step_end_tensor_inputs` (tensors
+                without NaN or infinity, latents of the same shape; anything else raises at once).
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): subset of `_callback_tensor_inputs`.
             max_sequence_length (`int`, defaults to 512): maximum instruction tokens after the system prompt.
             keyframe_indices (`list[int]`, *optional*): pixel frames to also generate at high resolution, in the

@@ -101,7 +101,8 @@ class InpaintMedia:
         source_frames: `video` at the target size `(F, 3, H, W)` in [0, 1], cut or black-padded to `num_frames`.
         frame_conditions: `[(pixel_frame_index, (1, 3, H, W) in [-1, 1])]` from `image`, `last_image`,
             `frame_conditions`.
-        pixel_keep: the keep-mask `(1, 1, F, H, W)` of extension or editing, or `None`.
+        pixel_keep: the keep-mask `(1 or B, 1, F, H, W)` of extension or editing, or `None`.
+        audio_reference: the audio reference `(channels, samples)` at the audio VAE's rate, or `None`.
     """
 
     num_frames: int
@@ -114,6 +115,7 @@ class InpaintMedia:
     source_frames: torch.Tensor | None = None
     frame_conditions: list = field(default_factory=list)
     pixel_keep: torch.Tensor | None = None
+    audio_reference: torch.Tensor | None = None
 
 
 @dataclass
@@ -149,6 +151,7 @@ class SkyReelsV4InpaintSteps:
         fps: float,
         audio_duration: float | None,
         generate_audio: bool,
+        audio_reference_sample_rate: int | None = None,
     ) -> InpaintMedia:
         """Checks this pipeline's own arguments and reads the media files (within `self.limits`); resolves which
         modality is given and the clip's `num_frames`."""
@@ -179,7 +182,7 @@ class SkyReelsV4InpaintSteps:
                 original_video,
                 max_frames=limits.max_input_frames,
                 max_side=limits.max_side,
-                max_pixels=limits.max_video_pixels,
+                max_pixels=limits.max_input_pixels,
                 name="video",
             )
             video = resample_frames(video, video_fps, fps)
@@ -233,7 +236,12 @@ class SkyReelsV4InpaintSteps:
             )
         if audio_reference is not None and not generate_audio:
             raise ValueError("`audio_reference` guides generated audio; here the audio is given or off.")
-        return InpaintMedia(num_frames, video, video_given, generate_audio, given_audio, references, preserve_unmasked)
+        media = InpaintMedia(
+            num_frames, video, video_given, generate_audio, given_audio, references, preserve_unmasked
+        )
+        if audio_reference is not None:
+            media.audio_reference = self._load_audio_reference(audio_reference, audio_reference_sample_rate)
+        return media
 
     def prepare_frames(
         self,
@@ -245,9 +253,11 @@ class SkyReelsV4InpaintSteps:
         num_condition_frames: int | None,
         height: int,
         width: int,
+        batch_size: int = 1,
     ) -> None:
         """The pixel inputs at the target size (their own sizes were bounded by `check_media`): fills `media`'s
-        `source_frames`, `frame_conditions`, `pixel_keep` and the default of `preserve_unmasked`."""
+        `source_frames`, `frame_conditions`, `pixel_keep` and the default of `preserve_unmasked`. `batch_size` (the
+        videos generated) is how many masks a batch of them may hold."""
         video, num_frames = media.video, media.num_frames
         source_frames = (
             None if video is None else frames_to_tensor("video", video, height, width, self.limits.max_side)
@@ -256,7 +266,9 @@ class SkyReelsV4InpaintSteps:
             image, last_image, frame_conditions, num_frames, height, width
         )
         if not media.video_given:
-            media.pixel_keep = self._pixel_keep_mask(video, source_frames, mask, num_condition_frames, num_frames)
+            media.pixel_keep = self._pixel_keep_mask(
+                video, source_frames, mask, num_condition_frames, num_frames, batch_size
+            )
         else:
             if len(source_frames) != num_frames:
                 raise ValueError(
@@ -300,8 +312,6 @@ class SkyReelsV4InpaintSteps:
         height: int,
         width: int,
         reference_pil: list,
-        audio_reference: Any = None,
-        audio_reference_sample_rate: int | None = None,
     ) -> InpaintConditions:
         """The channel-concatenated video condition (see `build_video_condition`), the source's own latents, and the
         reference and audio-reference latents."""
@@ -334,8 +344,11 @@ class SkyReelsV4InpaintSteps:
             )
             reference_latents = reference_latents.expand(batch_size, -1, -1, -1, -1).to(dtype)
         audio_reference_latents = None
-        if audio_reference is not None:
-            audio_reference_latents = self._encode_audio_reference(audio_reference, audio_reference_sample_rate)
+        if media.audio_reference is not None:
+            spec = self.audio_spec
+            waveform = media.audio_reference
+            num_latents = spec.num_latents(waveform.shape[-1] / spec.sample_rate)
+            audio_reference_latents = encode_audio_track(self.audio_vae, waveform[None], num_latents)
             audio_reference_latents = audio_reference_latents.expand(batch_size, -1, -1).to(dtype)
         return InpaintConditions(condition, source_latents, reference_latents, audio_reference_latents)
 
@@ -470,8 +483,8 @@ class SkyReelsV4InpaintSteps:
             conditions.append((index, (pixels * 2 - 1)[None]))
         return conditions
 
-    def _pixel_keep_mask(self, video, source_frames, mask, num_condition_frames, num_frames):
-        """Pixel keep-mask `(1, 1, F, H, W)` for extension or editing, or None."""
+    def _pixel_keep_mask(self, video, source_frames, mask, num_condition_frames, num_frames, batch_size):
+        """Pixel keep-mask `(1 or B, 1, F, H, W)` for extension or editing, or None."""
         if video is None:
             if mask is not None or num_condition_frames is not None:
                 raise ValueError("`mask` and `num_condition_frames` need a source `video`.")
@@ -499,7 +512,7 @@ class SkyReelsV4InpaintSteps:
             raise ValueError(
                 f"For editing, `video` must have num_frames={num_frames} frames, got {len(source_frames)}."
             )
-        return mask_to_tensor(mask, video, num_frames, height, width)[None]
+        return mask_to_tensor(mask, video, num_frames, height, width, batch_size)[:, None]
 
     def _load_given_audio(self, audio, sample_rate) -> torch.Tensor:
         """The audio-to-video soundtrack `(channels, samples)` at the audio VAE's rate; refuses empty or silent audio."""
@@ -511,11 +524,16 @@ class SkyReelsV4InpaintSteps:
             spec.sample_rate,
             sample_rate=sample_rate,
             num_channels=spec.audio_channels,
+            max_duration=self.limits.max_audio_seconds,
             name="audio",
             sample_rate_name="audio_sample_rate",
         )
-        if waveform.shape[-1] == 0:
-            raise ValueError("`audio` is empty (0 samples); audio-to-video needs a soundtrack to follow.")
+        if waveform.shape[-1] < spec.samples_per_latent:  # less than one latent encodes to nothing of its own
+            raise ValueError(
+                f"`audio` lasts {waveform.shape[-1] / spec.sample_rate:g} s ({waveform.shape[-1]} sample(s) at the "
+                f"audio VAE's {spec.sample_rate} Hz); audio-to-video needs at least one audio latent: "
+                f"{spec.samples_per_latent} samples ({spec.samples_per_latent / spec.sample_rate:g} s)."
+            )
         peak = float(waveform.abs().max())
         if not peak >= SILENCE_PEAK:  # also catches NaN
             raise ValueError(
@@ -544,11 +562,12 @@ class SkyReelsV4InpaintSteps:
                 "`num_frames` unset to take it from the audio."
             )
 
-    def _encode_audio_reference(self, audio_reference, sample_rate) -> torch.Tensor:
+    def _load_audio_reference(self, audio_reference, sample_rate) -> torch.Tensor:
+        """The audio reference `(channels, samples)` at the audio VAE's rate, at most `max_audio_reference_seconds`."""
         from ..utils.media import load_audio
 
         spec = self.audio_spec
-        waveform = load_audio(
+        return load_audio(
             audio_reference,
             target_sample_rate=spec.sample_rate,
             sample_rate=sample_rate,
@@ -556,9 +575,6 @@ class SkyReelsV4InpaintSteps:
             max_duration=self.config.max_audio_reference_seconds,
             name="audio_reference",
             sample_rate_name="audio_reference_sample_rate",
-        )
-        return encode_audio_track(
-            self.audio_vae, waveform[None], spec.num_latents(waveform.shape[-1] / spec.sample_rate)
         )
 
 
@@ -710,8 +726,11 @@ class SkyReelsV4InpaintPipeline(
                 path (its frames are resampled to `fps` by nearest frame). With `num_condition_frames=k` it is
                 extended: its first k frames are kept and the rest of `num_frames` generated. With `mask` it is
                 edited. Alone, every frame is kept: video-to-audio, and the output frames are the input's.
-            mask: the edit mask, 1 = keep, 0 = regenerate: one image (broadcast over time) or one per frame, as PIL,
-                NumPy or torch, the size of `video`. Soft masks are thresholded at 0.5.
+            mask: the edit mask, 1 = keep, 0 = regenerate, the size of `video`: one image (PIL, NumPy or torch
+                `(H, W)`) applied to every frame, one per frame (`(F, H, W)` or a list of images), or one of those per
+                generated video, `(B, F or 1, H, W)` with B = prompts x `num_videos_per_prompt`. Values are in [0, 1]
+                (soft masks are thresholded at 0.5); uint8 masks are read as [0, 255] and scaled by 1/255; NaN and
+                other values outside [0, 1] are refused.
             preserve_unmasked (`bool`, *optional*): re-inject the known latents at every step and composite the
                 unmasked input pixels into the output, so they are identical to the input. Defaults to True for
                 editing and extension, False otherwise. When True, image / last-frame / keyframe conditions are
@@ -774,8 +793,9 @@ class SkyReelsV4InpaintPipeline(
             fps,
             audio_duration,
             generate_audio,
+            audio_reference_sample_rate,
         )
-        self.check_inputs(
+        batch_size = self.check_inputs(
             prompt,
             negative_prompt,
             prompt_embeds,
@@ -805,7 +825,9 @@ class SkyReelsV4InpaintPipeline(
             callback_on_step_end_tensor_inputs,
             max_sequence_length,
         )
-        self.prepare_frames(media, image, last_image, frame_conditions, mask, num_condition_frames, height, width)
+        self.prepare_frames(
+            media, image, last_image, frame_conditions, mask, num_condition_frames, height, width, batch_size
+        )
         self._guidance_scale, self._audio_guidance_scale = guidance_scale, audio_guidance_scale
         self._generate_video, self._generate_audio = not media.video_given, media.generate_audio
         self._attention_kwargs = attention_kwargs
@@ -835,9 +857,7 @@ class SkyReelsV4InpaintPipeline(
         timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
 
         # 4. Conditions on the latent grid: the channel-concatenated condition, references, audio reference
-        conditions = self.prepare_conditions(
-            media, batch_size, height, width, reference_pil, audio_reference, audio_reference_sample_rate
-        )
+        conditions = self.prepare_conditions(media, batch_size, height, width, reference_pil)
 
         # 5. Latent streams: generated ones start from noise, given ones are clean at timestep 0
         streams, audio_duration = self.prepare_inpaint_streams(

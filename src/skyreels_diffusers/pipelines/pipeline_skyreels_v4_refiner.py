@@ -40,9 +40,9 @@ from ..models.transformer_skyreels_v4_refiner import SkyReelsV4RefinerTransforme
 from .conditioning import build_refiner_condition, latent_frame_index
 from .denoising import LatentStream, denoise, num_loop_iterations
 from .loading import SkyReelsV4PipelineLoadingMixin
-from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
+from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin, audio_spec_from_transformer
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .preprocessing import check_frame_list, frame_size, frame_to_numpy, frames_to_tensor, pixels_for_vae
+from .preprocessing import check_frame_list, frame_size, frames_to_tensor, pixels_for_vae
 from .vae_utils import encode_audio_track, encode_video
 from .validation import (
     check_choice,
@@ -125,7 +125,6 @@ class SkyReelsV4RefinerSteps:
         keyframe_latents, keyframe_latent_indices = self._prepare_keyframes(
             keyframes,
             keyframe_indices,
-            num_low_frames,
             target_latent_size,
             self.transformer.config.temporal_upscale_factor,
             device,
@@ -139,12 +138,12 @@ class SkyReelsV4RefinerSteps:
         (`audio` is encoded when no `audio_latents` are given)."""
         config = self.transformer.config
         dtype = self.transformer.dtype
-        low_res_latents = _repeat_to_batch("low_res_latents", low_res.latents, batch_size)
+        low_res_latents = _repeat_to_batch(low_res.latents, batch_size)
         keyframe_latents = low_res.keyframe_latents
         if isinstance(keyframe_latents, torch.Tensor):
-            keyframe_latents = _repeat_to_batch("keyframes", keyframe_latents, batch_size)
+            keyframe_latents = _repeat_to_batch(keyframe_latents, batch_size)
         if audio_latents is not None:
-            audio_latents = _repeat_to_batch("audio_latents", audio_latents, batch_size)
+            audio_latents = _repeat_to_batch(audio_latents, batch_size)
         refiner_condition = build_refiner_condition(
             low_res_latents,
             low_res.scale_factor,
@@ -160,7 +159,7 @@ class SkyReelsV4RefinerSteps:
             if waveform.shape[1] != self.audio_spec.audio_channels:  # mono <-> stereo, as `load_audio` converts
                 waveform = waveform.mean(1, keepdim=True).expand(-1, self.audio_spec.audio_channels, -1)
             audio_latents = encode_audio_track(self.audio_vae, waveform, num_audio_latents)
-            audio_latents = _repeat_to_batch("audio", audio_latents, batch_size)
+            audio_latents = _repeat_to_batch(audio_latents, batch_size)
         audio_condition = None if audio_latents is None or not config.audio_in_channels else audio_latents.to(dtype)
         return RefinerCondition(
             channels, refiner_condition.latents, audio_latents, audio_condition, low_res.num_frames
@@ -187,12 +186,7 @@ class SkyReelsV4RefinerSteps:
             dtype=torch.float32,
         )
         if strength < 1:
-            num_steps = int(len(timesteps) * strength)
-            if num_steps < 1:
-                raise ValueError(
-                    f"`strength`={strength} leaves no step of the {len(timesteps)}-step schedule; raise `strength` or "
-                    "`num_inference_steps`."
-                )
+            num_steps = int(len(timesteps) * strength)  # at least 1 (`check_inputs`)
             begin = len(timesteps) - num_steps
             timesteps = timesteps[begin:]
             self.scheduler.set_begin_index(begin)
@@ -282,50 +276,100 @@ class SkyReelsV4RefinerSteps:
             callback_on_step_end_tensor_inputs,
             max_sequence_length,
         )
+        num_steps = num_inference_steps if sigmas is None else len(sigmas)
+        if int(num_steps * strength) < 1:
+            raise ValueError(
+                f"`strength`={strength} leaves no step of the {num_steps}-step schedule; raise `strength` or "
+                "`num_inference_steps`."
+            )
 
         spatial, temporal = self.vae_spec.spatial_compression, self.vae_spec.temporal_compression
+        channels = self.vae_spec.latent_channels
+        config = self.transformer.config
         if video is not None:
+            source = "video"
             check_frame_list("video", video, limits)
             num_frames = len(video)
             height, width = frame_size(video) if not isinstance(video, torch.Tensor) else video.shape[2:4]
+            if height % spatial or width % spatial or (num_frames - 1) % temporal:
+                raise ValueError(
+                    f"`video` must have {temporal}k+1 frames of a size divisible by {spatial}; got {num_frames} frames "
+                    f"of {height}x{width}."
+                )
         else:
-            channels = self.vae_spec.latent_channels
+            source = "low_res_latents"
             check_finite_tensor("low_res_latents", low_res_latents, 5, f"(B, {channels}, F, h, w)")
             if low_res_latents.shape[1] != channels or min(low_res_latents.shape[2:]) < 1:
                 raise ValueError(
                     f"`low_res_latents` must be low-res latents of shape (B, {channels}, F, h, w), got "
                     f"{describe(low_res_latents)}."
                 )
-            if batch_size % low_res_latents.shape[0]:
-                raise ValueError(
-                    f"`low_res_latents` has batch {low_res_latents.shape[0]}, which does not divide the batch of "
-                    f"prompts ({batch_size})."
-                )
+            check_batch_divides("low_res_latents", low_res_latents, batch_size)
             num_frames = (low_res_latents.shape[2] - 1) * temporal + 1
             height, width = low_res_latents.shape[3] * spatial, low_res_latents.shape[4] * spatial
-        out_frames = (num_frames - 1) * self.transformer.config.temporal_upscale_factor + 1
-        out_side = max(height, width) * scale_factor
-        if out_side > limits.max_side:
+        # The Refiner patchifies the upscaled latents: each side must hold whole patches, and a low-res clip smaller
+        # than one patch cannot come from a base pass (whose sides are whole patches).
+        latent_size = (height // spatial, width // spatial)
+        target_size = (latent_size[0] * scale_factor, latent_size[1] * scale_factor)
+        patch = config.patch_size
+        if min(latent_size) < patch or target_size[0] % patch or target_size[1] % patch:
             raise ValueError(
-                f"`scale_factor`={scale_factor} makes {height * scale_factor}x{width * scale_factor} frames; the largest "
-                f"side allowed is {limits.max_side} (`pipe.limits.max_side`)."
+                f"`{source}` is {latent_size[0]}x{latent_size[1]} latents a frame, which `scale_factor`={scale_factor} "
+                f"upscales to {target_size[0]}x{target_size[1]}; the Refiner needs at least its patch size {patch} a "
+                f"side before upscaling and a multiple of {patch} after."
             )
-        check_video_work(limits, batch_size, (out_frames, height * scale_factor, width * scale_factor))
+        out_frames = (num_frames - 1) * config.temporal_upscale_factor + 1
+        what = f"`{source}` ({num_frames} frames of {height}x{width}) refined by `scale_factor`={scale_factor}"
+        if max(height, width) * scale_factor > limits.max_side:
+            raise ValueError(
+                f"{what} make {height * scale_factor}x{width * scale_factor} frames; the largest side allowed is "
+                f"{limits.max_side} (`pipe.limits.max_side`)."
+            )
+        check_video_work(limits, batch_size, [(out_frames, height * scale_factor, width * scale_factor)], what)
+        if (keyframes is None) != (keyframe_indices is None):
+            raise ValueError("`keyframes` and `keyframe_indices` must be given together.")
         if isinstance(keyframes, torch.Tensor):
-            check_finite_tensor("keyframes", keyframes, 5, "(B, C, K, H, W)")
+            expected = f"(B, {channels}, K, {target_size[0]}, {target_size[1]})"
+            check_finite_tensor("keyframes", keyframes, 5, expected)
+            if keyframes.shape[1] != channels or tuple(keyframes.shape[-2:]) != target_size:
+                raise ValueError(
+                    f"`keyframes` latents must have shape {expected}: the VAE's latent channels, and the low-res "
+                    f"latent size times `scale_factor`; got {describe(keyframes)}."
+                )
+            check_batch_divides("keyframes", keyframes, batch_size)
+            num_keyframes = keyframes.shape[2]
         elif keyframes is not None:
             check_frame_list("keyframes", keyframes, limits)
+            num_keyframes = len(keyframes)
         if keyframe_indices is not None:
             if not isinstance(keyframe_indices, (list, tuple)):
                 raise TypeError(
                     f"`keyframe_indices` must be a list of frame indices, got {describe(keyframe_indices)}."
                 )
             for i, index in enumerate(keyframe_indices):
-                check_int(f"keyframe_indices[{i}]", index, 0, num_frames - 1)
+                check_int(f"keyframe_indices[{i}]", index, 0, num_frames - 1, why=" (frames of the low-res clip)")
             if len(set(keyframe_indices)) != len(keyframe_indices):
                 raise ValueError(f"`keyframe_indices` must not repeat a frame, got {list(keyframe_indices)}.")
+            if len(keyframe_indices) != num_keyframes:
+                raise ValueError(
+                    f"`keyframes` holds {num_keyframes} keyframes but `keyframe_indices` gives {len(keyframe_indices)} "
+                    "frames; they must agree."
+                )
         if audio_latents is not None:
             check_finite_tensor("audio_latents", audio_latents, 3, "(B, C_a, L)")
+            spec = self.audio_spec or audio_spec_from_transformer(self.transformer)
+            most = spec.num_latents(limits.max_audio_seconds)
+            if config.audio_in_channels and audio_latents.shape[1] != config.audio_in_channels:
+                raise ValueError(
+                    f"`audio_latents` must have {config.audio_in_channels} channels (B, C_a, L), got "
+                    f"{describe(audio_latents)}."
+                )
+            if not 1 <= audio_latents.shape[-1] <= most:
+                raise ValueError(
+                    f"`audio_latents` holds {audio_latents.shape[-1]} latents; it takes 1 to {most} "
+                    f"({limits.max_audio_seconds:g} s at {spec.sample_rate} Hz, `pipe.limits.max_audio_seconds`)."
+                )
+            check_batch_divides("audio_latents", audio_latents, batch_size)
         if audio is not None:
             if not isinstance(audio, (np.ndarray, torch.Tensor)) or not (
                 audio.dtype.is_floating_point if isinstance(audio, torch.Tensor) else audio.dtype.kind == "f"
@@ -344,40 +388,20 @@ class SkyReelsV4RefinerSteps:
                 raise ValueError(
                     f"`audio` is longer than {limits.max_audio_seconds} s (`pipe.limits.max_audio_seconds`)."
                 )
+            check_batch_divides("audio", audio_tensor, batch_size)
         return batch_size
 
     def _encode_low_res_video(self, video: Any) -> torch.Tensor:
-        """Frames at their own size -> low-res latents `(1, C, F', h, w)`."""
-        if isinstance(video, (list, tuple, np.ndarray, torch.Tensor)) and len(video) == 0:
-            raise ValueError("`video` must hold at least one frame.")
-        height, width = frame_to_numpy("video", video[0]).shape[:2]
-        spatial, temporal = self.vae_spec.spatial_compression, self.vae_spec.temporal_compression
-        frames = frames_to_tensor("video", video, height, width)
-        if height % spatial or width % spatial or (len(frames) - 1) % temporal:
-            raise ValueError(
-                f"`video` must have 4k+1 frames of a size divisible by {spatial}; got {len(frames)} frames of "
-                f"{height}x{width}."
-            )
+        """Frames at their own size (checked by `check_inputs`) -> low-res latents `(1, C, F', h, w)`."""
+        frames = frames_to_tensor("video", video, *frame_size(video))
         return encode_video(self.vae, pixels_for_vae(frames))
 
-    def _prepare_keyframes(self, keyframes, keyframe_indices, num_low_frames, target_latent_size, factor, device):
-        """High-res keyframe latents `(B, C, K, H, W)` and the output latent frame each one lands on."""
-        if keyframes is None and keyframe_indices is None:
+    def _prepare_keyframes(self, keyframes, keyframe_indices, target_latent_size, factor, device):
+        """High-res keyframe latents `(B, C, K, H, W)` and the output latent frame each one lands on (the keyframes
+        were checked by `check_inputs`)."""
+        if keyframes is None:
             return None, None
-        if keyframes is None or keyframe_indices is None:
-            raise ValueError("`keyframes` and `keyframe_indices` must be given together.")
-        if not all(isinstance(i, int) and 0 <= i < num_low_frames for i in keyframe_indices):
-            raise ValueError(
-                f"`keyframe_indices` must be frame indices of the low-res clip in [0, {num_low_frames}), got "
-                f"{keyframe_indices}."
-            )
         if isinstance(keyframes, torch.Tensor):
-            if keyframes.ndim != 5 or tuple(keyframes.shape[-2:]) != target_latent_size:
-                raise ValueError(
-                    f"`keyframes` latents must be (B, C, K, {target_latent_size[0]}, {target_latent_size[1]}): the "
-                    f"low-res latent size times `scale_factor`; got {tuple(keyframes.shape)}. The low-res size must "
-                    "divide the keyframe size by a whole `scale_factor`."
-                )
             latents = keyframes.to(device=device, dtype=torch.float32)
         else:
             spatial = self.vae_spec.spatial_compression
@@ -386,8 +410,6 @@ class SkyReelsV4RefinerSteps:
             )
             pixels = pixels_for_vae(pixels)
             latents = torch.cat([encode_video(self.vae, pixels[:, :, i : i + 1]) for i in range(pixels.shape[2])], 2)
-        if latents.shape[2] != len(keyframe_indices):
-            raise ValueError(f"Got {latents.shape[2]} keyframes but {len(keyframe_indices)} `keyframe_indices`.")
         temporal = self.vae_spec.temporal_compression
         return latents, [latent_frame_index(i * factor, temporal) for i in keyframe_indices]
 
@@ -613,12 +635,14 @@ class SkyReelsV4RefinerPipeline(
         return SkyReelsV4PipelineOutput(frames=frames, audio=out_audio, audio_sample_rate=sample_rate, fps=fps)
 
 
-def _repeat_to_batch(name: str, tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """A conditioning batch repeated to the prompts' batch when it divides it (Diffusers' image-to-image rule)."""
-    if tensor.shape[0] == batch_size:
-        return tensor
+def check_batch_divides(name: str, tensor: torch.Tensor, batch_size: int) -> None:
+    """A conditioning batch is repeated to the prompts' batch when it divides it (Diffusers' image-to-image rule)."""
     if batch_size % tensor.shape[0]:
         raise ValueError(
             f"`{name}` has batch {tensor.shape[0]}, which does not divide the batch of prompts ({batch_size})."
         )
+
+
+def _repeat_to_batch(tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A conditioning batch (checked by `check_batch_divides`) repeated to the prompts' batch."""
     return tensor.repeat_interleave(batch_size // tensor.shape[0], dim=0)

@@ -28,6 +28,8 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
+from .validation import describe
+
 
 def to_pil(name: str, frame: Any, max_side: int | None = None) -> PIL.Image.Image:
     """One frame as an RGB PIL image: PIL, NumPy `(H, W, 3)` (uint8 or float in [0, 1]) or torch `(3, H, W)`."""
@@ -148,43 +150,78 @@ def fit_with_black_padding(image: PIL.Image.Image, height: int, width: int) -> P
     return PIL.ImageOps.pad(image, (width, height), PIL.Image.BICUBIC, color=(0, 0, 0))
 
 
-def mask_to_tensor(mask: Any, video: Any, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """Edit mask -> `(1, F, height, width)` float {0, 1} (1 = keep), thresholded at 0.5; checked against the
-    source video's own size and frame count before the shared resize/crop."""
+def mask_to_tensor(
+    mask: Any, video: Any, num_frames: int, height: int, width: int, batch_size: int = 1
+) -> torch.Tensor:
+    """Edit mask -> `(B, F, height, width)` float {0, 1} (1 = keep), thresholded at 0.5, with B = 1 or `batch_size`.
+
+    Accepted: one image (PIL, NumPy or torch `(H, W)`) applied to every frame; one per frame (`(F, H, W)` or a list of
+    images); or one of those per generated video, `(batch_size, F or 1, H, W)`. Values are in [0, 1], or uint8 in
+    [0, 255] (scaled by 1/255). Checked against the source video's own size and frame count before the shared
+    resize/crop."""
     video_height, video_width = frame_to_numpy("video", video[0]).shape[:2]
     if isinstance(mask, PIL.Image.Image) or (isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim == 2):
-        masks = [mask]
-    elif isinstance(mask, (list, tuple)):
-        masks = list(mask)
-    elif isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim in (3, 4):
-        masks = list(mask.reshape(mask.shape[0], mask.shape[-2], mask.shape[-1]))
+        per_video = [[mask]]
+    elif isinstance(mask, (list, tuple)) or (isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim == 3):
+        per_video = [list(mask)]
+    elif isinstance(mask, (np.ndarray, torch.Tensor)) and mask.ndim == 4:
+        if mask.shape[0] not in (1, batch_size):
+            raise ValueError(
+                f"`mask` of shape {tuple(mask.shape)} holds {mask.shape[0]} masks (B, F, H, W); it takes B = 1 (one "
+                f"for every video) or one per generated video (B = {batch_size}: prompts x `num_videos_per_prompt`)."
+            )
+        per_video = [list(video_mask) for video_mask in mask]
     else:
         raise TypeError(
-            "`mask` must be a PIL image, a NumPy/torch array (H, W) or (F, H, W), or a list of those; got "
-            f"{type(mask).__name__}."
+            "`mask` must be a PIL image, a NumPy/torch array (H, W), (F, H, W) or (B, F, H, W), or a list of images; "
+            f"got {describe(mask)}."
         )
-    arrays = []
-    for item in masks:
-        if isinstance(item, PIL.Image.Image):
-            array = np.asarray(item.convert("L"), dtype=np.float32) / 255
-        else:
-            array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
-            array = array.astype(np.float32) / 255 if array.dtype == np.uint8 else array.astype(np.float32)
-        if array.shape != (video_height, video_width):
-            raise ValueError(
-                f"`mask` frames must match the video size (H, W) = {(video_height, video_width)}, got {array.shape}."
-            )
-        arrays.append(array >= 0.5)
-    if len(arrays) not in (1, num_frames):
-        raise ValueError(f"`mask` must be one image or {num_frames} frames (one per video frame), got {len(arrays)}.")
     keep = []
-    for array in arrays:
-        if array.shape != (height, width):
-            image = PIL.Image.fromarray(array.astype(np.uint8) * 255)
-            array = np.asarray(PIL.ImageOps.fit(image, (width, height), PIL.Image.NEAREST)) >= 128
-        keep.append(torch.from_numpy(array.astype(np.float32)))
-    keep = torch.stack(keep).expand(num_frames, -1, -1) if len(keep) == 1 else torch.stack(keep)
-    return keep[None]
+    for items in per_video:
+        if len(items) not in (1, num_frames):
+            raise ValueError(
+                f"`mask` must be one image or {num_frames} frames (one per video frame), got {len(items)}."
+            )
+        frames = []
+        for item in items:
+            array = mask_values(item)
+            if array.shape != (video_height, video_width):
+                raise ValueError(
+                    f"`mask` frames must match the video size (H, W) = {(video_height, video_width)}, got "
+                    f"{array.shape}."
+                )
+            array = array >= 0.5
+            if array.shape != (height, width):
+                image = PIL.Image.fromarray(array.astype(np.uint8) * 255)
+                array = np.asarray(PIL.ImageOps.fit(image, (width, height), PIL.Image.NEAREST)) >= 128
+            frames.append(torch.from_numpy(array.astype(np.float32)))
+        keep.append(torch.stack(frames).expand(num_frames, -1, -1))
+    return torch.stack(keep)
+
+
+def mask_values(item: Any) -> np.ndarray:
+    """One mask frame as float32 in [0, 1]: PIL (as grey levels), uint8 (scaled by 1/255), bool, or numbers in [0, 1];
+    NaN and values outside [0, 1] are refused, since thresholding would silently turn them into keep or regenerate."""
+    if isinstance(item, PIL.Image.Image):
+        return np.asarray(item.convert("L"), dtype=np.float32) / 255
+    if isinstance(item, torch.Tensor):
+        item = item.detach().cpu()
+        item = item.float() if item.is_floating_point() else item
+    array = np.asarray(item)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255
+    dtype = array.dtype
+    if dtype.kind not in "biuf":
+        raise TypeError(f"`mask` values must be numbers in [0, 1] (or uint8), got dtype {dtype}.")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("`mask` contains NaN or infinite values; it takes values in [0, 1] (1 = keep).")
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(
+            f"`mask` values must be in [0, 1] (1 = keep, 0 = regenerate; uint8 masks in [0, 255] are scaled by 1/255), "
+            f"got {dtype} values in [{array.min():g}, {array.max():g}]."
+        )
+    return array
 
 
 def pixels_for_vae(frames: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ argument, says what it got and what it accepts. `GenerationLimits` bounds the wo
 """
 
 import math
+import re
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -26,17 +27,30 @@ import numpy as np
 import torch
 
 
+# C0 control characters but tab, newline and carriage return.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# The generated video one call may make, as a multiple of the clip the model was trained at (the pipeline config's
+# `default_height x default_width x default_num_frames`): 32 covers the paper's Refiner output (a 15 s 1080p clip at
+# 32 fps) from the full-size model's 480x848x81 default, and keeps the tiny default's largest call at 2.4 GB of RAM.
+TRAINED_CLIP_MULTIPLE = 32
+# The size of the full-size model's trained clip (the pipelines' default config): (height, width, num_frames).
+FULL_SIZE_TRAINED_CLIP = (480, 848, 81)
+
+
 @dataclass
 class GenerationLimits:
     """Upper bounds on one pipeline call, checked before anything is allocated.
 
-    The defaults fit a single large GPU (80 GB and more) running the full-size model; a smaller machine fails later
-    but still fails cleanly. Raise or lower them on a pipeline instance, e.g. `pipe.limits.max_video_pixels *= 2`, or
-    replace them: `pipe.limits = GenerationLimits(max_inference_steps=200)`.
+    A pipeline derives its generated-video bound from the clip its model was trained at: `max_video_pixels` is
+    `TRAINED_CLIP_MULTIPLE` (32) times `default_height x default_width x default_num_frames` of the pipeline config
+    (`GenerationLimits.for_trained_clip`), so a small model refuses a size it cannot hold in memory (the tiny default:
+    64x64x17, so at most 2,228,224 pixels, e.g. 256x256x33). The other defaults are fixed. `GenerationLimits()` alone
+    holds the full-size model's bounds (a 480x848x81 trained clip). Change one bound on a pipeline with
+    `pipe.limits.max_video_pixels *= 2`, or several with `pipe.limits = dataclasses.replace(pipe.limits, ...)`.
 
     Args:
-        max_video_pixels: height x width x frames x videos of one call, for the low-res clip and the high-res
-            keyframes together (default: two 15-second 1080p clips at 32 fps).
+        max_video_pixels: height x width x frames x videos that one call generates, for the low-res clip and the
+            high-res keyframes together (the Refiner: its output).
         max_side: largest height or width in pixels, of outputs and of input images and videos.
         max_audio_seconds: longest audio generated or given, references included.
         max_inference_steps: denoising steps (and custom sigmas) per call.
@@ -45,9 +59,13 @@ class GenerationLimits:
             `max_sequence_length` tokens anyway; this bounds the text handed to the tokenizer).
         max_input_frames: most frames read from an input video.
         max_prompt_images: most images in one prompt (`prompt_images`).
+        max_input_pixels: most pixels (frames x width x height) decoded from an input video file (default: two
+            15-second 1080p clips at 32 fps); it is resized to the output size afterwards.
+        max_guidance_scale: largest `guidance_scale` / `audio_guidance_scale` (guidance far beyond the trained
+            range overflows to NaN: 1e30 does in fp32).
     """
 
-    max_video_pixels: int = 2 * 1920 * 1088 * 481
+    max_video_pixels: int = TRAINED_CLIP_MULTIPLE * math.prod(FULL_SIZE_TRAINED_CLIP)
     max_side: int = 4096
     max_audio_seconds: float = 120.0
     max_inference_steps: int = 1000
@@ -55,6 +73,20 @@ class GenerationLimits:
     max_prompt_characters: int = 50_000
     max_input_frames: int = 2048
     max_prompt_images: int = 16
+    max_input_pixels: int = 2 * 1920 * 1088 * 481
+    max_guidance_scale: float = 100.0
+
+    @classmethod
+    def for_trained_clip(cls, height: int, width: int, num_frames: int) -> "GenerationLimits":
+        """The default limits of a model trained at `height x width x num_frames` (its pipeline's default size)."""
+        return cls(max_video_pixels=TRAINED_CLIP_MULTIPLE * height * width * num_frames)
+
+    @classmethod
+    def from_config(cls, config) -> "GenerationLimits":
+        """`for_trained_clip` of a pipeline config's `default_height`, `default_width` and `default_num_frames`;
+        the full-size model's defaults when the config has none of them."""
+        sizes = [config.get(name) for name in ("default_height", "default_width", "default_num_frames")]
+        return cls() if None in sizes else cls.for_trained_clip(*sizes)
 
 
 def describe(value: Any) -> str:
@@ -106,6 +138,13 @@ def check_number(
     return value
 
 
+def check_guidance_scale(name: str, value: Any, limits: GenerationLimits) -> float:
+    """A guidance scale in [0, `limits.max_guidance_scale`]."""
+    return check_number(
+        name, value, 0.0, limits.max_guidance_scale, why=" (1 disables guidance; `pipe.limits.max_guidance_scale`)"
+    )
+
+
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be True or False, got {describe(value)}.")
@@ -130,7 +169,8 @@ def check_finite_tensor(name: str, value: Any, ndim: int | None = None, what: st
 
 
 def check_prompt(name: str, value: Any, limits: GenerationLimits, optional: bool = False) -> list[str] | None:
-    """A string or a non-empty list of strings, each at most `limits.max_prompt_characters` long."""
+    """A string or a non-empty list of strings, each at most `limits.max_prompt_characters` long and free of control
+    characters other than tab, newline and carriage return (tokenizers refuse NUL and its kin)."""
     if value is None and optional:
         return None
     prompts = [value] if isinstance(value, str) else value
@@ -142,6 +182,14 @@ def check_prompt(name: str, value: Any, limits: GenerationLimits, optional: bool
             f"`{name}` has {longest} characters; the limit is {limits.max_prompt_characters} "
             "(`pipe.limits.max_prompt_characters`)."
         )
+    for index, prompt in enumerate(prompts):
+        found = CONTROL_CHARACTER.search(prompt)
+        if found:
+            which = name if isinstance(value, str) else f"{name}[{index}]"
+            raise ValueError(
+                f"`{which}` contains the control character {found.group()!r} at position {found.start()}; prompts "
+                "accept text with tab, newline and carriage return as the only control characters."
+            )
     return list(prompts)
 
 
@@ -189,12 +237,24 @@ def check_callback_inputs(names: Any, allowed: list[str]) -> None:
         )
 
 
-def check_video_work(limits: GenerationLimits, batch: int, *videos: tuple[int, int, int]) -> None:
+def check_callback_output(name: str, value: Any, step: int, shape: torch.Size | None = None) -> None:
+    """A tensor that `callback_on_step_end` returned to replace `name` after `step`: finite, and of `shape` when
+    given (latents keep theirs: the scheduler steps them next)."""
+    returned = f"`callback_on_step_end` returned `{name}` after step {step}"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{returned} as {describe(value)}; it must be a tensor.")
+    if shape is not None and value.shape != shape:
+        raise ValueError(f"{returned} of shape {tuple(value.shape)}; it must keep the shape {tuple(shape)}.")
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise ValueError(f"{returned} with NaN or infinite values.")
+
+
+def check_video_work(limits: GenerationLimits, batch: int, videos: list[tuple[int, int, int]], what: str) -> None:
     """`videos`: `(frames, height, width)` of each video the call makes (the clip, the keyframes); their pixels times
-    the batch must stay within `limits.max_video_pixels`."""
+    the batch must stay within `limits.max_video_pixels`. `what` names the arguments that set them."""
     pixels = batch * sum(frames * height * width for frames, height, width in videos)
     if pixels > limits.max_video_pixels:
         raise ValueError(
-            f"This call would make {pixels:,} video pixels (`height` x `width` x `num_frames` x videos); the limit is "
+            f"{what} make {pixels:,} video pixels (height x width x frames x {batch} videos); the limit is "
             f"{limits.max_video_pixels:,} (`pipe.limits.max_video_pixels`)."
         )

@@ -341,8 +341,11 @@ class SkyReelsV4InpaintInputStep(ModularPipelineBlocks):
             block_state.fps,
             block_state.audio_duration,
             block_state.generate_audio,
+            block_state.audio_reference_sample_rate,
         )
-        check_shared_inputs(components, block_state, media.num_frames, not media.video_given, media.generate_audio)
+        batch_size = check_shared_inputs(
+            components, block_state, media.num_frames, not media.video_given, media.generate_audio
+        )
         components.prepare_frames(
             media,
             block_state.image,
@@ -352,6 +355,7 @@ class SkyReelsV4InpaintInputStep(ModularPipelineBlocks):
             block_state.num_condition_frames,
             block_state.height,
             block_state.width,
+            batch_size,
         )
         block_state.num_frames = media.num_frames
         block_state.prompt_images, block_state.reference_pil = components.reference_prompt_images(
@@ -371,7 +375,7 @@ class SkyReelsV4VaeEncoderStep(ModularPipelineBlocks):
     def description(self) -> str:
         return (
             "VAE-encodes the conditions: the channel-concatenated video condition (frames kept, mask), the references "
-            "and the audio reference."
+            "and the audio reference (read by the input step)."
         )
 
     @property
@@ -386,8 +390,6 @@ class SkyReelsV4VaeEncoderStep(ModularPipelineBlocks):
             InputParam("batch_size", type_hint=int, required=True),
             InputParam.template("height"),
             InputParam.template("width"),
-            InputParam("audio_reference"),
-            InputParam("audio_reference_sample_rate", type_hint=int),
         ]
 
     @property
@@ -405,8 +407,6 @@ class SkyReelsV4VaeEncoderStep(ModularPipelineBlocks):
             block_state.height,
             block_state.width,
             block_state.reference_pil,
-            block_state.audio_reference,
-            block_state.audio_reference_sample_rate,
         )
         self.set_block_state(state, block_state)
         return components, state

@@ -79,7 +79,7 @@ class _SkyReelsV4ModularBase(SkyReelsV4PipelineMixin, ModularPipeline):
             config_dict=_without_absent_components(config_dict),
             **kwargs,
         )
-        self.limits = GenerationLimits()
+        self.limits = GenerationLimits.from_config(self.config)
 
     @classmethod
     def from_pretrained(
