@@ -758,6 +758,12 @@ def test_browser_first_visit_generates_and_an_error_keeps_the_last_result(page, 
     assert video.bounding_box()["width"] == 320  # pixel-exact: a whole zoom, drawn with nearest neighbour
     assert video.evaluate("v => getComputedStyle(v).imageRendering") == "pixelated"
     src, download = video.get_attribute("src"), page.locator("#result-file").inner_text()
+    # Wide layout: the result beside the inputs, the settings under them.
+    inputs, result, settings = (
+        page.locator(f"#{column}-column").bounding_box() for column in ("inputs", "result", "settings")
+    )
+    assert result["x"] >= inputs["x"] + inputs["width"] and result["y"] < settings["y"]
+    assert settings["x"] == inputs["x"] and settings["y"] >= inputs["y"] + inputs["height"]
 
     # An error: a toast with the title set in the code, and the last result stays as it was, with no error badge.
     prompt.fill("")
