@@ -463,7 +463,7 @@ def test_refine_doubles_size_and_frame_rate_and_its_time_is_measured(runner):
         app.refine_label(runner.models)
         == "Refine: 2x size (32x32 → 64x64 at the default size), 2x frame rate (16 → 32 fps)"
     )
-    assert "measured on the first run" in app.refine_info(runner.models, {})
+    assert "timed on the first refined run" in app.refine_info(runner.models, {})
     runner.seconds_per_step.pop("refine", None)
     inputs = {**SETTINGS, "prompt": "<text>A ball.</text>", "refine": True, "guidance_scale": 1.0}
     result = runner.run("text_to_video", inputs)

@@ -78,6 +78,7 @@ MAX_UPLOAD_MB = 200
 KEEP_OUTPUTS = 20  # newest MP4s kept in the output folder; Gradio serves its own cached copies
 MAX_PROMPT_CHARS = 4000
 MAX_STEPS = 100
+DEFAULT_STEPS = 30
 MAX_SEED = 2**32  # what "randomize seed" draws from; any whole number >= 0 may be typed
 MAX_REFERENCE_IMAGES = 3
 # How messages name the uploads: the video of each tab that takes one, and the images by input name.
@@ -445,11 +446,13 @@ def world_examples(world, limits: Limits, folder: Path) -> dict[str, list[dict]]
         PIL.Image.fromarray(clips[index].frames[frame]).save(path)
         return str(path)
 
+    def knocks(index: int) -> str:
+        return write_wav(folder / f"world-{index}-knocks.wav", clips[index].audio, clips[index].sample_rate)
+
     # White wherever the first clip's shape passes: the region to repaint in every frame.
     region = (clips[0].frames != np.array(world.BACKGROUND, np.uint8)).any(axis=-1).any(axis=0)
     mask = folder / "world-0-mask.png"
     PIL.Image.fromarray((region * 255).astype(np.uint8)).save(mask)
-    knocks = write_wav(folder / "world-1-knocks.wav", clips[1].audio, clips[1].sample_rate)
     tc = limits.temporal_compression
     keep = 1 + (limits.num_frames - 1) // 2 // tc * tc  # about half the clip, on the VAE's frame grid
     return {
@@ -458,9 +461,9 @@ def world_examples(world, limits: Limits, folder: Path) -> dict[str, list[dict]]
         "edit": [{"prompt": recoloured.caption, "video": video(0), "mask_uploaded": str(mask)}],
         "extend": [{"prompt": clips[2].caption, "video": video(2), "keep_frames": keep}],
         "video_to_audio": [{"prompt": clips[3].caption, "video": video(3, with_audio=False)}],
-        "audio_to_video": [{"prompt": clips[1].caption, "audio": knocks}],
+        "audio_to_video": [{"prompt": clips[1].caption, "audio": knocks(1)}],
         "references": [
-            {"prompt": clips[2].caption, "image_1": image(2, limits.num_frames // 2, "reference"), "audio": knocks}
+            {"prompt": clips[2].caption, "image_1": image(2, limits.num_frames // 2, "reference"), "audio": knocks(2)}
         ],
     }
 
@@ -783,7 +786,7 @@ def setting_defaults(limits: Limits) -> dict[str, Any]:
     return {
         "seed": 0,
         "randomize_seed": True,
-        "steps": 30,
+        "steps": DEFAULT_STEPS,
         "guidance_scale": 5.0,
         "audio_guidance_scale": 4.0,
         "height": limits.height,
@@ -837,14 +840,12 @@ def refine_info(models: DemoModels, seconds_per_step: dict[str, float]) -> str:
     if models.refiner is None:
         return models.refiner_note
     if "refine" not in seconds_per_step:
-        return (
-            f"{models.refiner_note} Slower: a second pass at the larger size; its time is measured on the first run."
-        )
+        return f"{models.refiner_note} Slower: a second pass at the larger size, timed on the first refined run."
     refine, base = seconds_per_step["refine"], seconds_per_step.get("base")
-    without = f", against {base:.2f} s for the base pass" if base is not None else ""
+    without = f"; the base pass takes {base:.2f} s per step" if base is not None else ""
     return (
         f"Slower: about {refine:.2f} s more per step here (measured on the first refined run{without}), e.g. "
-        f"{30 * refine:.0f} s more at 30 steps."
+        f"{DEFAULT_STEPS * refine:.0f} s more at {DEFAULT_STEPS} steps."
     )
 
 
