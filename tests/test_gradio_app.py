@@ -685,9 +685,11 @@ def open_tab(page, tab: str) -> None:
 
 
 def generate_and_wait(page, tab: str = "t2av", timeout: float = 60_000) -> str:
-    """Presses the tab's Generate and returns the new "Done in" status line."""
+    """Presses the tab's Generate and returns the new "Done in" status line. In between, the status line holds the
+    progress alone (the last result's description is not left under it)."""
     before = page.locator("#status").inner_text()
     page.locator(f"#{tab}-generate").click()
+    page.wait_for_function("() => !document.querySelector('#status').innerText.includes('Done in')", timeout=timeout)
     page.wait_for_function(
         "(before) => { const text = document.querySelector('#status').innerText;"
         " return text.startsWith('Done in') && text !== before; }",
