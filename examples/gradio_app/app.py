@@ -7,21 +7,31 @@ The model is `--model`, else `$SKYREELS_V4_MODEL`, else the repo's `pipelines/sk
 initialised tiny components (the page says so loudly: the output is noise). One pipeline is loaded; the inpainting
 and refiner pipelines share its components, so the weights are in memory once.
 
-`build_demo()` returns the Blocks without launching them (tests drive it); the validation helpers below are plain
-functions that raise `InputError`, turned into a readable `gr.Error` by the handlers.
+The examples follow the loaded model: the tiny default's come from the world it was trained on
+(`examples/synthetic_av/world.py`, which also renders the example clip, knock track, frames and mask at start-up);
+other models' come from the `## Demo examples` section of their model card, if it has one.
+
+`build_demo()` returns the Blocks without launching them (tests drive it; launch them with `**launch_options()`); the
+validation helpers below are plain functions that raise `InputError`, turned into a readable `gr.Error` by the
+handlers.
 """
 
 import argparse
 import dataclasses
 import functools
 import html
+import importlib.util
 import inspect
+import itertools
 import logging
 import math
 import os
+import random
+import re
 import sys
 import tempfile
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,7 +67,8 @@ REFINER_ENV_VAR = "SKYREELS_V4_REFINER"
 # The structured-prompt tags of the paper, in the order the prompt builder composes them.
 TAGS = {"text": "Visual", "sfx": "Sound effects", "dialogue": "Dialogue", "singing": "Singing", "bgm": "Music"}
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", *VIDEO_SUFFIXES)
+SOUND_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac")
+AUDIO_SUFFIXES = (*SOUND_SUFFIXES, *VIDEO_SUFFIXES)  # a video's sound track is audio too
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 MAX_IMAGE_SIDE = 4096
 # Decoded frames of one upload (frames x width x height): 2**28 pixels is 0.8 GB as RGB, e.g. 20 s of 1080p at 30 fps.
@@ -67,14 +78,51 @@ MAX_UPLOAD_MB = 200
 KEEP_OUTPUTS = 20  # newest MP4s kept in the output folder; Gradio serves its own cached copies
 MAX_PROMPT_CHARS = 4000
 MAX_STEPS = 100
+DEFAULT_STEPS = 30
+MAX_SEED = 2**32  # what "randomize seed" draws from; any whole number >= 0 may be typed
 MAX_REFERENCE_IMAGES = 3
-REFINE_SCALE = 2  # the Refiner doubles the size; the base pass makes keyframes at that size
+# How messages name the uploads: the video of each tab that takes one, and the images by input name.
+IMAGE_KINDS = {
+    "image": "the first frame",
+    "last_image": "the last frame",
+    "mask_uploaded": "the mask",
+    **{f"image_{i}": f"reference image {i}" for i in range(1, MAX_REFERENCE_IMAGES + 1)},
+}
+SOUNDTRACK = "the soundtrack"
+VIDEO_KINDS = {
+    "edit": "the video to edit",
+    "extend": "the video to extend",
+    "video_to_audio": "the video to give a soundtrack",
+}
+# The Refiner's spatial factor is an argument of its pipeline (its transformer's config holds only the temporal one):
+# the demo uses the pipeline's default, the factor the Refiner is trained for. The base pass makes its keyframes there.
+REFINE_SCALE = inspect.signature(SkyReelsV4RefinerPipeline.__call__).parameters["scale_factor"].default
 REFINE_KEYFRAMES = 2
-EXAMPLE_PROMPTS = [
-    "<text>A red ball bounces in a wooden box.</text><sfx>A hollow knock on every bounce.</sfx>",
-    "<text>Rain on a tin roof at night, a lamp flickers.</text><sfx>Steady rain, distant thunder.</sfx>",
-    "<text>A woman smiles at the camera in a cafe.</text><dialogue>Good morning!</dialogue><bgm>Soft jazz.</bgm>",
-]
+RESULT_SIDE = 320  # px: small clips are shown at the largest whole zoom that fits, pixel-exact
+# Where the world of the tiny default may sit: next to this file (a Space keeps app.py at its root) or in the checkout.
+WORLD_CANDIDATES = (APP_DIR / "world.py", APP_DIR.parent / "synthetic_av" / "world.py")
+WORLD_EXAMPLE_SEED = 0  # the first seed searched for example clips (any seed gives a valid clip)
+CARD_EXAMPLES_HEADING = "Demo examples"  # a model card section whose `- ` items are the page's example prompts
+
+# Wide screens: inputs and settings on the left, the result beside them. Narrow ones stack the columns in page order
+# (inputs, result, settings), so the result is not pushed below the whole settings panel. Small clips are scaled
+# pixel-exact rather than blurred: nearest neighbour, and the player's size (`result_view`) is the clip's inside the
+# block's border.
+CSS = """
+#result-video { box-sizing: content-box; }
+#result-video video { image-rendering: pixelated; }
+@media (min-width: 900px) {
+  #layout { display: grid; grid-template-columns: minmax(0, 1fr) 400px; align-items: start; }
+  #inputs-column { grid-column: 1; grid-row: 1; }
+  #settings-column { grid-column: 1; grid-row: 2; }
+  #result-column { grid-column: 2; grid-row: 1 / span 2; }
+}
+"""
+
+
+def launch_options() -> dict:
+    """What `Blocks.launch` needs besides the address (Gradio 6 takes the page's CSS at launch)."""
+    return {"css": CSS, "max_file_size": f"{MAX_UPLOAD_MB}mb"}
 
 
 class InputError(ValueError):
@@ -106,6 +154,13 @@ def resolve_model(model: str | None = None) -> str | None:
     return None
 
 
+def is_embedded_model(path: str | None) -> bool:
+    """Whether `path` is the tiny default's folder (the one the world examples are for)."""
+    if path is None or not Path(path).is_dir():
+        return False
+    return Path(path).resolve() in {candidate.resolve() for candidate in embedded_model_candidates()}
+
+
 def resolve_refiner(refiner: str | None, model: str | None) -> str | None:
     """`refiner`, else `$SKYREELS_V4_REFINER`, else a `refiner/` folder inside a local model folder, else None."""
     if refiner:
@@ -115,6 +170,11 @@ def resolve_refiner(refiner: str | None, model: str | None) -> str | None:
     if model and (Path(model) / "refiner").is_dir():
         return str(Path(model) / "refiner")
     return None
+
+
+def display_name(path: str) -> str:
+    """A model as the page names it: a Hub id as is, a local folder by its name (the server's folders stay private)."""
+    return Path(path).name if Path(path).exists() else path
 
 
 def load_refiner_transformer(path: str, dtype: torch.dtype | None = None) -> SkyReelsV4RefinerTransformer3DModel:
@@ -134,7 +194,10 @@ def sibling_pipeline(cls: type, base: SkyReelsV4Pipeline, **components) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Sizes and durations the page offers, read from the pipeline so that any model folder gets sensible sliders."""
+    """Sizes and durations the page offers, read from the pipeline so that any model folder gets sensible sliders.
+
+    Durations are `num_frames / fps` (the pipelines' convention) and frame counts are the ones the causal video VAE
+    makes: `1 + k * temporal_compression`."""
 
     height: int
     width: int
@@ -161,7 +224,8 @@ class Limits:
         )
 
     # Up to twice the trained size and clip length: beyond that a model this size mostly degrades, and CPU time grows
-    # with the cube of the scale.
+    # with the cube of the scale. Longer clips would chain windows (each conditioned on the last one's overlap): such
+    # long-form generation would raise `max_num_frames` and route clips beyond `num_frames` in `DemoRunner.generate`.
     @property
     def max_height(self) -> int:
         return 2 * self.height
@@ -180,12 +244,24 @@ class Limits:
         return self.temporal_compression / self.fps
 
     @property
+    def min_duration(self) -> float:
+        """Two latent frames, the shortest clip the demo makes (the CLI's `frames_for_duration` floor)."""
+        return (self.temporal_compression + 1) / self.fps
+
+    @property
     def default_duration(self) -> float:
-        return round((self.num_frames - 1) / self.fps, 3)
+        return self.num_frames / self.fps
 
     @property
     def max_duration(self) -> float:
-        return round((self.max_num_frames - 1) / self.fps, 3)
+        return self.max_num_frames / self.fps
+
+    def frame_count_rule(self) -> str:
+        """The clip lengths the model makes, in words."""
+        if self.temporal_compression == 1:
+            return f"whole frames at {self.fps:g} fps"
+        tc = self.temporal_compression
+        return f"1 + {tc}k frames at {self.fps:g} fps (its video VAE compresses time {tc}x)"
 
 
 @dataclasses.dataclass
@@ -196,6 +272,7 @@ class DemoModels:
     limits: Limits
     description: str  # what is loaded, shown at the top of the page
     refiner_note: str  # why refinement is (un)available
+    path: str | None = None  # the model folder or Hub id, None for an in-memory or random pipeline
 
 
 RANDOM_MODEL_NOTE = (
@@ -228,7 +305,8 @@ def load_models(
             refiner = refiner or build_tiny_refiner(base.transformer)  # random too, so the refine path can be tried
         else:
             # from_pretrained keeps the modules that must stay in float32 there (a plain `.to(dtype)` would not).
-            base, description = SkyReelsV4Pipeline.from_pretrained(path, dtype=torch_dtype), f"Model: `{path}`."
+            base = SkyReelsV4Pipeline.from_pretrained(path, dtype=torch_dtype)
+            description = f"Model: `{display_name(path)}`."
     if path is None and torch_dtype is not None:  # an in-memory or random pipeline: cast it
         base.to(torch_dtype)
     refiner_transformer, refiner_note = _refiner_transformer(refiner, path, torch_dtype)
@@ -241,30 +319,191 @@ def load_models(
             if pipe is not None:
                 pipe.to(device)
     limits = Limits.from_pipelines(base, inpaint)
-    return DemoModels(base, inpaint, refiner_pipe, limits, description, refiner_note)
+    return DemoModels(base, inpaint, refiner_pipe, limits, description, refiner_note, path)
 
 
 def _refiner_transformer(refiner: Any, model_path: str | None, dtype: torch.dtype | None):
     if isinstance(refiner, SkyReelsV4RefinerTransformer3DModel):
         refiner = refiner.to(dtype) if dtype is not None else refiner
-        return refiner, f"{REFINE_SCALE}x super-resolution and 2x frame rate with the Refiner."
+        return refiner, "Refiner: an in-memory transformer."
     refiner_path = resolve_refiner(refiner, model_path)
     if refiner_path is None:
-        where = f"`{model_path}/refiner`" if model_path else "a refiner folder"
+        where = f"`{display_name(model_path)}/refiner`" if model_path else "a refiner folder"
         return (
             None,
             f"Refinement is unavailable: no Refiner was found (looked for --refiner, ${REFINER_ENV_VAR}, {where}).",
         )
+    inside = model_path is not None and Path(refiner_path) == Path(model_path) / "refiner"
+    name = f"`{display_name(model_path)}/refiner`" if inside else f"`{display_name(refiner_path)}`"
     try:
-        return load_refiner_transformer(refiner_path, dtype), f"Refiner: `{refiner_path}`."
+        return load_refiner_transformer(refiner_path, dtype), f"Refiner: {name}."
     except (OSError, ValueError) as error:  # a broken Refiner should not take the whole demo down
         logger.warning(f"could not load the Refiner from {refiner_path}: {error}")
-        return None, f"Refinement is unavailable: the Refiner at `{refiner_path}` could not be loaded ({error})."
+        return None, (
+            f"Refinement is unavailable: the Refiner {name} could not be loaded ({without_server_paths(str(error))})."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Examples: from the world the tiny default was trained on, else from the model card
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DemoExamples:
+    rows: dict[str, list[dict]]  # task -> examples, each {input name: value} for that tab's inputs
+    note: str  # one line on what the loaded model can make (markdown), or ""
+    card: str | None  # the model card's text (markdown, without its metadata), shown at the bottom of the page
+
+
+def load_model_card(model: str | None) -> str | None:
+    """The text of a model folder's README.md or of a Hub repo's card, without its metadata; None if there is none."""
+    if model is None:
+        return None
+    from huggingface_hub import ModelCard
+
+    local = Path(model) / "README.md"
+    if Path(model).exists() and not local.is_file():
+        return None
+    try:
+        return ModelCard.load(str(local) if local.is_file() else model).text
+    except Exception as error:  # no card, offline, or not a Hub id: the page just goes without examples
+        logger.info(f"no model card for {model}: {error}")
+        return None
+
+
+def card_examples(card: str | None) -> list[str]:
+    """The prompts listed under a `## Demo examples` heading of a model card, one `- ` item each (backticks around a
+    prompt are dropped)."""
+    prompts, inside = [], False
+    for line in (card or "").splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            inside = line.lstrip("#").strip().lower() == CARD_EXAMPLES_HEADING.lower()
+        elif inside and line.startswith(("- ", "* ")):
+            prompts.append(line[2:].strip().strip("`").strip())
+    return [prompt for prompt in prompts if prompt]
+
+
+def load_world():
+    """The procedural world module of the tiny default (`world.py`), or None where it is not shipped."""
+    for path in WORLD_CANDIDATES:
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("synthetic_av_world", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    return None
+
+
+def world_note(world) -> str:
+    """One line on what the tiny default was trained on, from the world's own lists, with a link to its card."""
+    colours, shapes = list(world.COLOURS), [f"{shape}s" for shape in world.SHAPES]
+    return (
+        f"This tiny model knows one world: a {', '.join(colours[:-1])} or {colours[-1]} shape "
+        f"({', '.join(shapes[:-1])} or {shapes[-1]}) bouncing in a dark box, with a knock at every wall hit (pitch from "
+        "the shape, timbre from the colour); it can draw nothing else. See its [model card](#model-card)."
+    )
+
+
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> str:
+    """Mono 16-bit WAV, which every browser plays."""
+    with wave.open(str(path), "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(sample_rate)
+        file.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return str(path)
+
+
+def world_examples(world, limits: Limits, folder: Path) -> dict[str, list[dict]]:
+    """One example per tab (one per colour for text -> video) from the world: its captions, and clips, a knock track,
+    frames and an edit mask rendered into `folder` at the model's size, length and frame rate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size, fps = min(limits.height, limits.width), round(limits.fps)
+
+    def clip_of(colour: str, shape: str):
+        """The first world clip (from `WORLD_EXAMPLE_SEED`) with this colour and shape (one in twelve seeds)."""
+        for seed in itertools.count(WORLD_EXAMPLE_SEED):
+            objects = world.render_clip(seed, num_frames=1, size=size, fps=fps).objects
+            if (objects[0]["colour"], objects[0]["shape"]) == (colour, shape):
+                return world.render_clip(seed, num_frames=limits.num_frames, size=size, fps=fps)
+
+    colours, shapes = list(world.COLOURS), world.SHAPES
+    clips = [clip_of(colour, shapes[i % len(shapes)]) for i, colour in enumerate(colours)]
+    # The edit example turns the first clip's shape into the second clip's colour: a caption the world writes itself.
+    recoloured = clip_of(colours[1], shapes[0])
+
+    def video(index: int, with_audio: bool = True) -> str:
+        clip = clips[index]
+        path = folder / f"world-{index}{'' if with_audio else '-silent'}.mp4"
+        audio = clip.audio if with_audio else None
+        rate = clip.sample_rate if with_audio else None
+        return export_to_video_with_audio(clip.frames, path, fps=clip.fps, audio=audio, audio_sample_rate=rate)
+
+    def image(index: int, frame: int, name: str) -> str:
+        path = folder / f"world-{index}-{name}.png"
+        PIL.Image.fromarray(clips[index].frames[frame]).save(path)
+        return str(path)
+
+    def knocks(index: int) -> str:
+        return write_wav(folder / f"world-{index}-knocks.wav", clips[index].audio, clips[index].sample_rate)
+
+    # White wherever the first clip's shape passes: the region to repaint in every frame.
+    region = (clips[0].frames != np.array(world.BACKGROUND, np.uint8)).any(axis=-1).any(axis=0)
+    mask = folder / "world-0-mask.png"
+    PIL.Image.fromarray((region * 255).astype(np.uint8)).save(mask)
+    tc = limits.temporal_compression
+    keep = 1 + (limits.num_frames - 1) // 2 // tc * tc  # about half the clip, on the VAE's frame grid
+    return {
+        "text_to_video": [{"prompt": clip.caption} for clip in clips],
+        "image_to_video": [{"prompt": clips[1].caption, "image": image(1, 0, "first-frame")}],
+        "edit": [{"prompt": recoloured.caption, "video": video(0), "mask_uploaded": str(mask)}],
+        "extend": [{"prompt": clips[2].caption, "video": video(2), "keep_frames": keep}],
+        "video_to_audio": [{"prompt": clips[3].caption, "video": video(3, with_audio=False)}],
+        "audio_to_video": [{"prompt": clips[1].caption, "audio": knocks(1)}],
+        "references": [
+            {"prompt": clips[2].caption, "image_1": image(2, limits.num_frames // 2, "reference"), "audio": knocks(2)}
+        ],
+    }
+
+
+def demo_examples(models: DemoModels, folder: Path) -> DemoExamples:
+    """The tiny default: its world's examples (and media) and a note on what it knows. Other models: the prompts of
+    their card's `## Demo examples` section for the prompt-only tab, or none."""
+    card = load_model_card(models.path)
+    world = load_world() if is_embedded_model(models.path) else None
+    if world is not None:
+        return DemoExamples(world_examples(world, models.limits, folder), world_note(world), card)
+    if is_embedded_model(models.path):
+        logger.warning(f"world.py was not found ({', '.join(map(str, WORLD_CANDIDATES))}): no examples")
+    prompts = card_examples(card)
+    note = "Examples from the model's [card](#model-card)." if prompts else ""
+    return DemoExamples({"text_to_video": [{"prompt": prompt} for prompt in prompts]} if prompts else {}, note, card)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Validation: plain functions, unit-tested; each raises InputError with a sentence the user can act on
 # ---------------------------------------------------------------------------------------------------------------------
+
+# An absolute path of at least one folder, and an OS error number: what deeper code (PyAV, PIL, the file system) puts in
+# its messages. The visitor needs neither the server's folders nor errno; the file name stays.
+SERVER_PATH = re.compile(r"(?<![\w.~:/\\-])(?:[A-Za-z]:)?[/\\](?:[^\s'\"/\\<>]+[/\\])+")
+ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+
+
+def without_server_paths(message: str) -> str:
+    return ERRNO.sub("", SERVER_PATH.sub("", message))
+
+
+def accepted(suffixes: tuple[str, ...]) -> str:
+    return ", ".join(suffix.lstrip(".").upper() for suffix in suffixes)
+
+
+def unreadable(kind: str, path: str, what: str, formats: str) -> InputError:
+    """The sentence for an upload that does not decode; the decoder's own message holds the server's path of the
+    upload and an errno, so it goes to the log only."""
+    return InputError(f"{kind.capitalize()} ({Path(path).name}) is not {what} we can read ({formats}).")
 
 
 def check_prompt(prompt: str | None) -> str:
@@ -293,9 +532,12 @@ def check_size(height: Any, width: Any, limits: Limits) -> tuple[int, int]:
 
 
 def num_frames_for(duration: Any, limits: Limits) -> int:
-    """Seconds -> the `4k+1` frame count the causal VAE needs, within the model's limits."""
-    if duration is None or not 0 < float(duration) <= limits.max_duration + 1e-6:
-        raise InputError(f"Duration must be between {limits.duration_step:g} and {limits.max_duration:g} seconds.")
+    """Seconds -> the nearest frame count the model makes (`1 + k * temporal compression`), within its limits."""
+    if duration is None or not 0 < as_number("Duration", duration) <= limits.max_duration + 1e-6:
+        raise InputError(
+            f"Duration must be between {limits.min_duration:.3g} and {limits.max_duration:.3g} seconds, got "
+            f"{duration!r}."
+        )
     return frames_for_duration(float(duration), limits.fps, limits.temporal_compression)
 
 
@@ -333,8 +575,11 @@ def read_image(path: Any, kind: str, mode: str = "RGB") -> PIL.Image.Image | np.
                 width, height = image.size
                 raise InputError(f"{kind.capitalize()} is {width}x{height} pixels; the limit is {MAX_IMAGE_SIDE}.")
             return image.convert(mode)
-    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise InputError(f"{kind.capitalize()} could not be read as an image ({error}).") from None
+    except PIL.Image.DecompressionBombError as error:  # PIL's message states the size and the limit, no path
+        raise InputError(f"{kind.capitalize()} is too large: {error}") from None
+    except (OSError, ValueError) as error:
+        logger.info(f"unreadable image {path}: {error}")
+        raise unreadable(kind, path, "an image", accepted(IMAGE_SUFFIXES)) from None
 
 
 def check_upload(path: str | None, kind: str, suffixes: tuple[str, ...], max_mb: float = MAX_UPLOAD_MB) -> str:
@@ -350,21 +595,45 @@ def check_upload(path: str | None, kind: str, suffixes: tuple[str, ...], max_mb:
     return path
 
 
-def read_video(path: str | None, fps: float) -> list[PIL.Image.Image]:
+def first_frame(video_path: str | None) -> PIL.Image.Image | None:
+    """The first frame of a video file (the canvas to paint the edit mask on), or None if it does not decode."""
+    if not video_path:
+        return None
+    try:
+        with av.open(video_path) as container:
+            return next(container.decode(video=0)).to_image()
+    except (av.FFmpegError, StopIteration, IndexError, OSError):
+        return None
+
+
+def check_video_file(path: str | None, kind: str) -> str:
+    """An uploaded file that decodes as a video (at least its first frame)."""
+    path = check_upload(path, kind, VIDEO_SUFFIXES)
+    if first_frame(path) is None:
+        raise unreadable(kind, path, "a video", accepted(VIDEO_SUFFIXES))
+    return path
+
+
+def read_video(path: str | None, fps: float, kind: str = "the video") -> list[PIL.Image.Image]:
     """An uploaded video's frames, resampled to the model's frame rate (the model's timeline and audio assume it)."""
-    path = check_upload(path, "a video", VIDEO_SUFFIXES)
+    path = check_video_file(path, kind)
     try:
         frames, source_fps = load_video(path, max_side=MAX_IMAGE_SIDE, max_pixels=MAX_VIDEO_PIXELS)
-    except (ValueError, OSError) as error:
-        raise InputError(f"The video could not be read: {error}") from error
+    except av.FFmpegError as error:  # a file that breaks off after its first frames
+        logger.info(f"unreadable video {path}: {error}")
+        raise unreadable(kind, path, "a video", accepted(VIDEO_SUFFIXES)) from None
+    except (ValueError, OSError) as error:  # the library's limits: its message says which, about `path`
+        message = str(error).replace("`path`", "it").replace(repr(path), Path(path).name)
+        raise InputError(f"{kind.capitalize()} could not be used: {without_server_paths(message)}") from None
     return resample_frames(frames, source_fps, fps)
 
 
 def frames_for_edit(frames: list, limits: Limits) -> list:
-    """The clip to edit, cut to a `4k+1` frame count; longer than the model's limit is an error, not a silent cut."""
+    """The clip to edit, cut to a frame count the model makes; longer than the model's limit is an error, not a silent
+    cut."""
     if len(frames) > limits.max_num_frames:
         raise InputError(
-            f"The video is {len(frames) / limits.fps:.2f} s long; this model edits at most {limits.max_duration:g} s "
+            f"The video is {len(frames) / limits.fps:.2f} s long; this model edits at most {limits.max_duration:.3g} s "
             f"({limits.max_num_frames} frames at {limits.fps:g} fps). Please trim it, or use the Extend tab."
         )
     temporal = limits.temporal_compression
@@ -435,10 +704,11 @@ def check_audio_file(path: str | None, kind: str, max_seconds: float, limits: Li
     try:
         with av.open(path) as container:
             if not container.streams.audio:
-                raise InputError(f"{kind.capitalize()} has no audio track.")
+                raise InputError(f"{kind.capitalize()} ({Path(path).name}) has no sound track.")
             duration = container.duration / av.time_base if container.duration else None
-    except av.FFmpegError as error:
-        raise InputError(f"{kind.capitalize()} could not be read as audio ({error}).") from error
+    except (av.FFmpegError, OSError) as error:
+        logger.info(f"unreadable audio {path}: {error}")
+        raise unreadable(kind, path, "audio", f"{accepted(SOUND_SUFFIXES)}, or a video with sound") from None
     if duration is not None and duration > max_seconds:
         raise InputError(f"{kind.capitalize()} is {duration:.1f} s long; the limit is {max_seconds:g} s.")
     return path
@@ -462,13 +732,14 @@ def append_tag(prompt: str | None, tag: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Generation
+# Settings: one panel; each tab shows (and uses) the groups that apply to it
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     seed: int
+    randomize_seed: bool
     steps: int
     guidance_scale: float
     audio_guidance_scale: float
@@ -480,9 +751,57 @@ class Settings:
 
 
 SETTING_NAMES = tuple(field.name for field in dataclasses.fields(Settings))
+# Settings that only some tabs use, by group. A hidden group keeps the model's default (`setting_defaults`), so a value
+# set on another tab never leaks into a tab that does not show it. A new group (e.g. an "Advanced guidance" accordion of
+# per-modality guidance terms) is added here, in `TAB_SETTINGS`, in `settings_panel`, in `Settings` and in
+# `DemoRunner.common_arguments`.
+SETTING_GROUPS = {
+    "size": ("height", "width"),
+    "duration": ("duration",),
+    "video_guidance": ("guidance_scale",),
+    "audio_guidance": ("audio_guidance_scale",),
+    "refine": ("refine",),
+}
+ALL_GROUPS = frozenset(SETTING_GROUPS)
+# Given streams are not generated, so their guidance does not apply; a length that follows an upload has no duration;
+# video-to-audio returns the uploaded frames as they are (no size, no refinement).
+TAB_SETTINGS = {
+    "text_to_video": ALL_GROUPS,
+    "image_to_video": ALL_GROUPS,
+    "edit": ALL_GROUPS - {"duration"},
+    "extend": ALL_GROUPS,
+    "video_to_audio": frozenset({"audio_guidance"}),
+    "audio_to_video": ALL_GROUPS - {"duration", "audio_guidance"},
+    "references": ALL_GROUPS,
+}
 
 
-def check_settings(values: dict, limits: Limits) -> Settings:
+def shown_settings(task: str, limits: Limits) -> frozenset[str]:
+    """The setting groups tab `task` shows; a model without audio has no audio guidance anywhere."""
+    return TAB_SETTINGS[task] - (frozenset() if limits.has_audio else {"audio_guidance"})
+
+
+def setting_defaults(limits: Limits) -> dict[str, Any]:
+    """The settings' starting values, and the values of those a tab does not show."""
+    return {
+        "seed": 0,
+        "randomize_seed": True,
+        "steps": DEFAULT_STEPS,
+        "guidance_scale": 5.0,
+        "audio_guidance_scale": 4.0,
+        "height": limits.height,
+        "width": limits.width,
+        "duration": limits.default_duration,
+        "refine": False,
+        "negative_prompt": "",
+    }
+
+
+def check_settings(values: dict, limits: Limits, task: str = "text_to_video") -> Settings:
+    """The settings tab `task` uses, checked; the ones it does not show take their defaults."""
+    shown, defaults = shown_settings(task, limits), setting_defaults(limits)
+    hidden = {name for group, names in SETTING_GROUPS.items() if group not in shown for name in names}
+    values = {name: defaults[name] if name in hidden else value for name, value in values.items()}
     steps, seed = check_steps_and_seed(values["steps"], values["seed"])
     height, width = check_size(values["height"], values["width"], limits)
     num_frames_for(values["duration"], limits)  # checked here, converted where needed
@@ -492,6 +811,7 @@ def check_settings(values: dict, limits: Limits) -> Settings:
             raise InputError(f"{label} must be between 1 and 20 (1 turns it off).")
     return Settings(
         seed=seed,
+        randomize_seed=bool(values["randomize_seed"]),
         steps=steps,
         guidance_scale=float(values["guidance_scale"]),
         audio_guidance_scale=float(values["audio_guidance_scale"]),
@@ -501,6 +821,37 @@ def check_settings(values: dict, limits: Limits) -> Settings:
         refine=bool(values["refine"]),
         negative_prompt=(values["negative_prompt"] or "").strip() or None,
     )
+
+
+def refine_label(models: DemoModels) -> str:
+    """What the loaded Refiner does, from its config (frame rate) and the demo's scale (size)."""
+    if models.refiner is None:
+        return "Refine with a Refiner"
+    limits, scale = models.limits, REFINE_SCALE
+    temporal = models.refiner.transformer.config.temporal_upscale_factor
+    size = f"{limits.width}x{limits.height} → {scale * limits.width}x{scale * limits.height} at the default size"
+    fps = limits.fps
+    rate = f"{temporal}x frame rate ({fps:g} → {temporal * fps:g} fps)" if temporal > 1 else "same frame rate"
+    return f"Refine: {scale}x size ({size}), {rate}"
+
+
+def refine_info(models: DemoModels, seconds_per_step: dict[str, float]) -> str:
+    """The Refiner's cost, once a refined run has measured it (before that, where it comes from)."""
+    if models.refiner is None:
+        return models.refiner_note
+    if "refine" not in seconds_per_step:
+        return f"{models.refiner_note} Slower: a second pass at the larger size, timed on the first refined run."
+    refine, base = seconds_per_step["refine"], seconds_per_step.get("base")
+    without = f"; the base pass takes {base:.2f} s per step" if base is not None else ""
+    return (
+        f"Slower: about {refine:.2f} s more per step here (measured on the first refined run{without}), e.g. "
+        f"{DEFAULT_STEPS * refine:.0f} s more at {DEFAULT_STEPS} steps."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def progress_callback(progress: Callable | None, total: int, desc: str) -> Callable:
@@ -514,6 +865,17 @@ def progress_callback(progress: Callable | None, total: int, desc: str) -> Calla
     return callback
 
 
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One generated clip: the MP4, the status line, and what the page shows about it."""
+
+    path: str
+    status: str
+    seed: int
+    width: int
+    height: int
+
+
 class DemoRunner:
     """Turns the page's inputs into pipeline calls and writes the MP4. Holds no Gradio components, so it can be tested
     without a browser."""
@@ -523,6 +885,7 @@ class DemoRunner:
         self.limits = models.limits
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="skyreels-v4-demo-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.seconds_per_step: dict[str, float] = {}  # "base" and "refine", measured on their first run
 
     # --- one method per tab: (pipeline, call arguments, notes for the status line)
 
@@ -530,7 +893,7 @@ class DemoRunner:
         return self.models.base, {"prompt": check_prompt(prompt)}, []
 
     def image_to_video(self, settings: Settings, prompt: str, image, last_image=None):
-        image, last_image = read_image(image, "the first frame"), read_image(last_image, "the last frame")
+        image, last_image = read_image(image, IMAGE_KINDS["image"]), read_image(last_image, IMAGE_KINDS["last_image"])
         if image is None:
             raise InputError("Please upload the first frame.")
         call = {"prompt": check_prompt(prompt), "image": image, "last_image": last_image}
@@ -538,15 +901,15 @@ class DemoRunner:
 
     def edit(self, settings: Settings, prompt: str, video: str, mask_drawn=None, mask_uploaded=None):
         prompt = check_prompt(prompt)
-        frames = frames_for_edit(read_video(video, self.limits.fps), self.limits)
-        uploaded = mask_from_upload(read_image(mask_uploaded, "the mask", mode="L"))
+        frames = frames_for_edit(read_video(video, self.limits.fps, VIDEO_KINDS["edit"]), self.limits)
+        uploaded = mask_from_upload(read_image(mask_uploaded, IMAGE_KINDS["mask_uploaded"], mode="L"))
         keep = edit_keep_mask(mask_from_editor(mask_drawn), uploaded, frames[0].size)
         call = {"prompt": prompt, "video": frames, "mask": keep, "num_frames": len(frames)}
         return self.models.inpaint, call, [f"the length follows the source video ({len(frames)} frames)"]
 
     def extend(self, settings: Settings, prompt: str, video: str, keep_frames):
         prompt = check_prompt(prompt)
-        frames = read_video(video, self.limits.fps)
+        frames = read_video(video, self.limits.fps, VIDEO_KINDS["extend"])
         num_frames = num_frames_for(settings.duration, self.limits)
         keep = check_extension(keep_frames, len(frames), num_frames)
         call = {"prompt": prompt, "video": frames[:keep], "num_condition_frames": keep}
@@ -554,7 +917,9 @@ class DemoRunner:
 
     def references(self, settings: Settings, prompt: str, image_1=None, image_2=None, image_3=None, audio=None):
         prompt = check_prompt(prompt)
-        images = [read_image(image, f"reference image {i}") for i, image in enumerate((image_1, image_2, image_3), 1)]
+        images = [
+            read_image(image, IMAGE_KINDS[f"image_{i}"]) for i, image in enumerate((image_1, image_2, image_3), 1)
+        ]
         images = [image for image in images if image is not None][: self.limits.max_references]
         audio = check_audio_reference(audio, self.limits)
         if not images and audio is None:
@@ -566,14 +931,14 @@ class DemoRunner:
         prompt = check_prompt(prompt)
         if not self.limits.has_audio:
             raise InputError("This model makes no audio, so it cannot make a soundtrack.")
-        frames = frames_for_edit(read_video(video, self.limits.fps), self.limits)
+        frames = frames_for_edit(read_video(video, self.limits.fps, VIDEO_KINDS["video_to_audio"]), self.limits)
         call = {"prompt": prompt, "video": frames, "num_frames": len(frames)}
         return self.models.inpaint, call, [f"the soundtrack of the uploaded video ({len(frames)} frames)"]
 
     def audio_to_video(self, settings: Settings, prompt: str, audio: str, image=None):
         prompt = check_prompt(prompt)
-        path = check_audio_file(audio, "the soundtrack", self.limits.max_duration, self.limits)
-        image = read_image(image, "the first frame")
+        path = check_audio_file(audio, SOUNDTRACK, self.limits.max_duration, self.limits)
+        image = read_image(image, IMAGE_KINDS["image"])
         call = {"prompt": prompt, "audio": path, "image": image, "num_frames": None}
         return (
             self.models.inpaint,
@@ -584,19 +949,31 @@ class DemoRunner:
 
     # --- shared path
 
-    def run(self, task: str, values: dict, progress: Callable | None = None) -> tuple[str, str, str]:
-        """Validates, generates and exports; returns (video path, download path, status markdown)."""
-        settings = check_settings({name: values.pop(name) for name in SETTING_NAMES}, self.limits)
+    def run(self, task: str, values: dict, progress: Callable | None = None) -> Result:
+        """Validates, generates and exports one tab's request (`values`: its inputs and the settings by name)."""
+        settings = check_settings({name: values.pop(name) for name in SETTING_NAMES}, self.limits, task)
         if settings.refine and self.models.refiner is None:
             raise InputError(self.models.refiner_note)
+        if settings.randomize_seed:
+            settings = dataclasses.replace(settings, seed=random.randrange(MAX_SEED))
         pipe, call, notes = getattr(self, task)(settings, **values)
+        if "duration" in shown_settings(task, self.limits):
+            notes = [*notes, *self.rounding_note(settings.duration)]
         start = time.perf_counter()
         frames, audio, sample_rate, fps = self.generate(pipe, call, settings, progress)
         self.prune_outputs()
         path = self.output_dir / f"skyreels-v4-{task.replace('_', '-')}-seed{settings.seed}-{time.time_ns()}.mp4"
         export_to_video_with_audio(frames, path, fps=fps, audio=audio, audio_sample_rate=sample_rate)
         status = describe_result(frames, fps, sample_rate, settings, time.perf_counter() - start, notes)
-        return str(path), str(path), status
+        height, width = np.asarray(frames[0]).shape[:2]
+        return Result(str(path), status, settings.seed, width, height)
+
+    def rounding_note(self, duration: float) -> list[str]:
+        """A note when the asked duration is not one the model makes (the slider only offers those)."""
+        num_frames = num_frames_for(duration, self.limits)
+        if abs(num_frames / self.limits.fps - duration) < 1e-3:
+            return []
+        return [f"{duration:g} s rounded to {num_frames} frames: the model makes {self.limits.frame_count_rule()}"]
 
     def prune_outputs(self) -> None:
         """A long-running Space must not fill its disk: drop all but the newest outputs."""
@@ -604,12 +981,19 @@ class DemoRunner:
         for path in outputs[: max(0, len(outputs) - KEEP_OUTPUTS + 1)]:
             path.unlink(missing_ok=True)
 
+    def timed(self, name: str, steps: int, fn: Callable, **call):
+        """`fn(**call)`, and its seconds per step the first time `name` runs (the page's time estimates)."""
+        start = time.perf_counter()
+        out = fn(**call)
+        self.seconds_per_step.setdefault(name, (time.perf_counter() - start) / steps)
+        return out
+
     def generate(self, pipe: SkyReelsV4Pipeline, call: dict, settings: Settings, progress: Callable | None):
         """One base pass (and the Refiner when asked); returns (frames, audio or None, sample rate or None, fps)."""
         call = {**call, **self.common_arguments(pipe, call, settings)}
         call["callback_on_step_end"] = progress_callback(progress, settings.steps, "Generating")
         if not settings.refine:
-            out = pipe(**call)
+            out = self.timed("base", settings.steps, pipe, **call)
             return out.frames[0], _first(out.audio), out.audio_sample_rate, int(out.fps)
         if pipe is self.models.base:  # T2AV: high-res keyframes in the same pass, as the paper does
             call.update(
@@ -618,8 +1002,11 @@ class DemoRunner:
                 keyframe_width=REFINE_SCALE * settings.width,
             )
         base = pipe(**call, output_type="latent")
-        refined = self.models.refiner(
-            call["prompt"],
+        refined = self.timed(
+            "refine",
+            settings.steps,
+            self.models.refiner,
+            prompt=call["prompt"],
             negative_prompt=settings.negative_prompt,
             low_res_latents=base.frames,
             keyframes=base.keyframes,
@@ -657,7 +1044,18 @@ def describe_result(frames, fps: int, sample_rate: int | None, settings: Setting
     height, width = np.asarray(frames[0]).shape[:2]
     sound = f"with {sample_rate / 1000:g} kHz audio" if sample_rate else "without audio (this model makes none)"
     details = "; ".join([f"seed {settings.seed}", f"{settings.steps} steps", *notes])
-    return f"Done in {seconds:.1f} s: {len(frames)} frames of {width}x{height} at {fps} fps, {sound} ({details})."
+    clip = f"{len(frames)} frames ({len(frames) / fps:.2f} s) of {width}x{height} at {fps} fps"
+    return f"Done in {seconds:.1f} s: {clip}, {sound} ({details})."
+
+
+def toast(title: str, message: str) -> str:
+    """A toast's text. Gradio 6 heads every toast with its kind ("Error", "Warning") and shows no `title`, so the title
+    leads the message; both are escaped, and server paths are taken out of the message."""
+    return f"<strong>{html.escape(title)}</strong><br>{html.escape(without_server_paths(message))}"
+
+
+def page_error(title: str, message: str) -> gr.Error:
+    return gr.Error(toast(title, message), title=title, print_exception=False)
 
 
 def readable_errors(fn: Callable) -> Callable:
@@ -670,29 +1068,80 @@ def readable_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except (ValueError, TypeError) as error:  # InputError, and the pipelines' own argument checks
-            raise gr.Error(html.escape(str(error)), title="Please check the inputs", print_exception=False) from None
+            raise page_error("Please check the inputs", str(error)) from None
         except Exception as error:
             logger.exception("generation failed")
-            raise gr.Error(
-                html.escape(f"Generation failed ({type(error).__name__}): {error}"), print_exception=False
-            ) from None
+            raise page_error("Generation failed", f"{type(error).__name__}: {error}") from None
 
     return wrapper
+
+
+def upload_checker(task: str, name: str, limits: Limits) -> Callable[[str], Any] | None:
+    """The check that tab `task`'s Generate makes of its upload `name`, to run as soon as it is uploaded."""
+    if name == "video":
+        return functools.partial(check_video_file, kind=VIDEO_KINDS[task])
+    if name == "audio" and task == "audio_to_video":
+        return functools.partial(check_audio_file, kind=SOUNDTRACK, max_seconds=limits.max_duration, limits=limits)
+    if name == "audio":
+        return functools.partial(check_audio_reference, limits=limits)
+    if name in IMAGE_KINDS:
+        return functools.partial(read_image, kind=IMAGE_KINDS[name])
+    return None
+
+
+def upload_check(check: Callable[[str], Any]) -> Callable:
+    """An upload handler: a file that `check` refuses is taken out of its box (which could not show it anyway), with a
+    warning that says why; a good one is left as it is. It takes the unprocessed upload (`{"path": ...}`), since
+    Gradio's own image preprocessing fails, with the server's path in its message, on a file that is no image."""
+
+    def handler(upload: dict | str | None):
+        path = upload.get("path") if isinstance(upload, dict) else upload
+        if not path:
+            return gr.skip()
+        try:
+            check(path)
+        except InputError as error:
+            gr.Warning(toast("This upload cannot be used", str(error)))
+            return None
+        return gr.skip()
+
+    return handler
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Page
 # ---------------------------------------------------------------------------------------------------------------------
 
+# Tab id -> (label, the DemoRunner method it calls).
+TABS = {
+    "t2av": ("Text → video + audio", "text_to_video"),
+    "i2v": ("Image → video", "image_to_video"),
+    "edit": ("Edit", "edit"),
+    "extend": ("Extend", "extend"),
+    "v2a": ("Video → audio", "video_to_audio"),
+    "a2v": ("Audio → video", "audio_to_video"),
+    "references": ("References", "references"),
+}
+# The hint in an empty prompt box when the model offers no example for that tab.
+PLACEHOLDERS = {
+    "text_to_video": "<text>What is seen.</text><sfx>What is heard.</sfx>",
+    "image_to_video": "<text>What happens next.</text><sfx>...</sfx>",
+    "edit": "<text>The edited scene.</text><sfx>...</sfx>",
+    "extend": "<text>The scene continues.</text><sfx>...</sfx>",
+    "video_to_audio": "<sfx>What the video should sound like.</sfx>",
+    "audio_to_video": "<text>What should be seen.</text>",
+    "references": "<text>@image_1 walks along a beach.</text><dialogue>@audio_1 ...</dialogue>",
+}
 
-def prompt_editor(tab: str, placeholder: str, builder_open: bool = False) -> gr.Textbox:
+
+def prompt_editor(tab: str, placeholder: str, value: str = "") -> gr.Textbox:
     """A prompt box with one-click tag insertion and a builder that composes the tags from separate fields."""
-    prompt = gr.Textbox(label="Prompt", lines=3, placeholder=placeholder, elem_id=f"{tab}-prompt")
+    prompt = gr.Textbox(label="Prompt", lines=3, value=value, placeholder=placeholder, elem_id=f"{tab}-prompt")
     with gr.Row():
         for tag in TAGS:
             button = gr.Button(f"+ <{tag}>", size="sm", min_width=60, elem_id=f"{tab}-add-{tag}")
             button.click(functools.partial(append_tag, tag=tag), inputs=prompt, outputs=prompt, queue=False)
-    with gr.Accordion("Prompt builder: one field per tag", open=builder_open):
+    with gr.Accordion("Prompt builder: one field per tag", open=False):
         parts = [
             gr.Textbox(label=f"{label} <{tag}>", lines=1, elem_id=f"{tab}-part-{tag}") for tag, label in TAGS.items()
         ]
@@ -702,57 +1151,151 @@ def prompt_editor(tab: str, placeholder: str, builder_open: bool = False) -> gr.
 
 
 def settings_panel(models: DemoModels) -> dict[str, gr.components.Component]:
-    limits = models.limits
-    with gr.Accordion("Settings", open=True):
+    """Every setting once, by its `Settings` name, each with a one-line explanation; `show_settings` hides the groups a
+    tab does not use (the first tab's are shown to begin with)."""
+    limits, defaults = models.limits, setting_defaults(models.limits)
+    shown = shown_settings("text_to_video", limits)
+    settings = {}
+
+    def add(cls: type, name: str, *args, **kwargs) -> None:
+        group = next((group for group, names in SETTING_GROUPS.items() if name in names), None)
+        visible = group is None or group in shown
+        element = f"setting-{name.replace('_', '-')}"
+        settings[name] = cls(*args, value=defaults[name], visible=visible, elem_id=element, **kwargs)
+
+    with gr.Accordion("Settings", open=True, elem_id="settings"):
         with gr.Row():
-            seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, elem_id="seed")
-            steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="Steps", elem_id="steps")
+            info = "The same seed and settings give the same clip; the seed of the last run is shown here."
+            add(gr.Number, "seed", label="Seed", precision=0, minimum=0, info=info)
+            info = "A new seed for every run; turn off to repeat the seed above."
+            add(gr.Checkbox, "randomize_seed", label="Randomize seed", info=info)
+        info = "Denoising steps: more is slower and usually cleaner."
+        add(gr.Slider, "steps", 1, MAX_STEPS, step=1, label="Steps", info=info)
         with gr.Row():
-            guidance = gr.Slider(1, 20, value=5.0, step=0.5, label="Video guidance scale (1 = off)")
-            audio_guidance = gr.Slider(
-                1, 20, value=4.0, step=0.5, label="Audio guidance scale (1 = off)", interactive=limits.has_audio
-            )
+            info = "How closely the picture follows the prompt; 1 turns it off (half the work per step)."
+            add(gr.Slider, "guidance_scale", 1, 20, step=0.5, label="Video guidance scale", info=info)
+            info = "How closely the sound follows the prompt; 1 turns it off."
+            add(gr.Slider, "audio_guidance_scale", 1, 20, step=0.5, label="Audio guidance scale", info=info)
+        # Here an "Advanced guidance" accordion (per-modality guidance terms) would go, as its own setting group.
         with gr.Row():
-            multiple = limits.size_multiple
-            height = gr.Slider(multiple, limits.max_height, value=limits.height, step=multiple, label="Height (px)")
-            width = gr.Slider(multiple, limits.max_width, value=limits.width, step=multiple, label="Width (px)")
-            duration = gr.Slider(
-                limits.duration_step,
-                limits.max_duration,
-                value=limits.default_duration,
-                step=limits.duration_step,
-                label=f"Duration (s, at {limits.fps:g} fps)",
-            )
-        refine = gr.Checkbox(
-            label=f"Refine: {REFINE_SCALE}x size and 2x frame rate with the Refiner (slower)",
-            value=False,
-            interactive=models.refiner is not None,
-            info=models.refiner_note,
-            elem_id="refine",
+            step = limits.size_multiple
+            info = f"In steps of {step} px; the model was trained at {limits.width}x{limits.height}."
+            add(gr.Slider, "height", step, limits.max_height, step=step, label="Height (px)", info=info)
+            add(gr.Slider, "width", step, limits.max_width, step=step, label="Width (px)", info=info)
+        info = (
+            f"Rounded to the clip lengths the model makes: {limits.frame_count_rule()}; it was trained on "
+            f"{limits.num_frames} frames ({limits.default_duration:.3g} s)."
         )
-        negative = gr.Textbox(label="Negative prompt (optional)", lines=1)
-    return {
-        "seed": seed,
-        "steps": steps,
-        "guidance_scale": guidance,
-        "audio_guidance_scale": audio_guidance,
-        "height": height,
-        "width": width,
-        "duration": duration,
-        "refine": refine,
-        "negative_prompt": negative,
-    }
+        span = (limits.min_duration, limits.max_duration)
+        add(gr.Slider, "duration", *span, step=limits.duration_step, label="Duration (s)", info=info)
+        info = refine_info(models, {})
+        add(gr.Checkbox, "refine", label=refine_label(models), interactive=models.refiner is not None, info=info)
+        info = "What to steer away from (used where guidance is above 1)."
+        add(gr.Textbox, "negative_prompt", label="Negative prompt (optional)", lines=1, info=info)
+    return settings
 
 
-def first_frame(video_path: str | None) -> PIL.Image.Image | None:
-    """The first frame of an uploaded video, as the canvas to paint the edit mask on."""
-    if not video_path:
-        return None
-    try:
-        with av.open(video_path) as container:
-            return next(container.decode(video=0)).to_image()
-    except (av.FFmpegError, StopIteration, IndexError):
-        return None  # the Generate button reports unreadable videos
+def show_settings(task: str, limits: Limits) -> list:
+    """Visibility updates of the grouped settings (in `SETTING_GROUPS` order) for tab `task`."""
+    shown = shown_settings(task, limits)
+    return [gr.update(visible=group in shown) for group, names in SETTING_GROUPS.items() for _ in names]
+
+
+def result_view(result: Result) -> dict:
+    """The result player's size and label: small clips at the largest whole zoom within `RESULT_SIDE` px (pixel-exact
+    through the page's CSS), and the clip's own size stated."""
+    zoom = max(1, RESULT_SIDE // max(result.width, result.height))
+    shown = f", shown at {zoom}x" if zoom > 1 else ""
+    label = f"Result: {result.width}x{result.height} px{shown}"
+    return {"height": zoom * result.height, "width": zoom * result.width, "label": label}
+
+
+def audio_upload(label: str, elem_id: str, limits: Limits) -> gr.Audio:
+    # format=None: the file is passed on as uploaded (no re-encoding); a model without audio cannot take any.
+    return gr.Audio(
+        label=label, type="filepath", sources=["upload"], format=None, interactive=limits.has_audio, elem_id=elem_id
+    )
+
+
+def tab_inputs(tab: str, task: str, models: DemoModels, examples: DemoExamples) -> dict[str, gr.components.Component]:
+    """One tab's inputs by the name its `DemoRunner` method takes. The first example's prompt is the prompt box's
+    hint, and the text tab's starting prompt, so that Generate works on the first click; the other tabs also need an
+    upload (their example brings one)."""
+    limits = models.limits
+    rows = examples.rows.get(task, [])
+    first_prompt = rows[0]["prompt"] if rows else ""
+    value = first_prompt if task == "text_to_video" else ""
+    inputs = {"prompt": prompt_editor(tab, first_prompt or PLACEHOLDERS[task], value=value)}
+    if task == "image_to_video":
+        with gr.Row():
+            inputs["image"] = gr.Image(
+                label="First frame", type="filepath", sources=["upload", "clipboard"], elem_id="i2v-image"
+            )
+            inputs["last_image"] = gr.Image(label="Last frame (optional)", type="filepath", sources=["upload"])
+    elif task in VIDEO_KINDS:
+        label = VIDEO_KINDS[task].removeprefix("the ").capitalize()
+        if task == "video_to_audio":
+            label += " (its frames are kept as they are)"
+        inputs["video"] = gr.Video(label=label, sources=["upload"], height=320, elem_id=f"{tab}-video")
+    if task == "edit":
+        gr.Markdown(
+            "**Mask**: paint over what to change on the first frame (it applies to every frame), or upload a "
+            "black-and-white image of the video's size (white = change, black = keep)."
+        )
+        with gr.Row():
+            inputs["mask_drawn"] = gr.ImageEditor(
+                label="Paint",
+                type="numpy",
+                image_mode="RGBA",
+                sources=(),
+                transforms=(),
+                layers=False,
+                brush=gr.Brush(colors=["#ff00aa"], color_mode="fixed"),
+                elem_id="edit-mask",
+            )
+            inputs["mask_uploaded"] = gr.Image(
+                label="...or upload a mask",
+                type="filepath",
+                image_mode="L",
+                sources=["upload"],
+                elem_id="edit-mask-file",
+            )
+        inputs["video"].change(first_frame, inputs=inputs["video"], outputs=inputs["mask_drawn"], queue=False)
+    if task == "extend":
+        inputs["keep_frames"] = gr.Slider(
+            1,
+            limits.max_num_frames - 1,
+            value=limits.temporal_compression + 1,
+            step=1,
+            label="Frames to keep from the start",
+            info=f"At the model's {limits.fps:g} fps; the Duration setting is the length of the whole result.",
+            elem_id="extend-keep",
+        )
+    if task == "audio_to_video":
+        with gr.Row():
+            label = f"Soundtrack (at most {limits.max_duration:.3g} s; the clip follows its length)"
+            inputs["audio"] = audio_upload(label, "a2v-audio", limits)
+            inputs["image"] = gr.Image(
+                label="First frame (optional: animate an image to the sound)",
+                type="filepath",
+                sources=["upload"],
+                elem_id="a2v-image",
+            )
+    if task == "references":
+        gr.Markdown("Name references in the prompt as `@image_1`, `@image_2`, `@image_3`, `@audio_1`.")
+        with gr.Row():
+            for i in range(limits.max_references):
+                inputs[f"image_{i + 1}"] = gr.Image(
+                    label=f"@image_{i + 1}", type="filepath", sources=["upload"], elem_id=f"references-image-{i + 1}"
+                )
+        label = f"@audio_1 (optional, at most {limits.max_audio_reference_seconds:g} s)"
+        inputs["audio"] = audio_upload(label, "references-audio", limits)
+    for name, component in inputs.items():
+        check = upload_checker(task, name, limits)
+        if check is not None:
+            # Queued (its own concurrency group, so it does not wait for a generation): toasts come through the queue.
+            component.upload(upload_check(check), component, component, preprocess=False)
+    return inputs
 
 
 def build_demo(
@@ -762,150 +1305,83 @@ def build_demo(
     device: str | None = None,
     dtype: str | None = None,
 ) -> gr.Blocks:
-    """The whole page, queued (one generation at a time per model); not launched."""
+    """The whole page, queued (one generation at a time per model); not launched (launch with `launch_options()`)."""
     models = load_models(model, refiner, device, dtype)
     runner = DemoRunner(models, output_dir)
+    examples = demo_examples(models, runner.output_dir / "examples")
     limits = models.limits
-    generate_buttons = {}
+    tabs, generate_buttons = {}, {}
     # delete_cache: every hour, Gradio drops uploads and results older than a day from its own cache.
     with gr.Blocks(title="SkyReels-V4 demo", delete_cache=(3600, 86400)) as demo:
-        gr.Markdown(
+        header = (
             "# SkyReels-V4: video with synchronized sound\nDescribe the picture in `<text>` and the sound in `<sfx>`, "
-            f"`<dialogue>`, `<singing>` or `<bgm>`.\n\n{models.description}",
-            elem_id="model-description",
+            f"`<dialogue>`, `<singing>` or `<bgm>`.\n\n{models.description}"
         )
-        with gr.Row():
-            with gr.Column(scale=3):
+        gr.Markdown(header, elem_id="model-description")
+        if examples.note:
+            gr.Markdown(examples.note, elem_id="model-note")
+        with gr.Row(elem_id="layout"):
+            with gr.Column(scale=3, elem_id="inputs-column"):
                 with gr.Tabs():
-                    with gr.Tab("Text → video + audio", id="t2av"):
-                        t2av_prompt = prompt_editor("t2av", EXAMPLE_PROMPTS[0])
-                        gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[t2av_prompt])
-                        generate_buttons["text_to_video"] = ({"prompt": t2av_prompt}, _generate_button("t2av"))
-                    with gr.Tab("Image → video", id="i2v"):
-                        i2v_prompt = prompt_editor("i2v", "<text>What happens next.</text><sfx>...</sfx>")
-                        with gr.Row():
-                            image = gr.Image(label="First frame", type="filepath", sources=["upload", "clipboard"])
-                            last_image = gr.Image(label="Last frame (optional)", type="filepath", sources=["upload"])
-                        inputs = {"prompt": i2v_prompt, "image": image, "last_image": last_image}
-                        generate_buttons["image_to_video"] = (inputs, _generate_button("i2v"))
-                    with gr.Tab("Edit", id="edit"):
-                        edit_prompt = prompt_editor("edit", "<text>The ball is blue.</text><sfx>...</sfx>")
-                        edit_video = gr.Video(
-                            label="Video to edit", sources=["upload"], height=320, elem_id="edit-video"
-                        )
-                        with gr.Row():
-                            mask_drawn = gr.ImageEditor(
-                                label="Paint over what to change (on the first frame; applies to every frame)",
-                                type="numpy",
-                                image_mode="RGBA",
-                                sources=(),
-                                transforms=(),
-                                layers=False,
-                                brush=gr.Brush(colors=["#ff00aa"], color_mode="fixed"),
-                                elem_id="edit-mask",
-                            )
-                            mask_uploaded = gr.Image(
-                                label="...or upload a mask (white = change, black = keep; the video's size)",
-                                type="filepath",
-                                image_mode="L",
-                                sources=["upload"],
-                            )
-                        edit_video.change(first_frame, inputs=edit_video, outputs=mask_drawn, queue=False)
-                        inputs = {
-                            "prompt": edit_prompt,
-                            "video": edit_video,
-                            "mask_drawn": mask_drawn,
-                            "mask_uploaded": mask_uploaded,
-                        }
-                        generate_buttons["edit"] = (inputs, _generate_button("edit"))
-                    with gr.Tab("Extend", id="extend"):
-                        extend_prompt = prompt_editor("extend", "<text>The scene continues.</text><sfx>...</sfx>")
-                        extend_video = gr.Video(
-                            label="Video to extend", sources=["upload"], height=320, elem_id="extend-video"
-                        )
-                        keep = gr.Slider(
-                            1,
-                            limits.max_num_frames - 1,
-                            value=limits.temporal_compression + 1,
-                            step=1,
-                            label="Frames to keep from the start (at the model's frame rate); the duration setting "
-                            "is the output length",
-                        )
-                        inputs = {"prompt": extend_prompt, "video": extend_video, "keep_frames": keep}
-                        generate_buttons["extend"] = (inputs, _generate_button("extend"))
-                    with gr.Tab("Video → audio", id="v2a"):
-                        v2a_prompt = prompt_editor("v2a", "<sfx>What the video should sound like.</sfx>")
-                        v2a_video = gr.Video(
-                            label="Video to give a soundtrack (its frames are kept as they are)",
-                            sources=["upload"],
-                            height=320,
-                            elem_id="v2a-video",
-                        )
-                        generate_buttons["video_to_audio"] = (
-                            {"prompt": v2a_prompt, "video": v2a_video},
-                            _generate_button("v2a"),
-                        )
-                    with gr.Tab("Audio → video", id="a2v"):
-                        a2v_prompt = prompt_editor("a2v", "<text>What should be seen.</text>")
-                        with gr.Row():
-                            a2v_audio = gr.Audio(
-                                label=f"Soundtrack (at most {limits.max_duration:g} s; the clip follows its length)",
-                                type="filepath",
-                                sources=["upload"],
-                                format=None,
-                                interactive=limits.has_audio,
-                                elem_id="a2v-audio",
-                            )
-                            a2v_image = gr.Image(
-                                label="First frame (optional: animate an image to the sound)",
-                                type="filepath",
-                                sources=["upload"],
-                            )
-                        generate_buttons["audio_to_video"] = (
-                            {"prompt": a2v_prompt, "audio": a2v_audio, "image": a2v_image},
-                            _generate_button("a2v"),
-                        )
-                    with gr.Tab("References", id="references"):
-                        references_prompt = prompt_editor(
-                            "references", "<text>@image_1 walks along a beach.</text><dialogue>@audio_1 ...</dialogue>"
-                        )
-                        gr.Markdown("Name references in the prompt as `@image_1`, `@image_2`, `@image_3`, `@audio_1`.")
-                        with gr.Row():
-                            reference_images = [
-                                gr.Image(label=f"@image_{i + 1}", type="filepath", sources=["upload"])
-                                for i in range(limits.max_references)
-                            ]
-                        audio = gr.Audio(
-                            label=f"@audio_1 (optional, at most {limits.max_audio_reference_seconds:g} s)",
-                            type="filepath",
-                            sources=["upload"],
-                            format=None,
-                            interactive=limits.has_audio,
-                        )
-                        inputs = {"prompt": references_prompt, "audio": audio}
-                        inputs.update({f"image_{i + 1}": image for i, image in enumerate(reference_images)})
-                        generate_buttons["references"] = (inputs, _generate_button("references"))
-                settings = settings_panel(models)
-            with gr.Column(scale=2):
-                video_out = gr.Video(label="Result", interactive=False, autoplay=False, elem_id="result-video")
+                    for tab, (label, task) in TABS.items():
+                        with gr.Tab(label, id=tab) as tabs[task]:
+                            inputs = tab_inputs(tab, task, models, examples)
+                            button = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate")
+                            generate_buttons[task] = (inputs, button)
+                            rows = examples.rows.get(task, [])
+                            if rows:
+                                names = list(rows[0])
+                                gr.Examples(
+                                    [[row[name] for name in names] for row in rows],
+                                    inputs=[inputs[name] for name in names],
+                                    elem_id=f"{tab}-examples",
+                                )
+            with gr.Column(scale=2, elem_id="result-column"):
+                video_out = gr.Video(
+                    label="Result", interactive=False, autoplay=False, height=RESULT_SIDE, elem_id="result-video"
+                )
                 file_out = gr.File(label="Download MP4", interactive=False, elem_id="result-file")
-                status = gr.Markdown(elem_id="status")
+                # The one place for progress and for the last result's description.
+                status = gr.Markdown(elem_id="status", min_height=48)
+            with gr.Column(scale=3, elem_id="settings-column"):
+                settings = settings_panel(models)
+        if examples.card:
+            with gr.Accordion("Model card", open=False, elem_id="model-card"):
+                gr.Markdown(examples.card)
+
+        grouped = [settings[name] for names in SETTING_GROUPS.values() for name in names]
+        for task, tab in tabs.items():
+            tab.select(functools.partial(show_settings, task, limits), outputs=grouped, queue=False)
+        last_result = gr.State(None)  # the last good Result: an error leaves it, and the page, as they are
+
+        def show_result(result: Result) -> tuple:
+            view = result_view(result)
+            refine = gr.update(info=refine_info(models, runner.seconds_per_step))
+            return gr.update(value=result.path, **view), result.path, result.status, result.seed, refine
+
         for task, (inputs, button) in generate_buttons.items():
             named = {**inputs, **settings}
-            button.click(
+            # Blank the status first, so that the progress bar is drawn there alone, not over the last description.
+            run = button.click(lambda: "", outputs=status, queue=False, show_progress="hidden").then(
                 _handler(runner, task, named),
                 inputs=set(named.values()),
-                outputs=[video_out, file_out, status],
+                outputs=last_result,
+                show_progress_on=status,
                 concurrency_id="generate",  # every tab shares the one model: one generation at a time
                 concurrency_limit=1,
             )
+            run.success(
+                show_result,
+                inputs=last_result,
+                outputs=[video_out, file_out, status, settings["seed"], settings["refine"]],
+                show_progress="hidden",
+            )
+            # After an error (its toast says what went wrong) the status describes the result still shown.
+            run.failure(lambda result: result.status if result else "", last_result, status, show_progress="hidden")
     demo.queue(default_concurrency_limit=1)
     demo.runner = runner  # for tests and scripts
+    demo.examples = examples
     return demo
-
-
-def _generate_button(tab: str) -> gr.Button:
-    return gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate")
 
 
 def _handler(runner: DemoRunner, task: str, named: dict) -> Callable:
@@ -953,7 +1429,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     logger.setLevel(logging.INFO)
     demo = build_demo(args.model, args.refiner, device=args.device, dtype=args.dtype)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=f"{MAX_UPLOAD_MB}mb")
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
 
 
 if __name__ == "__main__":
