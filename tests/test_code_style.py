@@ -55,16 +55,8 @@ def imported_layers(path: Path) -> set[str]:
 def test_no_layer_imports_a_higher_one(layer):
     violations = []
     for path in sorted((PACKAGE / layer).rglob("*.py")):
-        if path.relative_to(PACKAGE).as_posix() == "utils/tiny_components.py":
-            continue  # the deprecated alias forwards lazily to its new home
         higher = {name for name in imported_layers(path) if LAYERS[name] > LAYERS[layer]}
         violations += [f"{path.relative_to(ROOT)} imports {name}" for name in sorted(higher)]
     assert not violations, violations
 
 
-def test_old_tiny_components_path_forwards_with_a_deprecation():
-    from skyreels_diffusers import tiny_components
-
-    with pytest.warns(FutureWarning, match="skyreels_diffusers.tiny_components"):
-        from skyreels_diffusers.utils.tiny_components import build_tiny_pipeline
-    assert build_tiny_pipeline is tiny_components.build_tiny_pipeline

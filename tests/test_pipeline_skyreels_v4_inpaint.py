@@ -423,11 +423,7 @@ def test_uint8_masks_are_scaled_by_255(pipe):
     torch.testing.assert_close(as_uint8.frames, as_float.frames, rtol=0, atol=0)
 
 
-def test_keyframes_is_a_deprecated_name_of_frame_conditions(pipe):
-    image = random_image(3)
-    new = run(pipe, frame_conditions=[(4, image)], output_type="latent")
-    with pytest.warns(FutureWarning, match="frame_conditions"):
-        old = run(pipe, keyframes=[(4, image)], output_type="latent")
-    torch.testing.assert_close(old.frames, new.frames, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="only"):
-        run(pipe, keyframes=[(4, image)], frame_conditions=[(4, image)])
+def test_the_former_name_keyframes_is_gone(pipe):
+    # No release has shipped, so renamed arguments are simply gone: Python names the unknown argument.
+    with pytest.raises(TypeError, match="keyframes"):
+        run(pipe, keyframes=[(4, random_image(3))], output_type="latent")

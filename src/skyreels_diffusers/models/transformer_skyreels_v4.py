@@ -57,7 +57,8 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
     HunyuanVideo15TimeEmbedding,
     HunyuanVideo15TokenRefiner,
 )
-from diffusers.utils import BaseOutput, apply_lora_scale
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
 from .diffusers_extension_points import ContextParallelInput, ContextParallelOutput, register_block_outputs
@@ -68,8 +69,11 @@ if dist.is_available():
 
 
 @dataclass
-class SkyReelsV4TransformerOutput(BaseOutput):
+class SkyReelsV4TransformerOutput(Transformer2DModelOutput):
     """
+    A `Transformer2DModelOutput` (so hooks that read `sample`, such as FasterCache's, recognise it) with the audio and
+    keyframe predictions beside the video's.
+
     Args:
         sample (`torch.Tensor` of shape `(batch_size, out_channels, num_frames, height, width)` or `None`):
             Video prediction (flow-matching velocity). `None` when no video was given (T2A).
@@ -944,7 +948,7 @@ class SkyReelsV4Transformer3DModel(
     _repeated_blocks = ["SkyReelsV4JointTransformerBlock"]
     # Layerwise casting keeps these in the compute dtype besides Diffusers' defaults (norms, "^proj_out$"): the input
     # embeddings (as Diffusers' HunyuanVideo-1.5) and both output heads.
-    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "proj_out"]
+    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "^proj_out"]
     # Context parallelism (`enable_parallelism(config=ContextParallelConfig(ulysses_degree=N))`), Ulysses only:
     # - each modality's whole token sequence (references, video, keyframes / audio references, audio) is padded to a
     #   multiple of N and split into N equal shards by its `*_sequence_padding` module, together with everything

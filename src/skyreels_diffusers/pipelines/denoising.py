@@ -176,6 +176,7 @@ def denoise(
     inputs: PassInputs,
     model_kwargs: dict[str, Any] | None = None,
     hooks: LoopHooks | None = None,
+    batched_guidance: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Run the flow-matching loop over `streams`; returns their final latents by stream name.
 
@@ -184,6 +185,10 @@ def denoise(
     own guider and steps its own scheduler. `model_kwargs` are passed to every call unchanged (references, keyframe
     positions, `attention_kwargs`, ...). The first generated stream is the primary one: its timestep is the one
     reported to callbacks.
+
+    With `batched_guidance`, the two passes run as one call on a batch `[unconditional; conditional]` (the order of
+    Diffusers' pipelines, which FasterCache relies on), prompts padded to one length with masked tokens. Caches that
+    keep one state per layer (PAB, FasterCache) need this: they must see both passes together.
     """
     hooks = hooks or LoopHooks()
     model_kwargs = model_kwargs or {}
@@ -218,18 +223,34 @@ def denoise(
                 call[stream.input_name] = stream.model_input(dtype)
                 if stream.timestep_name is not None:
                     call[stream.timestep_name] = stream.timestep(iteration).expand(batch_size)
-            with cache_context("cond"):
-                conditional = transformer(**call, **inputs.conditional)
             guided = [s for s in stepping if s.guider is not None and s.guider.num_conditions > 1]
-            unconditional = None
-            if guided and inputs.unconditional is not None:
-                with cache_context("uncond"):
-                    unconditional = transformer(**call, **inputs.unconditional)
+            needs_unconditional = bool(guided) and inputs.unconditional is not None
+            predictions = {}
+            if needs_unconditional and batched_guidance:
+                with cache_context("cond_uncond"):
+                    both = transformer(**batch_passes(call, inputs.unconditional, inputs.conditional, batch_size))
+                for stream in stepping:
+                    prediction = getattr(both, stream.output_name)
+                    # A cache may skip the unconditional half of a stream (FasterCache computes only the video's)
+                    unconditional, conditional = prediction.chunk(2) if len(prediction) > batch_size else (None, prediction)
+                    predictions[stream.name] = (conditional, unconditional)
+            else:
+                with cache_context("cond"):
+                    conditional = transformer(**call, **inputs.conditional)
+                unconditional = None
+                if needs_unconditional:
+                    with cache_context("uncond"):
+                        unconditional = transformer(**call, **inputs.unconditional)
+                for stream in stepping:
+                    predictions[stream.name] = (
+                        getattr(conditional, stream.output_name),
+                        None if unconditional is None else getattr(unconditional, stream.output_name),
+                    )
 
             for stream in stepping:
-                prediction = getattr(conditional, stream.output_name)
-                if unconditional is not None and stream in guided:
-                    prediction = stream.guider.forward(prediction, getattr(unconditional, stream.output_name)).pred
+                prediction, negative = predictions[stream.name]
+                if negative is not None and stream in guided:
+                    prediction = stream.guider.forward(prediction, negative).pred
                 t = stream.timesteps[stream.step_index(iteration)]
                 stream.latents = stream.scheduler.step(prediction.float(), t, stream.latents, return_dict=False)[0]
                 if stream.preserved is not None:
@@ -243,6 +264,44 @@ def denoise(
     if hooks.on_timestep is not None:
         hooks.on_timestep(None)
     return {stream.name: stream.latents for stream in streams}
+
+
+# Model inputs that are not per sample (one row per keyframe, shared by the batch): never doubled for batching.
+_SHARED_INPUTS = {"keyframe_positions"}
+
+
+def batch_passes(
+    call: dict[str, Any], unconditional: dict[str, Any], conditional: dict[str, Any], batch_size: int
+) -> dict[str, Any]:
+    """One call's inputs for both guidance passes: per-sample tensors twice along the batch, the prompts
+    `[unconditional; conditional]`, padded to the longer one with masked (False) tokens."""
+    batched = {
+        name: torch.cat([value, value]) if _is_per_sample(name, value, batch_size) else value
+        for name, value in call.items()
+    }
+    for name in conditional:
+        negative, positive = unconditional[name], conditional[name]
+        if name == "encoder_attention_mask":
+            continue
+        if name == "encoder_hidden_states":
+            length = max(negative.shape[1], positive.shape[1])
+            masks = [unconditional.get("encoder_attention_mask"), conditional.get("encoder_attention_mask")]
+            padded, padded_masks = [], []
+            for embeds, mask in zip((negative, positive), masks):
+                if mask is None:
+                    mask = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+                extra = length - embeds.shape[1]
+                padded.append(torch.nn.functional.pad(embeds, (0, 0, 0, extra)))
+                padded_masks.append(torch.nn.functional.pad(mask.bool(), (0, extra), value=False))
+            batched[name] = torch.cat(padded)
+            batched["encoder_attention_mask"] = torch.cat(padded_masks)
+        else:
+            batched[name] = torch.cat([negative, positive])
+    return batched
+
+
+def _is_per_sample(name: str, value: Any, batch_size: int) -> bool:
+    return torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch_size and name not in _SHARED_INPUTS
 
 
 def _run_callback(hooks: LoopHooks, iteration: int, timestep, streams: list[LatentStream], inputs: PassInputs):

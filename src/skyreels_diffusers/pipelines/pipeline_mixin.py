@@ -566,6 +566,15 @@ class SkyReelsV4PipelineMixin:
             preserved=preserved,
         )
 
+    def batched_guidance(self, batched_guidance: bool | None) -> bool:
+        """Whether guidance's passes run as one batched call: as asked, else when a cache is enabled on the
+        transformer (Diffusers' cache hooks keep one state per layer, so they must see both passes together)."""
+        if batched_guidance is None:
+            return self.transformer.is_cache_enabled
+        if not isinstance(batched_guidance, bool):
+            raise TypeError(f"`batched_guidance` must be True, False or None, got {describe(batched_guidance)}.")
+        return batched_guidance
+
     def loop_hooks(
         self,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None,

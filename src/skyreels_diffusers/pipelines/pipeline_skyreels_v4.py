@@ -333,6 +333,7 @@ class SkyReelsV4Pipeline(
         | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
+        batched_guidance: bool | None = None,
         keyframe_indices: list[int] | None = None,
         num_keyframes: int | None = None,
         keyframe_height: int | None = None,
@@ -377,6 +378,10 @@ class SkyReelsV4Pipeline(
                 without NaN or infinity, latents of the same shape; anything else raises at once).
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): subset of `_callback_tensor_inputs`.
             max_sequence_length (`int`, defaults to 512): maximum instruction tokens after the system prompt.
+            batched_guidance (`bool`, *optional*): run guidance's conditional and unconditional passes as one
+                batched transformer call (prompts padded to one length, masked). Defaults to True when a cache is
+                enabled on the transformer (`enable_cache`): PAB and FasterCache keep one state per layer and need
+                both passes together. Same result within float rounding; more memory, often faster on GPUs.
             keyframe_indices (`list[int]`, *optional*): pixel frames to also generate at high resolution, in the
                 same pass (the paper's low-res full sequence + high-res keyframes). Frame `f` sits at `f / 4` on the
                 latent timeline; indices must fall in distinct latent frames.
@@ -450,6 +455,7 @@ class SkyReelsV4Pipeline(
         self._generate_video, self._generate_audio = generate_video, generate_audio
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
+        batched_guidance = self.batched_guidance(batched_guidance)
         device = self._execution_device
 
         # 2. Encode the instruction
@@ -504,7 +510,7 @@ class SkyReelsV4Pipeline(
         )
         model_kwargs = {"keyframe_positions": keyframe_positions, "attention_kwargs": self.attention_kwargs}
         hooks = self.loop_hooks(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        result = denoise(self.transformer, streams, inputs, model_kwargs, hooks)
+        result = denoise(self.transformer, streams, inputs, model_kwargs, hooks, batched_guidance)
         latents, audio_latents = result.get("latents"), result.get("audio_latents")
         keyframe_latents = result.get("keyframe_latents")
 

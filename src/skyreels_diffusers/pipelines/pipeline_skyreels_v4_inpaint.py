@@ -36,7 +36,7 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import deprecate, replace_example_docstring
+from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
@@ -609,7 +609,7 @@ class SkyReelsV4InpaintPipeline(
 
     Extra args (pipeline config):
         max_frame_conditions (`int`, defaults to 8): frame conditions allowed per call (`image`, `last_image` and
-            `frame_conditions` together). `max_keyframes`, its former name, is still accepted.
+            `frame_conditions` together).
         max_references (`int`, defaults to 4): reference images plus reference-video frames allowed per call.
         max_audio_reference_seconds (`float`, defaults to 10.0): longest audio reference accepted.
     """
@@ -635,12 +635,8 @@ class SkyReelsV4InpaintPipeline(
         max_frame_conditions: int = 8,
         max_references: int = 4,
         max_audio_reference_seconds: float = 10.0,
-        max_keyframes: int | None = None,
     ) -> None:
         super().__init__()
-        if max_keyframes is not None:
-            deprecate("max_keyframes", "1.0.0", "`max_keyframes` is now `max_frame_conditions`.")
-            max_frame_conditions = max_keyframes
         components = dict(
             text_encoder=text_encoder,
             processor=processor,
@@ -708,7 +704,7 @@ class SkyReelsV4InpaintPipeline(
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
-        keyframes: list[tuple[int, Any]] | None = None,
+        batched_guidance: bool | None = None,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Generates (or edits) a video with synchronized audio under visual and audio conditions, or the audio of a
@@ -721,7 +717,6 @@ class SkyReelsV4InpaintPipeline(
             last_image: last frame (start-end interpolation, with `image`).
             frame_conditions (`list[tuple[int, image]]`): `(pixel_frame_index, image)` pairs generalising both; frame
                 `f` conditions latent frame `ceil(f / 4)` of the causal VAE. At most `max_frame_conditions` in all.
-                (`keyframes`, the former name, is still accepted.)
             video: a source clip: a list of PIL images, NumPy `(F, H, W, 3)`, torch `(F, 3, H, W)`, or a video file
                 path (its frames are resampled to `fps` by nearest frame). With `num_condition_frames=k` it is
                 extended: its first k frames are kept and the rest of `num_frames` generated. With `mask` it is
@@ -767,15 +762,11 @@ class SkyReelsV4InpaintPipeline(
         audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
         if generate_audio is None:  # as in `SkyReelsV4Pipeline`: audio when the pipeline can make it
             generate_audio = self.audio_vae is not None or output_type == "latent"
+        batched_guidance = self.batched_guidance(batched_guidance)
         device = self._execution_device
 
         # 1. Check inputs before any work: this pipeline's own arguments, the media (read within `self.limits`),
         # then the arguments shared with `SkyReelsV4Pipeline`; resizing and encoding come after.
-        if keyframes is not None:
-            deprecate("keyframes", "1.0.0", "`keyframes` of the inpainting pipeline is now `frame_conditions`.")
-            if frame_conditions is not None:
-                raise ValueError("Pass `frame_conditions` only (`keyframes` is its deprecated name); got both.")
-            frame_conditions = keyframes
         media = self.check_media(
             video,
             num_condition_frames,
@@ -888,7 +879,7 @@ class SkyReelsV4InpaintPipeline(
             "attention_kwargs": self.attention_kwargs,
         }
         hooks = self.loop_hooks(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        result = denoise(self.transformer, streams, inputs, model_kwargs, hooks)
+        result = denoise(self.transformer, streams, inputs, model_kwargs, hooks, batched_guidance)
 
         # 7. Decode; given frames and audio are returned as given, unmasked pixels come from the input exactly
         frames, audio, sample_rate = self.decode_inpaint_outputs(

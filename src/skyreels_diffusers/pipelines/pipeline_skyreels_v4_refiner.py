@@ -30,7 +30,7 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import deprecate, replace_example_docstring
+from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
@@ -507,12 +507,12 @@ class SkyReelsV4RefinerPipeline(
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
-        latents: torch.Tensor | None = None,
+        batched_guidance: bool | None = None,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Args:
             low_res_latents (`torch.Tensor` of shape `(B, C, F, h, w)`): low-res latents of the base pass
-                (`output_type="latent"`). Either this or `video`. (`latents`, the former name, is still accepted.)
+                (`output_type="latent"`). Either this or `video`.
             video: a low-res clip to refine instead (list of PIL images, NumPy `(F, H, W, 3)`, torch
                 `(F, 3, H, W)`), `4k+1` frames whose size is a multiple of the VAE's spatial compression.
             keyframes: high-res keyframes at the target size: latents `(B, C, K, h*s, w*s)` (the base pass's
@@ -541,15 +541,11 @@ class SkyReelsV4RefinerPipeline(
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if callback_on_step_end_tensor_inputs is None:
             callback_on_step_end_tensor_inputs = ["latents"]
+        batched_guidance = self.batched_guidance(batched_guidance)
         device = self._execution_device
         dtype = self.transformer.dtype
 
         # 1. Check inputs before any work, then bring the low-res clip to latents
-        if latents is not None:
-            deprecate("latents", "1.0.0", "The Refiner's low-res input `latents` is now `low_res_latents`.")
-            if low_res_latents is not None:
-                raise ValueError("Pass `low_res_latents` only (`latents` is its deprecated name); got both.")
-            low_res_latents = latents
         batch_size = self.check_inputs(
             prompt,
             negative_prompt,
@@ -623,7 +619,7 @@ class SkyReelsV4RefinerPipeline(
             "attention_kwargs": attention_kwargs,
         }
         hooks = self.loop_hooks(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        latents = denoise(self.transformer, [stream], inputs, model_kwargs, hooks)["latents"]
+        latents = denoise(self.transformer, [stream], inputs, model_kwargs, hooks, batched_guidance)["latents"]
 
         # 6. Decode; the base audio passes through
         frames, out_audio, sample_rate = self.decode_refiner_outputs(condition, latents, audio, output_type)

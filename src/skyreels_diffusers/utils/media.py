@@ -16,7 +16,6 @@ import av
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.utils.export_utils import _prepare_audio_stream, _write_audio
 from diffusers.utils.logging import get_logger
 
 
@@ -482,11 +481,33 @@ def _encode_h264_aac(frames: np.ndarray, fps: int, path: str, waveform: torch.Te
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = X264_THREADS
-        audio_stream = _prepare_audio_stream(container, sample_rate) if waveform is not None else None
+        audio_stream = None
+        if waveform is not None:
+            audio_stream = container.add_stream("aac", rate=sample_rate)
+            audio_stream.codec_context.layout = "stereo"
+            audio_stream.codec_context.time_base = Fraction(1, sample_rate)
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
         if waveform is not None:
-            _write_audio(container, audio_stream, waveform, sample_rate, av)
+            _encode_aac(container, audio_stream, waveform, sample_rate)
     finally:
         container.close()
+
+
+def _encode_aac(container, stream, waveform: torch.Tensor, sample_rate: int) -> None:
+    """Encodes a `(channels, samples)` waveform in [-1, 1] as stereo AAC (mono is written to both channels): 16-bit
+    interleaved samples, converted to the encoder's sample format by libswresample."""
+    stereo = waveform.expand(2, -1) if waveform.shape[0] == 1 else waveform
+    interleaved = (stereo.clamp(-1.0, 1.0) * 32767.0).to(torch.int16).T.reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(interleaved.contiguous().numpy(), format="s16", layout="stereo")
+    frame.sample_rate = sample_rate
+    codec = stream.codec_context
+    resampler = av.audio.resampler.AudioResampler(format=codec.format or "fltp", layout="stereo", rate=sample_rate)
+    next_pts = 0
+    for converted in resampler.resample(frame):
+        if converted.pts is None:
+            converted.pts = next_pts
+        next_pts += converted.samples
+        container.mux(stream.encode(converted))
+    container.mux(stream.encode())  # flush
