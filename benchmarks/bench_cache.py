@@ -1,7 +1,8 @@
 """Diffusers' caches on the tiny default pipeline: transformer time saved and output change vs no cache.
 
-Loads `pipelines/skyreels-v4-tiny` and generates the same clip (text-to-audio-video, classifier-free guidance, so
-two transformer calls per step) with no cache, with Pyramid Attention Broadcast and with TaylorSeer, interleaved in
+Loads `pipelines/skyreels-v4-tiny` and generates the same clip (text-to-audio-video, classifier-free guidance with
+both passes batched in one call) with no cache and with each Diffusers cache (PAB, FirstBlockCache, MagCache with
+calibrated ratios, FasterCache, TaylorSeer full and lite), interleaved in
 one process over several rounds so that machine load hits all alike. It prints, per cache, the transformer's time
 against the uncached run's (summed over rounds) and the mean absolute change of the video (pixels in [0, 1]) and the
 audio (waveform in [-1, 1]) against the uncached output, also as a share of the change to another seed. No timing is
@@ -28,7 +29,7 @@ from _measure import report  # noqa: E402
 
 # The cache settings are the evaluator's, so its quality metrics (`evaluate.py --cache`) go with these times.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "synthetic_av"))
-from evaluate import cache_config  # noqa: E402
+from evaluate import CACHES, cache_config  # noqa: E402
 
 
 MODEL = os.path.normpath(
@@ -65,11 +66,7 @@ def main() -> None:
     pipe = SkyReelsV4Pipeline.from_pretrained(MODEL)
     pipe.set_progress_bar_config(disable=True)
     timer = TransformerTimer(pipe.transformer)
-    configs = {
-        "none": None,
-        "PAB": cache_config("pab", pipe),
-        "TaylorSeer": cache_config("taylorseer", pipe),
-    }
+    configs = {"none": None, **{name: cache_config(name, pipe, args.steps) for name in CACHES}}
     print(
         f"{MODEL}: {args.steps} steps, guidance {args.guidance_scale}, {args.rounds} rounds; torch threads "
         f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f} (1 min) at start"
@@ -85,6 +82,7 @@ def main() -> None:
                 PROMPT,
                 num_inference_steps=args.steps,
                 guidance_scale=args.guidance_scale,
+                batched_guidance=True,  # as every cache runs: the times then differ by the cache alone
                 generator=torch.Generator().manual_seed(seed),
             )
         finally:

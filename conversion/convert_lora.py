@@ -4,7 +4,7 @@
     python conversion/convert_lora.py export --adapter out/checkpoint/adapter --output my_lora.safetensors
 
     # A HunyuanVideo-style LoRA (original `double_blocks...` naming, or Diffusers' HunyuanVideo layout) -> one file
-    # in this package's layout (`transformer.video_tower...`):
+    # in this package's layout (`transformer.transformer_blocks.{i}.video...`):
     python conversion/convert_lora.py import --lora hunyuan_lora.safetensors --output my_lora.safetensors
 
 Safetensors only; rank and alpha travel in the file's metadata, as Diffusers' own LoRA files carry them.

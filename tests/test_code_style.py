@@ -58,5 +58,3 @@ def test_no_layer_imports_a_higher_one(layer):
         higher = {name for name in imported_layers(path) if LAYERS[name] > LAYERS[layer]}
         violations += [f"{path.relative_to(ROOT)} imports {name}" for name in sorted(higher)]
     assert not violations, violations
-
-

@@ -58,11 +58,15 @@ def test_accelerate_checkpoint_to_sharded_hub_folder(base, tmp_path, capsys):
     index = output / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
     assert index.exists() and len(list((output / "transformer").glob("*.safetensors"))) > 1
     loaded = SkyReelsV4Pipeline.from_pretrained(output)
-    for key, value in loaded.transformer.state_dict().items():
-        torch.testing.assert_close(value, trained[key], msg=key)
+    loaded_weights = loaded.transformer.state_dict()
+    assert loaded_weights.keys() == trained.keys()
+    for key, value in loaded_weights.items():
+        assert torch.equal(value, trained[key]), key  # conversion copies the weights bit for bit
     reference = SkyReelsV4Pipeline.from_pretrained(base)
     reference.transformer.load_state_dict(trained)
-    np.testing.assert_array_equal(generate(loaded), generate(reference))
+    # Equal weights, but the two load paths leave tensors of different memory layout, which some CPUs' kernels round
+    # differently in the last bits (measured 6e-7 on an AVX2-only EPYC, 0 on an AMX Xeon; frames in [0, 1]).
+    np.testing.assert_allclose(generate(loaded), generate(reference), rtol=0, atol=1e-5)
 
     card = ModelCard.load(output / "README.md")
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-video"
@@ -74,8 +78,8 @@ def test_accelerate_checkpoint_to_sharded_hub_folder(base, tmp_path, capsys):
     "tamper, message",
     [
         (lambda sd: sd.pop(next(iter(sd))), "missing keys"),
-        (lambda sd: sd.update({"video_tower.extra.weight": torch.zeros(2)}), "unexpected keys"),
-        (lambda sd: sd.update({"video_tower.proj_out.bias": torch.zeros(3)}), "shape mismatches"),
+        (lambda sd: sd.update({"transformer_blocks.0.extra.weight": torch.zeros(2)}), "unexpected keys"),
+        (lambda sd: sd.update({"proj_out.video.bias": torch.zeros(3)}), "shape mismatches"),
     ],
 )
 def test_tampered_checkpoints_fail_naming_the_keys(base, tmp_path, capsys, tamper, message):

@@ -80,6 +80,7 @@ def run(model, inputs, flatten):
 # Layerwise casting
 # --------------------------------------------------------------------------------------------------
 
+
 def is_stored_low(name: str, module: torch.nn.Module) -> bool:
     """Diffusers' rule, with the models' `_skip_layerwise_casting_patterns`: the linear layers of the blocks are
     stored in the low dtype; norms and adaLN modulations (modules named `norm*`), the embedders, the timestep

@@ -660,18 +660,83 @@ METRIC_ROWS = (
 )
 
 
-def cache_config(name: str, pipe):
-    """The Diffusers cache `name` with the settings `benchmarks/bench_cache.py` measures."""
-    import torch
-    from diffusers.hooks import PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
+CACHES = ("pab", "fbc", "magcache", "fastercache", "taylorseer", "taylorseer_lite")
 
+
+def cache_config(name: str, pipe, num_inference_steps: int = 30):
+    """The Diffusers cache `name` with the settings `benchmarks/bench_cache.py` measures. MagCache's ratios are
+    calibrated first with Diffusers' own calibration mode, on one T2AV call of `num_inference_steps`."""
+    import torch
+    from diffusers.hooks import (
+        FasterCacheConfig,
+        FirstBlockCacheConfig,
+        MagCacheConfig,
+        PyramidAttentionBroadcastConfig,
+        TaylorSeerCacheConfig,
+    )
+
+    current_timestep = lambda: pipe.current_timestep  # noqa: E731
     if name == "pab":
         return PyramidAttentionBroadcastConfig(
             spatial_attention_block_skip_range=2,
             cross_attention_block_skip_range=3,
-            current_timestep_callback=lambda: pipe.current_timestep,
+            current_timestep_callback=current_timestep,
         )
-    return TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=3, taylor_factors_dtype=torch.float32)
+    if name == "fbc":
+        return FirstBlockCacheConfig(threshold=0.05)
+    if name == "magcache":
+        return MagCacheConfig(
+            mag_ratios=calibrated_mag_ratios(pipe, num_inference_steps), num_inference_steps=num_inference_steps
+        )
+    if name == "fastercache":
+        return FasterCacheConfig(
+            spatial_attention_block_skip_range=2,
+            spatial_attention_timestep_skip_range=(-1, 681),
+            unconditional_batch_skip_range=2,
+            unconditional_batch_timestep_skip_range=(-1, 781),
+            current_timestep_callback=current_timestep,
+            attention_weight_callback=lambda _: 0.5,
+            # every input that carries both guidance passes, the audio's included
+            _unconditional_conditional_input_kwargs_identifiers=(
+                "hidden_states",
+                "encoder_hidden_states",
+                "encoder_attention_mask",
+                "timestep",
+                "audio_hidden_states",
+                "audio_timestep",
+            ),
+        )
+    if name == "taylorseer":
+        return TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=3, taylor_factors_dtype=torch.float32)
+    if name == "taylorseer_lite":
+        return TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=3, use_lite_mode=True)
+    raise ValueError(f"`name` must be one of {CACHES}, got {name!r}.")
+
+
+def calibrated_mag_ratios(pipe, num_inference_steps: int) -> list[float]:
+    """MagCache's per-step magnitude ratios for this model: Diffusers' calibration mode prints them at the end of a
+    call (its only output), so the printed list is read back."""
+    import ast
+    import contextlib
+    import io
+
+    import torch
+    from diffusers.hooks import MagCacheConfig
+
+    pipe.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=num_inference_steps))
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            pipe(
+                "<text>A red circle bounces in a box.</text><sfx>A knock on every bounce.</sfx>",
+                num_inference_steps=num_inference_steps,
+                generator=torch.Generator().manual_seed(0),
+                output_type="latent",
+            )
+    finally:
+        pipe.transformer.disable_cache()
+    lists = [line for line in printed.getvalue().splitlines() if line.startswith("[")]
+    return ast.literal_eval(lists[-1])
 
 
 def metrics_table(metrics: dict) -> str:
@@ -726,7 +791,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     parser.add_argument(
         "--cache",
-        choices=("none", "pab", "taylorseer"),
+        choices=("none", *CACHES),
         default="none",
         help="a Diffusers cache on the transformer for the T2AV task (the settings of benchmarks/bench_cache.py)",
     )
@@ -755,7 +820,7 @@ def main() -> None:
         metrics.update(evaluate_components(pipe, seeds))
     if "t2av" in tasks:
         if args.cache != "none":
-            pipe.transformer.enable_cache(cache_config(args.cache, pipe))
+            pipe.transformer.enable_cache(cache_config(args.cache, pipe, args.steps))
             metrics["cache"] = args.cache
         metrics.update(evaluate_t2av(pipe, seeds, {**call_kwargs, "video_lead_steps": args.video_lead_steps}))
         if args.cache != "none":

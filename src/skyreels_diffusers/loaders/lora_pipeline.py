@@ -120,7 +120,8 @@ def _lora_file_in_folder(folder: str) -> str | None:
     candidates = sorted(
         name
         for name in os.listdir(folder)
-        if name.endswith(SAFETENSORS_SUFFIX) and not any(part in name for part in ("scheduler", "optimizer", "checkpoint"))
+        if name.endswith(SAFETENSORS_SUFFIX)
+        and not any(part in name for part in ("scheduler", "optimizer", "checkpoint"))
     )
     if LORA_WEIGHT_NAME_SAFE in candidates:
         return LORA_WEIGHT_NAME_SAFE
