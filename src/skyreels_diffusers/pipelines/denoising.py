@@ -232,7 +232,9 @@ def denoise(
                 for stream in stepping:
                     prediction = getattr(both, stream.output_name)
                     # A cache may skip the unconditional half of a stream (FasterCache computes only the video's)
-                    unconditional, conditional = prediction.chunk(2) if len(prediction) > batch_size else (None, prediction)
+                    unconditional, conditional = (
+                        prediction.chunk(2) if len(prediction) > batch_size else (None, prediction)
+                    )
                     predictions[stream.name] = (conditional, unconditional)
             else:
                 with cache_context("cond"):
