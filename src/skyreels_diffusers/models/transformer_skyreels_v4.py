@@ -50,6 +50,7 @@ from diffusers.models.attention import AttentionMixin, AttentionModuleMixin, Fee
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle
 from diffusers.models.transformers.transformer_hunyuan_video15 import (
@@ -57,7 +58,6 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
     HunyuanVideo15TimeEmbedding,
     HunyuanVideo15TokenRefiner,
 )
-from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
