@@ -1,5 +1,6 @@
 """The modular pipelines (`skyreels_diffusers.modular_pipelines`) against the classic ones on the tiny default: the
-same seed gives identical outputs for every task, because the blocks call the classic pipelines' own steps."""
+same seed gives identical outputs for every task, because both forms call the same step functions and the same
+per-step rules; and the modular loop drives any Diffusers guider per modality, multi-pass ones included."""
 
 import os
 import subprocess
@@ -9,8 +10,15 @@ import av
 import numpy as np
 import pytest
 import torch
-from diffusers.guiders import ClassifierFreeGuidance, SkipLayerGuidance
-from diffusers.modular_pipelines import ComponentsManager
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.guiders import (
+    AdaptiveProjectedGuidance,
+    ClassifierFreeGuidance,
+    PerturbedAttentionGuidance,
+    SkipLayerGuidance,
+)
+from diffusers.hooks import LayerSkipConfig
+from diffusers.modular_pipelines import ComponentsManager, LoopSequentialPipelineBlocks
 from script_loading import load_script
 
 from skyreels_diffusers import (
@@ -79,6 +87,7 @@ TASKS = [
     ("t2v", "classic", lambda c: {"generate_audio": False}),
     ("t2a", "classic", lambda c: {"generate_video": False, "audio_duration": 0.5}),
     ("keyframes", "classic", lambda c: {"num_keyframes": 2, "output_type": "latent"}),
+    ("video_lead_steps", "classic", lambda c: {"video_lead_steps": 1}),
     ("i2v", "inpaint", lambda c: {"image": c.frames[0]}),
     ("first_last", "inpaint", lambda c: {"image": c.frames[0], "last_image": c.frames[-1]}),
     ("extension", "inpaint", lambda c: {"video": c.frames, "num_condition_frames": 5}),
@@ -127,8 +136,7 @@ def test_auto_blocks_choose_the_task_from_the_inputs(modular, clip):
 
 
 def test_guiders_are_swappable_per_modality(modular, classic, clip):
-    """The audio's guider set to scale 1 equals the classic `audio_guidance_scale=1`; a guider that needs a third
-    prediction is refused with its name."""
+    """The audio's guider set to scale 1 equals the classic `audio_guidance_scale=1`."""
     kwargs = {"num_inference_steps": STEPS, "num_frames": NUM_FRAMES}
     expected = classic(clip.caption, generator=generator(), audio_guidance_scale=1.0, guidance_scale=3.0, **kwargs)
     video_guider, audio_guider = modular.guider, modular.audio_guider
@@ -139,18 +147,87 @@ def test_guiders_are_swappable_per_modality(modular, classic, clip):
         got = modular(prompt=clip.caption, generator=generator(), output=["videos", "audio"], **kwargs)
         assert np.array_equal(got["videos"], expected.frames)
         assert np.array_equal(got["audio"], expected.audio)
-        modular.update_components(
-            audio_guider=SkipLayerGuidance(
-                guidance_scale=2.0, skip_layer_guidance_scale=2.0, skip_layer_guidance_layers=[0]
-            )
-        )
-        with pytest.raises(ValueError, match="audio_guider"):
-            modular(prompt=clip.caption, generator=generator(), output="audio", **kwargs)
     finally:
         modular.update_components(guider=video_guider, audio_guider=audio_guider)
 
 
+# Multi-pass and stateful guiders, active on every step (Diffusers' skip-layer and perturbed-attention guidance
+# perturb the step whose index lies strictly inside their range, so the second of the test's two steps).
+MULTI_PASS_GUIDERS = {
+    "skip_layer": lambda: SkipLayerGuidance(
+        guidance_scale=5.0,
+        skip_layer_guidance_scale=2.0,
+        skip_layer_config=LayerSkipConfig(indices=[0], fqn="transformer_blocks"),
+        skip_layer_guidance_start=0.0,
+        skip_layer_guidance_stop=1.0,
+    ),
+    "perturbed_attention": lambda: PerturbedAttentionGuidance(
+        guidance_scale=5.0,
+        perturbed_guidance_scale=2.0,
+        perturbed_guidance_layers=[0],
+        perturbed_guidance_start=0.0,
+        perturbed_guidance_stop=1.0,
+    ),
+    "adaptive_projected": lambda: AdaptiveProjectedGuidance(
+        guidance_scale=5.0, adaptive_projected_guidance_momentum=-0.5
+    ),
+}
+
+
+@pytest.mark.parametrize("which", ["guider", "audio_guider"])
+@pytest.mark.parametrize("kind", list(MULTI_PASS_GUIDERS))
+def test_multi_pass_guiders_guide_their_modality(kind, which, modular, clip):
+    """Any Diffusers guider runs through the loop's guider protocol: a skip-layer or perturbed-attention pass is one
+    more transformer call (the conditional and unconditional passes stay shared between the two guiders), and the
+    guided modality's output changes."""
+    kwargs = {
+        "prompt": clip.caption,
+        "num_inference_steps": STEPS,
+        "num_frames": NUM_FRAMES,
+        "output": ["videos", "audio"],
+    }
+    calls = []
+    hook = modular.transformer.register_forward_pre_hook(lambda module, args: calls.append(1))
+    previous = getattr(modular, which)
+    try:
+        baseline = modular(generator=generator(), **kwargs)
+        baseline_calls = len(calls)
+        calls.clear()
+        modular.update_components(**{which: MULTI_PASS_GUIDERS[kind]()})
+        got = modular(generator=generator(), **kwargs)
+    finally:
+        hook.remove()
+        modular.update_components(**{which: previous})
+    extra_passes = 0 if kind == "adaptive_projected" else 1
+    assert baseline_calls == 2 * STEPS and len(calls) == baseline_calls + extra_passes
+    guided = "videos" if which == "guider" else "audio"
+    assert np.isfinite(np.asarray(got["videos"])).all() and np.isfinite(np.asarray(got["audio"])).all()
+    assert not np.array_equal(np.asarray(got[guided]), np.asarray(baseline[guided]))
+
+
+def test_denoise_is_a_loop_of_before_denoiser_after(modular):
+    """The base stage's denoise step, as Diffusers builds its own: a loop wrapper over three sub-blocks, and blocks
+    that exchange named, typed values only."""
+    denoise = modular.blocks.sub_blocks["denoise"].sub_blocks["text"].sub_blocks["denoise"]
+    assert isinstance(denoise, LoopSequentialPipelineBlocks)
+    assert list(denoise.sub_blocks) == ["before_denoiser", "denoiser", "after_denoiser"]
+    opaque = {"streams", "model_kwargs", "media", "conditions", "low_res", "refiner_condition"}
+    pending = [modular.blocks]
+    while pending:
+        block = pending.pop()
+        names = {param.name for param in block.inputs} | {param.name for param in block.intermediate_outputs}
+        assert not names & opaque, (type(block).__name__, names & opaque)
+        pending.extend(block.sub_blocks.values())
+
+
 def test_bad_input_is_refused_before_any_work(modular):
+    guider = modular.guider
+    try:
+        modular.update_components(guider=FlowMatchEulerDiscreteScheduler())  # a component, but not a guider
+        with pytest.raises(TypeError, match="`guider`"):
+            modular(prompt="x", output="videos")
+    finally:
+        modular.update_components(guider=guider)
     with pytest.raises(ValueError, match="num_inference_steps"):
         modular(prompt="x", num_inference_steps=0, output="videos")
     with pytest.raises(ValueError, match="num_condition_frames"):
@@ -175,12 +252,17 @@ def test_refiner_stage_shares_components_and_matches_classic(classic, clip):
     )
     classic_refiner.set_progress_bar_config(disable=True)
     refiner.set_progress_bar_config(disable=True)
-    kwargs = {"video": list(clip.frames), "num_inference_steps": STEPS, "guidance_scale": 1.0}
-    expected = classic_refiner(clip.caption, generator=generator(), **kwargs)
-    refiner.update_components(guider=ClassifierFreeGuidance(guidance_scale=1.0))
-    kwargs.pop("guidance_scale")
-    got = refiner(prompt=clip.caption, generator=generator(), output="videos", **kwargs)
-    assert np.array_equal(got, expected.frames)
+    audio = np.asarray(clip.audio).reshape(1, -1, np.asarray(clip.audio).shape[-1])
+    cases = [({}, 1.0), ({"strength": 0.5, "audio": audio}, 3.0)]  # without guidance; with CFG, strength and audio
+    for extra, scale in cases:
+        kwargs = {"video": list(clip.frames), "num_inference_steps": STEPS, **extra}
+        expected = classic_refiner(clip.caption, generator=generator(), guidance_scale=scale, **kwargs)
+        refiner.update_components(guider=ClassifierFreeGuidance(guidance_scale=scale))
+        got = refiner(prompt=clip.caption, generator=generator(), output=["videos", "audio"], **kwargs)
+        assert np.array_equal(got["videos"], expected.frames)
+        assert (got["audio"] is None) == (expected.audio is None)
+        if expected.audio is not None:
+            assert np.array_equal(np.asarray(got["audio"]), np.asarray(expected.audio))
 
 
 def test_blocks_init_pipeline_builds_our_pipeline():

@@ -6,6 +6,7 @@ from diffusers import DiffusionPipeline
 from model_work import refused_before_model_work
 
 from skyreels_diffusers import GenerationLimits, SkyReelsV4Pipeline
+from skyreels_diffusers.pipelines import generation
 from skyreels_diffusers.tiny_components import CAPTION_TAG_TOKENS, build_tiny_pipeline
 
 
@@ -155,7 +156,7 @@ def test_prompt_embeds_and_multimodal_prompt(pipe):
 
 def test_structured_tags_reach_the_text_encoder_as_tokens(pipe):
     tokenizer = pipe.processor.tokenizer
-    text = pipe.processor.apply_chat_template(pipe._build_messages(PROMPT, []), tokenize=False)
+    text = pipe.processor.apply_chat_template(generation.build_messages(pipe, PROMPT, []), tokenize=False)
     ids = tokenizer(text).input_ids
     for tag in ("<text>", "</text>", "<sfx>", "</sfx>"):
         assert tag in CAPTION_TAG_TOKENS and tokenizer.convert_tokens_to_ids(tag) in ids

@@ -5,6 +5,7 @@ import torch
 from model_work import refused_before_model_work
 
 from skyreels_diffusers import SkyReelsV4InpaintPipeline
+from skyreels_diffusers.pipelines import inpainting
 from skyreels_diffusers.pipelines.conditioning import build_video_condition, latent_keep_mask
 from skyreels_diffusers.pipelines.vae_utils import encode_audio_track, encode_video
 from skyreels_diffusers.tiny_components import build_tiny_pipeline, build_tiny_video_vae
@@ -229,7 +230,7 @@ def test_bad_inputs(pipe, kwargs, error, message):
 def test_audio_reference_resampled_to_the_vae_rate(pipe, rate):
     seconds = 0.5
     tone = np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate).astype(np.float32)
-    waveform = pipe._load_audio_reference(tone, rate)
+    waveform = inpainting.load_audio_reference(pipe, tone, rate)
     assert waveform.shape == (1, 22050)
     # Resampled to 44.1 kHz: 22050 samples, padded with silence to whole latents of 1024 samples -> 22 latents (as
     # training encodes its audio references), so no tail is lost.

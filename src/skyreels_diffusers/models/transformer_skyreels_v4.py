@@ -61,7 +61,12 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
 from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 
-from .diffusers_extension_points import ContextParallelInput, ContextParallelOutput, register_block_outputs
+from .diffusers_extension_points import (
+    ContextParallelInput,
+    ContextParallelOutput,
+    register_attention_skip_output,
+    register_block_outputs,
+)
 
 
 if dist.is_available():
@@ -1406,3 +1411,4 @@ def audio_token_positions(num_tokens: int, num_references: int, scale: float, de
 
 
 register_block_outputs(SkyReelsV4TransformerBlock, SkyReelsV4SingleTransformerBlock, SkyReelsV4JointTransformerBlock)
+register_attention_skip_output(SkyReelsV4AttnProcessor)

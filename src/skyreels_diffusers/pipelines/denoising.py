@@ -49,8 +49,36 @@ class PreservedLatents:
     noise: torch.Tensor
 
     def apply(self, latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        sigma = sigma.to(latents.device)
-        return torch.lerp(latents, (1 - sigma) * self.known + sigma * self.noise, self.keep)
+        return reinject_known(latents, sigma, self.known, self.keep, self.noise)
+
+
+def reinject_known(
+    latents: torch.Tensor, sigma: torch.Tensor, known: torch.Tensor, keep: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """`latents` with the `keep` cells replaced by the known latents noised to `sigma` (the level after this step)."""
+    sigma = sigma.to(latents.device)
+    return torch.lerp(latents, (1 - sigma) * known + sigma * noise, keep)
+
+
+def stream_step_index(iteration: int, start: int, num_steps: int) -> int | None:
+    """Index into a stream's timesteps of its step at loop `iteration` (it steps from `start` for `num_steps`
+    iterations), or `None` when it does not step then."""
+    return iteration - start if start <= iteration < start + num_steps else None
+
+
+def stream_timestep(timesteps: torch.Tensor | None, iteration: int, start: int, device) -> torch.Tensor:
+    """A stream's timestep at loop `iteration`: a waiting stream sits at its first, a finished or given one
+    (`timesteps=None`) at 0 (clean)."""
+    if timesteps is None or iteration >= start + len(timesteps):
+        return torch.zeros((), device=device)
+    return timesteps[max(0, iteration - start)]
+
+
+def with_condition(latents: torch.Tensor, condition: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """The transformer input of a stream: its latents, then its condition channels (the video tower's condition
+    and mask), in the transformer's dtype."""
+    latents = latents.to(dtype)
+    return latents if condition is None else torch.cat([latents, condition.to(dtype)], dim=1)
 
 
 @dataclass(eq=False)  # compared by identity: fields hold tensors
@@ -96,19 +124,16 @@ class LatentStream:
 
     def step_index(self, iteration: int) -> int | None:
         """Index into `timesteps` of its step at loop `iteration`, or `None` when it does not step then."""
-        if self.is_given or not self.start <= iteration < self.end:
-            return None
-        return iteration - self.start
+        return None if self.is_given else stream_step_index(iteration, self.start, len(self.timesteps))
 
     def timestep(self, iteration: int) -> torch.Tensor:
         """Its timestep at loop `iteration`: waiting streams sit at their first, finished and given ones at 0."""
-        if self.is_given or iteration >= self.end:
-            return torch.zeros((), device=self.latents.device)
-        return self.timesteps[max(0, iteration - self.start)]
+        return stream_timestep(
+            self.timesteps if not self.is_given else None, iteration, self.start, self.latents.device
+        )
 
     def model_input(self, dtype: torch.dtype) -> torch.Tensor:
-        latents = self.latents.to(dtype)
-        return latents if self.condition is None else torch.cat([latents, self.condition.to(dtype)], dim=1)
+        return with_condition(self.latents, self.condition, dtype)
 
 
 def cfg_guider(guidance_scale: float) -> ClassifierFreeGuidance:

@@ -16,7 +16,6 @@
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -34,17 +33,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixi
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
-from .conditioning import build_video_condition, latent_frame_index
-from .denoising import LatentStream, denoise, num_loop_iterations
+from . import generation
+from .denoising import denoise, num_loop_iterations
 from .loading import SkyReelsV4PipelineLoadingMixin
-from .pipeline_mixin import (
-    DEFAULT_SYSTEM_PROMPT,
-    SkyReelsV4PipelineMixin,
-    audio_spec_from_transformer,
-    noise_or_given,
-)
+from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .validation import check_int, check_video_work, describe
 
 
 logger = logging.get_logger(__name__)
@@ -65,171 +58,7 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-class SkyReelsV4Steps:
-    """The steps of `SkyReelsV4Pipeline.__call__` after the prompt: the keyframe check, the latent streams and the
-    decoding. They read only components and config, so the modular blocks (`skyreels_diffusers.modular_pipelines`)
-    call the same methods and give the same outputs."""
-
-    def prepare_streams(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        num_frames: int,
-        fps: float,
-        audio_duration: float | None,
-        generate_video: bool,
-        generate_audio: bool,
-        timesteps: torch.Tensor,
-        guidance_scale: float,
-        audio_guidance_scale: float,
-        video_lead_steps: int = 0,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        audio_latents: torch.Tensor | None = None,
-        keyframe_indices: list[int] | None = None,
-        keyframe_height: int | None = None,
-        keyframe_width: int | None = None,
-    ) -> tuple[list[LatentStream], torch.Tensor | None, float | None]:
-        """The generated streams (video, high-res keyframes, audio) starting from noise; returns them, the keyframes'
-        positions on the latent timeline, and the audio duration (`None` without audio)."""
-        device = self._execution_device
-        dtype = self.transformer.dtype
-        keyframe_height = 2 * height if keyframe_height is None else keyframe_height
-        keyframe_width = 2 * width if keyframe_width is None else keyframe_width
-        streams = []
-        if generate_video:
-            latents = self.prepare_latents(
-                batch_size, height, width, num_frames, torch.float32, device, generator, latents
-            )
-            # Text-to-video: no condition frames, so every latent frame holds the black-image latent, mask 0.
-            condition = build_video_condition(self.vae, batch_size, num_frames, height, width).as_channels()
-            streams.append(self.latent_stream("video", latents, timesteps, condition.to(dtype), guidance_scale))
-        keyframe_positions = None
-        if keyframe_indices:
-            spatial = self.vae_spec.spatial_compression
-            keyframe_shape = (
-                batch_size,
-                self.vae_spec.latent_channels,
-                len(keyframe_indices),
-                keyframe_height // spatial,
-                keyframe_width // spatial,
-            )
-            keyframe_latents = noise_or_given(
-                "keyframe_latents", None, keyframe_shape, generator, device, torch.float32
-            )
-            keyframe_condition = build_video_condition(self.vae, batch_size, 1, keyframe_height, keyframe_width)
-            keyframe_condition = keyframe_condition.as_channels().expand(-1, -1, len(keyframe_indices), -1, -1)
-            streams.append(
-                self.latent_stream(
-                    "keyframes", keyframe_latents, timesteps, keyframe_condition.to(dtype), guidance_scale
-                )
-            )
-            temporal = self.vae_spec.temporal_compression
-            keyframe_positions = torch.tensor([i / temporal for i in keyframe_indices], device=device)
-        if generate_audio:
-            spec = self.audio_spec or audio_spec_from_transformer(self.transformer)
-            audio_duration = audio_duration or num_frames / fps
-            audio_latents = self.prepare_audio_latents(
-                batch_size, spec.num_latents(audio_duration), torch.float32, device, generator, audio_latents
-            )
-            start = video_lead_steps if generate_video else 0
-            streams.append(
-                self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
-            )
-        return streams, keyframe_positions, audio_duration
-
-    def decode_outputs(
-        self,
-        latents: torch.Tensor | None,
-        audio_latents: torch.Tensor | None,
-        keyframe_latents: torch.Tensor | None,
-        audio_duration: float | None,
-        output_type: str,
-    ) -> tuple[Any, Any, int | None, Any]:
-        """Denoised latents -> `(frames, audio, audio_sample_rate, keyframes)` in `output_type` (latents pass
-        through for `"latent"`)."""
-        if output_type == "latent":
-            return latents, audio_latents, None, keyframe_latents
-        frames = self.decode_latents(latents) if latents is not None else None
-        audio = self.decode_audio_latents(audio_latents, audio_duration) if audio_latents is not None else None
-        frames, audio = self.format_outputs(frames, audio, output_type)
-        sample_rate = self.audio_spec.sample_rate if audio_latents is not None else None
-        keyframes = None
-        if keyframe_latents is not None:
-            # Each keyframe is a one-frame latent video: decode them as a batch of single frames.
-            single_frames = keyframe_latents.movedim(2, 1).flatten(0, 1)[:, :, None]
-            decoded = self.decode_latents(single_frames).unflatten(0, (keyframe_latents.shape[0], -1)).squeeze(2)
-            keyframes, _ = self.format_outputs(decoded, None, output_type)
-        return frames, audio, sample_rate, keyframes
-
-    def check_keyframes(
-        self,
-        keyframe_indices,
-        num_keyframes,
-        keyframe_height,
-        keyframe_width,
-        height,
-        width,
-        num_frames,
-        generate_video,
-        batch_size,
-    ) -> list[int]:
-        """Validate the high-res keyframe request (its pixels count in `self.limits` with the clip's); returns the
-        pixel frame indices (empty without keyframes)."""
-        if keyframe_indices is None and num_keyframes is None:
-            for name, size in (("keyframe_height", keyframe_height), ("keyframe_width", keyframe_width)):
-                if size is not None:
-                    raise ValueError(f"`{name}` sizes high-res keyframes; pass `num_keyframes` or `keyframe_indices`.")
-            return []
-        if keyframe_indices is not None and num_keyframes is not None:
-            raise ValueError("Pass at most one of `keyframe_indices` or `num_keyframes`; got both.")
-        if not generate_video:
-            raise ValueError("High-resolution keyframes are part of the video; they need `generate_video=True`.")
-        temporal = self.vae_spec.temporal_compression
-        num_latent_frames = (num_frames - 1) // temporal + 1
-        if num_keyframes is not None:
-            check_int("num_keyframes", num_keyframes, 1, num_latent_frames, why=" (one per latent frame at most)")
-            latent_indices = np.linspace(0, num_latent_frames - 1, num_keyframes).round().astype(int)
-            keyframe_indices = [int(i) * temporal for i in latent_indices]
-        if not isinstance(keyframe_indices, (list, tuple)) or not keyframe_indices:
-            raise TypeError(
-                f"`keyframe_indices` must be a non-empty list of frame indices, got {describe(keyframe_indices)}."
-            )
-        for i, index in enumerate(keyframe_indices):
-            check_int(
-                f"keyframe_indices[{i}]", index, 0, num_frames - 1, why=f" (frames of the {num_frames}-frame clip)"
-            )
-        latent_positions = [latent_frame_index(i, temporal) for i in keyframe_indices]
-        if len(set(latent_positions)) != len(latent_positions):
-            raise ValueError(
-                f"`keyframe_indices` {list(keyframe_indices)} fall in the same latent frames {latent_positions}; use at "
-                f"most one keyframe per group of {temporal} frames."
-            )
-        sizes = {}
-        for name, size, low in (
-            ("keyframe_height", keyframe_height, height),
-            ("keyframe_width", keyframe_width, width),
-        ):
-            sizes[name] = 2 * low if size is None else check_int(name, size, low, self.limits.max_side)
-            if sizes[name] % low:
-                raise ValueError(
-                    f"`{name}` must be an integer multiple of the video's {low} px (keyframes share the low-res RoPE "
-                    f"frame scaled by an integer factor), got {size!r}."
-                )
-        check_video_work(
-            self.limits,
-            batch_size,
-            [(num_frames, height, width), (len(keyframe_indices), sizes["keyframe_height"], sizes["keyframe_width"])],
-            f"The clip ({num_frames} frames of {height}x{width}) and its {len(keyframe_indices)} keyframes "
-            f"(`keyframe_indices` / `num_keyframes`) of `keyframe_height` x `keyframe_width` = "
-            f"{sizes['keyframe_height']}x{sizes['keyframe_width']}",
-        )
-        return [int(i) for i in keyframe_indices]
-
-
 class SkyReelsV4Pipeline(
-    SkyReelsV4Steps,
     SkyReelsV4PipelineMixin,
     SkyReelsV4PipelineLoadingMixin,
     DiffusionPipeline,
@@ -439,7 +268,8 @@ class SkyReelsV4Pipeline(
             callback_on_step_end_tensor_inputs,
             max_sequence_length,
         )
-        keyframe_indices = self.check_keyframes(
+        keyframe_indices = generation.check_keyframes(
+            self,
             keyframe_indices,
             num_keyframes,
             keyframe_height,
@@ -482,26 +312,37 @@ class SkyReelsV4Pipeline(
         timesteps = self.prepare_timesteps(num_inference_steps, sigmas, device)
 
         # 4. Latent streams: the video, the high-res keyframes, the audio
-        streams, keyframe_positions, audio_duration = self.prepare_streams(
-            batch_size,
-            height,
-            width,
-            num_frames,
-            fps,
-            audio_duration,
-            generate_video,
-            generate_audio,
-            timesteps,
-            guidance_scale,
-            audio_guidance_scale,
-            video_lead_steps,
-            generator,
-            latents,
-            audio_latents,
-            keyframe_indices,
-            keyframe_height,
-            keyframe_width,
-        )
+        streams, keyframe_positions = [], None
+        if generate_video:
+            latents = generation.prepare_latents(
+                self, batch_size, height, width, num_frames, torch.float32, device, generator, latents
+            )
+            condition = generation.text_to_video_condition(self, batch_size, num_frames, height, width)
+            streams.append(self.latent_stream("video", latents, timesteps, condition, guidance_scale))
+        if keyframe_indices:
+            keyframe_height = 2 * height if keyframe_height is None else keyframe_height
+            keyframe_width = 2 * width if keyframe_width is None else keyframe_width
+            keyframe_latents, keyframe_condition, keyframe_positions = generation.prepare_keyframe_latents(
+                self, batch_size, keyframe_indices, keyframe_height, keyframe_width, generator
+            )
+            streams.append(
+                self.latent_stream("keyframes", keyframe_latents, timesteps, keyframe_condition, guidance_scale)
+            )
+        if generate_audio:
+            audio_duration = audio_duration or num_frames / fps
+            audio_latents = generation.prepare_audio_latents(
+                self,
+                batch_size,
+                generation.audio_latent_count(self, audio_duration),
+                torch.float32,
+                device,
+                generator,
+                audio_latents,
+            )
+            start = video_lead_steps if generate_video else 0
+            streams.append(
+                self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
+            )
         self._num_timesteps = num_loop_iterations(streams)
 
         # 5. Denoising loop
@@ -515,8 +356,8 @@ class SkyReelsV4Pipeline(
         keyframe_latents = result.get("keyframe_latents")
 
         # 6. Decode
-        frames, audio, sample_rate, keyframes = self.decode_outputs(
-            latents, audio_latents, keyframe_latents, audio_duration, output_type
+        frames, audio, sample_rate, keyframes = generation.decode_outputs(
+            self, latents, audio_latents, keyframe_latents, audio_duration, output_type
         )
         self.maybe_free_model_hooks()
 

@@ -20,7 +20,16 @@ from .before_denoise import (
     SkyReelsV4SetTimestepsStep,
 )
 from .decoders import SkyReelsV4DecodeStep, SkyReelsV4InpaintDecodeStep, SkyReelsV4RefinerDecodeStep
-from .denoise import SkyReelsV4DenoiseStep
+from .denoise import (
+    SkyReelsV4DenoiseLoopWrapper,
+    SkyReelsV4DenoiseStep,
+    SkyReelsV4LoopAfterDenoiser,
+    SkyReelsV4LoopBeforeDenoiser,
+    SkyReelsV4LoopDenoiser,
+    SkyReelsV4RefinerDenoiseStep,
+    SkyReelsV4RefinerLoopBeforeDenoiser,
+    SkyReelsV4RefinerLoopDenoiser,
+)
 from .encoders import (
     SkyReelsV4InpaintInputStep,
     SkyReelsV4RefinerConditionStep,
@@ -56,18 +65,25 @@ __all__ = [
     "SkyReelsV4Blocks",
     "SkyReelsV4CoreDenoiseStep",
     "SkyReelsV4DecodeStep",
+    "SkyReelsV4DenoiseLoopWrapper",
     "SkyReelsV4DenoiseStep",
     "SkyReelsV4InpaintBlocks",
     "SkyReelsV4InpaintCoreDenoiseStep",
     "SkyReelsV4InpaintDecodeStep",
     "SkyReelsV4InpaintInputStep",
     "SkyReelsV4InpaintPrepareLatentsStep",
+    "SkyReelsV4LoopAfterDenoiser",
+    "SkyReelsV4LoopBeforeDenoiser",
+    "SkyReelsV4LoopDenoiser",
     "SkyReelsV4ModularPipeline",
     "SkyReelsV4PrepareLatentsStep",
     "SkyReelsV4RefinerBlocks",
     "SkyReelsV4RefinerConditionStep",
     "SkyReelsV4RefinerDecodeStep",
+    "SkyReelsV4RefinerDenoiseStep",
     "SkyReelsV4RefinerInputStep",
+    "SkyReelsV4RefinerLoopBeforeDenoiser",
+    "SkyReelsV4RefinerLoopDenoiser",
     "SkyReelsV4RefinerModularPipeline",
     "SkyReelsV4RefinerPrepareLatentsStep",
     "SkyReelsV4SetTimestepsStep",

@@ -18,6 +18,7 @@ from diffusers import MMAudioVocoder
 from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
 
+from ...pipelines import generation, inpainting, refining
 from .encoders import MODEL_NAME
 from .modular_pipeline import SkyReelsV4ModularPipeline
 
@@ -47,7 +48,7 @@ class _DecodeStep(ModularPipelineBlocks):
 
 
 class SkyReelsV4DecodeStep(_DecodeStep):
-    """`SkyReelsV4Steps.decode_outputs`: the video, its high-res keyframes and the audio."""
+    """Text-to-audio-video / video / audio: the video, its high-res keyframes and the audio (`generation.decode_outputs`)."""
 
     @property
     def description(self) -> str:
@@ -71,7 +72,8 @@ class SkyReelsV4DecodeStep(_DecodeStep):
     def __call__(self, components: SkyReelsV4ModularPipeline, state: PipelineState):
         block_state = self.get_block_state(state)
         block_state.videos, block_state.audio, block_state.audio_sample_rate, block_state.keyframes = (
-            components.decode_outputs(
+            generation.decode_outputs(
+                components,
                 block_state.latents,
                 block_state.audio_latents,
                 block_state.keyframe_latents,
@@ -84,7 +86,7 @@ class SkyReelsV4DecodeStep(_DecodeStep):
 
 
 class SkyReelsV4InpaintDecodeStep(_DecodeStep):
-    """`SkyReelsV4InpaintSteps.decode_inpaint_outputs`: a given video or audio is returned as given."""
+    """The conditioned tasks (`inpainting.decode_inpaint_outputs`): a given video or audio is returned as given."""
 
     @property
     def description(self) -> str:
@@ -93,31 +95,42 @@ class SkyReelsV4InpaintDecodeStep(_DecodeStep):
     @property
     def inputs(self) -> list[InputParam]:
         return [
-            InputParam("media", required=True),
-            InputParam("conditions", required=True),
-            InputParam.template("latents"),
+            InputParam.template("latents", required=True),
             InputParam("audio_latents", type_hint=torch.Tensor),
             InputParam("audio_duration", type_hint=float),
             InputParam("output_type", type_hint=str, default="np"),
+            InputParam("video_is_given", type_hint=bool, default=False),
+            InputParam("video_frames", description="video-to-audio: returned as the output frames"),
+            InputParam("source_frames", type_hint=torch.Tensor),
+            InputParam("pixel_keep_mask", type_hint=torch.Tensor),
+            InputParam("preserve_unmasked", type_hint=bool, default=False),
+            InputParam("condition_mask", type_hint=torch.Tensor),
+            InputParam("given_audio", type_hint=torch.Tensor, description="audio-to-video: returned as the audio"),
         ]
 
     @torch.no_grad()
     def __call__(self, components: SkyReelsV4ModularPipeline, state: PipelineState):
         block_state = self.get_block_state(state)
-        block_state.videos, block_state.audio, block_state.audio_sample_rate = components.decode_inpaint_outputs(
-            block_state.media,
-            block_state.conditions,
+        block_state.videos, block_state.audio, block_state.audio_sample_rate = inpainting.decode_inpaint_outputs(
+            components,
             block_state.latents,
             block_state.audio_latents,
             block_state.audio_duration,
             block_state.output_type,
+            video=block_state.video_frames,
+            video_given=block_state.video_is_given,
+            source_frames=block_state.source_frames,
+            pixel_keep=block_state.pixel_keep_mask,
+            preserve_unmasked=block_state.preserve_unmasked,
+            condition_mask=block_state.condition_mask,
+            given_audio=block_state.given_audio,
         )
         self.set_block_state(state, block_state)
         return components, state
 
 
 class SkyReelsV4RefinerDecodeStep(_DecodeStep):
-    """`SkyReelsV4RefinerSteps.decode_refiner_outputs`: the refined clip; the base audio passes through."""
+    """The refined clip (`refining.decode_refiner_outputs`); the base audio passes through."""
 
     @property
     def description(self) -> str:
@@ -126,17 +139,23 @@ class SkyReelsV4RefinerDecodeStep(_DecodeStep):
     @property
     def inputs(self) -> list[InputParam]:
         return [
-            InputParam("refiner_condition", required=True),
-            InputParam.template("latents"),
+            InputParam.template("latents", required=True),
             InputParam("audio", description="the base waveform, returned unchanged"),
+            InputParam("audio_latents", type_hint=torch.Tensor, description="or decoded from the base audio latents"),
+            InputParam("num_low_res_frames", type_hint=int, required=True),
             InputParam("output_type", type_hint=str, default="np"),
         ]
 
     @torch.no_grad()
     def __call__(self, components, state: PipelineState):
         block_state = self.get_block_state(state)
-        block_state.videos, block_state.audio, block_state.audio_sample_rate = components.decode_refiner_outputs(
-            block_state.refiner_condition, block_state.latents, block_state.audio, block_state.output_type
+        block_state.videos, block_state.audio, block_state.audio_sample_rate = refining.decode_refiner_outputs(
+            components,
+            block_state.latents,
+            block_state.audio,
+            block_state.audio_latents,
+            block_state.num_low_res_frames,
+            block_state.output_type,
         )
         self.set_block_state(state, block_state)
         return components, state

@@ -11,8 +11,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Encoder blocks of SkyReels-V4: the instruction (MLLM), and the inputs each task checks before any work."""
+"""Encoder blocks of SkyReels-V4: the checks of each task (before any work), the instruction through the MLLM, and
+the VAE encoding of the conditions."""
 
+import PIL.Image
 import torch
 from diffusers.configuration_utils import FrozenDict
 from diffusers.guiders import ClassifierFreeGuidance
@@ -20,7 +22,7 @@ from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, ConfigSpec, InputParam, OutputParam
 from transformers import PreTrainedModel
 
-from ...pipelines.pipeline_mixin import DEFAULT_SYSTEM_PROMPT
+from ...pipelines import generation, inpainting, refining
 from .modular_pipeline import SkyReelsV4ModularPipeline
 
 
@@ -45,15 +47,24 @@ GUIDER_SPECS = [
 
 
 def guidance_scale_of(guider) -> float:
-    """The scale the classic pipelines' checks validate; guiders without one count as no guidance (1.0)."""
+    """The scale the shared checks validate; guiders without one count as no guidance (1.0)."""
     return float(getattr(guider, "guidance_scale", 1.0)) if guider is not None else 1.0
 
 
+def check_guiders(components, guider_names) -> None:
+    """Each guider must follow Diffusers' guider protocol, which the denoise loop drives."""
+    for name in guider_names:
+        guider = getattr(components, name, None)
+        protocol = ("set_state", "prepare_inputs", "prepare_models", "cleanup_models", "num_conditions")
+        if guider is not None and not all(hasattr(guider, attribute) for attribute in protocol):
+            raise TypeError(f"`{name}` must be a Diffusers guider (a `BaseGuidance`), got {type(guider).__name__}.")
+
+
 def needs_negative_prompt(components, guider_names) -> bool:
-    """Whether any guider combines a conditional and an unconditional prediction (then the negative prompt is
-    encoded, as `do_classifier_free_guidance` decides in the classic pipelines)."""
+    """Whether any guider makes more than the conditional prediction (then the negative prompt is encoded, as
+    `do_classifier_free_guidance` decides in the classic pipelines)."""
     guiders = [getattr(components, name, None) for name in guider_names]
-    return any(g is not None and g.num_conditions > 1 for g in guiders)  # num_conditions is 1 when disabled
+    return any(guider is not None and guider.num_conditions > 1 for guider in guiders)  # 1 when disabled
 
 
 def model_dtype(components) -> torch.dtype:
@@ -76,8 +87,8 @@ PROMPT_INPUTS = [
 
 
 class SkyReelsV4TextEncoderStep(ModularPipelineBlocks):
-    """The instruction (with its images) through the MLLM: `SkyReelsV4PipelineMixin.encode_prompt`. The negative
-    prompt is encoded when one of `guider_names` needs it (the Refiner has only the video's `guider`)."""
+    """The instruction (with its images) through the MLLM. The negative prompt is encoded when one of
+    `guider_names` needs it (the Refiner has only the video's `guider`)."""
 
     model_name = MODEL_NAME
 
@@ -99,7 +110,7 @@ class SkyReelsV4TextEncoderStep(ModularPipelineBlocks):
 
     @property
     def expected_configs(self) -> list[ConfigSpec]:
-        return [ConfigSpec("system_prompt", DEFAULT_SYSTEM_PROMPT), ConfigSpec("text_hidden_layer", -3)]
+        return [ConfigSpec("system_prompt", generation.DEFAULT_SYSTEM_PROMPT), ConfigSpec("text_hidden_layer", -3)]
 
     @property
     def inputs(self) -> list[InputParam]:
@@ -108,10 +119,10 @@ class SkyReelsV4TextEncoderStep(ModularPipelineBlocks):
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
         return [
-            OutputParam("prompt_embeds", type_hint=torch.Tensor, kwargs_type="denoiser_input_fields"),
-            OutputParam("prompt_attention_mask", type_hint=torch.Tensor, kwargs_type="denoiser_input_fields"),
-            OutputParam("negative_prompt_embeds", type_hint=torch.Tensor, kwargs_type="denoiser_input_fields"),
-            OutputParam("negative_prompt_attention_mask", type_hint=torch.Tensor, kwargs_type="denoiser_input_fields"),
+            OutputParam("prompt_embeds", type_hint=torch.Tensor, description="instruction hidden states `(B, S, D)`"),
+            OutputParam("prompt_attention_mask", type_hint=torch.Tensor, description="their mask `(B, S)`"),
+            OutputParam("negative_prompt_embeds", type_hint=torch.Tensor, description="None without guidance"),
+            OutputParam("negative_prompt_attention_mask", type_hint=torch.Tensor, description="their mask"),
             OutputParam("batch_size", type_hint=int, description="prompts times `num_videos_per_prompt`"),
         ]
 
@@ -123,7 +134,8 @@ class SkyReelsV4TextEncoderStep(ModularPipelineBlocks):
             block_state.prompt_attention_mask,
             block_state.negative_prompt_embeds,
             block_state.negative_prompt_attention_mask,
-        ) = components.encode_prompt(
+        ) = generation.encode_prompt(
+            components,
             block_state.prompt,
             block_state.negative_prompt,
             prompt_images=block_state.prompt_images,
@@ -143,9 +155,11 @@ class SkyReelsV4TextEncoderStep(ModularPipelineBlocks):
 
 
 def check_shared_inputs(components, block_state, num_frames, generate_video, generate_audio) -> int:
-    """The checks every base-stage call shares (`SkyReelsV4PipelineMixin.check_inputs`), with the guiders' scales
+    """The checks every base-stage call shares (`generation.check_generation_inputs`), with the guiders' scales
     standing for `guidance_scale` / `audio_guidance_scale`; returns the batch size."""
-    return components.check_inputs(
+    check_guiders(components, ("guider", "audio_guider"))
+    return generation.check_generation_inputs(
+        components,
         block_state.prompt,
         block_state.negative_prompt,
         block_state.prompt_embeds,
@@ -201,6 +215,15 @@ GENERATION_INPUTS = [
     InputParam.template("attention_kwargs"),
 ]
 
+# What both base-stage input steps resolve.
+RESOLVED_OUTPUTS = [
+    OutputParam("height", type_hint=int, description="video height in pixels"),
+    OutputParam("width", type_hint=int, description="video width in pixels"),
+    OutputParam("num_frames", type_hint=int, description="frames of the clip"),
+    OutputParam("fps", type_hint=float, description="frames per second (the transformer's timeline)"),
+    OutputParam("generate_audio", type_hint=bool, description="whether audio is generated"),
+]
+
 
 def resolve_defaults(components, block_state) -> None:
     """`None` means the default (the pipeline config, the transformer's fps, audio when an `audio_vae` exists)."""
@@ -242,28 +265,37 @@ class SkyReelsV4TextInputStep(ModularPipelineBlocks):
 
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
-        return [OutputParam("keyframe_indices", type_hint=list, description="checked pixel frame indices")]
+        return [
+            *RESOLVED_OUTPUTS,
+            OutputParam("keyframe_indices", type_hint=list, description="checked pixel frame indices (empty: none)"),
+            OutputParam("keyframe_height", type_hint=int, description="keyframe height in pixels"),
+            OutputParam("keyframe_width", type_hint=int, description="keyframe width in pixels"),
+        ]
 
     def __call__(self, components: SkyReelsV4ModularPipeline, state: PipelineState):
         block_state = self.get_block_state(state)
         resolve_defaults(components, block_state)
-        config = components.config
-        num_frames = config.default_num_frames if block_state.num_frames is None else block_state.num_frames
-        block_state.num_frames = num_frames
+        if block_state.num_frames is None:
+            block_state.num_frames = components.config.default_num_frames
         batch_size = check_shared_inputs(
-            components, block_state, num_frames, block_state.generate_video, block_state.generate_audio
+            components, block_state, block_state.num_frames, block_state.generate_video, block_state.generate_audio
         )
-        block_state.keyframe_indices = components.check_keyframes(
+        block_state.keyframe_indices = generation.check_keyframes(
+            components,
             block_state.keyframe_indices,
             block_state.num_keyframes,
             block_state.keyframe_height,
             block_state.keyframe_width,
             block_state.height,
             block_state.width,
-            num_frames,
+            block_state.num_frames,
             block_state.generate_video,
             batch_size,
         )
+        if block_state.keyframe_height is None:
+            block_state.keyframe_height = 2 * block_state.height
+        if block_state.keyframe_width is None:
+            block_state.keyframe_width = 2 * block_state.width
         self.set_block_state(state, block_state)
         return components, state
 
@@ -317,14 +349,36 @@ class SkyReelsV4InpaintInputStep(ModularPipelineBlocks):
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
         return [
-            OutputParam("media", description="the checked media resolved to the clip (`InpaintMedia`)"),
-            OutputParam("reference_pil", type_hint=list, description="the references at the clip's size"),
+            *RESOLVED_OUTPUTS,
+            OutputParam("video_is_given", type_hint=bool, description="video-to-audio: every frame is given"),
+            OutputParam("video_frames", description="the source video's frames as read (a file is decoded)"),
+            OutputParam(
+                "source_frames", type_hint=torch.Tensor, description="the source at the clip's size `(F, 3, H, W)`"
+            ),
+            OutputParam(
+                "pixel_keep_mask",
+                type_hint=torch.Tensor,
+                description="extension/editing keep-mask `(1 or B, 1, F, H, W)`",
+            ),
+            OutputParam(
+                "condition_frames", type_hint=list, description="`(pixel_frame_index, (1, 3, H, W) in [-1, 1])` pairs"
+            ),
+            OutputParam("preserve_unmasked", type_hint=bool, description="re-inject and composite the kept cells"),
+            OutputParam(
+                "given_audio", type_hint=torch.Tensor, description="audio-to-video's track `(channels, samples)`"
+            ),
+            OutputParam("audio_reference_waveform", type_hint=torch.Tensor, description="`(channels, samples)`"),
+            OutputParam(
+                "reference_frames", type_hint=list[PIL.Image.Image], description="the references at the clip's size"
+            ),
+            OutputParam("prompt_images", description="the instruction's images followed by the references"),
         ]
 
     def __call__(self, components: SkyReelsV4ModularPipeline, state: PipelineState):
         block_state = self.get_block_state(state)
         resolve_defaults(components, block_state)
-        media = components.check_media(
+        media = inpainting.check_media(
+            components,
             block_state.video,
             block_state.num_condition_frames,
             block_state.mask,
@@ -346,7 +400,8 @@ class SkyReelsV4InpaintInputStep(ModularPipelineBlocks):
         batch_size = check_shared_inputs(
             components, block_state, media.num_frames, not media.video_given, media.generate_audio
         )
-        components.prepare_frames(
+        inpainting.prepare_frames(
+            components,
             media,
             block_state.image,
             block_state.last_image,
@@ -357,25 +412,33 @@ class SkyReelsV4InpaintInputStep(ModularPipelineBlocks):
             block_state.width,
             batch_size,
         )
-        block_state.num_frames = media.num_frames
-        block_state.prompt_images, block_state.reference_pil = components.reference_prompt_images(
-            block_state.prompt, block_state.prompt_images, media, block_state.height, block_state.width
+        block_state.prompt_images, block_state.reference_frames = inpainting.reference_prompt_images(
+            components, block_state.prompt, block_state.prompt_images, media, block_state.height, block_state.width
         )
-        block_state.media = media
+        block_state.num_frames = media.num_frames
+        block_state.generate_audio = media.generate_audio
+        block_state.video_is_given = media.video_given
+        block_state.video_frames = media.video
+        block_state.source_frames = media.source_frames
+        block_state.pixel_keep_mask = media.pixel_keep
+        block_state.condition_frames = media.frame_conditions
+        block_state.preserve_unmasked = media.preserve_unmasked
+        block_state.given_audio = media.given_audio
+        block_state.audio_reference_waveform = media.audio_reference
         self.set_block_state(state, block_state)
         return components, state
 
 
 class SkyReelsV4VaeEncoderStep(ModularPipelineBlocks):
-    """The conditions of the inpainting tasks on the latent grid: `SkyReelsV4InpaintSteps.prepare_conditions`."""
+    """The conditions of the inpainting tasks on the latent grid (`inpainting.encode_conditions`)."""
 
     model_name = MODEL_NAME
 
     @property
     def description(self) -> str:
         return (
-            "VAE-encodes the conditions: the channel-concatenated video condition (frames kept, mask), the references "
-            "and the audio reference (read by the input step)."
+            "VAE-encodes the conditions: the channel-concatenated video condition (frames kept, mask), the source, the "
+            "references and the audio reference."
         )
 
     @property
@@ -385,36 +448,58 @@ class SkyReelsV4VaeEncoderStep(ModularPipelineBlocks):
     @property
     def inputs(self) -> list[InputParam]:
         return [
-            InputParam("media", required=True),
-            InputParam("reference_pil", type_hint=list, default=[]),
             InputParam("batch_size", type_hint=int, required=True),
-            InputParam.template("height"),
-            InputParam.template("width"),
+            InputParam("num_frames", type_hint=int, required=True),
+            InputParam.template("height", required=True),
+            InputParam.template("width", required=True),
+            InputParam("video_is_given", type_hint=bool, default=False),
+            InputParam("source_frames", type_hint=torch.Tensor),
+            InputParam("pixel_keep_mask", type_hint=torch.Tensor),
+            InputParam("condition_frames", type_hint=list, default=[]),
+            InputParam("reference_frames", type_hint=list, default=[]),
+            InputParam("audio_reference_waveform", type_hint=torch.Tensor),
         ]
 
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
         return [
-            OutputParam("conditions", description="`InpaintConditions`: video condition, references, audio reference")
+            OutputParam(
+                "condition_latents",
+                type_hint=torch.Tensor,
+                description="kept latents, black elsewhere `(B, C, F', h, w)`",
+            ),
+            OutputParam("condition_mask", type_hint=torch.Tensor, description="1 = keep `(B, 1, F', h, w)`"),
+            OutputParam("source_latents", type_hint=torch.Tensor, description="the whole source's latents"),
+            OutputParam("reference_latents", type_hint=torch.Tensor, description="references `(B, C, R, h, w)`"),
+            OutputParam("audio_reference_latents", type_hint=torch.Tensor, description="`(B, C_a, L_ref)`"),
         ]
 
     @torch.no_grad()
     def __call__(self, components: SkyReelsV4ModularPipeline, state: PipelineState):
         block_state = self.get_block_state(state)
-        block_state.conditions = components.prepare_conditions(
-            block_state.media,
+        condition, source_latents, reference_latents, audio_reference_latents = inpainting.encode_conditions(
+            components,
             block_state.batch_size,
+            block_state.num_frames,
             block_state.height,
             block_state.width,
-            block_state.reference_pil,
+            block_state.video_is_given,
+            block_state.source_frames,
+            block_state.pixel_keep_mask,
+            block_state.condition_frames,
+            block_state.reference_frames,
+            block_state.audio_reference_waveform,
         )
+        block_state.condition_latents, block_state.condition_mask = condition.latents, condition.mask
+        block_state.source_latents = source_latents
+        block_state.reference_latents = reference_latents
+        block_state.audio_reference_latents = audio_reference_latents
         self.set_block_state(state, block_state)
         return components, state
 
 
 class SkyReelsV4RefinerInputStep(ModularPipelineBlocks):
-    """The Refiner's checks (`SkyReelsV4RefinerSteps.check_inputs`), then its low-res input as latents:
-    `prepare_low_res`."""
+    """The Refiner's checks (`refining.check_refiner_inputs`), then its low-res input as latents."""
 
     model_name = MODEL_NAME
 
@@ -449,11 +534,22 @@ class SkyReelsV4RefinerInputStep(ModularPipelineBlocks):
 
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
-        return [OutputParam("low_res", description="`RefinerLowRes`: low-res latents and keyframes")]
+        return [
+            OutputParam("low_res_latents", type_hint=torch.Tensor, description="fp32 `(1 or B, C, F', h, w)`"),
+            OutputParam("num_low_res_frames", type_hint=int, description="pixel frames of the low-res clip"),
+            OutputParam(
+                "keyframe_condition_latents",
+                type_hint=torch.Tensor,
+                description="high-res keyframes at the target size",
+            ),
+            OutputParam("keyframe_latent_indices", type_hint=list, description="output latent frame of each"),
+        ]
 
     def __call__(self, components, state: PipelineState):
         block_state = self.get_block_state(state)
-        components.check_inputs(
+        check_guiders(components, ("guider",))
+        refining.check_refiner_inputs(
+            components,
             block_state.prompt,
             block_state.negative_prompt,
             block_state.prompt_embeds,
@@ -481,19 +577,26 @@ class SkyReelsV4RefinerInputStep(ModularPipelineBlocks):
             [],
             block_state.max_sequence_length,
         )
-        block_state.low_res = components.prepare_low_res(
-            block_state.low_res_latents,
-            block_state.video,
-            block_state.keyframes,
-            block_state.keyframe_indices,
-            block_state.scale_factor,
+        low_res = refining.refiner_low_res_latents(components, block_state.low_res_latents, block_state.video)
+        target_latent_size = (low_res.shape[3] * block_state.scale_factor, low_res.shape[4] * block_state.scale_factor)
+        block_state.keyframe_condition_latents, block_state.keyframe_latent_indices = (
+            refining.refiner_keyframe_latents(
+                components,
+                block_state.keyframes,
+                block_state.keyframe_indices,
+                target_latent_size,
+                components.transformer.config.temporal_upscale_factor,
+                components._execution_device,
+            )
         )
+        block_state.low_res_latents = low_res
+        block_state.num_low_res_frames = refining.num_low_res_frames(components, low_res)
         self.set_block_state(state, block_state)
         return components, state
 
 
 class SkyReelsV4RefinerConditionStep(ModularPipelineBlocks):
-    """The Refiner's condition: `SkyReelsV4RefinerSteps.prepare_refiner_condition`."""
+    """The Refiner's condition (`refining.refiner_condition`) and the clean base audio latents."""
 
     model_name = MODEL_NAME
 
@@ -510,32 +613,43 @@ class SkyReelsV4RefinerConditionStep(ModularPipelineBlocks):
     @property
     def inputs(self) -> list[InputParam]:
         return [
-            InputParam("low_res", required=True),
+            InputParam("low_res_latents", type_hint=torch.Tensor, required=True),
+            InputParam("num_low_res_frames", type_hint=int, required=True),
+            InputParam("keyframe_condition_latents", type_hint=torch.Tensor),
+            InputParam("keyframe_latent_indices", type_hint=list),
+            InputParam("scale_factor", type_hint=int, default=2),
             InputParam("batch_size", type_hint=int, required=True),
             InputParam("audio"),
             InputParam("audio_latents", type_hint=torch.Tensor),
-            InputParam("sparsity", type_hint=float),
-            InputParam("vsa_backend", type_hint=str, default="auto"),
         ]
 
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
         return [
-            OutputParam("refiner_condition", description="`RefinerCondition`"),
-            OutputParam("model_kwargs", type_hint=dict, description="the clean base audio and the VSA settings"),
+            OutputParam(
+                "video_condition", type_hint=torch.Tensor, description="condition channels `(B, C+1, F, H, W)`"
+            ),
+            OutputParam("condition_latents", type_hint=torch.Tensor, description="the upsampled fp32 latents"),
+            OutputParam("audio_latents", type_hint=torch.Tensor, description="clean base audio latents `(B, C_a, L)`"),
         ]
 
     @torch.no_grad()
     def __call__(self, components, state: PipelineState):
         block_state = self.get_block_state(state)
-        condition = components.prepare_refiner_condition(
-            block_state.low_res, block_state.batch_size, block_state.audio, block_state.audio_latents
+        block_state.video_condition, block_state.condition_latents = refining.refiner_condition(
+            components,
+            block_state.low_res_latents,
+            block_state.keyframe_condition_latents,
+            block_state.keyframe_latent_indices,
+            block_state.scale_factor,
+            block_state.batch_size,
         )
-        block_state.refiner_condition = condition
-        block_state.model_kwargs = {
-            "audio_latents": condition.audio_condition,
-            "sparsity": block_state.sparsity,
-            "vsa_backend": block_state.vsa_backend,
-        }
+        block_state.audio_latents = refining.refiner_audio_latents(
+            components,
+            block_state.audio,
+            block_state.audio_latents,
+            block_state.num_low_res_frames,
+            block_state.batch_size,
+        )
         self.set_block_state(state, block_state)
         return components, state

@@ -24,7 +24,7 @@
 
 import copy
 
-from diffusers.modular_pipelines import AutoPipelineBlocks, ConditionalPipelineBlocks, SequentialPipelineBlocks
+from diffusers.modular_pipelines import ConditionalPipelineBlocks, SequentialPipelineBlocks
 from diffusers.modular_pipelines.modular_pipeline_utils import OutputParam
 
 from .before_denoise import (
@@ -34,7 +34,7 @@ from .before_denoise import (
     SkyReelsV4SetTimestepsStep,
 )
 from .decoders import SkyReelsV4DecodeStep, SkyReelsV4InpaintDecodeStep, SkyReelsV4RefinerDecodeStep
-from .denoise import SkyReelsV4DenoiseStep
+from .denoise import SkyReelsV4DenoiseStep, SkyReelsV4RefinerDenoiseStep
 from .encoders import (
     MODEL_NAME,
     SkyReelsV4InpaintInputStep,
@@ -66,7 +66,17 @@ OUTPUTS = [
 ]
 
 
-class _SkyReelsV4PipelineBlocks(SequentialPipelineBlocks):
+class ForwardsProgressBarConfig:
+    """`pipe.set_progress_bar_config` reaches the pipeline's top-level blocks; containers pass it on, so it reaches
+    the denoise loop wherever it sits."""
+
+    def set_progress_bar_config(self, **kwargs):
+        for block in self.sub_blocks.values():
+            if hasattr(block, "set_progress_bar_config"):
+                block.set_progress_bar_config(**kwargs)
+
+
+class _SkyReelsV4PipelineBlocks(ForwardsProgressBarConfig, SequentialPipelineBlocks):
     """Top-level blocks whose `init_pipeline` builds this package's modular pipeline class (Diffusers' looks the
     class up by model name inside `diffusers`, where ours is not)."""
 
@@ -84,8 +94,8 @@ class _SkyReelsV4PipelineBlocks(SequentialPipelineBlocks):
         )
 
 
-class SkyReelsV4CoreDenoiseStep(SequentialPipelineBlocks):
-    """Schedule, streams and denoising of text-to-audio-video / video / audio."""
+class SkyReelsV4CoreDenoiseStep(ForwardsProgressBarConfig, SequentialPipelineBlocks):
+    """Schedule, starting latents and denoising of text-to-audio-video / video / audio."""
 
     model_name = MODEL_NAME
     block_classes = [SkyReelsV4SetTimestepsStep, SkyReelsV4PrepareLatentsStep, SkyReelsV4DenoiseStep]
@@ -93,11 +103,11 @@ class SkyReelsV4CoreDenoiseStep(SequentialPipelineBlocks):
 
     @property
     def description(self) -> str:
-        return "Sets the schedule, prepares the generated streams and denoises them (text-to-audio-video tasks)."
+        return "Sets the schedule, prepares the starting latents and denoises them (text-to-audio-video tasks)."
 
 
-class SkyReelsV4InpaintCoreDenoiseStep(SequentialPipelineBlocks):
-    """Schedule, streams (generated or given) and denoising of the conditioned tasks."""
+class SkyReelsV4InpaintCoreDenoiseStep(ForwardsProgressBarConfig, SequentialPipelineBlocks):
+    """Schedule, latents (generated or given) and denoising of the conditioned tasks."""
 
     model_name = MODEL_NAME
     block_classes = [SkyReelsV4SetTimestepsStep, SkyReelsV4InpaintPrepareLatentsStep, SkyReelsV4DenoiseStep]
@@ -105,7 +115,7 @@ class SkyReelsV4InpaintCoreDenoiseStep(SequentialPipelineBlocks):
 
     @property
     def description(self) -> str:
-        return "Sets the schedule, prepares the generated and given streams and denoises them (conditioned tasks)."
+        return "Sets the schedule, prepares the generated and given latents and denoises them (conditioned tasks)."
 
 
 class SkyReelsV4Blocks(_SkyReelsV4PipelineBlocks):
@@ -154,17 +164,23 @@ class SkyReelsV4InpaintBlocks(_SkyReelsV4PipelineBlocks):
         return OUTPUTS
 
 
-class SkyReelsV4AutoInputStep(ConditionalPipelineBlocks):
-    """The conditioned tasks' input step when any condition is given, else text-to-audio-video's."""
+class _ConditionedOrText(ForwardsProgressBarConfig, ConditionalPipelineBlocks):
+    """Runs the conditioned tasks' block when any condition input is given, else the text tasks' (every auto step
+    decides from the same user inputs)."""
 
     model_name = MODEL_NAME
-    block_classes = [SkyReelsV4InpaintInputStep, SkyReelsV4TextInputStep]
     block_names = ["inpaint", "text"]
     block_trigger_inputs = CONDITION_INPUTS
     default_block_name = "text"
 
-    def select_block(self, **kwargs) -> str:
-        return "inpaint" if any(kwargs.get(name) is not None for name in CONDITION_INPUTS) else "text"
+    def select_block(self, **kwargs) -> str | None:
+        return "inpaint" if any(kwargs.get(name) is not None for name in CONDITION_INPUTS) else self.default_block_name
+
+
+class SkyReelsV4AutoInputStep(_ConditionedOrText):
+    """The conditioned tasks' input step when any condition is given, else text-to-audio-video's."""
+
+    block_classes = [SkyReelsV4InpaintInputStep, SkyReelsV4TextInputStep]
 
     @property
     def description(self) -> str:
@@ -174,39 +190,32 @@ class SkyReelsV4AutoInputStep(ConditionalPipelineBlocks):
         )
 
 
-class SkyReelsV4AutoVaeEncoderStep(AutoPipelineBlocks):
+class SkyReelsV4AutoVaeEncoderStep(_ConditionedOrText):
     """The conditions' VAE encoding, for conditioned tasks only."""
 
-    model_name = MODEL_NAME
     block_classes = [SkyReelsV4VaeEncoderStep]
-    block_names = ["vae_encoder"]
-    block_trigger_inputs = ["media"]
+    block_names = ["inpaint"]
+    default_block_name = None
 
     @property
     def description(self) -> str:
-        return "VAE encoder step of the conditioned tasks (runs when the input step resolved `media`)."
+        return "VAE encoder step of the conditioned tasks (skipped without condition inputs)."
 
 
-class SkyReelsV4AutoCoreDenoiseStep(AutoPipelineBlocks):
-    model_name = MODEL_NAME
+class SkyReelsV4AutoCoreDenoiseStep(_ConditionedOrText):
     block_classes = [SkyReelsV4InpaintCoreDenoiseStep, SkyReelsV4CoreDenoiseStep]
-    block_names = ["inpaint", "text"]
-    block_trigger_inputs = ["media", None]
 
     @property
     def description(self) -> str:
-        return "Core denoise step: the conditioned tasks' when `media` was resolved, else text-to-audio-video's."
+        return "Core denoise step: the conditioned tasks' when a condition input is given, else text-to-audio-video's."
 
 
-class SkyReelsV4AutoDecodeStep(AutoPipelineBlocks):
-    model_name = MODEL_NAME
+class SkyReelsV4AutoDecodeStep(_ConditionedOrText):
     block_classes = [SkyReelsV4InpaintDecodeStep, SkyReelsV4DecodeStep]
-    block_names = ["inpaint", "text"]
-    block_trigger_inputs = ["media", None]
 
     @property
     def description(self) -> str:
-        return "Decode step: the conditioned tasks' when `media` was resolved, else text-to-audio-video's."
+        return "Decode step: the conditioned tasks' when a condition input is given, else text-to-audio-video's."
 
 
 class SkyReelsV4AutoBlocks(_SkyReelsV4PipelineBlocks):
@@ -244,11 +253,12 @@ class SkyReelsV4RefinerBlocks(_SkyReelsV4PipelineBlocks):
         SkyReelsV4RefinerInputStep,
         SkyReelsV4TextEncoderStep(guider_names=("guider",)),
         SkyReelsV4RefinerConditionStep,
+        SkyReelsV4SetTimestepsStep,
         SkyReelsV4RefinerPrepareLatentsStep,
-        SkyReelsV4DenoiseStep(guider_names=("guider",)),
+        SkyReelsV4RefinerDenoiseStep,
         SkyReelsV4RefinerDecodeStep,
     ]
-    block_names = ["input", "text_encoder", "condition", "prepare_latents", "denoise", "decode"]
+    block_names = ["input", "text_encoder", "condition", "set_timesteps", "prepare_latents", "denoise", "decode"]
 
     @property
     def description(self) -> str:
