@@ -88,7 +88,9 @@ def flex_attention_available() -> bool:
 
 
 # Skipped only when this torch build has no flex_attention; any error from the flex backend itself fails the test.
-@pytest.mark.skipif(not flex_attention_available(), reason="torch.nn.attention.flex_attention is not in this torch build")
+@pytest.mark.skipif(
+    not flex_attention_available(), reason="torch.nn.attention.flex_attention is not in this torch build"
+)
 def test_flex_equals_reference():
     grid = (5, 6, 7)
     (q, k, v, gate), (tq, tk, tv), mask = qkv(grid, seed=2)
