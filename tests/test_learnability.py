@@ -1,5 +1,6 @@
 """The cross-modal path learns: a micro joint model trained here, on a micro world generated here, puts its sound on
-the picture's beat (video-to-audio: recall and precision of the clicks), and stays near chance (still clicking) when its audio<->video cross-attention is disabled.
+the picture's beat (video-to-audio: recall and precision of the clicks), and stays near chance (still clicking) when
+its audio<->video cross-attention is disabled.
 
 This is the regression guard for everything that carries timing between the towers: the audio RoPE scale onto the
 video latent timeline, the per-modality timesteps (a given video at timestep 0), key masks, the direction of the two
