@@ -25,11 +25,25 @@ def setup(tmp_path_factory):
     return root, manifest
 
 
-def run(argv):
-    train.main([str(a) for a in argv])
-    # Accelerate keeps process state in singletons; each run in this process starts afresh.
-    AcceleratorState._reset_state(True)
+def fresh_accelerate_state():
+    """Accelerate keeps process state in singletons; each training run in this process starts afresh. Accelerate has
+    no public API to reset them (its own tests call these private `_reset_state` methods), so the reach into private
+    API is kept here, in one place."""
+    AcceleratorState._reset_state(reset_partial_state=True)
     PartialState._reset_state()
+
+
+def run(argv):
+    """One training run in this process, at one torch thread: the runs it is compared with (killed workers, and the
+    ranks of `accelerate launch`) run at OMP_NUM_THREADS=1, and float sums may differ in the last bits between
+    thread counts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train.main([str(a) for a in argv])
+    finally:
+        torch.set_num_threads(threads)
+        fresh_accelerate_state()
 
 
 def losses(folder):
@@ -83,7 +97,8 @@ def test_full_training_checkpoints_and_resumes_exactly(setup, tmp_path):
     resumed = losses(tmp_path / "b")
     assert [r["step"] for r in resumed] == [3, 4]
     assert [r["task"] for r in resumed] == [r["task"] for r in full[2:]]
-    torch.testing.assert_close(torch.tensor([r["loss"] for r in resumed]), torch.tensor([r["loss"] for r in full[2:]]))
+    # Both runs at one thread: equal to the last bit (measured).
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full[2:]], (resumed, full)
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +129,9 @@ def test_a_kill_while_checkpointing_loses_nothing_and_the_run_resumes_exactly(se
     run([*args, "--resume_from_checkpoint", "latest"])
     resumed = losses(tmp_path)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    torch.testing.assert_close(
-        torch.tensor([r["loss"] for r in resumed]), torch.tensor([r["loss"] for r in uninterrupted])
-    )
+    # The killed worker, the resumed run and the uninterrupted one all run at one thread: equal to the last bit
+    # (measured).
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in uninterrupted], (resumed, uninterrupted)
     checkpoints = [name for name in os.listdir(tmp_path) if "checkpoint" in name]
     assert checkpoints == ["checkpoint-4"], checkpoints  # the limit holds, and no staging folder is left
 
