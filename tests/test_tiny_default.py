@@ -67,17 +67,18 @@ def test_adherence_pitch_and_timbre_on_a_few_seeds(pipe):
     assert metrics["knock_timbre_matches_colour"] >= metrics["knock_timbre_matches_colour_chance"] + 0.5, metrics
 
 
-def test_video_to_audio_and_audio_to_video_follow_the_given_stream(pipe):
+def test_video_to_audio_knocks_on_the_given_bounces(pipe):
     # The cross-modal regression guard: given the world's video, the knocks land within one frame of every bounce on
     # these seeds (each clip's knocks against another clip's bounces: 0%). Broken audio-video alignment (audio RoPE,
     # cross-attention, latent timing, the given stream's timestep) falls to that chance level.
     metrics = evaluate.evaluate_cross_modal(pipe, range(4), {"num_inference_steps": 10})
     assert metrics["v2a_within_one_frame"] >= 0.8, metrics  # measured 1.0, precision 1.0
     assert metrics["v2a_within_one_frame"] >= metrics["v2a_within_one_frame_chance"] + 0.5, metrics
-    # Given the soundtrack, the generated video's bounces: measured 0.67 of the true bounces within one frame (chance
-    # 0.33). The model makes many extra velocity flips (precision 0.13), so precision is not asserted.
-    assert metrics["a2v_within_one_frame"] >= 0.6, metrics
-    assert metrics["a2v_within_one_frame"] > metrics["a2v_within_one_frame_chance"], metrics
+    # Audio-to-video is not asserted: the shipped model does not follow the soundtrack measurably. On these seeds it
+    # scores 0.67 (chance 0.33), and exactly the same with the soundtrack zeroed; on seeds 0-15 (14 clips with
+    # bounces) its bounces match the clip's own bounces 0.61 of the time with its own soundtrack, 0.68 with another
+    # clip's, and that other clip's bounces 0.61 (model card, 50 seeds: 0.53, chance 0.44). A test above chance here
+    # would pass for a pipeline that ignores the given audio.
 
 
 def test_denoiser_probe_of_an_exact_denoiser_finds_the_object(pipe):
