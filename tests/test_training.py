@@ -157,7 +157,19 @@ def test_lora_training_saves_loadable_weights(setup, tmp_path):
     assert pipe.get_active_adapters()
 
 
-def test_refiner_training_with_crops_and_sparsity(setup, tmp_path):
+def test_refiner_training_with_crops_and_sparsity(setup, tmp_path, monkeypatch):
+    """The Refiner trains on `--refiner_crop` crops, with VSA sparsity ramped up to `--max_sparsity`: observed in the
+    calls to video sparse attention (the token grid each one attends over, and its sparsity)."""
+    import skyreels_diffusers.models.transformer_skyreels_v4_refiner as refiner_module
+
+    seen = []
+    original = refiner_module.video_sparse_attention
+
+    def recording(query, key, value, video_grid, **kwargs):
+        seen.append((tuple(video_grid), kwargs["sparsity"]))
+        return original(query, key, value, video_grid, **kwargs)
+
+    monkeypatch.setattr(refiner_module, "video_sparse_attention", recording)
     run(
         [
             *common(setup, tmp_path, 2),
@@ -172,6 +184,14 @@ def test_refiner_training_with_crops_and_sparsity(setup, tmp_path):
     )
     assert (tmp_path / "refiner" / "config.json").is_file()
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in losses(tmp_path))
+    config = json.loads((tmp_path / "refiner" / "config.json").read_text())
+    patch = config["patch_size"]
+    # Every attention call sees a 4x4-latent crop (the clips' high-res grid is larger: 8x8 latents)...
+    assert seen and {grid[1:] for grid, _ in seen} == {(4 // patch, 4 // patch)}, seen
+    # ... at the ramp's sparsity: half of 0.5 in the first step, all of it in the second.
+    sparsities = [sparsity for _, sparsity in seen]
+    half = len(sparsities) // 2
+    assert sparsities[:half] == [0.25] * half and sparsities[half:] == [0.5] * half, sparsities
 
 
 precompute = load_script("precompute_latents", "examples/training")
