@@ -9,6 +9,8 @@ from diffusers import ContextParallelConfig
 from skyreels_diffusers.tiny_components import build_tiny_refiner
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # each retry spawns 2 fresh processes that import torch and Diffusers
 @pytest.mark.parametrize(
     "case",
     [
@@ -93,6 +95,8 @@ def test_refiner_heads_must_divide_among_ranks():
         refiner.enable_parallelism(config=ContextParallelConfig(ulysses_degree=3))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # two launches of torchrun (a retry) with their own 300 s limits, and one CLI run
 def test_generate_parallel_torchrun_writes_the_single_process_clip(tmp_path):
     """The documented launch: `torchrun --nproc_per_node 2 examples/inference/generate_parallel.py` on the embedded
     tiny default writes the clip that one process (`skyreels-v4 generate`) writes."""

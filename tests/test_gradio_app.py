@@ -422,6 +422,7 @@ def served_streams(page, video, tmp_path):
     return streams_of(served)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_browser_generates_a_playable_mp4_and_shows_errors(page, tmp_path):
     prompt = page.locator("#t2av-prompt textarea")
@@ -447,6 +448,7 @@ def test_browser_generates_a_playable_mp4_and_shows_errors(page, tmp_path):
     assert (tmp_path / "demo.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_browser_edit_with_a_painted_mask(page, tmp_path):
     source = write_clip(tmp_path / "source.mp4", num_frames=9, size=(160, 128))
@@ -473,6 +475,7 @@ def test_browser_edit_with_a_painted_mask(page, tmp_path):
     assert served_streams(page, page.locator("#result-video video"), tmp_path) == {"video": "h264", "audio": "aac"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_browser_video_to_audio_and_audio_to_video(page, tmp_path):
     source = write_clip(tmp_path / "source.mp4", num_frames=9, size=(32, 32))

@@ -76,6 +76,9 @@ def micro_model() -> SkyReelsV4Transformer3DModel:
     )
 
 
+# Two micro models trained here: about 3.5 minutes at one thread on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 PROMPT = torch.randn(1, 4, TEXT_DIM, generator=torch.Generator().manual_seed(0))
 
 

@@ -109,6 +109,8 @@ def uninterrupted(setup, tmp_path_factory):
     return losses(out)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("fault", ["mid-write", "before-rename", "while-pruning"])
 def test_a_kill_while_checkpointing_loses_nothing_and_the_run_resumes_exactly(setup, uninterrupted, fault, tmp_path):
     import subprocess
@@ -373,6 +375,8 @@ def launch_two_processes(argv):
     assert "MULTI_CPU x 2 processes; global batch 4" in result.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # two `accelerate launch` runs of 2 processes, each limited to 300 s
 def test_two_process_ddp_matches_one_process_and_resumes(setup, tmp_path):
     root, manifest = setup
     args = [
