@@ -275,6 +275,7 @@ def test_limits_come_from_the_pipeline(runner):
     assert runner.models.refiner.vae is runner.models.base.vae
 
 
+@pytest.mark.slow
 def test_each_tab_writes_an_mp4_with_sound(runner, tmp_path):
     source = write_clip(tmp_path / "source.mp4", num_frames=15, size=(40, 32), fps=24)  # resampled to 16 fps: 10
     image = PIL.Image.new("RGB", (48, 32), (200, 30, 30))

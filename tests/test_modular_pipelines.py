@@ -96,6 +96,7 @@ TASKS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, classic_name, arguments", TASKS, ids=[t[0] for t in TASKS])
 def test_modular_matches_classic(task, classic_name, arguments, request, modular, clip):
     pipe = request.getfixturevalue(classic_name)
@@ -127,6 +128,7 @@ def test_auto_blocks_choose_the_task_from_the_inputs(modular, clip):
     assert choose(video=clip.frames) == "inpaint"
 
 
+@pytest.mark.slow
 def test_guiders_are_swappable_per_modality(modular, classic, clip):
     """The audio's guider set to scale 1 equals the classic `audio_guidance_scale=1`; a guider that needs a third
     prediction is refused with its name."""
@@ -162,6 +164,7 @@ def test_bad_input_is_refused_before_any_work(modular):
         modular(prompt="x", video=[np.zeros((64, 64, 3), np.uint8)] * 9, num_condition_frames=20, output="videos")
 
 
+@pytest.mark.slow
 def test_refiner_stage_shares_components_and_matches_classic(classic, clip):
     manager = ComponentsManager()
     base = SkyReelsV4ModularPipeline.from_pretrained(MODEL, components_manager=manager, collection="skyreels")
@@ -194,6 +197,7 @@ def test_blocks_init_pipeline_builds_our_pipeline():
     assert {"text_encoder", "processor", "transformer", "vae", "scheduler", "guider"} <= set(pipe.component_names)
 
 
+@pytest.mark.slow
 def test_compose_blocks_example_writes_an_mp4(tmp_path):
     """The README's modular example: base stage with a guider per modality, then the Refiner sharing components."""
     out = tmp_path / "modular.mp4"

@@ -188,6 +188,7 @@ def test_tampered_stub_is_not_trusted(pipe, tmp_path):
         SkyReelsV4Pipeline.from_pretrained(tmp_path)
 
 
+@pytest.mark.slow
 def test_model_cpu_offload_runs():
     pipe = build_tiny_pipeline()
     expected = run(pipe)
@@ -434,6 +435,7 @@ def test_video_lead_steps_start_the_audio_later(pipe):
     assert out.audio.shape == (1, 1, NUM_SAMPLES) and np.isfinite(out.audio).all()
 
 
+@pytest.mark.slow
 def test_vae_tiling_passes_through():
     """With tiling on, the latents the VAE receives are those an untiled run gives it, and the frames come back as its
     tiled decoding made them."""

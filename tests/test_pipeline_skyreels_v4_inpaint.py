@@ -109,6 +109,7 @@ def test_latent_keep_mask_first_frame_alone():
 # ---------------------------------------------------------------------- the pipeline, task by task
 
 
+@pytest.mark.slow
 def test_each_task_runs_end_to_end(pipe):
     image, video = random_image(), random_video()
     mask = np.ones((SIZE, SIZE), np.float32)
@@ -423,6 +424,7 @@ def test_bad_video_and_audio_conditions_are_refused_before_any_model_work(pipe, 
         run(pipe, **kwargs)
 
 
+@pytest.mark.slow
 def test_one_mask_per_generated_video(pipe):
     # Video 0 keeps every pixel, video 1 regenerates everything: each output follows its own mask.
     video = random_video()

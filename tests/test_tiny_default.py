@@ -49,6 +49,7 @@ def test_components_are_the_real_classes(pipe):
     assert type(pipe.text_encoder).__name__ == "Qwen2_5_VLForConditionalGeneration"
 
 
+@pytest.mark.slow
 def test_adherence_pitch_and_timbre_on_a_few_seeds(pipe):
     # Adherence: chance is 1/12 (4 colours x 3 shapes). Every knock's pitch must follow the shape and its timbre the
     # colour: a broken audio VAE, text conditioning of the audio tower or audio RoPE loses them. T2AV sync is not
@@ -67,6 +68,7 @@ def test_adherence_pitch_and_timbre_on_a_few_seeds(pipe):
     assert metrics["knock_timbre_matches_colour"] >= metrics["knock_timbre_matches_colour_chance"] + 0.5, metrics
 
 
+@pytest.mark.slow
 def test_video_to_audio_knocks_on_the_given_bounces(pipe):
     # The cross-modal regression guard: given the world's video, the knocks land within one frame of every bounce on
     # these seeds (each clip's knocks against another clip's bounces: 0%). Broken audio-video alignment (audio RoPE,
@@ -108,6 +110,7 @@ def test_denoiser_probe_of_an_exact_denoiser_finds_the_object(pipe):
     assert max(metrics.values()) < 1.0, metrics
 
 
+@pytest.mark.slow
 def test_refiner_upscales_the_clip(pipe):
     # A random Refiner scores about 7 dB here. The shipped one does not beat bicubic upsampling of the same low-res
     # input yet (model card): measured 26.8 dB against bicubic's 28.8 dB on seeds 0-1 (2.0 and 2.2 dB below; seeds
@@ -120,6 +123,7 @@ def test_refiner_upscales_the_clip(pipe):
     assert metrics["refiner_psnr"] >= metrics["bicubic_psnr"] - 2.5, metrics
 
 
+@pytest.mark.slow
 def test_image_to_video_starts_from_the_image(pipe):
     for seed in range(2):
         metrics = evaluate.evaluate_conditioned(pipe, [seed], {"num_inference_steps": 10})
@@ -133,6 +137,7 @@ def test_image_to_video_starts_from_the_image(pipe):
             assert metrics["edit_psnr_model"] >= 22, metrics  # 27.6 dB (seed 1: 22.3); the untrained model 18.3
 
 
+@pytest.mark.slow
 def test_cli_main_job_uses_the_tiny_default(tmp_path, monkeypatch):
     from skyreels_diffusers import cli
 
@@ -202,6 +207,7 @@ def test_cli_duration_names_the_longest_allowed(options, message, tmp_path, monk
     assert message in error, error
 
 
+@pytest.mark.slow
 def test_cli_same_seed_gives_the_same_mp4_bytes(tmp_path):
     # Two separate runs, one confined to a single core: the encoder must not depend on the cores it sees (x264 picks
     # its thread count, and so its output, from them unless told). torch runs one thread in both, because its float
