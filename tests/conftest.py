@@ -8,7 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# Slow tests in files whose tests carry no marks of their own (each took over 4 s on a loaded 2-core machine; the
+# Slow tests in files whose tests carry no marks of their own (each took over 7 s on a loaded 2-core machine; the
 # others are marked where they are defined). `python -m pytest -q -m "not slow"` skips them all.
 SLOW_ELSEWHERE = {
     "tests/test_precision.py::test_every_pipeline_runs_after_to_bfloat16_and_agrees_with_float32",
@@ -16,7 +16,6 @@ SLOW_ELSEWHERE = {
     "tests/test_cache.py::test_pyramid_attention_broadcast_through_the_refiner",
     "tests/test_refiner.py::test_chain_base_to_refiner_end_to_end",
     "tests/test_transformer_skyreels_v4.py::test_compiles_without_graph_breaks",
-    "tests/test_precision.py::test_from_pretrained_in_bfloat16_keeps_the_time_embedding_in_float32",
 }
 SLOW_TIMEOUT_S = 600  # for slow tests without a timeout of their own
 

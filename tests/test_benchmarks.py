@@ -8,7 +8,6 @@ from script_loading import load_script
 run_all = load_script("run_all", folder="benchmarks")
 
 
-@pytest.mark.slow
 def test_run_all_collects_every_result_line_into_one_table(capsys):
     small = ["--quick", "--heads", "1", "--head_dim", "16", "--repeats", "1", "--sparsities", "0.875"]
     assert run_all.main(["--only", "vsa", "--threads", "1", "--", *small]) == 0

@@ -31,7 +31,6 @@ def generate(pipe):
     return pipe("<text>a ball</text>", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
 
 
-@pytest.mark.slow
 def test_accelerate_checkpoint_to_sharded_hub_folder(base, tmp_path, capsys):
     trained = trained_state_dict(base)
     checkpoint = tmp_path / "checkpoint-10"

@@ -319,7 +319,6 @@ def test_non_image_uploads_and_non_number_settings_get_sentences(runner, tmp_pat
             runner.run("text_to_video", {**SETTINGS, "prompt": "<text>A ball.</text>", key: value})
 
 
-@pytest.mark.slow
 def test_refine_doubles_size_and_frame_rate(runner):
     inputs = {**SETTINGS, "prompt": "<text>A ball.</text>", "refine": True, "guidance_scale": 1.0}
     video, _, status = runner.run("text_to_video", inputs)
@@ -338,7 +337,6 @@ def test_a_saved_model_folder_and_its_refiner_subfolder_load(tiny_pipe, tmp_path
     assert models.limits == LIMITS
 
 
-@pytest.mark.slow
 def test_dtype_option_casts_every_pipeline_and_generates(tmp_path, monkeypatch):
     import torch
 

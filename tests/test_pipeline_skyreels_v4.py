@@ -72,7 +72,6 @@ def test_other_vaes(video_vae, audio_vae):
     assert out.audio.shape == (1, 2 if audio_vae == "oobleck" else 1, NUM_SAMPLES)  # Oobleck decodes stereo
 
 
-@pytest.mark.slow
 def test_seeded_generation_is_deterministic(pipe):
     a, b = run(pipe, seed=3), run(pipe, seed=3)
     np.testing.assert_array_equal(a.frames, b.frames)
@@ -81,7 +80,6 @@ def test_seeded_generation_is_deterministic(pipe):
     assert not np.allclose(a.frames, c.frames)
 
 
-@pytest.mark.slow
 def test_batch_equals_each_prompt_alone(pipe):
     prompts = [PROMPT, "<text>Two blue squares.</text>"]
     generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
@@ -111,7 +109,6 @@ def test_guidance_changes_the_result(pipe):
     assert not torch.allclose(plain.audio, guided.audio)
 
 
-@pytest.mark.slow
 def test_callback_can_change_latents(pipe):
     seen = []
 
@@ -133,7 +130,6 @@ def test_callback_can_change_latents(pipe):
     torch.testing.assert_close(out.audio, reference.audio + 7)
 
 
-@pytest.mark.slow
 def test_prompt_embeds_and_multimodal_prompt(pipe):
     embeds, mask, negative, negative_mask = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=True)
     assert embeds.ndim == 3 and embeds.shape[-1] == pipe.transformer.config.text_embed_dim
@@ -171,7 +167,6 @@ def test_max_sequence_length_truncates(pipe):
     assert embeds.shape[1] == 5 and mask.shape == (1, 5)
 
 
-@pytest.mark.slow
 def test_save_load_roundtrip_and_generic_loader(pipe, tmp_path):
     pipe.save_pretrained(tmp_path)
     assert not list(tmp_path.rglob("*.bin")) and list(tmp_path.rglob("*.safetensors"))
@@ -317,7 +312,6 @@ def test_missing_prompt_and_wrong_type(pipe):
         pipe(prompt=3, num_inference_steps=1)
 
 
-@pytest.mark.slow
 def test_high_res_keyframes_denoised_with_the_video(pipe):
     out = run(pipe, num_keyframes=2)
     assert out.keyframe_indices == [0, 8]
@@ -347,7 +341,6 @@ def test_bad_keyframe_requests(pipe, kwargs, message):
         pipe(PROMPT, num_inference_steps=1, **kwargs)
 
 
-@pytest.mark.slow
 def test_lora_through_the_pipeline(tmp_path):
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
@@ -390,7 +383,6 @@ def test_exported_mp4_has_synchronized_streams(pipe, tmp_path):
     assert abs(video_seconds - audio_seconds) <= 1 / 16
 
 
-@pytest.mark.slow
 def test_cli_generate_writes_an_mp4(tmp_path, monkeypatch, capsys):
     from skyreels_diffusers.cli import frames_for_duration, main
 
@@ -405,7 +397,6 @@ def test_cli_generate_writes_an_mp4(tmp_path, monkeypatch, capsys):
     assert "height" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_cli_video_to_audio_and_audio_to_video(tmp_path, monkeypatch, capsys):
     import av
 
@@ -486,7 +477,6 @@ def test_vae_tiling_passes_through():
     assert np.abs(out.frames - untiled.frames).mean() > 0.05
 
 
-@pytest.mark.slow
 def test_without_an_audio_vae_the_default_is_video_only():
     from skyreels_diffusers import SkyReelsV4InpaintPipeline
 

@@ -129,7 +129,6 @@ def test_each_task_runs_end_to_end(pipe):
         assert out.audio.shape == (1, 1, round(expected_frames / 16 * 44100)), name
 
 
-@pytest.mark.slow
 def test_preserve_unmasked_keeps_pixels_exactly(pipe):
     video = random_video()
     mask = np.ones((FRAMES, SIZE, SIZE), np.float32)
@@ -142,7 +141,6 @@ def test_preserve_unmasked_keeps_pixels_exactly(pipe):
     assert not np.array_equal(loose.frames[0][keep], video[keep])
 
 
-@pytest.mark.slow
 def test_preserve_unmasked_reinjects_image_and_last_frame_latents(pipe):
     first, last = random_image(3), random_image(4)
     to_pixels = lambda image: torch.from_numpy(image).permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
@@ -162,7 +160,6 @@ def test_pil_masks_and_single_mask_broadcast(pipe):
     np.testing.assert_array_equal(first[16:], np.asarray(video[0])[16:])
 
 
-@pytest.mark.slow
 def test_extension_keeps_the_first_frames(pipe):
     video = random_video(frames=9)
     out = run(pipe, video=video, num_condition_frames=5, num_frames=17)
@@ -267,7 +264,6 @@ def test_audio_reference_too_long_is_refused(pipe):
         run(pipe, audio_reference=np.zeros(16000 * 11, np.float32), audio_reference_sample_rate=16000)
 
 
-@pytest.mark.slow
 def test_keep_input_audio_from_a_file(pipe, tmp_path):
     from skyreels_diffusers.utils.media import export_to_video_with_audio
 
@@ -292,7 +288,6 @@ def test_keep_input_audio_from_a_file(pipe, tmp_path):
     assert abs(np.argmax(spectrum) * 44100 / out.audio.shape[-1] - 330) < 5
 
 
-@pytest.mark.slow
 def test_image_vae_tasks_frame_by_frame():
     pipe = SkyReelsV4InpaintPipeline.from_pipe(build_tiny_pipeline(video_vae="image"))
     image = random_image(5)
@@ -334,7 +329,6 @@ def test_video_to_audio_keeps_every_frame_and_generates_the_sound(pipe):
     assert calls[0]["audio_timestep"][0] > calls[2]["audio_timestep"][0] > 0
 
 
-@pytest.mark.slow
 def test_video_to_audio_returns_frames_of_any_size_and_reads_files(pipe, tmp_path):
     from skyreels_diffusers.utils.media import export_to_video_with_audio
 
@@ -444,7 +438,6 @@ def test_one_mask_per_generated_video(pipe):
     torch.testing.assert_close(single.frames, plain.frames, rtol=0, atol=0)
 
 
-@pytest.mark.slow
 def test_uint8_masks_are_scaled_by_255(pipe):
     keep = np.ones((SIZE, SIZE), np.float32)
     keep[8:24, 8:24] = 0
@@ -453,7 +446,6 @@ def test_uint8_masks_are_scaled_by_255(pipe):
     torch.testing.assert_close(as_uint8.frames, as_float.frames, rtol=0, atol=0)
 
 
-@pytest.mark.slow
 def test_keyframes_is_a_deprecated_name_of_frame_conditions(pipe):
     image = random_image(3)
     new = run(pipe, frame_conditions=[(4, image)], output_type="latent")
