@@ -205,6 +205,12 @@ def run_property(pipe, changes_strategy, call=valid_call):
     prop()
 
 
+# The property tests: `EXAMPLES` pipeline calls each (a few seconds to a minute on 2 cores, more with
+# SKYREELS_PROPERTY_EXAMPLES raised).
+def property_test(test):
+    return pytest.mark.slow(pytest.mark.timeout(600)(test))
+
+
 # ---------------------------------------------------------------------- drawn shapes, dtypes and values
 
 
@@ -293,26 +299,32 @@ def refiner_changes(pipe):
     )
 
 
+@property_test
 def test_base_pipeline_arguments(base):
     run_property(base, mutations(base))
 
 
+@property_test
 def test_inpaint_pipeline_arguments(inpaint):
     run_property(inpaint, mutations(inpaint))
 
 
+@property_test
 def test_refiner_pipeline_arguments(refiner):
     run_property(refiner, mutations(refiner))
 
 
+@property_test
 def test_base_pipeline_latent_shapes(base):
     run_property(base, latent_changes(base))
 
 
+@property_test
 def test_inpaint_mask_shapes(inpaint):
     run_property(inpaint, mask_changes(), edit_call)
 
 
+@property_test
 def test_refiner_latent_shapes(refiner):
     run_property(refiner, refiner_changes(refiner))
 

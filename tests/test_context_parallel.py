@@ -9,6 +9,8 @@ from diffusers import ContextParallelConfig
 from skyreels_diffusers.tiny_components import build_tiny_refiner
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # each retry spawns 2 fresh processes that import torch and Diffusers
 @pytest.mark.parametrize(
     "case",
     [
@@ -26,10 +28,56 @@ def test_two_process_context_parallel_matches_one_process(case, tmp_path):
     try:
         run_ranks(case, world_size=2, tmp_dir=str(tmp_path / "first"))
     except Exception as error:
-        # Every rank computes deterministically at one thread, so a real mismatch fails twice. One full-suite run in
-        # three failed here once and never in isolation (process start-up or gloo); report it, then retry once.
-        warnings.warn(f"{case}: the 2-process run failed once, retrying: {error}", stacklevel=1)
+        if not is_start_or_gloo_failure(error):
+            raise  # a numeric mismatch or any other error in a rank fails at once
+        warnings.warn(f"{case}: the 2-process run failed to start or lost gloo once, retrying: {error}", stacklevel=1)
         run_ranks(case, world_size=2, tmp_dir=str(tmp_path / "second"))
+
+
+# What a retry is allowed for: a rank that died without a Python error (killed, e.g. by the OOM killer on a loaded
+# machine) or gloo / the rendezvous store failing to connect. A rank's AssertionError (a mismatch) is never retried.
+TRANSIENT_MARKERS = (
+    "DistNetworkError",
+    "DistStoreError",
+    "Connection reset by peer",
+    "Connection refused",
+    "Connection closed by peer",
+    "Address already in use",
+    "Gloo connectFullMesh failed",
+    "rendezvous",
+)
+
+
+def is_start_or_gloo_failure(error: BaseException) -> bool:
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+
+    if isinstance(error, ProcessExitedException):
+        return error.signal_name is not None  # killed by a signal; a rank exiting with a status raised instead
+    if isinstance(error, ProcessRaisedException):
+        message = str(error)
+        return "AssertionError" not in message and any(marker in message for marker in TRANSIENT_MARKERS)
+    return False
+
+
+def transient_stderr(stderr: str) -> bool:
+    """The torchrun test's equivalent of `is_start_or_gloo_failure` on the launcher's output."""
+    return "AssertionError" not in stderr and any(
+        marker in stderr for marker in (*TRANSIENT_MARKERS, "Signal 9", "SIGKILL")
+    )
+
+
+def test_only_start_and_gloo_failures_are_retried():
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+
+    mismatch = "Traceback ...\nAssertionError: frames: max abs error 0.25"
+    assert not is_start_or_gloo_failure(ProcessRaisedException(mismatch, 0, 1))
+    assert not is_start_or_gloo_failure(ProcessRaisedException("ValueError: bad shape", 0, 1))
+    assert not is_start_or_gloo_failure(AssertionError("frames"))
+    assert not is_start_or_gloo_failure(ProcessExitedException("exited with code 1", 0, 1, exit_code=1))
+    gloo = "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer"
+    assert is_start_or_gloo_failure(ProcessRaisedException(gloo, 1, 2))
+    assert is_start_or_gloo_failure(ProcessExitedException("killed", 1, 2, exit_code=-9, signal_name="SIGKILL"))
+    assert not transient_stderr(mismatch) and transient_stderr(gloo)
 
 
 def test_ring_attention_is_refused_with_a_clear_error():
@@ -47,6 +95,8 @@ def test_refiner_heads_must_divide_among_ranks():
         refiner.enable_parallelism(config=ContextParallelConfig(ulysses_degree=3))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # two launches of torchrun (a retry) with their own 300 s limits, and one CLI run
 def test_generate_parallel_torchrun_writes_the_single_process_clip(tmp_path):
     """The documented launch: `torchrun --nproc_per_node 2 examples/inference/generate_parallel.py` on the embedded
     tiny default writes the clip that one process (`skyreels-v4 generate`) writes."""
@@ -78,10 +128,10 @@ def test_generate_parallel_torchrun_writes_the_single_process_clip(tmp_path):
         str(parallel),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
+    if result.returncode != 0 and transient_stderr(result.stderr):
         # One CI run lost a rank once without a traceback (not reproduced in 3 local runs); the launcher now records
-        # the failing rank's traceback. Retry once so a transient gloo failure is reported, not fatal; two failures
-        # in a row fail the test.
+        # the failing rank's traceback. Retry once, and only for a killed rank or a gloo / rendezvous connection
+        # error, so a transient failure is reported, not fatal; two failures in a row, or any other error, fail.
         warnings.warn(f"torchrun failed once, retrying: {result.stderr[-3000:]}", stacklevel=1)
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -735,6 +735,7 @@ def save_screenshot(page, name: str, tmp_path) -> None:
         shutil.copy(path, SCREENSHOTS / f"{name}.png")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_browser_first_visit_generates_and_an_error_keeps_the_last_result(page, served_demo, tmp_path):
     examples = served_demo[1].examples
@@ -797,6 +798,7 @@ def test_browser_first_visit_generates_and_an_error_keeps_the_last_result(page, 
     assert "Traceback" not in page.content()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_browser_every_tabs_example_runs_with_its_own_settings(page, tmp_path):
     for tab in app.TABS:
@@ -810,6 +812,7 @@ def test_browser_every_tabs_example_runs_with_its_own_settings(page, tmp_path):
         save_screenshot(page, tab, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_browser_edit_with_a_painted_mask(page, tmp_path):
     source = write_clip(tmp_path / "source.mp4", num_frames=9, size=(160, 128))
@@ -838,6 +841,7 @@ def test_browser_edit_with_a_painted_mask(page, tmp_path):
     assert served_streams(page, page.locator("#result-video video"), tmp_path) == {"video": "h264", "audio": "aac"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_browser_narrow_layout_puts_the_result_before_the_settings(browser, served_demo):
     page = browser.new_page(viewport={"width": 420, "height": 900})

@@ -1,5 +1,6 @@
 """The cross-modal path learns: a micro joint model trained here, on a micro world generated here, puts its sound on
-the picture's beat (video-to-audio), and stays near chance when its audio<->video cross-attention is disabled.
+the picture's beat (video-to-audio: recall and precision of the clicks), and stays near chance (still clicking) when
+its audio<->video cross-attention is disabled.
 
 This is the regression guard for everything that carries timing between the towers: the audio RoPE scale onto the
 video latent timeline, the per-modality timesteps (a given video at timestep 0), key masks, the direction of the two
@@ -74,6 +75,9 @@ def micro_model() -> SkyReelsV4Transformer3DModel:
         cross_modal_attention_heads=4,
     )
 
+
+# Two micro models trained here: about 3.5 minutes at one thread on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PROMPT = torch.randn(1, 4, TEXT_DIM, generator=torch.Generator().manual_seed(0))
 
@@ -151,8 +155,22 @@ def onsets(audio: torch.Tensor) -> list[float]:
     return [index / AUDIO_PER_FRAME for index in np.nonzero(above & ~np.roll(above, 1))[0]]
 
 
-def within_one_frame(bounces: list[float], found: list[float]) -> list[bool]:
-    return [any(abs(onset - bounce) <= 1 for onset in found) for bounce in bounces]
+def within_one_frame(targets: list[float], found: list[float]) -> list[bool]:
+    """For each target time, whether any of `found` lies within one frame of it."""
+    return [any(abs(onset - target) <= 1 for onset in found) for target in targets]
+
+
+def score(clips, generated) -> dict[str, float]:
+    """Recall (bounces with a click within one frame), precision (clicks within one frame of a bounce) and clicks per
+    bounce, pooled over clips."""
+    recall = [h for (_, _, bounces), found in zip(clips, generated) for h in within_one_frame(bounces, found)]
+    precision = [h for (_, _, bounces), found in zip(clips, generated) for h in within_one_frame(found, bounces)]
+    bounces = sum(len(b) for _, _, b in clips)
+    return {
+        "recall": float(np.mean(recall)),
+        "precision": float(np.mean(precision)) if precision else 0.0,
+        "clicks_per_bounce": len(precision) / bounces,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -171,20 +189,35 @@ def _scores() -> dict[str, float]:
     for cross_modal in (True, False):
         model = train(cross_modal)
         generated = [onsets(video_to_audio(model, video, i)) for i, (video, _, _) in enumerate(test_clips)]
-        hits = [h for (_, _, bounces), found in zip(test_clips, generated) for h in within_one_frame(bounces, found)]
-        # Chance: each clip's onsets against the bounces of another clip.
+        # Chance: each clip's onsets scored against the bounces of another clip.
         shuffled = generated[1:] + generated[:1]
-        chance = [h for (_, _, b), found in zip(test_clips, shuffled) for h in within_one_frame(b, found)]
         name = "cross_modal" if cross_modal else "ablated"
-        result[name], result[f"{name}_chance"] = float(np.mean(hits)), float(np.mean(chance))
+        result.update({f"{name}_{k}": v for k, v in score(test_clips, generated).items()})
+        result.update({f"{name}_chance_{k}": v for k, v in score(test_clips, shuffled).items()})
     print(result)  # shown with `pytest -s`: the numbers of the closing note
     return result
 
 
+# Measured on TEST_SEEDS (one thread): cross-modal recall 0.935 (chance 0.310), precision 0.984 (chance 0.364),
+# 0.83 clicks per bounce (bounces on both axes within one latent merge into one click); ablated recall 0.426 (chance
+# 0.374), precision 0.403 (chance 0.388), 0.90 clicks per bounce.
+
+
 def test_video_to_audio_puts_a_click_on_nine_in_ten_bounces(scores):
-    assert scores["cross_modal"] >= 0.9, scores
+    assert scores["cross_modal_recall"] >= 0.9, scores
+    assert scores["cross_modal_recall"] >= scores["cross_modal_chance_recall"] + 0.4, scores
+
+
+def test_video_to_audio_clicks_only_on_bounces(scores):
+    """Recall alone would reward clicking on every latent."""
+    assert scores["cross_modal_precision"] >= 0.8, scores
+    assert scores["cross_modal_precision"] >= scores["cross_modal_chance_precision"] + 0.4, scores
 
 
 def test_without_cross_modal_attention_the_clicks_are_at_chance(scores):
-    assert scores["ablated"] <= scores["ablated_chance"] + 0.15, scores
-    assert scores["cross_modal"] - scores["ablated"] >= 0.4, scores
+    # Not silent: the ablated model clicks about as often as the real one (a silent one would be "at chance" for the
+    # wrong reason, and would not show that the clicks' timing comes through the cross-attention).
+    assert 0.5 <= scores["ablated_clicks_per_bounce"] / scores["cross_modal_clicks_per_bounce"] <= 2, scores
+    assert scores["ablated_recall"] <= scores["ablated_chance_recall"] + 0.15, scores
+    assert scores["ablated_precision"] <= scores["ablated_chance_precision"] + 0.15, scores
+    assert scores["cross_modal_recall"] - scores["ablated_recall"] >= 0.4, scores

@@ -17,10 +17,30 @@ from skyreels_diffusers.tiny_components import build_tiny_transformer
 TOKENS, HEADS, HEAD_DIM = 37, 3, 32
 
 
+def rope_positions(num_tokens, seed=0):
+    """Fractional, negative and large positions (as references, keyframes and audio have)."""
+    return (torch.rand(num_tokens, generator=torch.Generator().manual_seed(seed)) - 0.3) * 90
+
+
 def tables(num_tokens, head_dim=HEAD_DIM, seed=0):
-    """RoPE tables of fractional, negative and large positions (as references, keyframes and audio have)."""
-    positions = (torch.rand(num_tokens, generator=torch.Generator().manual_seed(seed)) - 0.3) * 90
-    return get_1d_rotary_pos_embed(head_dim, positions, 256.0, use_real=True)
+    """Diffusers' RoPE tables (float32, each value repeated over its channel pair)."""
+    return get_1d_rotary_pos_embed(head_dim, rope_positions(num_tokens, seed), 256.0, use_real=True)
+
+
+def angles(positions, head_dim=HEAD_DIM, theta=256.0):
+    """Angle of channel pair i of the token at position p, in float64: p * theta^(-2i/D), shape (tokens, D/2)."""
+    return positions.double()[:, None] * theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+
+
+def rotation_from_the_math(x, positions, theta=256.0):
+    """Independent reference in float64: channel pair i = (x[2i], x[2i+1]) of the token at position p turns by the
+    angle p * theta^(-2i/D): (x0 cos - x1 sin, x0 sin + x1 cos). Tokens past `len(positions)` are left as they are."""
+    x = x.double()
+    num_rotated, angle = len(positions), angles(positions, x.shape[-1], theta)
+    cos, sin = angle.cos()[None, :, None], angle.sin()[None, :, None]  # over (batch, tokens, heads, D/2)
+    x0, x1 = x[:, :num_rotated, :, 0::2], x[:, :num_rotated, :, 1::2]
+    rotated = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+    return torch.cat([rotated, x[:, num_rotated:]], dim=1)
 
 
 def diffusers_prefix(x, rotary_emb):
@@ -43,7 +63,23 @@ def test_rotation_matches_diffusers(num_rotated, dtype):
     else:  # Diffusers computes in fp32 and rounds once to bf16; so does the complex path
         torch.testing.assert_close(actual.float(), expected.float(), rtol=1e-2, atol=1e-2)
     assert torch.equal(actual[:, num_rotated:], x[:, num_rotated:])  # the text suffix is untouched
-    assert torch.equal(_apply_rotary_emb_prefix_real(x, rotary_emb), expected)
+    assert torch.equal(_apply_rotary_emb_prefix_real(x, rotary_emb), expected)  # the path used under compile
+
+
+@pytest.mark.parametrize("num_rotated", [TOKENS, TOKENS - 5, 1])
+@pytest.mark.parametrize("rotate", [_apply_rotary_emb_prefix, _apply_rotary_emb_prefix_real])
+def test_rotation_matches_the_math(num_rotated, rotate):
+    """Both rotations against `rotation_from_the_math`, which shares no code with them or with Diffusers."""
+    x = torch.randn(2, TOKENS, HEADS, HEAD_DIM, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = rotation_from_the_math(x, rope_positions(num_rotated))
+    # Both compute in float32 (Diffusers' `apply_rotary_emb` casts to it). Exact angles rounded once to float32 tables
+    # (in the layout the code takes: each value repeated over its pair): measured max error 2.9e-7.
+    angle = angles(rope_positions(num_rotated)).repeat_interleave(2, dim=1)
+    actual = rotate(x.float(), (angle.cos().float(), angle.sin().float()))
+    torch.testing.assert_close(actual.double(), expected, rtol=0, atol=1e-6)
+    # Diffusers' float32 tables, as the model uses them (angles up to ~63 rad in float32): measured max error 4.2e-6.
+    actual = rotate(x.float(), tables(num_rotated))
+    torch.testing.assert_close(actual.double(), expected, rtol=0, atol=2e-5)
 
 
 def test_rotation_of_non_contiguous_views_and_of_bf16_tables():

@@ -253,21 +253,6 @@ def test_processor_round_trips_through_a_diffusion_pipeline(text_encoder_and_pro
     assert _state_dicts_equal(loaded.text_encoder, text_encoder)
 
 
-@pytest.mark.skipif(not is_torchvision_available(), reason="the Qwen2-VL video processor needs torchvision")
-def test_video_input_with_torchvision(text_encoder_and_processor):
-    text_encoder, processor = text_encoder_and_processor
-    prompt = processor.apply_chat_template(
-        _messages([{"type": "video"}, {"type": "text", "text": "a cat"}]), tokenize=False
-    )
-    frames = np.random.RandomState(0).randint(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
-    inputs = processor(text=[prompt], videos=[frames], return_tensors="pt")
-    assert inputs["video_grid_thw"].tolist() == [[2, 4, 4]]
-    assert int((inputs["input_ids"] == text_encoder.config.video_token_id).sum()) == 8
-    with torch.no_grad():
-        out = text_encoder(**inputs, output_hidden_states=True)
-    assert out.hidden_states[-1].shape == (1, inputs["input_ids"].shape[1], 32)
-
-
 @pytest.mark.skipif(is_torchvision_available(), reason="checks the no-torchvision fallback processor")
 def test_video_input_without_torchvision_is_refused(text_encoder_and_processor):
     _, processor = text_encoder_and_processor
