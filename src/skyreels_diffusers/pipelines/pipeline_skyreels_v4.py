@@ -29,6 +29,7 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.utils import logging, replace_example_docstring
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
@@ -36,6 +37,7 @@ from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
 from .conditioning import build_video_condition, latent_frame_index
 from .denoising import LatentStream, denoise, num_loop_iterations
+from .guidance import GuidanceArguments
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import (
     DEFAULT_SYSTEM_PROMPT,
@@ -81,8 +83,8 @@ class SkyReelsV4Steps:
         generate_video: bool,
         generate_audio: bool,
         timesteps: torch.Tensor,
-        guidance_scale: float,
-        audio_guidance_scale: float,
+        guider: BaseGuidance | None,
+        audio_guider: BaseGuidance | None,
         video_lead_steps: int = 0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -104,7 +106,7 @@ class SkyReelsV4Steps:
             )
             # Text-to-video: no condition frames, so every latent frame holds the black-image latent, mask 0.
             condition = build_video_condition(self.vae, batch_size, num_frames, height, width).as_channels()
-            streams.append(self.latent_stream("video", latents, timesteps, condition.to(dtype), guidance_scale))
+            streams.append(self.latent_stream("video", latents, timesteps, condition.to(dtype), guider))
         keyframe_positions = None
         if keyframe_indices:
             spatial = self.vae_spec.spatial_compression
@@ -121,9 +123,7 @@ class SkyReelsV4Steps:
             keyframe_condition = build_video_condition(self.vae, batch_size, 1, keyframe_height, keyframe_width)
             keyframe_condition = keyframe_condition.as_channels().expand(-1, -1, len(keyframe_indices), -1, -1)
             streams.append(
-                self.latent_stream(
-                    "keyframes", keyframe_latents, timesteps, keyframe_condition.to(dtype), guidance_scale
-                )
+                self.latent_stream("keyframes", keyframe_latents, timesteps, keyframe_condition.to(dtype), guider)
             )
             temporal = self.vae_spec.temporal_compression
             keyframe_positions = torch.tensor([i / temporal for i in keyframe_indices], device=device)
@@ -134,9 +134,7 @@ class SkyReelsV4Steps:
                 batch_size, spec.num_latents(audio_duration), torch.float32, device, generator, audio_latents
             )
             start = video_lead_steps if generate_video else 0
-            streams.append(
-                self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
-            )
+            streams.append(self.latent_stream("audio", audio_latents, timesteps, None, audio_guider, start=start))
         return streams, keyframe_positions, audio_duration
 
     def decode_outputs(
@@ -315,6 +313,16 @@ class SkyReelsV4Pipeline(
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         audio_guidance_scale: float | None = None,
+        stg_scale: float = 0.0,
+        audio_stg_scale: float | None = None,
+        modality_scale: float = 1.0,
+        audio_modality_scale: float | None = None,
+        guidance_rescale: float = 0.0,
+        audio_guidance_rescale: float | None = None,
+        spatio_temporal_guidance_blocks: list[int] | None = None,
+        audio_spatio_temporal_guidance_blocks: list[int] | None = None,
+        guider: BaseGuidance | None = None,
+        audio_guider: BaseGuidance | None = None,
         video_lead_steps: int = 0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -358,8 +366,23 @@ class SkyReelsV4Pipeline(
             sigmas (`list[float]`, *optional*): custom noise levels from 1 towards 0, passed to the scheduler.
             guidance_scale (`float`, defaults to 5.0): classifier-free guidance of the video; 1 disables it; at most
                 `pipe.limits.max_guidance_scale` (100).
-            audio_guidance_scale (`float`, *optional*): guidance of the audio; defaults to `guidance_scale`. With both
-                at 1 there is one transformer call per step; otherwise two.
+            audio_guidance_scale (`float`, *optional*): guidance of the audio; defaults to `guidance_scale`.
+            stg_scale, audio_stg_scale (`float`, defaults to 0): spatio-temporal guidance (STG) of each modality:
+                `+ stg * (cond - perturbed)`, where the perturbed pass runs the blocks in
+                `spatio_temporal_guidance_blocks` (`audio_spatio_temporal_guidance_blocks`) with their self-attention
+                returning its values. Indices run over the dual-stream, then the single-stream blocks.
+            modality_scale, audio_modality_scale (`float`, defaults to 1): modality guidance,
+                `+ (modality - 1) * (cond - isolated)`, where the isolated pass runs without the audio<->video
+                exchange (LTX-2's term for lip-sync).
+            guidance_rescale, audio_guidance_rescale (`float`, defaults to 0): rescale the guided prediction towards
+                the conditional one's standard deviation, `pred *= r * std(cond) / std(pred) + (1 - r)`.
+                Each `audio_*` argument not given takes the video's value. The terms are Diffusers' `LTX2Guidance`,
+                applied to each modality's velocity. A term at its neutral value (1 for CFG and modality, 0 for STG)
+                costs no transformer pass; each pass that is on runs once per step, shared by both modalities: with
+                every term off (`guidance_scale=1`, the setting for guidance-distilled weights) one pass per step.
+            guider, audio_guider (`BaseGuidance`, *optional*): any Diffusers guider for that modality instead (for
+                example `SkipLayerGuidance` or `AdaptiveProjectedGuidance`); the scale arguments of that modality are
+                then not used.
             video_lead_steps (`int`, defaults to 0): with video and audio both generated, start the audio this many
                 steps after the video (it waits as pure noise), so it denoises against a clearer picture; the loop
                 then runs `num_inference_steps + video_lead_steps` transformer steps, and each stream takes
@@ -453,6 +476,26 @@ class SkyReelsV4Pipeline(
         self._guidance_scale = guidance_scale
         self._audio_guidance_scale = audio_guidance_scale
         self._generate_video, self._generate_audio = generate_video, generate_audio
+        guiders = self.prepare_guiders(
+            GuidanceArguments(
+                guidance_scale,
+                stg_scale,
+                modality_scale,
+                guidance_rescale,
+                spatio_temporal_guidance_blocks,
+                guider,
+            ),
+            GuidanceArguments(
+                audio_guidance_scale,
+                audio_stg_scale,
+                audio_modality_scale,
+                audio_guidance_rescale,
+                audio_spatio_temporal_guidance_blocks,
+                audio_guider,
+            ),
+            generate_video,
+            generate_audio,
+        )
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
         batched_guidance = self.batched_guidance(batched_guidance)
@@ -492,8 +535,8 @@ class SkyReelsV4Pipeline(
             generate_video,
             generate_audio,
             timesteps,
-            guidance_scale,
-            audio_guidance_scale,
+            guiders.get("video"),
+            guiders.get("audio"),
             video_lead_steps,
             generator,
             latents,

@@ -36,6 +36,7 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
@@ -44,6 +45,7 @@ from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
 from .conditioning import VideoCondition, build_video_condition, latent_frame_index
 from .denoising import LatentStream, PreservedLatents, denoise, num_loop_iterations
+from .guidance import GuidanceArguments
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import (
     DEFAULT_SYSTEM_PROMPT,
@@ -362,8 +364,8 @@ class SkyReelsV4InpaintSteps:
         fps: float,
         audio_duration: float | None,
         timesteps: torch.Tensor,
-        guidance_scale: float,
-        audio_guidance_scale: float,
+        guider: BaseGuidance | None,
+        audio_guider: BaseGuidance | None,
         video_lead_steps: int = 0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -401,14 +403,10 @@ class SkyReelsV4InpaintSteps:
             streams = [self.latent_stream("video", condition.latents.float(), None, condition.as_channels())]
         else:
             video_condition = condition.as_channels().to(dtype)
-            streams = [
-                self.latent_stream("video", latents, timesteps, video_condition, guidance_scale, preserved=preserved)
-            ]
+            streams = [self.latent_stream("video", latents, timesteps, video_condition, guider, preserved=preserved)]
         if media.generate_audio:
             start = 0 if video_given else video_lead_steps
-            streams.append(
-                self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
-            )
+            streams.append(self.latent_stream("audio", audio_latents, timesteps, None, audio_guider, start=start))
         elif media.given_audio is not None:
             given_latents = encode_audio_track(self.audio_vae, media.given_audio[None].to(device), num_audio_latents)
             streams.append(self.latent_stream("audio", given_latents.float().expand(batch_size, -1, -1), None))
@@ -689,6 +687,16 @@ class SkyReelsV4InpaintPipeline(
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         audio_guidance_scale: float | None = None,
+        stg_scale: float = 0.0,
+        audio_stg_scale: float | None = None,
+        modality_scale: float = 1.0,
+        audio_modality_scale: float | None = None,
+        guidance_rescale: float = 0.0,
+        audio_guidance_rescale: float | None = None,
+        spatio_temporal_guidance_blocks: list[int] | None = None,
+        audio_spatio_temporal_guidance_blocks: list[int] | None = None,
+        guider: BaseGuidance | None = None,
+        audio_guider: BaseGuidance | None = None,
         video_lead_steps: int = 0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -821,6 +829,26 @@ class SkyReelsV4InpaintPipeline(
         )
         self._guidance_scale, self._audio_guidance_scale = guidance_scale, audio_guidance_scale
         self._generate_video, self._generate_audio = not media.video_given, media.generate_audio
+        guiders = self.prepare_guiders(
+            GuidanceArguments(
+                guidance_scale,
+                stg_scale,
+                modality_scale,
+                guidance_rescale,
+                spatio_temporal_guidance_blocks,
+                guider,
+            ),
+            GuidanceArguments(
+                audio_guidance_scale,
+                audio_stg_scale,
+                audio_modality_scale,
+                audio_guidance_rescale,
+                audio_spatio_temporal_guidance_blocks,
+                audio_guider,
+            ),
+            not media.video_given,
+            media.generate_audio,
+        )
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
 
@@ -860,8 +888,8 @@ class SkyReelsV4InpaintPipeline(
             fps,
             audio_duration,
             timesteps,
-            guidance_scale,
-            audio_guidance_scale,
+            guiders.get("video"),
+            guiders.get("audio"),
             video_lead_steps,
             generator,
             latents,

@@ -30,6 +30,7 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
@@ -39,6 +40,7 @@ from ..models.attention_video_sparse import VSA_BACKENDS
 from ..models.transformer_skyreels_v4_refiner import SkyReelsV4RefinerTransformer3DModel
 from .conditioning import build_refiner_condition, latent_frame_index
 from .denoising import LatentStream, denoise, num_loop_iterations
+from .guidance import GuidanceArguments, multimodal_guider
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin, audio_spec_from_transformer
 from .pipeline_output import SkyReelsV4PipelineOutput
@@ -172,7 +174,7 @@ class SkyReelsV4RefinerSteps:
         num_inference_steps: int,
         sigmas: list[float] | None,
         strength: float,
-        guidance_scale: float,
+        guider: BaseGuidance,
         generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> LatentStream:
         """The video stream: pure noise, or (`strength < 1`) the upsampled condition noised to where the shortened
@@ -192,7 +194,7 @@ class SkyReelsV4RefinerSteps:
             self.scheduler.set_begin_index(begin)
             start = condition.latents.float().expand(batch_size, -1, -1, -1, -1)
             noisy = self.scheduler.scale_noise(start, timesteps[:1], noisy)
-        return self.latent_stream("video", noisy, timesteps, condition.channels, guidance_scale)
+        return self.latent_stream("video", noisy, timesteps, condition.channels, guider)
 
     def decode_refiner_outputs(
         self, condition: RefinerCondition, latents: torch.Tensor, audio: Any, output_type: str
@@ -576,6 +578,7 @@ class SkyReelsV4RefinerPipeline(
         )
         low_res = self.prepare_low_res(low_res_latents, video, keyframes, keyframe_indices, scale_factor)
         self._guidance_scale, self._audio_guidance_scale = guidance_scale, 1.0
+        self._guiders = {"video": multimodal_guider(GuidanceArguments(guidance_scale, 0.0, 1.0, 0.0, None))}
         self._generate_video, self._generate_audio = True, False
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
@@ -604,7 +607,7 @@ class SkyReelsV4RefinerPipeline(
         # 4. Timesteps and the starting latent: pure noise, or (strength < 1) the upsampled condition noised to
         # where the shortened schedule begins
         stream = self.prepare_refiner_stream(
-            condition, batch_size, num_inference_steps, sigmas, strength, guidance_scale, generator
+            condition, batch_size, num_inference_steps, sigmas, strength, self._guiders["video"], generator
         )
         self._num_timesteps = num_loop_iterations([stream])
 
