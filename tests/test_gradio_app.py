@@ -58,6 +58,10 @@ SETTINGS = {
     "steps": 2,
     "guidance_scale": 5.0,
     "audio_guidance_scale": 4.0,
+    "stg_scale": 0.0,
+    "stg_block": 0,
+    "modality_scale": 1.0,
+    "guidance_rescale": 0.0,
     "height": 32,
     "width": 32,
     "duration": 9 / 16,  # 9 frames at 16 fps
@@ -139,22 +143,43 @@ def test_durations_follow_the_vae_frame_grid_read_from_the_pipeline():
     )
 
 
+def test_advanced_guidance_reaches_the_pipeline():
+    settings = app.check_settings(dict(SETTINGS, stg_scale=1.0, stg_block=1, modality_scale=3.0), LIMITS)
+    runner = app.DemoRunner.__new__(app.DemoRunner)
+    runner.limits = LIMITS
+    arguments = runner.common_arguments(None, {"num_frames": 9}, settings)
+    assert arguments["stg_scale"] == 1.0 and arguments["spatio_temporal_guidance_blocks"] == [1]
+    assert arguments["modality_scale"] == 3.0 and arguments["guidance_rescale"] == 0.0
+    off = runner.common_arguments(None, {"num_frames": 9}, app.check_settings(SETTINGS, LIMITS))
+    assert off["spatio_temporal_guidance_blocks"] is None  # STG off: no block, no pass
+
+
 def test_settings_are_checked_together():
     settings = app.check_settings(dict(SETTINGS, negative_prompt="  blur "), LIMITS)
     assert settings.steps == 2 and settings.negative_prompt == "blur" and settings.height == 32
     assert app.check_settings(SETTINGS, LIMITS).negative_prompt is None
-    for key, value, match in (("steps", 0, "Steps"), ("seed", -1, "seed"), ("guidance_scale", 0.5, "Guidance")):
+    bad = (
+        ("steps", 0, "Steps"),
+        ("seed", -1, "seed"),
+        ("guidance_scale", 0.5, "Guidance"),
+        ("stg_scale", 6, "STG scale"),
+        ("stg_block", 2, "STG block"),
+        ("modality_scale", 0.5, "Modality scale"),
+        ("guidance_rescale", 1.5, "Guidance rescale"),
+    )
+    for key, value, match in bad:
         with pytest.raises(app.InputError, match=match):
             app.check_settings(dict(SETTINGS, **{key: value}), LIMITS)
 
 
 def test_each_tab_shows_and_uses_its_own_settings():
     groups = {task: app.shown_settings(task, LIMITS) for task in app.TAB_SETTINGS}
-    everything = {"size", "duration", "video_guidance", "audio_guidance", "refine"}
+    everything = {"size", "duration", "video_guidance", "audio_guidance", "advanced_guidance", "refine"}
     assert groups["text_to_video"] == groups["image_to_video"] == groups["extend"] == everything
     assert groups["edit"] == everything - {"duration"}  # the length follows the source video
     assert groups["audio_to_video"] == everything - {"duration", "audio_guidance"}  # the sound is given
-    assert groups["video_to_audio"] == {"audio_guidance"}  # the frames are given and returned as they are
+    # the frames are given and returned as they are
+    assert groups["video_to_audio"] == {"audio_guidance", "advanced_guidance"}
     mute = app.Limits(**{**LIMITS.__dict__, "has_audio": False})
     assert "audio_guidance" not in app.shown_settings("text_to_video", mute)
     # A setting a tab does not show keeps its default, whatever another tab left in it (even a bad value).
@@ -172,7 +197,8 @@ def test_each_tab_shows_and_uses_its_own_settings():
     assert app.check_settings(dict(odd, duration=0.5), LIMITS, "edit").height == 24
     updates = app.show_settings("video_to_audio", LIMITS)
     names = [name for names in app.SETTING_GROUPS.values() for name in names]
-    assert [update["visible"] for update in updates] == [name == "audio_guidance_scale" for name in names]
+    shown = {"audio_guidance_scale", *app.SETTING_GROUPS["advanced_guidance"]}
+    assert [update["visible"] for update in updates] == [name in shown for name in names]
 
 
 def test_uploads_are_checked_for_type_and_size(tmp_path):

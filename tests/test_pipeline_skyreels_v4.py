@@ -396,6 +396,11 @@ def test_cli_generate_writes_an_mp4(tmp_path, monkeypatch, capsys):
     assert frames_for_duration(5.0, 16, 4) == 81
     assert main(["generate", "--prompt", PROMPT, "--out", "x.mp4", "--height", "30"]) == 2
     assert "height" in capsys.readouterr().err
+    # Every guidance term from the command line: checked by the pipeline, naming the option's argument
+    guided = ["--stg-scale", "1", "--stg-blocks", "0,1", "--modality-scale", "2", "--audio-guidance-rescale", "0.5"]
+    assert main(["generate", "--prompt", PROMPT, "--out", "g.mp4", "--steps", "1", *guided]) == 0
+    assert main(["generate", "--prompt", PROMPT, "--out", "g.mp4", "--stg-scale", "1"]) == 2
+    assert "spatio_temporal_guidance_blocks" in capsys.readouterr().err
 
 
 def test_cli_video_to_audio_and_audio_to_video(tmp_path, monkeypatch, capsys):

@@ -160,6 +160,8 @@ def test_cli_main_job_uses_the_tiny_default(tmp_path, monkeypatch):
         (["--duration", "nan"], "`--duration` must be a positive, finite number"),
         (["--duration", "0"], "`--duration` must be a positive, finite number"),
         (["--guidance-scale", "nan"], "`--guidance-scale` must be a finite number"),
+        (["--audio-modality-scale", "inf"], "`--audio-modality-scale` must be a finite number"),
+        (["--stg-blocks", "one"], "`--stg-blocks` must be block indices separated by commas"),
         (["--out", "clip.txt"], "`--out` must end with one of .mp4"),
         (["--out", "/no/such/folder/clip.mp4"], "does not exist"),
         (["--image", "/no/such/first.png"], "`--image` must be an existing file"),

@@ -208,6 +208,7 @@ class Limits:
     max_references: int
     max_audio_reference_seconds: float
     has_audio: bool
+    num_blocks: int = 2  # the transformer's blocks (dual- then single-stream), for the STG block choice
 
     @classmethod
     def from_pipelines(cls, base: SkyReelsV4Pipeline, inpaint: SkyReelsV4InpaintPipeline) -> "Limits":
@@ -221,6 +222,7 @@ class Limits:
             max_references=min(MAX_REFERENCE_IMAGES, inpaint.config.max_references),
             max_audio_reference_seconds=float(inpaint.config.max_audio_reference_seconds),
             has_audio=base.audio_vae is not None,
+            num_blocks=len(base.transformer.transformer_blocks) + len(base.transformer.single_transformer_blocks),
         )
 
     # Up to twice the trained size and clip length: beyond that a model this size mostly degrades, and CPU time grows
@@ -743,6 +745,10 @@ class Settings:
     steps: int
     guidance_scale: float
     audio_guidance_scale: float
+    stg_scale: float
+    stg_block: int
+    modality_scale: float
+    guidance_rescale: float
     height: int
     width: int
     duration: float
@@ -752,14 +758,14 @@ class Settings:
 
 SETTING_NAMES = tuple(field.name for field in dataclasses.fields(Settings))
 # Settings that only some tabs use, by group. A hidden group keeps the model's default (`setting_defaults`), so a value
-# set on another tab never leaks into a tab that does not show it. A new group (e.g. an "Advanced guidance" accordion of
-# per-modality guidance terms) is added here, in `TAB_SETTINGS`, in `settings_panel`, in `Settings` and in
-# `DemoRunner.common_arguments`.
+# set on another tab never leaks into a tab that does not show it. A new group is added here, in `TAB_SETTINGS`, in
+# `settings_panel`, in `Settings` and in `DemoRunner.common_arguments`.
 SETTING_GROUPS = {
     "size": ("height", "width"),
     "duration": ("duration",),
     "video_guidance": ("guidance_scale",),
     "audio_guidance": ("audio_guidance_scale",),
+    "advanced_guidance": ("stg_scale", "stg_block", "modality_scale", "guidance_rescale"),
     "refine": ("refine",),
 }
 ALL_GROUPS = frozenset(SETTING_GROUPS)
@@ -770,7 +776,7 @@ TAB_SETTINGS = {
     "image_to_video": ALL_GROUPS,
     "edit": ALL_GROUPS - {"duration"},
     "extend": ALL_GROUPS,
-    "video_to_audio": frozenset({"audio_guidance"}),
+    "video_to_audio": frozenset({"audio_guidance", "advanced_guidance"}),
     "audio_to_video": ALL_GROUPS - {"duration", "audio_guidance"},
     "references": ALL_GROUPS,
 }
@@ -789,6 +795,10 @@ def setting_defaults(limits: Limits) -> dict[str, Any]:
         "steps": DEFAULT_STEPS,
         "guidance_scale": 5.0,
         "audio_guidance_scale": 4.0,
+        "stg_scale": 0.0,
+        "stg_block": 0,
+        "modality_scale": 1.0,
+        "guidance_rescale": 0.0,
         "height": limits.height,
         "width": limits.width,
         "duration": limits.default_duration,
@@ -809,12 +819,26 @@ def check_settings(values: dict, limits: Limits, task: str = "text_to_video") ->
         label = name.replace("_", " ").capitalize()
         if not 1 <= as_number(label, values[name]) <= 20:
             raise InputError(f"{label} must be between 1 and 20 (1 turns it off).")
+    for label, name, low, high, off in (
+        ("STG scale", "stg_scale", 0, 5, 0),
+        ("Modality scale", "modality_scale", 1, 5, 1),
+        ("Guidance rescale", "guidance_rescale", 0, 1, 0),
+    ):
+        if not low <= as_number(label, values[name]) <= high:
+            raise InputError(f"{label} must be between {low} and {high} ({off} turns it off).")
+    stg_block = as_number("STG block", values["stg_block"])
+    if stg_block != int(stg_block) or not 0 <= stg_block < limits.num_blocks:
+        raise InputError(f"STG block must be a whole number from 0 to {limits.num_blocks - 1}.")
     return Settings(
         seed=seed,
         randomize_seed=bool(values["randomize_seed"]),
         steps=steps,
         guidance_scale=float(values["guidance_scale"]),
         audio_guidance_scale=float(values["audio_guidance_scale"]),
+        stg_scale=float(values["stg_scale"]),
+        stg_block=int(stg_block),
+        modality_scale=float(values["modality_scale"]),
+        guidance_rescale=float(values["guidance_rescale"]),
         height=height,
         width=width,
         duration=float(values["duration"]),
@@ -1029,6 +1053,10 @@ class DemoRunner:
             "num_inference_steps": settings.steps,
             "guidance_scale": settings.guidance_scale,
             "audio_guidance_scale": settings.audio_guidance_scale,
+            "stg_scale": settings.stg_scale,
+            "spatio_temporal_guidance_blocks": [settings.stg_block] if settings.stg_scale else None,
+            "modality_scale": settings.modality_scale,
+            "guidance_rescale": settings.guidance_rescale,
             "generator": torch.Generator().manual_seed(settings.seed),
         }
         if "num_frames" not in call:
@@ -1176,7 +1204,21 @@ def settings_panel(models: DemoModels) -> dict[str, gr.components.Component]:
             add(gr.Slider, "guidance_scale", 1, 20, step=0.5, label="Video guidance scale", info=info)
             info = "How closely the sound follows the prompt; 1 turns it off."
             add(gr.Slider, "audio_guidance_scale", 1, 20, step=0.5, label="Audio guidance scale", info=info)
-        # Here an "Advanced guidance" accordion (per-modality guidance terms) would go, as its own setting group.
+        with gr.Accordion("Advanced guidance", open=False, elem_id="advanced-guidance"):
+            info = "Extra guidance terms for both picture and sound; each costs one more pass per step when on."
+            gr.Markdown(info)
+            with gr.Row():
+                info = (
+                    "Spatio-temporal guidance: steer away from a pass whose chosen block ignores its context; 0 = off."
+                )
+                add(gr.Slider, "stg_scale", 0, 5, step=0.25, label="STG scale", info=info)
+                info = "The block that pass perturbs (dual-stream blocks first)."
+                add(gr.Slider, "stg_block", 0, limits.num_blocks - 1, step=1, label="STG block", info=info)
+            with gr.Row():
+                info = "Steer away from a pass where picture and sound do not see each other (sync); 1 = off."
+                add(gr.Slider, "modality_scale", 1, 5, step=0.25, label="Modality guidance", info=info)
+                info = "Pull the guided prediction's spread back towards the unguided one's; 0 = off."
+                add(gr.Slider, "guidance_rescale", 0, 1, step=0.05, label="Guidance rescale", info=info)
         with gr.Row():
             step = limits.size_multiple
             info = f"In steps of {step} px; the model was trained at {limits.width}x{limits.height}."

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -378,9 +379,12 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
     size = pipe.config.default_height
     low, high = world_radius_range(size)
     adherence, jumps, reversals, ious, radii, bounces, onsets, captions, audio = ([] for _ in range(9))
+    seconds = []
     for seed in seeds:
         target = world_clip(pipe, seed)
+        start = time.perf_counter()
         out = pipe(target.caption, generator=torch.Generator().manual_seed(seed), **call_kwargs)
+        seconds.append(time.perf_counter() - start)
         frames = to_uint8(out.frames[0])
         shape, colour = target.objects[0]["shape"], target.objects[0]["colour"]
         adherence.append(detect_colour_and_shape(frames) == (colour, shape))
@@ -424,6 +428,7 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
         "knock_pitch_matches_shape_chance": rate(k[0] for k in others),
         "knock_timbre_matches_colour": rate(k[1] for k in knocks),
         "knock_timbre_matches_colour_chance": rate(k[1] for k in others),
+        "seconds_per_clip": float(np.median(seconds)),
     }
 
 
@@ -786,6 +791,10 @@ def main() -> None:
         help="1 (no guidance) keeps super-resolution closest to its input",
     )
     parser.add_argument("--audio_guidance_scale", type=float, default=None)
+    parser.add_argument("--stg_scale", type=float, default=0.0, help="spatio-temporal guidance, both modalities")
+    parser.add_argument("--stg_blocks", default="1", help="blocks STG perturbs, comma-separated")
+    parser.add_argument("--modality_scale", type=float, default=1.0, help="modality guidance, both modalities")
+    parser.add_argument("--guidance_rescale", type=float, default=0.0)
     parser.add_argument("--video_lead_steps", type=int, default=0)
     parser.add_argument("--tasks", default="components,t2av,cross_modal,extension,denoiser,conditioned,refiner")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
@@ -807,6 +816,10 @@ def main() -> None:
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
         "audio_guidance_scale": args.audio_guidance_scale,
+        "stg_scale": args.stg_scale,
+        "spatio_temporal_guidance_blocks": [int(block) for block in args.stg_blocks.split(",")],
+        "modality_scale": args.modality_scale,
+        "guidance_rescale": args.guidance_rescale,
     }
     tasks = args.tasks.split(",")
     metrics = {
@@ -815,6 +828,10 @@ def main() -> None:
         "guidance_scale": args.guidance_scale,
         "video_lead_steps": args.video_lead_steps,
         "refiner_guidance_scale": args.refiner_guidance_scale,
+        "stg_scale": args.stg_scale,
+        "stg_blocks": args.stg_blocks,
+        "modality_scale": args.modality_scale,
+        "guidance_rescale": args.guidance_rescale,
     }
     if "components" in tasks:
         metrics.update(evaluate_components(pipe, seeds))

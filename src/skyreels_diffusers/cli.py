@@ -91,8 +91,23 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
     generate.add_argument("--width", type=int, default=None, help="pixels; default: the model's")
     generate.add_argument("--duration", type=float, default=None, help="seconds; default: the model's clip length")
     generate.add_argument("--steps", type=int, default=30, help="denoising steps")
-    generate.add_argument("--guidance-scale", type=float, default=5.0)
-    generate.add_argument("--audio-guidance-scale", type=float, default=None)
+    guidance = generate.add_argument_group(
+        "guidance", "per modality; each --audio-* option not given takes the video's value (see README, Guidance)"
+    )
+    guidance.add_argument("--guidance-scale", type=float, default=5.0, help="classifier-free guidance; 1 = off")
+    guidance.add_argument("--audio-guidance-scale", type=float, default=None)
+    guidance.add_argument(
+        "--stg-scale", type=float, default=0.0, help="spatio-temporal guidance (needs --stg-blocks); 0 = off"
+    )
+    guidance.add_argument("--audio-stg-scale", type=float, default=None)
+    guidance.add_argument("--stg-blocks", default=None, help="blocks STG perturbs, e.g. 1 or 0,1")
+    guidance.add_argument("--audio-stg-blocks", default=None)
+    guidance.add_argument(
+        "--modality-scale", type=float, default=1.0, help="modality guidance (against a pass without A/V exchange)"
+    )
+    guidance.add_argument("--audio-modality-scale", type=float, default=None)
+    guidance.add_argument("--guidance-rescale", type=float, default=0.0, help="0 to 1; rescale towards std(cond)")
+    guidance.add_argument("--audio-guidance-rescale", type=float, default=None)
     generate.add_argument("--no-audio", action="store_true", help="video only (T2V)")
     generate.add_argument("--image", default=None, help="first frame (image-to-video); combines with --audio")
     generate.add_argument(
@@ -110,6 +125,18 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
         default=0,
         help="video and audio both generated: start the audio this many steps after the video",
     )
+
+
+def block_list(option: str, text: str | None) -> list[int] | None:
+    """`--stg-blocks 0,2` -> [0, 2]."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"`{option}` must be block indices separated by commas, e.g. 1 or 0,2; got {text!r}."
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +171,18 @@ def load_pipeline(model: str | None, dtype: str = "float32", device: str = "cpu"
     return build_tiny_pipeline().to(device, torch_dtype)
 
 
+GUIDANCE_OPTIONS = (
+    "guidance_scale",
+    "audio_guidance_scale",
+    "stg_scale",
+    "audio_stg_scale",
+    "modality_scale",
+    "audio_modality_scale",
+    "guidance_rescale",
+    "audio_guidance_rescale",
+)
+
+
 def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | None:
     """Run `skyreels-v4 generate`: with `args.model`'s pipeline unless `pipe` is given; `write=False` generates
     without writing (the other ranks of a context-parallel run)."""
@@ -154,10 +193,12 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
     # Every option is checked before the model loads, so a typo costs no generation.
     if write:
         check_output_path(args.out)
-    for name in ("guidance_scale", "audio_guidance_scale"):  # float() accepts "nan" and "inf"; the pipeline says so
+    for name in GUIDANCE_OPTIONS:  # float() accepts "nan" and "inf"; the pipeline says so
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"`--{name.replace('_', '-')}` must be a finite number, got {value}.")
+    stg_blocks = block_list("--stg-blocks", args.stg_blocks)
+    audio_stg_blocks = block_list("--audio-stg-blocks", args.audio_stg_blocks)
     if args.duration is not None:
         check_duration(args.duration)
     if not 0 <= args.seed <= MAX_SEED:
@@ -179,8 +220,9 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
         "num_frames": num_frames,
         "generate_audio": not args.no_audio,
         "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance_scale,
-        "audio_guidance_scale": args.audio_guidance_scale,
+        **{name: getattr(args, name) for name in GUIDANCE_OPTIONS},
+        "spatio_temporal_guidance_blocks": stg_blocks,
+        "audio_spatio_temporal_guidance_blocks": audio_stg_blocks,
         "video_lead_steps": args.video_lead_steps,
         "generator": torch.Generator().manual_seed(args.seed),
     }

@@ -101,6 +101,9 @@ class SkyReelsV4AttnProcessor:
     - joint attention with separate text projections (`added_kv_proj_dim`, dual-stream blocks);
     - cross-attention (`cross_attention_dim`), with optional RoPE on queries and keys (audio<->video).
 
+    `value_only=True` (self- and joint attention) returns each token's own value instead, as if the attention map were
+    the identity: the perturbed pass of spatio-temporal guidance (STG).
+
     `attention_mask` is a boolean key mask (True = attend) over the last keys: the *text* keys `(batch, num_text)`,
     or, under context parallelism, all keys (media padding and duplicate text copies masked). Keys it does not cover
     are attended: it is left-padded with True up to the key length and broadcast over queries. RoPE is applied to the
@@ -121,6 +124,7 @@ class SkyReelsV4AttnProcessor:
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         encoder_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        value_only: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         is_cross = attn.is_cross_attention
         is_joint = encoder_hidden_states is not None and attn.added_kv_proj_dim is not None
@@ -143,9 +147,12 @@ class SkyReelsV4AttnProcessor:
             attention_mask = F.pad(attention_mask.bool(), (key.shape[1] - attention_mask.shape[1], 0), value=True)
             attention_mask = attention_mask[:, None, None, :]
 
-        hidden_states = _dispatch_attention(
-            self, query, key, value, attention_mask, keys_sharded=not (is_cross and attn.replicated_context)
-        )
+        if value_only:  # spatio-temporal guidance's perturbed pass: an identity attention map, each token its value
+            hidden_states = value.flatten(2, 3)
+        else:
+            hidden_states = _dispatch_attention(
+                self, query, key, value, attention_mask, keys_sharded=not (is_cross and attn.replicated_context)
+            )
 
         if is_joint:
             num_text = encoder_hidden_states.shape[1]
@@ -654,6 +661,8 @@ class SkyReelsV4JointTransformerBlock(nn.Module):
         video_key_mask: torch.Tensor | None = None,
         audio_key_mask: torch.Tensor | None = None,
         isolate_modalities: bool = False,
+        perturb_video: bool = False,
+        perturb_audio: bool = False,
         attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
@@ -675,19 +684,23 @@ class SkyReelsV4JointTransformerBlock(nn.Module):
                 the exchange (context-parallel padding is False).
             isolate_modalities (`bool`): skip the exchange, so each tower sees only itself (modality guidance's
                 extra pass).
+            perturb_video, perturb_audio (`bool`): that tower's self-attention returns its values (spatio-temporal
+                guidance's perturbed pass, see `SkyReelsV4AttnProcessor`).
         """
-        video_inputs = (temb, attention_mask, rotary_emb, text_context)
-        audio_inputs = (audio_temb, audio_attention_mask, audio_rotary_emb, audio_text_context)
-        common = (text_context_mask, attention_kwargs)
+        video_inputs = (temb, attention_mask, rotary_emb, text_context, text_context_mask)
+        audio_inputs = (audio_temb, audio_attention_mask, audio_rotary_emb, audio_text_context, text_context_mask)
+        video_attention = {**(attention_kwargs or {}), "value_only": True} if perturb_video else attention_kwargs
+        audio_attention = {**(attention_kwargs or {}), "value_only": True} if perturb_audio else attention_kwargs
         if rotary_emb is None or audio_rotary_emb is None:  # one modality: its tower's block alone
-            block, inputs = (self.audio, audio_inputs) if rotary_emb is None else (self.video, video_inputs)
-            return self._run(block, hidden_states, encoder_hidden_states, *inputs, *common)
+            if rotary_emb is None:
+                return self._run(self.audio, hidden_states, encoder_hidden_states, *audio_inputs, audio_attention)
+            return self._run(self.video, hidden_states, encoder_hidden_states, *video_inputs, video_attention)
 
         num_video = rotary_emb[0].shape[0]
         video, audio = hidden_states[:, :num_video], hidden_states[:, num_video:]
         video_text, audio_text = encoder_hidden_states.chunk(2, dim=1)
-        video, video_text = self._run(self.video, video, video_text, *video_inputs, *common)
-        audio, audio_text = self._run(self.audio, audio, audio_text, *audio_inputs, *common)
+        video, video_text = self._run(self.video, video, video_text, *video_inputs, video_attention)
+        audio, audio_text = self._run(self.audio, audio, audio_text, *audio_inputs, audio_attention)
         if not isolate_modalities:
             video, audio = self.cross_modal(
                 video, audio, temporal_rotary_emb, audio_rotary_emb, video_key_mask, audio_key_mask
@@ -1088,6 +1101,8 @@ class SkyReelsV4Transformer3DModel(
         keyframe_hidden_states: torch.Tensor | None = None,
         keyframe_positions: torch.Tensor | None = None,
         isolate_modalities: bool = False,
+        spatio_temporal_guidance_blocks: list[int] | None = None,
+        audio_spatio_temporal_guidance_blocks: list[int] | None = None,
         attention_kwargs: dict[str, Any] | None = None,
         return_dict: bool = True,
     ) -> SkyReelsV4TransformerOutput | tuple:
@@ -1113,6 +1128,10 @@ class SkyReelsV4Transformer3DModel(
                 the video latent timeline.
             isolate_modalities (`bool`, defaults to `False`): run every layer without the audio<->video exchange, so
                 each modality is predicted from itself and the prompt alone (the extra pass of modality guidance).
+            spatio_temporal_guidance_blocks, audio_spatio_temporal_guidance_blocks (`list[int]`, *optional*): blocks
+                whose video (audio) self-attention returns its values, as if its map were the identity: the perturbed
+                pass of spatio-temporal guidance. Indices run over `transformer_blocks`, then
+                `single_transformer_blocks`.
             attention_kwargs (`dict`, *optional*): `{"scale": lora_scale}`, and keyword arguments for the attention
                 processors.
             return_dict (`bool`, defaults to `True`): return a `SkyReelsV4TransformerOutput` instead of a tuple.
@@ -1124,6 +1143,8 @@ class SkyReelsV4Transformer3DModel(
             audio_hidden_states,
             keyframe_hidden_states,
             keyframe_positions,
+            spatio_temporal_guidance_blocks,
+            audio_spatio_temporal_guidance_blocks,
         )
         has_video, has_audio = hidden_states is not None, audio_hidden_states is not None
         reference = hidden_states if has_video else audio_hidden_states
@@ -1191,9 +1212,17 @@ class SkyReelsV4Transformer3DModel(
             "isolate_modalities": isolate_modalities,
             "attention_kwargs": attention_kwargs,
         }
-        for block in (*self.transformer_blocks, *self.single_transformer_blocks):
+        video_perturbed = set(spatio_temporal_guidance_blocks or ())
+        audio_perturbed = set(audio_spatio_temporal_guidance_blocks or ())
+        for index, block in enumerate((*self.transformer_blocks, *self.single_transformer_blocks)):
             hidden_states, encoder_hidden_states = call_block(
-                self, block, hidden_states, encoder_hidden_states, **block_kwargs
+                self,
+                block,
+                hidden_states,
+                encoder_hidden_states,
+                perturb_video=index in video_perturbed,
+                perturb_audio=index in audio_perturbed,
+                **block_kwargs,
             )
 
         num_video = video.tokens.shape[1] if has_video else 0
@@ -1331,10 +1360,19 @@ class SkyReelsV4Transformer3DModel(
         audio_hidden_states,
         keyframe_hidden_states,
         keyframe_positions,
+        spatio_temporal_guidance_blocks,
+        audio_spatio_temporal_guidance_blocks,
     ) -> None:
         """What a direct caller could get wrong without an error, or with one from deep inside a layer: the
         pipelines check everything else (types, channels, batch sizes) before they call the model."""
         config = self.config
+        num_blocks = len(self.transformer_blocks) + len(self.single_transformer_blocks)
+        for name, blocks in (
+            ("spatio_temporal_guidance_blocks", spatio_temporal_guidance_blocks),
+            ("audio_spatio_temporal_guidance_blocks", audio_spatio_temporal_guidance_blocks),
+        ):
+            if blocks is not None and not all(isinstance(i, int) and 0 <= i < num_blocks for i in blocks):
+                raise ValueError(f"`{name}` must be block indices in [0, {num_blocks}), got {blocks!r}.")
         if hidden_states is None and audio_hidden_states is None:
             raise ValueError("Pass `hidden_states` (video), `audio_hidden_states` (audio) or both; got neither.")
         if encoder_attention_mask is not None and encoder_attention_mask.shape != encoder_hidden_states.shape[:2]:

@@ -26,14 +26,12 @@ The loop reads no pipeline attributes: pipelines pass their transformer, streams
 (progress bar, interrupt flag, step callback), so it imports no pipeline and no pipeline inherits another's loop.
 """
 
-import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.guiders.guider_utils import BaseGuidance
 
 from .validation import check_callback_output, describe
@@ -136,20 +134,6 @@ class LatentStream:
         return with_condition(self.latents, self.condition, dtype)
 
 
-def cfg_guider(guidance_scale: float) -> ClassifierFreeGuidance:
-    """Diffusers' classifier-free guidance (`uncond + scale * (cond - uncond)`); disabled at a scale of 1.
-
-    Diffusers logs that guiders are experimental each time one is built; pipelines build two per call and use only
-    the guider's `forward` combination, so the notice is held back here."""
-    guider_logger = logging.getLogger("diffusers.guiders.guider_utils")
-    level = guider_logger.level
-    guider_logger.setLevel(logging.ERROR)
-    try:
-        return ClassifierFreeGuidance(guidance_scale=guidance_scale)
-    finally:
-        guider_logger.setLevel(level)
-
-
 def num_loop_iterations(streams: list[LatentStream]) -> int:
     return max((stream.end for stream in streams), default=0)
 
@@ -205,13 +189,14 @@ def denoise(
 ) -> dict[str, torch.Tensor]:
     """Run the flow-matching loop over `streams`; returns their final latents by stream name.
 
-    At every iteration the transformer is called once on the conditional inputs and, when any stepping stream's
-    guider needs it, once more on the unconditional ones; each stepping stream combines its two predictions with its
-    own guider and steps its own scheduler. `model_kwargs` are passed to every call unchanged (references, keyframe
+    At every iteration each stepping stream's guider (any Diffusers guider; `LTX2Guidance` by default) is asked for
+    its passes through Diffusers' guider protocol (`set_state`, `prepare_inputs`, `prepare_models`); the
+    transformer runs once per pass that any guider needs (the conditional pass always), and each stream combines its
+    predictions with its own guider and steps its own scheduler. `model_kwargs` are passed to every call unchanged (references, keyframe
     positions, `attention_kwargs`, ...). The first generated stream is the primary one: its timestep is the one
     reported to callbacks.
 
-    With `batched_guidance`, the two passes run as one call on a batch `[unconditional; conditional]` (the order of
+    With `batched_guidance`, the conditional and unconditional passes run as one call on a batch `[unconditional; conditional]` (the order of
     Diffusers' pipelines, which FasterCache relies on), prompts padded to one length with masked tokens. Caches that
     keep one state per layer (PAB, FasterCache) need this: they must see both passes together.
     """
@@ -220,7 +205,6 @@ def denoise(
     dtype = transformer.dtype
     batch_size = streams[0].latents.shape[0]
     num_iterations = num_loop_iterations(streams)
-    cache_context = getattr(transformer, "cache_context", None) or (lambda name: nullcontext())
     primary = next((stream for stream in streams if not stream.is_given), streams[0])
 
     with hooks.progress_bar(total=num_iterations) as progress_bar:
@@ -237,8 +221,6 @@ def denoise(
                     stream.guider.set_state(
                         step=index, num_inference_steps=len(stream.timesteps), timestep=stream.timesteps[index]
                     )
-                    if index == 0:  # resets per-run guider state (APG's momentum) as Diffusers' loops do at step 0
-                        stream.guider.prepare_inputs({})
             timestep = primary.timestep(iteration)
             if hooks.on_timestep is not None:
                 hooks.on_timestep(timestep)
@@ -248,36 +230,22 @@ def denoise(
                 call[stream.input_name] = stream.model_input(dtype)
                 if stream.timestep_name is not None:
                     call[stream.timestep_name] = stream.timestep(iteration).expand(batch_size)
-            guided = [s for s in stepping if s.guider is not None and s.guider.num_conditions > 1]
-            needs_unconditional = bool(guided) and inputs.unconditional is not None
-            predictions = {}
-            if needs_unconditional and batched_guidance:
-                with cache_context("cond_uncond"):
-                    both = transformer(**batch_passes(call, inputs.unconditional, inputs.conditional, batch_size))
-                for stream in stepping:
-                    prediction = getattr(both, stream.output_name)
-                    # A cache may skip the unconditional half of a stream (FasterCache computes only the video's)
-                    unconditional, conditional = (
-                        prediction.chunk(2) if len(prediction) > batch_size else (None, prediction)
-                    )
-                    predictions[stream.name] = (conditional, unconditional)
-            else:
-                with cache_context("cond"):
-                    conditional = transformer(**call, **inputs.conditional)
-                unconditional = None
-                if needs_unconditional:
-                    with cache_context("uncond"):
-                        unconditional = transformer(**call, **inputs.unconditional)
-                for stream in stepping:
-                    predictions[stream.name] = (
-                        getattr(conditional, stream.output_name),
-                        None if unconditional is None else getattr(unconditional, stream.output_name),
-                    )
+            guided = [s for s in stepping if s.guider is not None]
+            batches = {stream: stream.guider.prepare_inputs(guider_data(inputs)) for stream in guided}
+            passes = [PRED_COND] + [i for i in _identifiers(batches) if i != PRED_COND]
+            predictions = run_passes(
+                transformer, call, inputs, passes, batches, stepping, batch_size, batched_guidance
+            )
 
             for stream in stepping:
-                prediction, negative = predictions[stream.name]
-                if negative is not None and stream in guided:
-                    prediction = stream.guider.forward(prediction, negative).pred
+                prediction = predictions[PRED_COND][stream]
+                if stream in batches:
+                    for batch in batches[stream]:
+                        batch.noise_pred = predictions[getattr(batch, BaseGuidance._identifier_key)][stream]
+                    # A cache may skip a pass for some stream (FasterCache computes the unconditional video alone):
+                    # that stream then steps on its conditional prediction.
+                    if all(batch.noise_pred is not None for batch in batches[stream]):
+                        prediction = stream.guider(batches[stream]).pred
                 t = stream.timesteps[stream.step_index(iteration)]
                 stream.latents = stream.scheduler.step(prediction.float(), t, stream.latents, return_dict=False)[0]
                 if stream.preserved is not None:
@@ -329,6 +297,102 @@ def batch_passes(
 
 def _is_per_sample(name: str, value: Any, batch_size: int) -> bool:
     return torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch_size and name not in _SHARED_INPUTS
+
+
+PRED_COND = "pred_cond"
+
+
+def guider_data(inputs: PassInputs) -> dict[str, tuple]:
+    """The prompt inputs in the layout Diffusers' guiders read in `prepare_inputs`: per input, a tuple indexed by
+    pass kind, `(conditional, unconditional, perturbed, isolated)` (the extra passes of `LTX2Guidance` reuse the
+    conditional inputs; two-pass guiders read the first two)."""
+    data = {}
+    for name, value in inputs.conditional.items():
+        negative = None if inputs.unconditional is None else inputs.unconditional[name]
+        data[name] = (value, negative, value, value)
+    return data
+
+
+def _identifiers(batches: dict) -> list[str]:
+    """Every pass any guider asked for, each once, in the order the guiders listed them."""
+    order = []
+    for guider_batches in batches.values():
+        for batch in guider_batches:
+            identifier = getattr(batch, BaseGuidance._identifier_key)
+            if identifier not in order:
+                order.append(identifier)
+    return order
+
+
+# The model arguments that make each of `LTX2Guidance`'s extra passes (the conditional inputs, perturbed).
+MODALITY_PASS = "pred_cond_modality"
+STG_PASS = "pred_cond_stg"
+STG_ARGUMENT = {
+    "hidden_states": "spatio_temporal_guidance_blocks",
+    "keyframe_hidden_states": "spatio_temporal_guidance_blocks",
+    "audio_hidden_states": "audio_spatio_temporal_guidance_blocks",
+}
+
+
+def run_passes(
+    transformer,
+    call: dict,
+    inputs: PassInputs,
+    passes: list[str],
+    batches: dict,
+    stepping: list,
+    batch_size: int,
+    batched: bool,
+) -> dict[str, dict]:
+    """One transformer call per pass that any stepping stream's guider needs (a pass both modalities need runs once,
+    as LTX-2 does), each inside its own `cache_context` and between the guiders' `prepare_models` and
+    `cleanup_models` (where hook-based guiders such as `SkipLayerGuidance` perturb the model). With `batched`, the
+    conditional and unconditional passes run as one call. Returns `{pass: {stream: prediction or None}}`."""
+    cache_context = getattr(transformer, "cache_context", None) or (lambda name: nullcontext())
+
+    def guiders_of(identifier):  # each guider once, even when it guides two streams (video and keyframes)
+        return {
+            id(stream.guider): stream.guider
+            for stream, guider_batches in batches.items()
+            if any(getattr(batch, BaseGuidance._identifier_key) == identifier for batch in guider_batches)
+        }.values()
+
+    predictions = {}
+    remaining = list(passes)
+    if batched and "pred_uncond" in remaining and inputs.unconditional is not None:
+        remaining.remove("pred_uncond")
+        remaining.remove(PRED_COND)
+        for identifier in (PRED_COND, "pred_uncond"):  # the guiders count their passes
+            for guider in guiders_of(identifier):
+                guider.prepare_models(transformer)
+        with cache_context("cond_uncond"):
+            both = transformer(**batch_passes(call, inputs.unconditional, inputs.conditional, batch_size))
+        for identifier in (PRED_COND, "pred_uncond"):
+            for guider in guiders_of(identifier):
+                guider.cleanup_models(transformer)
+        predictions[PRED_COND], predictions["pred_uncond"] = {}, {}
+        for stream in stepping:
+            prediction = getattr(both, stream.output_name)
+            # A cache may skip the unconditional half of a stream (FasterCache computes only the video's)
+            negative, positive = prediction.chunk(2) if len(prediction) > batch_size else (None, prediction)
+            predictions[PRED_COND][stream], predictions["pred_uncond"][stream] = positive, negative
+    for identifier in remaining:
+        kwargs = {**call, **(inputs.unconditional if identifier == "pred_uncond" else inputs.conditional)}
+        if identifier == MODALITY_PASS:
+            kwargs["isolate_modalities"] = True
+        if identifier == STG_PASS:
+            for stream in stepping:
+                blocks = getattr(stream.guider, "spatio_temporal_guidance_blocks", None)
+                if stream in batches and blocks and stream.input_name in STG_ARGUMENT:
+                    kwargs[STG_ARGUMENT[stream.input_name]] = blocks
+        for guider in guiders_of(identifier):
+            guider.prepare_models(transformer)
+        with cache_context(identifier):
+            output = transformer(**kwargs)
+        for guider in guiders_of(identifier):
+            guider.cleanup_models(transformer)
+        predictions[identifier] = {stream: getattr(output, stream.output_name) for stream in stepping}
+    return predictions
 
 
 def _run_callback(hooks: LoopHooks, iteration: int, timestep, streams: list[LatentStream], inputs: PassInputs):

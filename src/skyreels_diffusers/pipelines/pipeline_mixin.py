@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.video_processor import VideoProcessor
 
 from . import generation
-from .denoising import LatentStream, LoopHooks, PassInputs, PreservedLatents, cfg_guider
+from .denoising import LatentStream, LoopHooks, PassInputs, PreservedLatents
 from .generation import (  # noqa: F401  (re-exported: the pipelines, the CLI and scripts import them from here)
     DEFAULT_SYSTEM_PROMPT,
     audio_spec_from_transformer,
@@ -36,6 +37,7 @@ from .generation import (  # noqa: F401  (re-exported: the pipelines, the CLI an
     num_frames_for_duration,
     per_prompt_images,
 )
+from .guidance import GuidanceArguments, check_guidance_arguments, multimodal_guider, needs_unconditional
 from .vae_utils import audio_vae_spec, video_vae_spec
 from .validation import GenerationLimits, describe
 
@@ -113,13 +115,13 @@ class SkyReelsV4PipelineMixin:
         latents: torch.Tensor,
         timesteps: torch.Tensor | None,
         condition: torch.Tensor | None = None,
-        guidance_scale: float = 1.0,
+        guider: BaseGuidance | None = None,
         start: int = 0,
         preserved: PreservedLatents | None = None,
     ) -> LatentStream:
         """A `LatentStream` of `kind` ("video", "audio", "keyframes") stepping a private copy of the (already set)
-        scheduler through `timesteps`, guided by classifier-free guidance at `guidance_scale`. `timesteps=None`
-        makes it given: clean latents at timestep 0, never updated."""
+        scheduler through `timesteps`, guided by `guider` (see `prepare_guiders`). `timesteps=None` makes it given:
+        clean latents at timestep 0, never updated."""
         name, input_name, output_name, timestep_name = STREAM_INTERFACE[kind]
         given = timesteps is None
         return LatentStream(
@@ -132,9 +134,26 @@ class SkyReelsV4PipelineMixin:
             timesteps=timesteps,
             start=start,
             condition=condition,
-            guider=None if given else cfg_guider(guidance_scale),
+            guider=None if given else guider,
             preserved=preserved,
         )
+
+    def prepare_guiders(
+        self, video: GuidanceArguments, audio: GuidanceArguments, generate_video: bool, generate_audio: bool
+    ) -> dict[str, BaseGuidance]:
+        """Checks each modality's guidance arguments (the audio's not given follow the video's) and builds the guider
+        of each generated modality: the given Diffusers guider, or `LTX2Guidance` with the given scales (see
+        `pipelines/guidance.py`). Keyed "video" and "audio"; also kept for `do_classifier_free_guidance`."""
+        audio = audio.with_defaults_from(video)
+        num_blocks = len(self.transformer.transformer_blocks) + len(self.transformer.single_transformer_blocks)
+        check_guidance_arguments("", video, num_blocks, self.limits)
+        check_guidance_arguments("audio_", audio, num_blocks, self.limits)
+        self._guiders = {}
+        if generate_video:
+            self._guiders["video"] = multimodal_guider(video)
+        if generate_audio:
+            self._guiders["audio"] = multimodal_guider(audio)
+        return self._guiders
 
     def batched_guidance(self, batched_guidance: bool | None) -> bool:
         """Whether guidance's passes run as one batched call: as asked, else when a cache is enabled on the
@@ -189,9 +208,8 @@ class SkyReelsV4PipelineMixin:
 
     @property
     def do_classifier_free_guidance(self) -> bool:
-        return (self._generate_video and self._guidance_scale > 1) or (
-            self._generate_audio and self._audio_guidance_scale > 1
-        )
+        """Whether a guider of a generated modality asks for the unconditional pass (the negative prompt)."""
+        return any(needs_unconditional(guider) for guider in self._guiders.values())
 
     @property
     def num_timesteps(self) -> int:

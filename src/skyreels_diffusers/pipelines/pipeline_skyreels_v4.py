@@ -28,6 +28,7 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.utils import logging, replace_example_docstring
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
@@ -35,6 +36,7 @@ from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
 from . import generation
 from .denoising import denoise, num_loop_iterations
+from .guidance import GuidanceArguments
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
@@ -144,6 +146,16 @@ class SkyReelsV4Pipeline(
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         audio_guidance_scale: float | None = None,
+        stg_scale: float = 0.0,
+        audio_stg_scale: float | None = None,
+        modality_scale: float = 1.0,
+        audio_modality_scale: float | None = None,
+        guidance_rescale: float = 0.0,
+        audio_guidance_rescale: float | None = None,
+        spatio_temporal_guidance_blocks: list[int] | None = None,
+        audio_spatio_temporal_guidance_blocks: list[int] | None = None,
+        guider: BaseGuidance | None = None,
+        audio_guider: BaseGuidance | None = None,
         video_lead_steps: int = 0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -187,8 +199,23 @@ class SkyReelsV4Pipeline(
             sigmas (`list[float]`, *optional*): custom noise levels from 1 towards 0, passed to the scheduler.
             guidance_scale (`float`, defaults to 5.0): classifier-free guidance of the video; 1 disables it; at most
                 `pipe.limits.max_guidance_scale` (100).
-            audio_guidance_scale (`float`, *optional*): guidance of the audio; defaults to `guidance_scale`. With both
-                at 1 there is one transformer call per step; otherwise two.
+            audio_guidance_scale (`float`, *optional*): guidance of the audio; defaults to `guidance_scale`.
+            stg_scale, audio_stg_scale (`float`, defaults to 0): spatio-temporal guidance (STG) of each modality:
+                `+ stg * (cond - perturbed)`, where the perturbed pass runs the blocks in
+                `spatio_temporal_guidance_blocks` (`audio_spatio_temporal_guidance_blocks`) with their self-attention
+                returning its values. Indices run over the dual-stream, then the single-stream blocks.
+            modality_scale, audio_modality_scale (`float`, defaults to 1): modality guidance,
+                `+ (modality - 1) * (cond - isolated)`, where the isolated pass runs without the audio<->video
+                exchange (LTX-2's term for lip-sync).
+            guidance_rescale, audio_guidance_rescale (`float`, defaults to 0): rescale the guided prediction towards
+                the conditional one's standard deviation, `pred *= r * std(cond) / std(pred) + (1 - r)`.
+                Each `audio_*` argument not given takes the video's value. The terms are Diffusers' `LTX2Guidance`,
+                applied to each modality's velocity. A term at its neutral value (1 for CFG and modality, 0 for STG)
+                costs no transformer pass; each pass that is on runs once per step, shared by both modalities: with
+                every term off (`guidance_scale=1`, the setting for guidance-distilled weights) one pass per step.
+            guider, audio_guider (`BaseGuidance`, *optional*): any Diffusers guider for that modality instead (for
+                example `SkipLayerGuidance` or `AdaptiveProjectedGuidance`); the scale arguments of that modality are
+                then not used.
             video_lead_steps (`int`, defaults to 0): with video and audio both generated, start the audio this many
                 steps after the video (it waits as pure noise), so it denoises against a clearer picture; the loop
                 then runs `num_inference_steps + video_lead_steps` transformer steps, and each stream takes
@@ -282,6 +309,21 @@ class SkyReelsV4Pipeline(
         )
         self._guidance_scale = guidance_scale
         self._audio_guidance_scale = audio_guidance_scale
+        guiders = self.prepare_guiders(
+            GuidanceArguments(
+                guidance_scale, stg_scale, modality_scale, guidance_rescale, spatio_temporal_guidance_blocks, guider
+            ),
+            GuidanceArguments(
+                audio_guidance_scale,
+                audio_stg_scale,
+                audio_modality_scale,
+                audio_guidance_rescale,
+                audio_spatio_temporal_guidance_blocks,
+                audio_guider,
+            ),
+            generate_video,
+            generate_audio,
+        )
         self._generate_video, self._generate_audio = generate_video, generate_audio
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
@@ -318,7 +360,7 @@ class SkyReelsV4Pipeline(
                 self, batch_size, height, width, num_frames, torch.float32, device, generator, latents
             )
             condition = generation.text_to_video_condition(self, batch_size, num_frames, height, width)
-            streams.append(self.latent_stream("video", latents, timesteps, condition, guidance_scale))
+            streams.append(self.latent_stream("video", latents, timesteps, condition, guiders["video"]))
         if keyframe_indices:
             keyframe_height = 2 * height if keyframe_height is None else keyframe_height
             keyframe_width = 2 * width if keyframe_width is None else keyframe_width
@@ -326,7 +368,7 @@ class SkyReelsV4Pipeline(
                 self, batch_size, keyframe_indices, keyframe_height, keyframe_width, generator
             )
             streams.append(
-                self.latent_stream("keyframes", keyframe_latents, timesteps, keyframe_condition, guidance_scale)
+                self.latent_stream("keyframes", keyframe_latents, timesteps, keyframe_condition, guiders["video"])
             )
         if generate_audio:
             audio_duration = audio_duration or num_frames / fps
@@ -340,9 +382,7 @@ class SkyReelsV4Pipeline(
                 audio_latents,
             )
             start = video_lead_steps if generate_video else 0
-            streams.append(
-                self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
-            )
+            streams.append(self.latent_stream("audio", audio_latents, timesteps, None, guiders["audio"], start=start))
         self._num_timesteps = num_loop_iterations(streams)
 
         # 5. Denoising loop

@@ -34,6 +34,7 @@ from diffusers import (
     MMAudioVocoder,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.utils import replace_example_docstring
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
@@ -41,6 +42,7 @@ from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
 from . import generation, inpainting
 from .denoising import denoise, num_loop_iterations
+from .guidance import GuidanceArguments
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
@@ -172,6 +174,16 @@ class SkyReelsV4InpaintPipeline(
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         audio_guidance_scale: float | None = None,
+        stg_scale: float = 0.0,
+        audio_stg_scale: float | None = None,
+        modality_scale: float = 1.0,
+        audio_modality_scale: float | None = None,
+        guidance_rescale: float = 0.0,
+        audio_guidance_rescale: float | None = None,
+        spatio_temporal_guidance_blocks: list[int] | None = None,
+        audio_spatio_temporal_guidance_blocks: list[int] | None = None,
+        guider: BaseGuidance | None = None,
+        audio_guider: BaseGuidance | None = None,
         video_lead_steps: int = 0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -304,6 +316,21 @@ class SkyReelsV4InpaintPipeline(
             self, media, image, last_image, frame_conditions, mask, num_condition_frames, height, width, batch_size
         )
         self._guidance_scale, self._audio_guidance_scale = guidance_scale, audio_guidance_scale
+        guiders = self.prepare_guiders(
+            GuidanceArguments(
+                guidance_scale, stg_scale, modality_scale, guidance_rescale, spatio_temporal_guidance_blocks, guider
+            ),
+            GuidanceArguments(
+                audio_guidance_scale,
+                audio_stg_scale,
+                audio_modality_scale,
+                audio_guidance_rescale,
+                audio_spatio_temporal_guidance_blocks,
+                audio_guider,
+            ),
+            not media.video_given,
+            media.generate_audio,
+        )
         self._generate_video, self._generate_audio = not media.video_given, media.generate_audio
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
@@ -368,13 +395,11 @@ class SkyReelsV4InpaintPipeline(
                 )
             video_condition = condition.as_channels().to(self.transformer.dtype)
             streams = [
-                self.latent_stream("video", latents, timesteps, video_condition, guidance_scale, preserved=preserved)
+                self.latent_stream("video", latents, timesteps, video_condition, guiders["video"], preserved=preserved)
             ]
         if media.generate_audio:
             start = 0 if media.video_given else video_lead_steps
-            streams.append(
-                self.latent_stream("audio", audio_latents, timesteps, None, audio_guidance_scale, start=start)
-            )
+            streams.append(self.latent_stream("audio", audio_latents, timesteps, None, guiders["audio"], start=start))
         elif media.given_audio is not None:
             given = inpainting.encode_given_audio(self, media.given_audio, num_audio_latents, batch_size)
             streams.append(self.latent_stream("audio", given, None))

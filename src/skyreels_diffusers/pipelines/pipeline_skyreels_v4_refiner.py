@@ -35,6 +35,7 @@ from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models.transformer_skyreels_v4_refiner import SkyReelsV4RefinerTransformer3DModel
 from . import refining
 from .denoising import denoise, num_loop_iterations
+from .guidance import GuidanceArguments, multimodal_guider
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
@@ -238,6 +239,7 @@ class SkyReelsV4RefinerPipeline(
             device,
         )
         self._guidance_scale, self._audio_guidance_scale = guidance_scale, 1.0
+        self._guiders = {"video": multimodal_guider(GuidanceArguments(guidance_scale, 0.0, 1.0, 0.0, None))}
         self._generate_video, self._generate_audio = True, False
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
@@ -276,7 +278,7 @@ class SkyReelsV4RefinerPipeline(
         latents, timesteps = refining.refiner_start_latents(
             self, condition_latents, latent_shape, timesteps, strength, generator
         )
-        stream = self.latent_stream("video", latents, timesteps, condition, guidance_scale)
+        stream = self.latent_stream("video", latents, timesteps, condition, self._guiders["video"])
         self._num_timesteps = num_loop_iterations([stream])
 
         # 5. Denoising loop: one video stream; the clean base audio is a fixed input of every call

@@ -138,10 +138,14 @@ def check_number(
     return value
 
 
-def check_guidance_scale(name: str, value: Any, limits: GenerationLimits) -> float:
-    """A guidance scale in [0, `limits.max_guidance_scale`]."""
+def check_guidance_scale(name: str, value: Any, limits: GenerationLimits, neutral: float = 1.0) -> float:
+    """A guidance scale in [0, `limits.max_guidance_scale`]; `neutral` is the value that turns its term off."""
     return check_number(
-        name, value, 0.0, limits.max_guidance_scale, why=" (1 disables guidance; `pipe.limits.max_guidance_scale`)"
+        name,
+        value,
+        0.0,
+        limits.max_guidance_scale,
+        why=f" ({neutral:g} turns it off; `pipe.limits.max_guidance_scale`)",
     )
 
 
