@@ -13,7 +13,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.guiders import (
     AdaptiveProjectedGuidance,
-    ClassifierFreeGuidance,
+    LTX2Guidance,
     PerturbedAttentionGuidance,
     SkipLayerGuidance,
 )
@@ -145,7 +145,50 @@ def test_guiders_are_swappable_per_modality(modular, classic, clip):
     video_guider, audio_guider = modular.guider, modular.audio_guider
     try:
         modular.update_components(
-            guider=ClassifierFreeGuidance(guidance_scale=3.0), audio_guider=ClassifierFreeGuidance(guidance_scale=1.0)
+            guider=LTX2Guidance(guidance_scale=3.0), audio_guider=LTX2Guidance(guidance_scale=1.0)
+        )
+        got = modular(prompt=clip.caption, generator=generator(), output=["videos", "audio"], **kwargs)
+        assert np.array_equal(got["videos"], expected.frames)
+        assert np.array_equal(got["audio"], expected.audio)
+    finally:
+        modular.update_components(guider=video_guider, audio_guider=audio_guider)
+
+
+@pytest.mark.slow
+def test_multimodal_guidance_equals_the_classic_pipeline(modular, classic, clip):
+    """STG, modality guidance and rescale per modality: the same passes and the same combination as the classic
+    pipeline's arguments, so the same clip bit for bit."""
+    kwargs = {"num_inference_steps": STEPS, "num_frames": NUM_FRAMES}
+    expected = classic(
+        clip.caption,
+        generator=generator(),
+        guidance_scale=3.0,
+        audio_guidance_scale=5.0,
+        stg_scale=1.0,
+        spatio_temporal_guidance_blocks=[1],
+        audio_stg_scale=0.5,
+        audio_spatio_temporal_guidance_blocks=[0],
+        modality_scale=2.0,
+        guidance_rescale=0.7,
+        **kwargs,
+    )
+    video_guider, audio_guider = modular.guider, modular.audio_guider
+    try:
+        modular.update_components(
+            guider=LTX2Guidance(
+                guidance_scale=3.0,
+                stg_scale=1.0,
+                spatio_temporal_guidance_blocks=[1],
+                modality_scale=2.0,
+                guidance_rescale=0.7,
+            ),
+            audio_guider=LTX2Guidance(
+                guidance_scale=5.0,
+                stg_scale=0.5,
+                spatio_temporal_guidance_blocks=[0],
+                modality_scale=2.0,
+                guidance_rescale=0.7,
+            ),
         )
         got = modular(prompt=clip.caption, generator=generator(), output=["videos", "audio"], **kwargs)
         assert np.array_equal(got["videos"], expected.frames)
@@ -265,7 +308,7 @@ def test_refiner_stage_shares_components_and_matches_classic(classic, clip):
     for extra, scale in cases:
         kwargs = {"video": list(clip.frames), "num_inference_steps": STEPS, **extra}
         expected = classic_refiner(clip.caption, generator=generator(), guidance_scale=scale, **kwargs)
-        refiner.update_components(guider=ClassifierFreeGuidance(guidance_scale=scale))
+        refiner.update_components(guider=LTX2Guidance(guidance_scale=scale))
         got = refiner(prompt=clip.caption, generator=generator(), output=["videos", "audio"], **kwargs)
         assert np.array_equal(got["videos"], expected.frames)
         assert (got["audio"] is None) == (expected.audio is None)

@@ -20,6 +20,7 @@ AUTHOR_PROTOCOL = {
     "_execution_device",  # DiffusionPipeline/ModularPipeline: the device to run on, read by every Diffusers pipeline
     "_gradient_checkpointing_func",  # set by ModelMixin.enable_gradient_checkpointing, called by every model's forward
     "_identifier_key",  # BaseGuidance: the batch field naming a guidance pass, read by Diffusers' modular denoisers
+    "_input_predictions",  # BaseGuidance: the passes a guider may ask for, the guider protocol's own declaration
 }
 # PyTorch reports the CPU's bfloat16 features only through `torch._C._cpu._get_cpu_capability()`
 # (`torch.backends.cpu.get_cpu_capability()` returns the vector ISA alone), used in `utils/precision.py`.

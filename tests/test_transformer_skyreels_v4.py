@@ -312,6 +312,22 @@ def test_compiles_without_graph_breaks(model):
     torch.testing.assert_close(actual.audio_sample, expected.audio_sample)
 
 
+def test_regional_compilation_compiles_each_kind_of_block_once():
+    # Dual- and single-stream joint blocks are separate classes, so `compile_repeated_blocks` compiles each once: a
+    # second call, and every block of a kind after the first, reuse the compiled code (no recompilation).
+    model = make_model()
+    inputs = make_inputs()
+    with torch.no_grad():
+        expected = model(**inputs)
+        model.compile_repeated_blocks(fullgraph=True, backend="eager")
+        torch._dynamo.reset()
+        with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+            actual = model(**inputs)
+            again = model(**inputs)
+    torch.testing.assert_close(actual.sample, expected.sample)
+    torch.testing.assert_close(again.audio_sample, expected.audio_sample)
+
+
 def test_audio_dit_tuple_output_puts_the_prediction_first():
     from skyreels_diffusers import SkyReelsV4AudioTransformer1DModel
 

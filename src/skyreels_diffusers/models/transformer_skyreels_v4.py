@@ -732,6 +732,23 @@ class SkyReelsV4JointTransformerBlock(nn.Module):
         )
 
 
+@maybe_allow_in_graph
+class SkyReelsV4SingleJointTransformerBlock(SkyReelsV4JointTransformerBlock):
+    """`SkyReelsV4JointTransformerBlock` of single-stream blocks. A class with its own `forward` so that regional
+    compilation (`compile_repeated_blocks`), which caches compiled code per function, compiles each kind of block
+    once instead of recompiling as the two kinds alternate."""
+
+    def __init__(
+        self, num_attention_heads: int, attention_head_dim: int, mlp_ratio: float, cross_modal_attention_heads: int
+    ) -> None:
+        super().__init__(
+            num_attention_heads, attention_head_dim, mlp_ratio, cross_modal_attention_heads, single_stream=True
+        )
+
+    def forward(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(*args, **kwargs)
+
+
 class SkyReelsV4OutputProjection(nn.Module):
     """Both towers' output heads in one module: `video` maps a video token to its `p_t * p * p * C` latent values,
     `audio` an audio token to its `C_a` latent channels. As one module, Diffusers' hooks that stand in for a model's
@@ -962,8 +979,13 @@ class SkyReelsV4Transformer3DModel(
 
     _supports_gradient_checkpointing = True
     _keep_in_fp32_modules = ["time_embed", "audio_time_embed"]
-    _no_split_modules = ["SkyReelsV4JointTransformerBlock", "HunyuanVideo15TokenRefiner", "HunyuanVideo15PatchEmbed"]
-    _repeated_blocks = ["SkyReelsV4JointTransformerBlock"]
+    _no_split_modules = [
+        "SkyReelsV4JointTransformerBlock",
+        "SkyReelsV4SingleJointTransformerBlock",
+        "HunyuanVideo15TokenRefiner",
+        "HunyuanVideo15PatchEmbed",
+    ]
+    _repeated_blocks = ["SkyReelsV4JointTransformerBlock", "SkyReelsV4SingleJointTransformerBlock"]
     # Layerwise casting keeps these in the compute dtype besides Diffusers' defaults (norms, "^proj_out$"): the input
     # embeddings (as Diffusers' HunyuanVideo-1.5) and both output heads.
     _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "^proj_out"]
@@ -1036,10 +1058,7 @@ class SkyReelsV4Transformer3DModel(
             [SkyReelsV4JointTransformerBlock(*block_args, cross_modal_heads) for _ in range(num_layers)]
         )
         self.single_transformer_blocks = nn.ModuleList(
-            [
-                SkyReelsV4JointTransformerBlock(*block_args, cross_modal_heads, single_stream=True)
-                for _ in range(num_single_layers)
-            ]
+            [SkyReelsV4SingleJointTransformerBlock(*block_args, cross_modal_heads) for _ in range(num_single_layers)]
         )
 
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
@@ -1448,5 +1467,10 @@ def audio_token_positions(num_tokens: int, num_references: int, scale: float, de
     return ((torch.arange(num_tokens, device=device, dtype=torch.float32) - num_references) * scale)[:, None]
 
 
-register_block_outputs(SkyReelsV4TransformerBlock, SkyReelsV4SingleTransformerBlock, SkyReelsV4JointTransformerBlock)
+register_block_outputs(
+    SkyReelsV4TransformerBlock,
+    SkyReelsV4SingleTransformerBlock,
+    SkyReelsV4JointTransformerBlock,
+    SkyReelsV4SingleJointTransformerBlock,
+)
 register_attention_skip_output(SkyReelsV4AttnProcessor)

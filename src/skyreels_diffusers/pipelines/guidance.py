@@ -105,5 +105,5 @@ def needs_unconditional(guider: BaseGuidance) -> bool:
     """Whether `guider` may ask for the unconditional pass: `LTX2Guidance` when its CFG term is on, any other guider
     that lists one (`pred_uncond` among its `_input_predictions`, Diffusers' guider protocol)."""
     if isinstance(guider, LTX2Guidance):
-        return guider._enabled and not math.isclose(guider.guidance_scale, 1.0)
+        return guider.is_cfg_enabled()
     return "pred_uncond" in guider._input_predictions

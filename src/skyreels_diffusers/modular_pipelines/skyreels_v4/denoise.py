@@ -30,13 +30,24 @@ from diffusers.modular_pipelines import BlockState, LoopSequentialPipelineBlocks
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
 from diffusers.schedulers import FlowMatchEulerDiscreteScheduler
 
-from ...pipelines.denoising import reinject_known, stream_step_index, stream_timestep, with_condition
+from ...pipelines.denoising import (
+    MODALITY_PASS,
+    STG_ARGUMENT,
+    STG_PASS,
+    PassInputs,
+    guider_data,
+    reinject_known,
+    stream_step_index,
+    stream_timestep,
+    with_condition,
+)
 from .encoders import GUIDER_SPECS, MODEL_NAME
 
 
 # The passes every guider makes on the unperturbed model: one transformer call each serves both modalities' guiders.
 # Any other pass (skip-layer, perturbed attention) runs with its own guider's model hooks, for that guider alone.
-SHARED_PASSES = ("pred_cond", "pred_uncond")
+# Passes whose inputs do not depend on the guider asking: one transformer call serves both modalities' guiders.
+SHARED_PASSES = ("pred_cond", "pred_uncond", MODALITY_PASS, STG_PASS)
 
 
 def pack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -202,6 +213,20 @@ class SkyReelsV4LoopDenoiser(ModularPipelineBlocks):
             "attention_kwargs": block_state.attention_kwargs,
         }
 
+    def pass_arguments(self, components, steps: dict) -> dict[str, dict]:
+        """The transformer arguments of `LTX2Guidance`'s extra passes: modality isolation, and STG's blocks of each
+        stepping modality (its guider's `spatio_temporal_guidance_blocks`)."""
+        stg = {}
+        for name, argument in (
+            ("guider", "spatio_temporal_guidance_blocks"),
+            ("audio_guider", STG_ARGUMENT["audio_hidden_states"]),
+        ):
+            if name in self.guider_names and steps[name] is not None:
+                blocks = getattr(getattr(components, name), "spatio_temporal_guidance_blocks", None)
+                if blocks:
+                    stg[argument] = blocks
+        return {MODALITY_PASS: {"isolate_modalities": True}, STG_PASS: stg}
+
     def predictions(self, output, block_state: BlockState) -> dict[str, torch.Tensor]:
         """Each guider's prediction from one transformer output (the video's packed with its keyframes)."""
         video = [output.sample]
@@ -214,11 +239,21 @@ class SkyReelsV4LoopDenoiser(ModularPipelineBlocks):
         transformer = components.transformer
         timesteps = block_state.timesteps
         steps = {"guider": block_state.video_step, "audio_guider": block_state.audio_step}
-        prompts = {
-            "encoder_hidden_states": (block_state.prompt_embeds, block_state.negative_prompt_embeds),
-            "encoder_attention_mask": (block_state.prompt_attention_mask, block_state.negative_prompt_attention_mask),
-        }
+        # In the layout the guiders read (`guider_data`): (conditional, unconditional, perturbed, isolated)
+        prompts = guider_data(
+            PassInputs(
+                {
+                    "encoder_hidden_states": block_state.prompt_embeds,
+                    "encoder_attention_mask": block_state.prompt_attention_mask,
+                },
+                {
+                    "encoder_hidden_states": block_state.negative_prompt_embeds,
+                    "encoder_attention_mask": block_state.negative_prompt_attention_mask,
+                },
+            )
+        )
         shared_inputs = self.model_inputs(components, block_state)
+        pass_arguments = self.pass_arguments(components, steps)
         outputs = {}  # transformer outputs of this step by pass
         block_state.noise_pred = block_state.audio_noise_pred = None
         for name in self.guider_names:
@@ -235,7 +270,8 @@ class SkyReelsV4LoopDenoiser(ModularPipelineBlocks):
                 if key not in outputs:
                     prompt_inputs = {field: getattr(batch, field) for field in prompts}
                     with transformer.cache_context(identifier):
-                        outputs[key] = transformer(**shared_inputs, **prompt_inputs)
+                        extra = pass_arguments.get(identifier, {})
+                        outputs[key] = transformer(**shared_inputs, **prompt_inputs, **extra)
                 guider.cleanup_models(transformer)
                 batch.noise_pred = self.predictions(outputs[key], block_state)[name]
             prediction = guider(batches).pred

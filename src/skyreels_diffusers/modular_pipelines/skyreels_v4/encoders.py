@@ -17,12 +17,13 @@ the VAE encoding of the conditions."""
 import PIL.Image
 import torch
 from diffusers.configuration_utils import FrozenDict
-from diffusers.guiders import ClassifierFreeGuidance
+from diffusers.guiders import LTX2Guidance
 from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, ConfigSpec, InputParam, OutputParam
 from transformers import PreTrainedModel
 
 from ...pipelines import generation, inpainting, refining
+from ...pipelines.guidance import needs_unconditional
 from .modular_pipeline import SkyReelsV4ModularPipeline
 
 
@@ -30,10 +31,11 @@ MODEL_NAME = "skyreels-v4"
 
 
 def guider_spec(name: str, description: str) -> ComponentSpec:
-    """A Diffusers guider component, classifier-free guidance at the classic pipelines' default scale (5.0)."""
+    """A Diffusers guider component: `LTX2Guidance` (CFG, STG, modality guidance, rescale) as the classic pipelines
+    build it, at their default scale (5.0; the other terms off)."""
     return ComponentSpec(
         name,
-        ClassifierFreeGuidance,
+        LTX2Guidance,
         description=description,
         config=FrozenDict({"guidance_scale": 5.0}),
         default_creation_method="from_config",
@@ -61,10 +63,10 @@ def check_guiders(components, guider_names) -> None:
 
 
 def needs_negative_prompt(components, guider_names) -> bool:
-    """Whether any guider makes more than the conditional prediction (then the negative prompt is encoded, as
+    """Whether any guider asks for the unconditional pass (then the negative prompt is encoded, as
     `do_classifier_free_guidance` decides in the classic pipelines)."""
     guiders = [getattr(components, name, None) for name in guider_names]
-    return any(guider is not None and guider.num_conditions > 1 for guider in guiders)  # 1 when disabled
+    return any(guider is not None and needs_unconditional(guider) for guider in guiders)
 
 
 def model_dtype(components) -> torch.dtype:
