@@ -745,8 +745,11 @@ class SkyReelsV4SingleJointTransformerBlock(SkyReelsV4JointTransformerBlock):
             num_attention_heads, attention_head_dim, mlp_ratio, cross_modal_attention_heads, single_stream=True
         )
 
-    def forward(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        return super().forward(*args, **kwargs)
+    def forward(
+        self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # The first two names are what Diffusers' block hooks (FirstBlockCache, MagCache, layer skip) look up
+        return super().forward(hidden_states, encoder_hidden_states, *args, **kwargs)
 
 
 class SkyReelsV4OutputProjection(nn.Module):
