@@ -173,11 +173,17 @@ def test_fuse_unfuse_and_unload_after_fuse(lora, pipe):
     torch.testing.assert_close(run(pipe.transformer), refs["a"], atol=1e-5, rtol=1e-5)
 
 
-def test_unload_restores_base_exactly(lora, pipe):
+# The base output again after unloading, or at scale 0, runs other modules (PEFT's wrappers, then the restored layers)
+# over equal weights: bit-equal on an AMX Xeon, 2.4e-7 apart with ATen/MKL/oneDNN held to AVX2 (outputs of mean
+# magnitude 0.59; adapter "a" moves them by 0.19 on average).
+BASE_TOLERANCE = {"rtol": 0, "atol": 2e-6}
+
+
+def test_unload_restores_base(lora, pipe):
     base, dirs, refs = lora
     pipe.load_lora_weights(dirs["a"])
     pipe.unload_lora_weights()
-    assert torch.equal(run(pipe.transformer), refs["base"])
+    torch.testing.assert_close(run(pipe.transformer), refs["base"], **BASE_TOLERANCE)
     assert pipe.transformer.state_dict().keys() == base.state_dict().keys()
     assert pipe.get_list_adapters() == {}
 
@@ -185,7 +191,7 @@ def test_unload_restores_base_exactly(lora, pipe):
 def test_attention_kwargs_scale(lora, pipe):
     _, dirs, refs = lora
     pipe.load_lora_weights(dirs["a"])
-    assert torch.equal(run(pipe.transformer, attention_kwargs={"scale": 0.0}), refs["base"])
+    torch.testing.assert_close(run(pipe.transformer, attention_kwargs={"scale": 0.0}), refs["base"], **BASE_TOLERANCE)
     assert closer_to_both(run(pipe.transformer, attention_kwargs={"scale": 0.5}), refs["a"], refs["base"])
     assert torch.equal(run(pipe.transformer), refs["a"])  # the per-call scale does not stick
 
