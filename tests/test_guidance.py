@@ -51,6 +51,7 @@ class ToyTransformer(torch.nn.Module):
             video = self.fields["video_perturbed"][0]
         if flags.get("audio_spatio_temporal_guidance_blocks"):
             audio = self.fields["audio_perturbed"][1]
+            video = video + 100.0  # through the exchange, perturbing the audio would change the video's prediction
         return SkyReelsV4TransformerOutput(sample=video, audio_sample=audio)
 
 
@@ -102,13 +103,16 @@ def by_hand(cond, uncond, perturbed, isolated, cfg, stg, modality, rescale):
 def test_each_term_reproduces_the_formula(video, audio):
     model = ToyTransformer()
     guiders = [
-        multimodal_guider(GuidanceArguments(cfg, stg, modality, rescale, [0] if stg else None))
+        # blocks named for both modalities: only a modality whose STG is on is perturbed
+        multimodal_guider(GuidanceArguments(cfg, stg, modality, rescale, [0]))
         for cfg, stg, modality, rescale in (video, audio)
     ]
     guided = one_step(model, *guiders)
     fields = model.fields
     for index, (prediction, (cfg, stg, modality, rescale)) in enumerate(zip(guided, (video, audio))):
         perturbed = fields["video_perturbed" if index == 0 else "audio_perturbed"][index]
+        if index == 0 and audio[1]:  # one STG pass for both: the audio's perturbation reaches the video
+            perturbed = perturbed + 100.0
         expected = by_hand(
             fields["cond"][index],
             fields["uncond"][index],

@@ -232,10 +232,7 @@ def denoise(
                     call[stream.timestep_name] = stream.timestep(iteration).expand(batch_size)
             guided = [s for s in stepping if s.guider is not None]
             batches = {stream: stream.guider.prepare_inputs(guider_data(inputs)) for stream in guided}
-            passes = [PRED_COND] + [i for i in _identifiers(batches) if i != PRED_COND]
-            predictions = run_passes(
-                transformer, call, inputs, passes, batches, stepping, batch_size, batched_guidance
-            )
+            predictions = run_passes(transformer, call, inputs, batches, stepping, batch_size, batched_guidance)
 
             for stream in stepping:
                 prediction = predictions[PRED_COND][stream]
@@ -334,11 +331,24 @@ STG_ARGUMENT = {
 }
 
 
+def pass_arguments(identifier: str, stg_blocks: dict[str, list[int]]) -> dict[str, Any]:
+    """The transformer arguments that make pass `identifier` of `LTX2Guidance`: modality isolation, or STG's blocks
+    for each transformer input whose guider asked for the STG pass (`stg_blocks`: input name -> blocks)."""
+    if identifier == MODALITY_PASS:
+        return {"isolate_modalities": True}
+    if identifier == STG_PASS:
+        return {STG_ARGUMENT[name]: blocks for name, blocks in stg_blocks.items() if name in STG_ARGUMENT}
+    return {}
+
+
+def asks_for(guider_batches: list, identifier: str) -> bool:
+    return any(getattr(batch, BaseGuidance._identifier_key) == identifier for batch in guider_batches)
+
+
 def run_passes(
     transformer,
     call: dict,
     inputs: PassInputs,
-    passes: list[str],
     batches: dict,
     stepping: list,
     batch_size: int,
@@ -354,11 +364,16 @@ def run_passes(
         return {
             id(stream.guider): stream.guider
             for stream, guider_batches in batches.items()
-            if any(getattr(batch, BaseGuidance._identifier_key) == identifier for batch in guider_batches)
+            if asks_for(guider_batches, identifier)
         }.values()
 
+    stg_blocks = {
+        stream.input_name: stream.guider.spatio_temporal_guidance_blocks
+        for stream, guider_batches in batches.items()
+        if asks_for(guider_batches, STG_PASS)
+    }
     predictions = {}
-    remaining = list(passes)
+    remaining = [PRED_COND] + [i for i in _identifiers(batches) if i != PRED_COND]
     if batched and "pred_uncond" in remaining and inputs.unconditional is not None:
         remaining.remove("pred_uncond")
         remaining.remove(PRED_COND)
@@ -377,14 +392,8 @@ def run_passes(
             negative, positive = prediction.chunk(2) if len(prediction) > batch_size else (None, prediction)
             predictions[PRED_COND][stream], predictions["pred_uncond"][stream] = positive, negative
     for identifier in remaining:
-        kwargs = {**call, **(inputs.unconditional if identifier == "pred_uncond" else inputs.conditional)}
-        if identifier == MODALITY_PASS:
-            kwargs["isolate_modalities"] = True
-        if identifier == STG_PASS:
-            for stream in stepping:
-                blocks = getattr(stream.guider, "spatio_temporal_guidance_blocks", None)
-                if stream in batches and blocks and stream.input_name in STG_ARGUMENT:
-                    kwargs[STG_ARGUMENT[stream.input_name]] = blocks
+        prompt = inputs.unconditional if identifier == "pred_uncond" else inputs.conditional
+        kwargs = {**call, **prompt, **pass_arguments(identifier, stg_blocks)}
         for guider in guiders_of(identifier):
             guider.prepare_models(transformer)
         with cache_context(identifier):

@@ -32,10 +32,11 @@ from diffusers.schedulers import FlowMatchEulerDiscreteScheduler
 
 from ...pipelines.denoising import (
     MODALITY_PASS,
-    STG_ARGUMENT,
     STG_PASS,
     PassInputs,
+    asks_for,
     guider_data,
+    pass_arguments,
     reinject_known,
     stream_step_index,
     stream_timestep,
@@ -48,6 +49,8 @@ from .encoders import GUIDER_SPECS, MODEL_NAME
 # Any other pass (skip-layer, perturbed attention) runs with its own guider's model hooks, for that guider alone.
 # Passes whose inputs do not depend on the guider asking: one transformer call serves both modalities' guiders.
 SHARED_PASSES = ("pred_cond", "pred_uncond", MODALITY_PASS, STG_PASS)
+# The transformer input each guider guides (STG perturbs that modality's blocks)
+GUIDED_INPUT = {"guider": "hidden_states", "audio_guider": "audio_hidden_states"}
 
 
 def pack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -213,20 +216,6 @@ class SkyReelsV4LoopDenoiser(ModularPipelineBlocks):
             "attention_kwargs": block_state.attention_kwargs,
         }
 
-    def pass_arguments(self, components, steps: dict) -> dict[str, dict]:
-        """The transformer arguments of `LTX2Guidance`'s extra passes: modality isolation, and STG's blocks of each
-        stepping modality (its guider's `spatio_temporal_guidance_blocks`)."""
-        stg = {}
-        for name, argument in (
-            ("guider", "spatio_temporal_guidance_blocks"),
-            ("audio_guider", STG_ARGUMENT["audio_hidden_states"]),
-        ):
-            if name in self.guider_names and steps[name] is not None:
-                blocks = getattr(getattr(components, name), "spatio_temporal_guidance_blocks", None)
-                if blocks:
-                    stg[argument] = blocks
-        return {MODALITY_PASS: {"isolate_modalities": True}, STG_PASS: stg}
-
     def predictions(self, output, block_state: BlockState) -> dict[str, torch.Tensor]:
         """Each guider's prediction from one transformer output (the video's packed with its keyframes)."""
         video = [output.sample]
@@ -253,24 +242,31 @@ class SkyReelsV4LoopDenoiser(ModularPipelineBlocks):
             )
         )
         shared_inputs = self.model_inputs(components, block_state)
-        pass_arguments = self.pass_arguments(components, steps)
         outputs = {}  # transformer outputs of this step by pass
         block_state.noise_pred = block_state.audio_noise_pred = None
+        guiders, guider_batches = {}, {}
         for name in self.guider_names:
             step = steps[name]
             if step is None:  # this modality does not step now (given, waiting or done)
                 continue
-            guider = getattr(components, name)
+            guiders[name] = guider = getattr(components, name)
             guider.set_state(step=step, num_inference_steps=len(timesteps), timestep=timesteps[step])
-            batches = guider.prepare_inputs(prompts)
+            guider_batches[name] = guider.prepare_inputs(prompts)
+        stg_blocks = {
+            GUIDED_INPUT[name]: guiders[name].spatio_temporal_guidance_blocks
+            for name, batches in guider_batches.items()
+            if asks_for(batches, STG_PASS)
+        }
+        for name, batches in guider_batches.items():
+            guider = guiders[name]
             for batch in batches:
                 identifier = getattr(batch, guider._identifier_key)
                 key = identifier if identifier in SHARED_PASSES else (name, identifier)
                 guider.prepare_models(transformer)
                 if key not in outputs:
                     prompt_inputs = {field: getattr(batch, field) for field in prompts}
+                    extra = pass_arguments(identifier, stg_blocks)
                     with transformer.cache_context(identifier):
-                        extra = pass_arguments.get(identifier, {})
                         outputs[key] = transformer(**shared_inputs, **prompt_inputs, **extra)
                 guider.cleanup_models(transformer)
                 batch.noise_pred = self.predictions(outputs[key], block_state)[name]
