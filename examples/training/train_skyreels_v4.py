@@ -469,8 +469,9 @@ def truncate_loss_log(path: str, step: int) -> None:
 
 
 @torch.no_grad()
-def log_validation(pipe, transformer, args, step: int, accelerator) -> list[str]:
-    """Generate each validation prompt (seeded) with the current weights; write MP4s with sound."""
+def log_validation(pipe, transformer, args, step: int, accelerator, **call_kwargs) -> list[str]:
+    """Generate each validation prompt (seeded) with the current weights; write MP4s with sound. `call_kwargs` go to
+    the pipeline call (the distillation example runs its student at `guidance_scale=1`)."""
     pipe.transformer = accelerator.unwrap_model(transformer).eval()
     folder = os.path.join(args.output_dir, "validation")
     os.makedirs(folder, exist_ok=True)
@@ -480,6 +481,7 @@ def log_validation(pipe, transformer, args, step: int, accelerator) -> list[str]
             prompt,
             num_inference_steps=args.validation_inference_steps,
             generator=torch.Generator().manual_seed(args.seed + i),
+            **call_kwargs,
         )
         path = os.path.join(folder, f"step-{step:06d}-{i}.mp4")
         export_to_video_with_audio(

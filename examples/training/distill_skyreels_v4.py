@@ -1,0 +1,608 @@
+"""Distil the joint SkyReels-V4 model (video + audio together) into a few-step student: a PEFT LoRA on the transformer.
+
+Method: trajectory distillation onto the pipeline's own k-step schedule, teacher guidance baked in.
+
+1. The student's schedule is the one a user gets from `num_inference_steps=k`: the pipeline scheduler's sigmas
+   `s_0 = 1 > s_1 > ... > s_k = 0` (its shift applied).
+2. A bank of teacher trajectories: for each training clip (task drawn by `--task_ratios`), the frozen teacher
+   integrates its flow ODE from noise with Euler, `--teacher_substeps` steps inside each student interval, with
+   classifier-free guidance (`--teacher_guidance_scale`, the unconditional pass swaps in the empty prompt as the
+   pipelines do), on both streams at once; the states at `s_0 .. s_k` are kept. A given modality (video-to-audio's
+   video, audio-to-video's audio) stays clean at timestep 0 as in the pipelines.
+3. The student (the teacher plus a LoRA, run once per step with no guidance) learns, at a state `x_i` of a
+   trajectory, the velocity that takes it to the teacher's `x_{i+1}` in one Euler step:
+   `loss = MSE(v_video, (x_{i+1} - x_i) / (s_{i+1} - s_i)) + MSE(v_audio, ...)` over the generated modalities.
+
+So a user needs only `pipe.load_lora_weights(folder)`, `num_inference_steps=k` and `guidance_scale=1` (one pass per
+step; guidance scale 1 runs no negative pass).
+
+Why this and not DMD2 here: a DMD2 generator step needs the student's k-step rollout, a fake-score critic trained
+several times per generator step, and two teacher passes (CFG) per critic target, and its adversarial balance takes
+thousands of steps to settle; on a 2-core CPU with a ~45 minute budget that leaves a few hundred generator steps.
+Trajectory regression has a fixed target, costs one student forward + backward per sample after the bank (which is
+`2 x k x substeps` teacher passes per clip, paid once and reused every epoch), and starts from the teacher itself
+(the LoRA's B matrices start at zero). Its known weakness is the student's own drift between steps (the student sees
+only teacher states); the measured figures say what that costs.
+
+Inputs and conditions are built by the training example's own functions (`base_model_inputs`: task conditions from
+the clip's pixels with the pipelines' `build_video_condition`); checkpoints, the loss log and validation are the
+training example's too. Reproducibility: the bank depends only on `--seed` and the data (it is cached in the output
+folder and regenerated identically if lost); each step's batch, task and intervals depend only on `(--seed, step)`,
+so a resumed run continues exactly and N processes (gloo on CPU) see the same global batch as one.
+
+    python examples/training/distill_skyreels_v4.py --pretrained_model_name_or_path pipelines/skyreels-v4-tiny \
+        --train_latents runs/distill/latents --output_dir runs/distill/lora --num_student_steps 4 \
+        --max_train_steps 600
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from huggingface_hub import ModelCard, ModelCardData
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from skyreels_diffusers import SkyReelsV4Pipeline
+from skyreels_diffusers.pipelines.generation import default_sigmas
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_skyreels_v4 import (  # noqa: E402
+    GENERATES_AUDIO,
+    GENERATES_VIDEO,
+    HAS_AUDIO,
+    HAS_VIDEO,
+    LORA_TOWERS,
+    PER_CLIP_KEYS,
+    add_lora,
+    base_model_inputs,
+    latest_checkpoint,
+    load_training_data,
+    log_validation,
+    parse_task_ratios,
+    remove_partial_checkpoints,
+    sample_generator,
+    save_checkpoint,
+    save_final,
+    step_rng,
+    truncate_loss_log,
+)
+
+
+logger = get_logger(__name__)
+
+# The reference tasks carry extra model inputs and the refiner is another model: the bank covers the rest.
+DISTILL_TASKS = ("t2av", "t2v", "t2a", "i2v", "interpolation", "extension", "edit", "v2a", "a2v")
+DEFAULT_TASK_RATIOS = "t2av=0.5,t2v=0.05,t2a=0.05,i2v=0.1,extension=0.1,v2a=0.1,a2v=0.1"
+DEFAULT_TARGET_MODULES = "to_q,to_k,to_v,to_out.0,add_q_proj,add_k_proj,add_v_proj,to_add_out,proj_out,proj_mlp"
+# Random streams of the bank, apart from the training steps' (which use step numbers from 0).
+BANK_CONDITION_STEP = 2**40
+BANK_NOISE_STEP = 2**40 + 1
+BANK_TASK_STEP = 2**40 + 2
+BANK_FILE = "trajectories.safetensors"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("teacher and student")
+    model.add_argument("--pretrained_model_name_or_path", required=True, help="SkyReelsV4Pipeline folder (teacher)")
+    model.add_argument("--num_student_steps", type=int, default=4, help="k: the student's inference steps")
+    model.add_argument("--teacher_substeps", type=int, default=5, help="teacher Euler steps per student step")
+    model.add_argument("--teacher_guidance_scale", type=float, default=5.0, help="CFG baked into the student")
+    model.add_argument("--teacher_audio_guidance_scale", type=float, default=None, help="default: the video's")
+    model.add_argument("--lora_rank", type=int, default=16)
+    model.add_argument("--lora_alpha", type=int, default=None, help="default: the rank")
+    model.add_argument("--lora_towers", default="video,audio,cross_modal", help=f"subset of {sorted(LORA_TOWERS)}")
+    model.add_argument("--lora_target_modules", default=DEFAULT_TARGET_MODULES)
+    data = parser.add_argument_group("data")
+    data.add_argument("--train_latents", default=None, help="folder written by precompute_latents.py")
+    data.add_argument("--train_manifest", default=None, help="JSONL manifest, encoded at start-up")
+    data.add_argument("--height", type=int, default=None)
+    data.add_argument("--width", type=int, default=None)
+    data.add_argument("--num_frames", type=int, default=None)
+    data.add_argument("--num_trajectories", type=int, default=256, help="teacher trajectories in the bank")
+    data.add_argument("--trajectory_batch_size", type=int, default=8, help="teacher batch while building the bank")
+    data.add_argument("--task_ratios", default=DEFAULT_TASK_RATIOS, help=f"comma list of task=weight, {DISTILL_TASKS}")
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train_batch_size", type=int, default=8, help="per process")
+    train.add_argument("--max_train_steps", type=int, default=600)
+    train.add_argument("--learning_rate", type=float, default=1e-3)
+    train.add_argument("--adam_weight_decay", type=float, default=0.0)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--lr_scheduler", default="cosine", help="any diffusers.optimization schedule")
+    train.add_argument("--lr_warmup_steps", type=int, default=20)
+    train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    io = parser.add_argument_group("checkpoints and validation")
+    io.add_argument("--checkpointing_steps", type=int, default=100)
+    io.add_argument("--checkpoints_total_limit", type=int, default=None)
+    io.add_argument("--resume_from_checkpoint", default=None, help='a checkpoint folder or "latest"')
+    io.add_argument("--validation_prompts", nargs="*", default=[])
+    io.add_argument("--validation_steps", type=int, default=200)
+    io.add_argument("--logging_steps", type=int, default=10)
+    io.add_argument("--report_to", default=None, help="tensorboard, wandb, ... (Accelerate trackers)")
+    args = parser.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args) -> None:
+    """Bad input -> a ValueError naming the argument."""
+    if (args.train_latents is None) == (args.train_manifest is None):
+        raise ValueError("Give exactly one of `--train_latents` and `--train_manifest`.")
+    for name in (
+        "num_student_steps",
+        "teacher_substeps",
+        "lora_rank",
+        "num_trajectories",
+        "trajectory_batch_size",
+        "train_batch_size",
+        "max_train_steps",
+        "checkpointing_steps",
+        "validation_steps",
+        "logging_steps",
+    ):
+        value = getattr(args, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"`--{name}` must be a positive integer, got {value!r}.")
+    for name in ("teacher_guidance_scale", "teacher_audio_guidance_scale"):
+        value = getattr(args, name)
+        if value is not None and not (np.isfinite(value) and value >= 1.0):
+            raise ValueError(f"`--{name}` must be a finite number >= 1 (1 = no guidance), got {value!r}.")
+    if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise ValueError(f"`--learning_rate` must be positive, got {args.learning_rate!r}.")
+    ratios = parse_task_ratios(args.task_ratios)
+    unsupported = sorted(set(ratios) - set(DISTILL_TASKS))
+    if unsupported:
+        raise ValueError(f"`--task_ratios`: distillation covers {DISTILL_TASKS}, got {unsupported}.")
+    args.task_ratios = {task: weight for task, weight in ratios.items() if weight > 0}
+    unknown = set(args.lora_towers.split(",")) - set(LORA_TOWERS)
+    if unknown:
+        raise ValueError(f"`--lora_towers` accepts {sorted(LORA_TOWERS)}, got {sorted(unknown)}.")
+    if args.teacher_audio_guidance_scale is None:
+        args.teacher_audio_guidance_scale = args.teacher_guidance_scale
+    args.refiner = False  # for the training example's helpers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The student's schedule and the teacher's trajectories
+
+
+def student_sigmas(pipe, num_steps: int) -> torch.Tensor:
+    """`s_0 .. s_k` (`k + 1` values, ending at 0): the sigmas the pipeline's scheduler steps through at
+    `num_inference_steps=k` (what `prepare_timesteps` sets), read from a copy of the scheduler."""
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(sigmas=default_sigmas(num_steps))
+    return scheduler.sigmas.float().cpu()
+
+
+def condition_args(args) -> argparse.Namespace:
+    """The training example's sampling options with every dropout off: the bank's and the student's inputs are the
+    pipelines' conditional inputs (their sigma and noise are replaced)."""
+    return argparse.Namespace(
+        weighting_scheme="uniform",
+        logit_mean=0.0,
+        logit_std=1.0,
+        independent_noise_ratio=0.0,
+        text_dropout=0.0,
+        condition_dropout=0.0,
+    )
+
+
+def bank_tasks(args) -> list[str]:
+    """The task of each trajectory: counts proportional to `--task_ratios` (largest remainder), laid out task by task
+    so that a teacher batch holds one task."""
+    names = list(args.task_ratios)
+    weights = np.array([args.task_ratios[n] for n in names], dtype=float)
+    exact = weights / weights.sum() * args.num_trajectories
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: args.num_trajectories - counts.sum()]:
+        counts[i] += 1
+    return [name for name, count in zip(names, counts) for _ in range(count)]
+
+
+def entry_inputs(task, entries, data, null_prompt, vae, seed):
+    """The conditional model inputs of bank `entries` (one task), built one by one by the training example's
+    `base_model_inputs` (each entry's random choices come from `(seed, entry)` alone) and batched."""
+    dataset_size = len(data["video_latents"])
+    parts = []
+    for entry in entries:
+        clip = {k: v[entry % dataset_size] for k, v in data.items() if k in PER_CLIP_KEYS}
+        inputs, _, _ = base_model_inputs(
+            task, [clip], null_prompt, vae, condition_args(None), 1.0, seed, BANK_CONDITION_STEP, int(entry)
+        )
+        parts.append(inputs)
+    batched = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if values[0] is None:
+            batched[key] = None
+        elif key in ("encoder_hidden_states", "encoder_attention_mask"):
+            length = max(v.shape[1] for v in values)
+            batched[key] = torch.cat([pad_tokens(v, length) for v in values])
+        else:
+            batched[key] = torch.cat(values)
+    return batched
+
+
+def pad_tokens(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Pad a prompt `(B, S, D)` or its mask `(B, S)` to `length` tokens (masked out)."""
+    missing = length - x.shape[1]
+    if missing == 0:
+        return x
+    return F.pad(x, (0, 0, 0, missing)) if x.dim() == 3 else F.pad(x, (0, missing), value=False)
+
+
+def unconditional(inputs: dict, null_prompt) -> dict:
+    """The same inputs with the empty prompt (the pipelines' negative pass)."""
+    batch = inputs["encoder_hidden_states"].shape[0]
+    length = max(inputs["encoder_hidden_states"].shape[1], null_prompt[0].shape[0])
+    embeds = pad_tokens(null_prompt[0][None].expand(batch, -1, -1), length)
+    mask = pad_tokens(null_prompt[1][None].expand(batch, -1), length)
+    return {**inputs, "encoder_hidden_states": embeds, "encoder_attention_mask": mask}
+
+
+def with_states(inputs: dict, task: str, video, audio, sigma) -> dict:
+    """`inputs` with the generated modalities replaced by `video` / `audio` at noise level `sigma` (per sample)."""
+    out = dict(inputs)
+    if GENERATES_VIDEO[task]:
+        channels = video.shape[1]
+        out["hidden_states"] = torch.cat([video, inputs["hidden_states"][:, channels:]], dim=1)
+        out["timestep"] = sigma * 1000
+    if GENERATES_AUDIO[task]:
+        out["audio_hidden_states"] = audio
+        out["audio_timestep"] = sigma * 1000
+    return out
+
+
+def both_passes(transformer, inputs: dict, uncond: dict):
+    """Conditional and unconditional predictions in one batched call (prompts padded to one length)."""
+    length = max(inputs["encoder_hidden_states"].shape[1], uncond["encoder_hidden_states"].shape[1])
+    call = {}
+    for key, value in inputs.items():
+        if key in ("encoder_hidden_states", "encoder_attention_mask"):
+            call[key] = torch.cat([pad_tokens(value, length), pad_tokens(uncond[key], length)])
+        else:
+            call[key] = torch.cat([value, value]) if torch.is_tensor(value) else value
+    output = transformer(**call)
+    video = output.sample.float().chunk(2) if output.sample is not None else (None, None)
+    audio = output.audio_sample.float().chunk(2) if output.audio_sample is not None else (None, None)
+    return video, audio
+
+
+@torch.no_grad()
+def teacher_trajectories(transformer, task, entries, data, null_prompt, vae, sigmas, args):
+    """The teacher's states at the student's sigmas: video `(B, k + 1, C, F, h, w)` and audio `(B, k + 1, C_a, L)`
+    (`None` for a modality the task lacks; a given one repeats its clean latents)."""
+    inputs = entry_inputs(task, entries, data, null_prompt, vae, args.seed)
+    uncond = unconditional(inputs, null_prompt)
+    batch = len(entries)
+    video = audio = None
+    noise = [sample_generator(args.seed, BANK_NOISE_STEP, int(e)) for e in entries]
+    if HAS_VIDEO[task]:
+        channels = data["video_latents"].shape[1]
+        video = inputs["hidden_states"][:, :channels].float()
+        if GENERATES_VIDEO[task]:
+            video = torch.stack([torch.randn(video.shape[1:], generator=g) for g in noise])
+    if HAS_AUDIO[task]:
+        audio = inputs["audio_hidden_states"].float()
+        if GENERATES_AUDIO[task]:
+            audio = torch.stack([torch.randn(audio.shape[1:], generator=g) for g in noise])
+    video_states, audio_states = [video], [audio]
+    for i in range(len(sigmas) - 1):
+        fine = torch.linspace(float(sigmas[i]), float(sigmas[i + 1]), args.teacher_substeps + 1)
+        for j in range(args.teacher_substeps):
+            sigma = fine[j].expand(batch)
+            call = with_states(inputs, task, video, audio, sigma)
+            (video_c, video_u), (audio_c, audio_u) = both_passes(
+                transformer, call, with_states(uncond, task, video, audio, sigma)
+            )
+            step = float(fine[j + 1] - fine[j])
+            if GENERATES_VIDEO[task]:
+                video = video + step * (video_u + args.teacher_guidance_scale * (video_c - video_u))
+            if GENERATES_AUDIO[task]:
+                audio = audio + step * (audio_u + args.teacher_audio_guidance_scale * (audio_c - audio_u))
+        video_states.append(video)
+        audio_states.append(audio)
+    stack = lambda states: None if states[0] is None else torch.stack(states, dim=1)  # noqa: E731
+    return stack(video_states), stack(audio_states)
+
+
+@torch.no_grad()
+def student_sample(transformer, task, entries, data, null_prompt, vae, sigmas, args):
+    """What the pipeline computes at `k` steps without guidance, from the bank's noise: one pass per step, Euler on
+    the student's sigmas. Returns the final video and audio latents (`None` for a modality the task lacks)."""
+    inputs = entry_inputs(task, entries, data, null_prompt, vae, args.seed)
+    noise = [sample_generator(args.seed, BANK_NOISE_STEP, int(e)) for e in entries]
+    video = audio = None
+    if HAS_VIDEO[task]:
+        video = inputs["hidden_states"][:, : data["video_latents"].shape[1]].float()
+        if GENERATES_VIDEO[task]:
+            video = torch.stack([torch.randn(video.shape[1:], generator=g) for g in noise])
+    if HAS_AUDIO[task]:
+        audio = inputs["audio_hidden_states"].float()
+        if GENERATES_AUDIO[task]:
+            audio = torch.stack([torch.randn(audio.shape[1:], generator=g) for g in noise])
+    for i in range(len(sigmas) - 1):
+        output = transformer(**with_states(inputs, task, video, audio, sigmas[i].expand(len(entries))))
+        step = float(sigmas[i + 1] - sigmas[i])
+        if GENERATES_VIDEO[task]:
+            video = video + step * output.sample.float()
+        if GENERATES_AUDIO[task]:
+            audio = audio + step * output.audio_sample.float()
+    return video, audio
+
+
+def bank_fingerprint(args, sigmas, dataset_size: int) -> str:
+    return json.dumps(
+        {
+            "teacher": os.path.abspath(args.pretrained_model_name_or_path),
+            "data": os.path.abspath(args.train_latents or args.train_manifest),
+            "dataset_size": dataset_size,
+            "seed": args.seed,
+            "sigmas": [round(float(s), 6) for s in sigmas],
+            "substeps": args.teacher_substeps,
+            "guidance": [args.teacher_guidance_scale, args.teacher_audio_guidance_scale],
+            "tasks": args.task_ratios,
+            "num_trajectories": args.num_trajectories,
+        },
+        sort_keys=True,
+    )
+
+
+def build_bank(accelerator, transformer, data, null_prompt, vae, sigmas, args) -> dict[str, torch.Tensor]:
+    """The teacher trajectories, cached in `output_dir/trajectories.safetensors` (reused when its fingerprint
+    matches). Processes share the work batch by batch, then every process reads the merged file."""
+    path = os.path.join(args.output_dir, BANK_FILE)
+    fingerprint = bank_fingerprint(args, sigmas, len(data["video_latents"]))
+    if os.path.isfile(path):
+        with open(path + ".json", encoding="utf-8") as f:
+            if f.read() == fingerprint:
+                return load_file(path)
+    tasks = bank_tasks(args)
+    batches = []
+    for task in dict.fromkeys(tasks):
+        entries = [e for e, t in enumerate(tasks) if t == task]
+        batches += [
+            (task, entries[i : i + args.trajectory_batch_size])
+            for i in range(0, len(entries), args.trajectory_batch_size)
+        ]
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    shard = {}
+    start = time.perf_counter()
+    for task, entries in tqdm(mine, desc="teacher trajectories", disable=not accelerator.is_local_main_process):
+        video, audio = teacher_trajectories(transformer, task, entries, data, null_prompt, vae, sigmas, args)
+        for i, entry in enumerate(entries):
+            if video is not None:
+                shard[f"video.{entry}"] = video[i].contiguous()
+            if audio is not None:
+                shard[f"audio.{entry}"] = audio[i].contiguous()
+    shard_path = os.path.join(args.output_dir, f"{BANK_FILE}.shard-{accelerator.process_index}")
+    save_file(shard, shard_path, metadata={"seconds": str(time.perf_counter() - start)})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        merged, seconds = {}, 0.0
+        for rank in range(accelerator.num_processes):
+            part = f"{path}.shard-{rank}"
+            merged.update(load_file(part))
+            from safetensors import safe_open
+
+            with safe_open(part, "pt") as f:
+                seconds += float(f.metadata()["seconds"])
+            os.remove(part)
+        save_file(merged, path, metadata={"seconds": str(seconds)})
+        with open(path + ".json", "w", encoding="utf-8") as f:
+            f.write(fingerprint)
+        logger.info(f"teacher trajectories: {len(tasks)} in {seconds:.0f} s (all processes)")
+    accelerator.wait_for_everyone()
+    return load_file(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def training_batch(args, step: int, tasks: list[str], global_size: int):
+    """The task, bank entries and interval indices of `step`, identical on every process."""
+    rng = step_rng(args.seed, step)
+    present = list(dict.fromkeys(tasks))
+    weights = np.array([args.task_ratios[t] for t in present])
+    task = present[rng.choice(len(present), p=weights / weights.sum())]
+    candidates = [e for e, t in enumerate(tasks) if t == task]
+    entries = rng.choice(candidates, size=global_size, replace=global_size > len(candidates))
+    intervals = rng.integers(0, args.num_student_steps, size=global_size)
+    return task, entries, intervals
+
+
+def distillation_loss(transformer, task, entries, intervals, bank, data, null_prompt, vae, sigmas, args):
+    """Velocity regression onto the teacher's step from `s_i` to `s_{i+1}`, per generated modality."""
+    inputs = entry_inputs(task, entries, data, null_prompt, vae, args.seed)
+    index = torch.as_tensor(intervals)
+    s_now, s_next = sigmas[index], sigmas[index + 1]
+    delta = s_next - s_now
+    video = audio = video_target = audio_target = None
+    if HAS_VIDEO[task]:
+        states = torch.stack([bank[f"video.{int(e)}"] for e in entries])
+        rows = torch.arange(len(entries))
+        video = states[rows, index]
+        video_target = (states[rows, index + 1] - video) / delta.view(-1, 1, 1, 1, 1)
+    if HAS_AUDIO[task]:
+        states = torch.stack([bank[f"audio.{int(e)}"] for e in entries])
+        rows = torch.arange(len(entries))
+        audio = states[rows, index]
+        audio_target = (states[rows, index + 1] - audio) / delta.view(-1, 1, 1)
+    output = transformer(**with_states(inputs, task, video, audio, s_now))
+    loss = 0.0
+    if GENERATES_VIDEO[task]:
+        loss = loss + F.mse_loss(output.sample.float(), video_target.to(output.sample.device))
+    if GENERATES_AUDIO[task]:
+        loss = loss + F.mse_loss(output.audio_sample.float(), audio_target.to(output.audio_sample.device))
+    return loss
+
+
+def write_model_card(args, sigmas, losses: list[float], validation: list[str], bank_seconds: float, train_seconds):
+    schedule = ", ".join(f"{float(s):.4f}" for s in sigmas)
+    description = (
+        f"A {args.num_student_steps}-step student of `{args.pretrained_model_name_or_path}`, distilled by "
+        "`examples/training/distill_skyreels_v4.py` (trajectory distillation onto the pipeline's own schedule, "
+        f"teacher guidance {args.teacher_guidance_scale} (video) / {args.teacher_audio_guidance_scale} (audio) baked "
+        f"in): a PEFT LoRA of rank {args.lora_rank} on the towers {args.lora_towers} "
+        f"({args.lora_target_modules}).\n\n"
+        "## Use\n\n"
+        "```py\n"
+        "from skyreels_diffusers import SkyReelsV4Pipeline\n\n"
+        f'pipe = SkyReelsV4Pipeline.from_pretrained("{args.pretrained_model_name_or_path}")\n'
+        f'pipe.load_lora_weights("{args.output_dir}")\n'
+        f"out = pipe(prompt, num_inference_steps={args.num_student_steps}, guidance_scale=1.0)\n"
+        "```\n\n"
+        f"Schedule: the pipeline scheduler's own at `num_inference_steps={args.num_student_steps}` "
+        f"(FlowMatchEulerDiscreteScheduler, shift {args.shift}): sigmas {schedule}. `guidance_scale=1` runs one "
+        "transformer pass per step (no negative pass); the guidance is in the weights.\n\n"
+        "## Training\n\n"
+        f"{args.num_trajectories} teacher trajectories ({args.teacher_substeps} Euler steps per student step, tasks "
+        f"{args.task_ratios}), {bank_seconds:.0f} s; then {args.max_train_steps} steps of batch "
+        f"{args.global_batch_size}, AdamW {args.learning_rate} ({args.lr_scheduler}), {train_seconds:.0f} s "
+        f"(this run; {args.num_processes} process(es)). Final loss (mean of the last {min(len(losses), 50)} steps): "
+        f"{np.mean(losses[-50:]) if losses else float('nan'):.4f}.\n"
+    )
+    if validation:
+        description += "\nValidation clips: " + ", ".join(
+            f"`{os.path.relpath(p, args.output_dir)}`" for p in validation
+        )
+    data = ModelCardData(
+        license="apache-2.0",
+        library_name="diffusers",
+        tags=["skyreels-v4", "text-to-video", "text-to-audio", "lora", "distillation", "few-step"],
+        base_model=args.pretrained_model_name_or_path,
+    )
+    card = ModelCard(
+        f"---\n{data.to_yaml()}\n---\n\n# SkyReels-V4 {args.num_student_steps}-step LoRA\n\n{description}\n"
+    )
+    card.save(os.path.join(args.output_dir, "README.md"))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")
+        ),
+    )
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    with accelerator.main_process_first():
+        pipe = SkyReelsV4Pipeline.from_pretrained(args.pretrained_model_name_or_path)
+    for module in (pipe.text_encoder, pipe.vae, pipe.audio_vae, pipe.vocoder, pipe.transformer):
+        if module is not None:
+            module.requires_grad_(False)
+    transformer = pipe.transformer.eval()
+    args.shift = pipe.scheduler.config.shift
+    sigmas = student_sigmas(pipe, args.num_student_steps)
+    data = load_training_data(args, pipe)
+    null_prompt = (data["null_prompt_embeds"][0], data["null_prompt_attention_mask"][0].bool())
+
+    start = time.perf_counter()
+    bank = build_bank(accelerator, transformer, data, null_prompt, pipe.vae, sigmas, args)
+    bank_seconds = time.perf_counter() - start
+    tasks = bank_tasks(args)
+
+    add_lora(transformer, args)
+    transformer.train()
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
+    args.num_processes = accelerator.num_processes
+    args.global_batch_size = args.train_batch_size * accelerator.num_processes
+    accelerator.print(
+        f"{accelerator.distributed_type} x {accelerator.num_processes} processes; global batch {args.global_batch_size}"
+    )
+
+    global_step = 0
+    log_path = os.path.join(args.output_dir, "loss.jsonl")
+    if accelerator.is_main_process:
+        remove_partial_checkpoints(args.output_dir)
+    if args.resume_from_checkpoint:
+        path = (
+            latest_checkpoint(args.output_dir)
+            if args.resume_from_checkpoint == "latest"
+            else args.resume_from_checkpoint
+        )
+        if path is None:
+            logger.info("no checkpoint to resume from: starting a new run")
+        else:
+            accelerator.load_state(path)
+            global_step = int(os.path.basename(path.rstrip("/")).split("-")[1])
+            logger.info(f"resumed from {path} at step {global_step}")
+    if accelerator.is_main_process:
+        truncate_loss_log(log_path, global_step)
+        accelerator.init_trackers("skyreels-v4-distill", config={k: str(v) for k, v in vars(args).items()})
+
+    # Validation runs the student as users do: k steps, no guidance.
+    args.validation_inference_steps = args.num_student_steps
+    losses, validation = [], []
+    progress = tqdm(range(global_step, args.max_train_steps), disable=not accelerator.is_local_main_process)
+    local_size, rank = args.train_batch_size, accelerator.process_index
+    start = time.perf_counter()
+    while global_step < args.max_train_steps:
+        task, entries, intervals = training_batch(args, global_step, tasks, args.global_batch_size)
+        mine = slice(rank * local_size, (rank + 1) * local_size)
+        loss = distillation_loss(
+            transformer, task, entries[mine], intervals[mine], bank, data, null_prompt, pipe.vae, sigmas, args
+        )
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, args.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = accelerator.reduce(loss.detach(), "mean").item()
+
+        global_step += 1
+        progress.update(1)
+        losses.append(step_loss)
+        if accelerator.is_main_process:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": global_step, "loss": step_loss, "task": task}) + "\n")
+        accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+        if global_step % args.logging_steps == 0:
+            progress.set_postfix(loss=float(np.mean(losses[-args.logging_steps :])))
+        if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
+            save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+        if (
+            args.validation_prompts
+            and accelerator.is_main_process
+            and (global_step % args.validation_steps == 0 or global_step == args.max_train_steps)
+        ):
+            validation = log_validation(pipe, transformer, args, global_step, accelerator, guidance_scale=1.0)
+    train_seconds = time.perf_counter() - start
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_final(accelerator.unwrap_model(transformer), pipe, args)
+        write_model_card(args, sigmas, losses, validation, bank_seconds, train_seconds)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The few-step distillation example (`examples/training/distill_skyreels_v4.py`) on tiny components, and the shipped
+4-step LoRA of the tiny default."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, PartialState
+from script_loading import load_script
+
+
+distill = load_script("distill_skyreels_v4", "examples/training")
+world = load_script("world", "examples/synthetic_av")
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+TINY_DEFAULT = os.path.join(ROOT, "pipelines", "skyreels-v4-tiny")
+SHIPPED_LORA = os.path.join(ROOT, "pipelines", "skyreels-v4-tiny-4step-lora")
+PROMPT = "<text>A red circle bounces around a dark box.</text><sfx>A pure low knock each time it hits a wall.</sfx>"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A saved tiny pipeline and a manifest of 4 world clips (9 frames, 32x32) with their sound."""
+    from skyreels_diffusers.tiny_components import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("distill")
+    build_tiny_pipeline(video_vae="wan", audio_vae="oobleck").save_pretrained(root / "pipe")
+    manifest = world.write_dataset(str(root / "data"), 4, seed=10, num_frames=9, size=32)
+    return root, manifest
+
+
+def run(argv):
+    """One distillation run in this process at one torch thread, with Accelerate's singletons reset afterwards (as
+    `tests/test_training.py` does)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        distill.main([str(a) for a in argv])
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        PartialState._reset_state()
+
+
+def losses(folder):
+    with open(os.path.join(folder, "loss.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def common(setup, out, steps):
+    root, manifest = setup
+    return [
+        "--pretrained_model_name_or_path",
+        root / "pipe",
+        "--train_manifest",
+        manifest,
+        "--output_dir",
+        out,
+        "--max_train_steps",
+        steps,
+        "--num_student_steps",
+        2,
+        "--teacher_substeps",
+        2,
+        "--num_trajectories",
+        6,
+        "--task_ratios",
+        "t2av=1,v2a=1,a2v=1",
+        "--train_batch_size",
+        2,
+        "--lora_rank",
+        4,
+        "--learning_rate",
+        "1e-2",
+        "--checkpointing_steps",
+        2,
+        "--seed",
+        3,
+    ]
+
+
+@pytest.mark.slow
+def test_distillation_writes_a_lora_that_loads_changes_the_output_and_resumes_exactly(setup, tmp_path):
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from skyreels_diffusers import SkyReelsV4Pipeline
+
+    run(common(setup, tmp_path / "a", 4))
+    full = losses(tmp_path / "a")
+    assert [r["step"] for r in full] == [1, 2, 3, 4]
+    weights = load_file(tmp_path / "a" / "pytorch_lora_weights.safetensors")
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "num_inference_steps=2, guidance_scale=1.0" in card and "sigmas 1.0000" in card
+
+    # The LoRA loads into a fresh pipeline as the student it saved, and changes the 2-step output.
+    pipe = SkyReelsV4Pipeline.from_pretrained(setup[0] / "pipe")
+    call = dict(num_inference_steps=2, guidance_scale=1.0, output_type="pt")
+    base = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call)
+    pipe.load_lora_weights(str(tmp_path / "a"))
+    loaded = {k.removeprefix("transformer."): v for k, v in weights.items()}
+    state = get_peft_model_state_dict(pipe.transformer, adapter_name=pipe.get_active_adapters()[0])
+    assert state.keys() == loaded.keys() and all(torch.equal(state[k], loaded[k]) for k in state)
+    student = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call)
+    assert not torch.allclose(student.frames, base.frames, atol=1e-4)
+    assert not torch.allclose(student.audio, base.audio, atol=1e-4)
+
+    # Stopped after checkpoint-2 (and without the trajectory bank, which is rebuilt identically), resumed with
+    # "latest": the same tasks and losses, to the last bit at one thread.
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    run([*common(setup, tmp_path / "b", 4), "--resume_from_checkpoint", "latest"])
+    resumed = losses(tmp_path / "b")
+    assert [r["step"] for r in resumed] == [3, 4]
+    assert [r["task"] for r in resumed] == [r["task"] for r in full[2:]]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full[2:]], (resumed, full)
+    again = load_file(tmp_path / "b" / "pytorch_lora_weights.safetensors")
+    assert all(torch.equal(again[k], weights[k]) for k in weights)
+
+
+@pytest.mark.slow
+def test_distillation_brings_the_k_step_student_closer_to_the_teacher_than_the_teacher_at_k_steps(setup, tmp_path):
+    """The objective itself, on a toy model: after some steps on two trajectories, the student at k=2 steps without
+    guidance lands nearer the teacher's guided many-step result than the teacher's own guided 2-step result does."""
+    from skyreels_diffusers import SkyReelsV4Pipeline
+
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        args = distill.parse_args([str(a) for a in common(setup, tmp_path, 40)])
+        pipe = SkyReelsV4Pipeline.from_pretrained(setup[0] / "pipe")
+        pipe.transformer.requires_grad_(False).eval()
+        args.shift = pipe.scheduler.config.shift
+        data = distill.load_training_data(args, pipe)
+        null = (data["null_prompt_embeds"][0], data["null_prompt_attention_mask"][0].bool())
+        sigmas = distill.student_sigmas(pipe, args.num_student_steps)
+        entries = [0, 1]
+        bank_args = distill.parse_args([str(a) for a in common(setup, tmp_path, 40)] + ["--teacher_substeps", "8"])
+        video, audio = distill.teacher_trajectories(
+            pipe.transformer, "t2av", entries, data, null, pipe.vae, sigmas, bank_args
+        )
+        coarse = distill.parse_args([str(a) for a in common(setup, tmp_path, 40)] + ["--teacher_substeps", "1"])
+        teacher_video, teacher_audio = distill.teacher_trajectories(
+            pipe.transformer, "t2av", entries, data, null, pipe.vae, sigmas, coarse
+        )
+        bank = {f"video.{e}": video[i] for i, e in enumerate(entries)}
+        bank.update({f"audio.{e}": audio[i] for i, e in enumerate(entries)})
+
+        def distance(v, a):
+            return float(((v - video[:, -1]) ** 2).mean() + ((a - audio[:, -1]) ** 2).mean())
+
+        before = distance(
+            *distill.student_sample(pipe.transformer, "t2av", entries, data, null, pipe.vae, sigmas, args)
+        )
+        teacher_k = distance(teacher_video[:, -1], teacher_audio[:, -1])
+
+        distill.add_lora(pipe.transformer, args)
+        params = [p for p in pipe.transformer.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=3e-3)
+        for step in range(args.max_train_steps):
+            intervals = torch.tensor([step % 2, (step + 1) % 2])
+            loss = distill.distillation_loss(
+                pipe.transformer, "t2av", entries, intervals, bank, data, null, pipe.vae, sigmas, args
+            )
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        after = distance(
+            *distill.student_sample(pipe.transformer, "t2av", entries, data, null, pipe.vae, sigmas, args)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    print(
+        f"distance to the many-step teacher: student before {before:.4g}, after {after:.4g}; teacher at k {teacher_k:.4g}"
+    )
+    assert after < 0.5 * teacher_k and after < 0.5 * before, (after, teacher_k, before)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--num_student_steps", "0", "--num_student_steps"),
+        ("--teacher_guidance_scale", "0.5", "--teacher_guidance_scale"),
+        ("--task_ratios", "reference_images=1", "--task_ratios"),
+        ("--lora_towers", "video,legs", "--lora_towers"),
+        ("--learning_rate", "-1", "--learning_rate"),
+    ],
+)
+def test_bad_arguments_raise_a_value_error_naming_them(flag, value, message):
+    argv = ["--pretrained_model_name_or_path", "p", "--train_latents", "d", "--output_dir", "o", flag, value]
+    with pytest.raises(ValueError, match=message):
+        distill.parse_args(argv)
+
+
+def test_exactly_one_data_source_is_required():
+    with pytest.raises(ValueError, match="--train_latents"):
+        distill.parse_args(["--pretrained_model_name_or_path", "p", "--output_dir", "o"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(SHIPPED_LORA), reason="the shipped 4-step LoRA is not in this checkout")
+def test_the_shipped_4_step_lora_loads_into_the_tiny_default_and_generates():
+    from skyreels_diffusers import SkyReelsV4Pipeline
+
+    pipe = SkyReelsV4Pipeline.from_pretrained(TINY_DEFAULT)
+    call = dict(num_inference_steps=4, guidance_scale=1.0, output_type="pt")
+    base = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call)
+    pipe.load_lora_weights(SHIPPED_LORA)
+    out = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call)
+    assert out.frames.shape == base.frames.shape and out.audio.shape == base.audio.shape
+    assert torch.isfinite(out.frames).all() and torch.isfinite(out.audio).all()
+    assert (out.frames - base.frames).abs().mean() > 1e-3  # the LoRA is applied, not a no-op
+    card = open(os.path.join(SHIPPED_LORA, "README.md"), encoding="utf-8").read()
+    assert "num_inference_steps=4" in card and "guidance_scale=1" in card
+
+
+def launch_two_processes(argv):
+    """`accelerate launch` with the shipped DDP config: 2 CPU processes over gloo."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = os.path.join(ROOT, "examples", "training")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        os.path.join(folder, "accelerate_configs", "ddp.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(port),
+        os.path.join(folder, "distill_skyreels_v4.py"),
+        *map(str, argv),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MULTI_CPU x 2 processes; global batch 2" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_processes_build_the_same_bank_and_match_one_process(setup, tmp_path):
+    from safetensors.torch import load_file
+
+    run(common(setup, tmp_path / "one", 3))
+    two = common(setup, tmp_path / "two", 3)
+    two[two.index("--train_batch_size") + 1] = 1
+    launch_two_processes(two)
+    bank_one = load_file(tmp_path / "one" / distill.BANK_FILE)
+    bank_two = load_file(tmp_path / "two" / distill.BANK_FILE)
+    assert bank_one.keys() == bank_two.keys() and all(torch.equal(bank_one[k], bank_two[k]) for k in bank_one)
+    first, second = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [r["task"] for r in first] == [r["task"] for r in second]
+    # Step 1 runs before any update: the ranks' halves of the global batch give the one-process loss to rounding.
+    torch.testing.assert_close(torch.tensor(second[0]["loss"]), torch.tensor(first[0]["loss"]), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        torch.tensor([r["loss"] for r in second]), torch.tensor([r["loss"] for r in first]), rtol=2e-2, atol=0
+    )
