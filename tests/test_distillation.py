@@ -265,3 +265,31 @@ def test_two_processes_build_the_same_bank_and_match_one_process(setup, tmp_path
     torch.testing.assert_close(
         torch.tensor([r["loss"] for r in second]), torch.tensor([r["loss"] for r in first]), rtol=2e-2, atol=0
     )
+
+
+def test_cli_refuses_a_missing_lora_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    from skyreels_diffusers import cli
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli, "load_pipeline", must_not_load)
+    argv = ["generate", "--prompt", PROMPT, "--out", str(tmp_path / "c.mp4"), "--lora", str(tmp_path / "none")]
+    assert cli.main(argv) == 2
+    assert "`--lora` must be an existing LoRA file or folder" in capsys.readouterr().err
+    assert cli.main([*argv[:-2], "--lora", str(tmp_path), "--lora-scale", "nan"]) == 2
+    assert "`--lora-scale` must be a finite number" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(SHIPPED_LORA), reason="the shipped 4-step LoRA is not in this checkout")
+def test_cli_generates_with_the_shipped_lora_at_4_steps(tmp_path):
+    import av
+
+    from skyreels_diffusers import cli
+
+    out = tmp_path / "clip.mp4"
+    argv = ["generate", "--model", TINY_DEFAULT, "--prompt", PROMPT, "--out", str(out), "--steps", "4"]
+    assert cli.main([*argv, "--guidance-scale", "1", "--lora", SHIPPED_LORA]) == 0
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].frames == 17 and container.streams.audio[0].rate == 8_000

@@ -91,6 +91,13 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
     generate.add_argument("--width", type=int, default=None, help="pixels; default: the model's")
     generate.add_argument("--duration", type=float, default=None, help="seconds; default: the model's clip length")
     generate.add_argument("--steps", type=int, default=30, help="denoising steps")
+    generate.add_argument(
+        "--lora",
+        default=None,
+        help="a LoRA file or folder loaded with `load_lora_weights` (a few-step LoRA: with --steps 4 "
+        "--guidance-scale 1, see its model card)",
+    )
+    generate.add_argument("--lora-scale", type=float, default=1.0, help="the LoRA's weight")
     guidance = generate.add_argument_group(
         "guidance", "per modality; each --audio-* option not given takes the video's value (see README, Guidance)"
     )
@@ -207,7 +214,16 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
     for name, path in conditions.items():
         if path is not None and not os.path.isfile(path):
             raise ValueError(f"`--{name}` must be an existing file, got {path!r}.")
+    lora = getattr(args, "lora", None)
+    lora_scale = getattr(args, "lora_scale", 1.0)
+    if lora is not None and not os.path.exists(lora):
+        raise ValueError(f"`--lora` must be an existing LoRA file or folder, got {lora!r}.")
+    if not math.isfinite(lora_scale):
+        raise ValueError(f"`--lora-scale` must be a finite number, got {lora_scale}.")
     pipe = pipe if pipe is not None else load_pipeline(args.model, args.dtype)
+    if lora is not None:
+        pipe.load_lora_weights(lora, adapter_name="cli")
+        pipe.set_adapters(["cli"], [lora_scale])
     fps = pipe.transformer.config.fps
     num_frames = None
     if args.duration is not None:
