@@ -209,7 +209,11 @@ def test_the_shipped_4_step_lora_loads_into_the_tiny_default_and_generates():
     call = dict(num_inference_steps=4, guidance_scale=1.0, output_type="pt")
     base = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call)
     pipe.load_lora_weights(SHIPPED_LORA)
+    calls = []
+    hook = pipe.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
     out = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call)
+    hook.remove()
+    assert len(calls) == 4  # guidance scale 1: one pass per step, no negative pass
     assert out.frames.shape == base.frames.shape and out.audio.shape == base.audio.shape
     assert torch.isfinite(out.frames).all() and torch.isfinite(out.audio).all()
     assert (out.frames - base.frames).abs().mean() > 1e-3  # the LoRA is applied, not a no-op

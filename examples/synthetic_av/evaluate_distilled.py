@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--student_steps", type=int, default=4)
     parser.add_argument("--teacher_steps", type=int, default=20)
     parser.add_argument("--guidance_scale", type=float, default=5.0, help="the teacher's")
-    parser.add_argument("--tasks", default="t2av,cross_modal")
+    parser.add_argument("--tasks", default="t2av,cross_modal", help="t2av, cross_modal, or none (timing only)")
     parser.add_argument("--timing_repeats", type=int, default=3)
     parser.add_argument("--settings", default="student,teacher_k,teacher")
     parser.add_argument("--json", default=None)
@@ -108,7 +108,7 @@ def main() -> None:
     for name in ("seeds", "student_steps", "teacher_steps", "timing_repeats"):
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name}` must be at least 1, got {getattr(args, name)}.")
-    unknown = set(args.tasks.split(",")) - {"t2av", "cross_modal"}
+    unknown = set(args.tasks.split(",")) - {"t2av", "cross_modal", "none"}
     if unknown:
         raise ValueError(f"`--tasks` accepts t2av and cross_modal, got {sorted(unknown)}.")
 
@@ -153,14 +153,28 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
         dump()
 
-    # Interleaved timing: one T2AV clip per setting in turn, the same prompt and seed.
+    # Interleaved timing: one T2AV clip per setting in turn, the same prompt and seed. `student_fused`: the student
+    # with the LoRA fused into the weights (`fuse_lora`), which removes the adapter layers' own cost.
     caption = world.render_clip(seeds.start, num_frames=pipe.config.default_num_frames).caption
+    fused = SkyReelsV4Pipeline.from_pretrained(args.model)
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(args.lora)
+    fused.fuse_lora()
+    timed = {name: (pipe, all_settings[name]) for name in names}
+    timed["student_fused"] = (fused, {**all_settings["student"], "lora": None})
+    names = [*names, "student_fused"]
+    results["student_fused"] = {"transformer_passes_per_clip": args.student_steps}
     times = {name: [] for name in names}
     for _ in range(args.timing_repeats):
         for name in names:
-            call = use(pipe, all_settings[name])
+            target, setting = timed[name]
+            call = (
+                use(target, setting)
+                if setting["lora"] is not None
+                else {k: v for k, v in setting.items() if k != "lora"}
+            )
             start = time.perf_counter()
-            pipe(caption, generator=torch.Generator().manual_seed(0), **call)
+            target(caption, generator=torch.Generator().manual_seed(0), **call)
             times[name].append(time.perf_counter() - start)
     for name in names:
         results[name]["timed_seconds_per_clip"] = float(np.median(times[name]))
