@@ -32,7 +32,7 @@ so a resumed run continues exactly and N processes (gloo on CPU) see the same gl
 
     python examples/training/distill_skyreels_v4.py --pretrained_model_name_or_path pipelines/skyreels-v4-tiny \
         --train_latents runs/distill/latents --output_dir runs/distill/lora --num_student_steps 4 \
-        --max_train_steps 600
+        --max_train_steps 300
 """
 
 import argparse
@@ -49,6 +49,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from huggingface_hub import ModelCard, ModelCardData
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -366,7 +367,7 @@ def build_bank(accelerator, transformer, data, null_prompt, vae, sigmas, args) -
     matches). Processes share the work batch by batch, then every process reads the merged file."""
     path = os.path.join(args.output_dir, BANK_FILE)
     fingerprint = bank_fingerprint(args, sigmas, len(data["video_latents"]))
-    if os.path.isfile(path):
+    if os.path.isfile(path) and os.path.isfile(path + ".json"):
         with open(path + ".json", encoding="utf-8") as f:
             if f.read() == fingerprint:
                 return load_file(path)
@@ -396,8 +397,6 @@ def build_bank(accelerator, transformer, data, null_prompt, vae, sigmas, args) -
         for rank in range(accelerator.num_processes):
             part = f"{path}.shard-{rank}"
             merged.update(load_file(part))
-            from safetensors import safe_open
-
             with safe_open(part, "pt") as f:
                 seconds += float(f.metadata()["seconds"])
             os.remove(part)
