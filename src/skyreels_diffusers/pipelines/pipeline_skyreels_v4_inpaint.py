@@ -163,6 +163,7 @@ class SkyReelsV4InpaintPipeline(
         audio_reference: Any = None,
         audio_reference_sample_rate: int | None = None,
         keep_input_audio: bool = False,
+        audio_condition_seconds: float | None = None,
         prompt_images: Any = None,
         height: int | None = None,
         width: int | None = None,
@@ -238,6 +239,12 @@ class SkyReelsV4InpaintPipeline(
             keep_input_audio (`bool`, defaults to False): instead of generating audio (the paper's behaviour: audio
                 is made from scratch, conditioned on the edited video), use the audio track of `video` (a file path)
                 as the given `audio`, padded with silence to the output's duration: the generated frames follow it.
+            audio_condition_seconds (`float`, *optional*): audio extension: keep the first this many seconds of the
+                given soundtrack (`audio`, or the track of `video` with `keep_input_audio=True`) and generate the
+                rest of the audio, alone or with a video extension (`num_condition_frames`). The whole audio latents
+                inside it enter the transformer clean, at timestep 0 per token, and are never updated; with
+                `preserve_unmasked` (the default here) the output starts with the given samples exactly. Must be
+                within the track and shorter than the clip; the track may be shorter than the clip.
             video_lead_steps (`int`, defaults to 0): when video and audio are both generated, the audio starts this
                 many steps after the video (see [`SkyReelsV4Pipeline.__call__`]).
 
@@ -281,6 +288,7 @@ class SkyReelsV4InpaintPipeline(
             audio_duration,
             generate_audio,
             audio_reference_sample_rate,
+            audio_condition_seconds,
         )
         batch_size = self.check_inputs(
             prompt,
@@ -399,7 +407,12 @@ class SkyReelsV4InpaintPipeline(
             ]
         if media.generate_audio:
             start = 0 if media.video_given else video_lead_steps
-            streams.append(self.latent_stream("audio", audio_latents, timesteps, None, guiders["audio"], start=start))
+            clean = None
+            if media.audio_prefix is not None:
+                clean = inpainting.audio_prefix_tokens(self, media.audio_prefix, num_audio_latents, batch_size)
+            streams.append(
+                self.latent_stream("audio", audio_latents, timesteps, None, guiders["audio"], start=start, clean=clean)
+            )
         elif media.given_audio is not None:
             given = inpainting.encode_given_audio(self, media.given_audio, num_audio_latents, batch_size)
             streams.append(self.latent_stream("audio", given, None))
@@ -431,6 +444,7 @@ class SkyReelsV4InpaintPipeline(
             preserve_unmasked=media.preserve_unmasked,
             condition_mask=condition.mask,
             given_audio=media.given_audio,
+            audio_prefix=media.audio_prefix,
         )
         self.maybe_free_model_hooks()
 
