@@ -67,8 +67,8 @@ class InpaintMedia:
             `frame_conditions`.
         pixel_keep: the keep-mask `(1 or B, 1, F, H, W)` of extension or editing, or `None`.
         audio_reference: the audio reference `(channels, samples)` at the audio VAE's rate, or `None`.
-        audio_prefix: audio extension: the start of the given soundtrack `(channels, samples)` kept (clean latents
-            at timestep 0, see `CleanTokens`) while the rest of the audio is generated, or `None`.
+        audio_source: audio extension: the given soundtrack `(channels, samples)`, whose first `audio_prefix_samples`
+            are kept (clean latents at timestep 0, see `CleanTokens`) while the rest of the audio is generated.
     """
 
     num_frames: int
@@ -82,7 +82,8 @@ class InpaintMedia:
     frame_conditions: list = field(default_factory=list)
     pixel_keep: torch.Tensor | None = None
     audio_reference: torch.Tensor | None = None
-    audio_prefix: torch.Tensor | None = None
+    audio_source: torch.Tensor | None = None
+    audio_prefix_samples: int = 0
 
 
 def check_media(
@@ -178,10 +179,10 @@ def check_media(
         else:
             num_frames = components.config.default_num_frames
     check_int("num_frames", num_frames, 1)
-    audio_prefix = None
+    audio_source = None
     if extend_audio:  # the start of the track is kept, the rest generated
-        audio_prefix = audio_prefix_of(components, given_audio, audio_condition_seconds, num_frames / fps)
-        given_audio = None
+        check_audio_prefix(components, given_audio, audio_condition_seconds, num_frames / fps)
+        audio_source, given_audio = given_audio, None
     elif keep_input_audio:  # the track covers the source; extension frames get silence
         num_samples = round(num_frames / fps * components.audio_spec.sample_rate)
         given_audio = torch.nn.functional.pad(given_audio, (0, max(0, num_samples - given_audio.shape[-1])))
@@ -204,7 +205,9 @@ def check_media(
     if audio_reference is not None and not generate_audio:
         raise ValueError("`audio_reference` guides generated audio; here the audio is given or off.")
     media = InpaintMedia(num_frames, video, video_given, generate_audio, given_audio, references, preserve_unmasked)
-    media.audio_prefix = audio_prefix
+    if audio_source is not None:
+        media.audio_source = audio_source
+        media.audio_prefix_samples = round(audio_condition_seconds * components.audio_spec.sample_rate)
     if audio_reference is not None:
         media.audio_reference = load_audio_reference(components, audio_reference, audio_reference_sample_rate)
     return media
@@ -254,7 +257,7 @@ def prepare_frames(
         )
     media.source_frames = source_frames
     if media.preserve_unmasked is None:
-        media.preserve_unmasked = media.pixel_keep is not None or media.audio_prefix is not None
+        media.preserve_unmasked = media.pixel_keep is not None or media.audio_source is not None
 
 
 def reference_prompt_images(
@@ -370,8 +373,8 @@ def load_given_audio(components, audio, sample_rate, refuse_silence: bool = True
     return waveform
 
 
-def audio_prefix_of(components, waveform: torch.Tensor, seconds: float, clip_seconds: float) -> torch.Tensor:
-    """The first `seconds` of `waveform` `(channels, samples)`, the prefix an audio extension keeps: within the track,
+def check_audio_prefix(components, waveform: torch.Tensor, seconds: float, clip_seconds: float) -> None:
+    """The first `seconds` of `waveform` `(channels, samples)` are what an audio extension keeps: within the track,
     shorter than the clip (something is generated) and at least one whole audio latent."""
     spec = components.audio_spec
     available = waveform.shape[-1] / spec.sample_rate
@@ -386,23 +389,30 @@ def audio_prefix_of(components, waveform: torch.Tensor, seconds: float, clip_sec
             f"`audio_condition_seconds`={seconds!r} must be shorter than the clip ({clip_seconds:.3f} s = "
             "num_frames / fps): the audio after it is what is generated."
         )
-    if seconds * spec.sample_rate < spec.samples_per_latent:
+    if clean_audio_latents(spec, seconds) < 1:
         raise ValueError(
             f"`audio_condition_seconds`={seconds!r} is shorter than one audio latent "
             f"({spec.samples_per_latent / spec.sample_rate:g} s), the least that can be kept."
         )
-    return waveform[:, : round(seconds * spec.sample_rate)]
 
 
-def audio_prefix_tokens(components, prefix: torch.Tensor, num_audio_latents: int, batch_size: int) -> CleanTokens:
-    """The whole audio latents inside `prefix` `(channels, samples)` as clean tokens of the audio stream: their
-    encoding, at timestep 0, the latents after them generated."""
-    num_clean = prefix.shape[-1] // components.audio_spec.samples_per_latent
+def clean_audio_latents(spec, seconds: float) -> int:
+    """The audio latents an audio extension keeps clean for a prefix of `seconds`: the whole latents inside it (the
+    trainer's extension tasks count them the same way)."""
+    return round(seconds * spec.sample_rate) // spec.samples_per_latent
+
+
+def audio_prefix_tokens(
+    components, source: torch.Tensor, prefix_samples: int, num_audio_latents: int, batch_size: int
+) -> CleanTokens:
+    """The clean tokens of an audio extension: the soundtrack `source` `(channels, samples)` encoded as a whole (as
+    the trainer's clips are), its whole latents inside the first `prefix_samples` held at timestep 0."""
+    spec = components.audio_spec
     device = components._execution_device
-    known = encode_audio_track(components.audio_vae, prefix[None].to(device), num_clean).float()
-    known = torch.nn.functional.pad(known, (0, num_audio_latents - num_clean)).expand(batch_size, -1, -1)
+    known = encode_audio_track(components.audio_vae, source[None].to(device), num_audio_latents).float()
+    num_clean = clean_audio_latents(spec, prefix_samples / spec.sample_rate)
     mask = (torch.arange(num_audio_latents, device=device) < num_clean).expand(batch_size, -1)
-    return CleanTokens(known, mask)
+    return CleanTokens(known.expand(batch_size, -1, -1), mask)
 
 
 def frames_for_audio(components, waveform: torch.Tensor) -> int:

@@ -242,7 +242,7 @@ class SkyReelsV4InpaintPipeline(
             audio_condition_seconds (`float`, *optional*): audio extension: keep the first this many seconds of the
                 given soundtrack (`audio`, or the track of `video` with `keep_input_audio=True`) and generate the
                 rest of the audio, alone or with a video extension (`num_condition_frames`). The whole audio latents
-                inside it enter the transformer clean, at timestep 0 per token, and are never updated; with
+                inside it (the track encoded as a whole) enter the transformer clean, at timestep 0 per token, and are never updated; with
                 `preserve_unmasked` (the default here) the output starts with the given samples exactly. Must be
                 within the track and shorter than the clip; the track may be shorter than the clip.
             video_lead_steps (`int`, defaults to 0): when video and audio are both generated, the audio starts this
@@ -408,8 +408,10 @@ class SkyReelsV4InpaintPipeline(
         if media.generate_audio:
             start = 0 if media.video_given else video_lead_steps
             clean = None
-            if media.audio_prefix is not None:
-                clean = inpainting.audio_prefix_tokens(self, media.audio_prefix, num_audio_latents, batch_size)
+            if media.audio_source is not None:
+                clean = inpainting.audio_prefix_tokens(
+                    self, media.audio_source, media.audio_prefix_samples, num_audio_latents, batch_size
+                )
             streams.append(
                 self.latent_stream("audio", audio_latents, timesteps, None, guiders["audio"], start=start, clean=clean)
             )
@@ -444,7 +446,7 @@ class SkyReelsV4InpaintPipeline(
             preserve_unmasked=media.preserve_unmasked,
             condition_mask=condition.mask,
             given_audio=media.given_audio,
-            audio_prefix=media.audio_prefix,
+            audio_prefix=None if media.audio_source is None else media.audio_source[:, : media.audio_prefix_samples],
         )
         self.maybe_free_model_hooks()
 
