@@ -54,17 +54,26 @@ class PreservedLatents:
 class CleanTokens:
     """Tokens of a stream held clean while the rest is generated (the given prefix of an audio extension): where
     `mask` `(B, L)` is True the latents are exactly `known` `(B, C, L)` at every step and the transformer sees them at
-    timestep 0 (a per-token timestep `(B, L)`)."""
+    timestep `level` (0: clean; a per-token timestep `(B, L)`)."""
 
     known: torch.Tensor
     mask: torch.Tensor
+    level: float = 0.0
 
     def apply(self, latents: torch.Tensor) -> torch.Tensor:
         return torch.where(self.mask[:, None], self.known.to(latents), latents)
 
     def timestep(self, timestep: torch.Tensor) -> torch.Tensor:
-        """The stream's (scalar) timestep per token: 0 on the clean ones."""
-        return torch.where(self.mask, torch.zeros((), device=self.mask.device), timestep.to(self.mask.device))
+        """The stream's (scalar) timestep per token: `level` (0 unless `known` was noised, see `with_noise`) on the
+        held tokens."""
+        level = torch.full((), self.level, device=self.mask.device)
+        return torch.where(self.mask, level, timestep.to(self.mask.device))
+
+    def with_noise(self, level: float, noise: torch.Tensor) -> "CleanTokens":
+        """The held tokens noised to timestep `level` (`sigma = level / 1000`) and presented at it: SkyReels-V2's
+        `addnoise_condition`, so that errors of a previous window are not copied exactly."""
+        sigma = level / 1000
+        return CleanTokens((1 - sigma) * self.known + sigma * noise.to(self.known), self.mask, level)
 
 
 def reinject_known(

@@ -527,6 +527,14 @@ def preserved_latents(
     return PreservedLatents(known, condition.mask.float(), noise)
 
 
+def noised_condition(components, condition: VideoCondition, level: float, generator) -> VideoCondition:
+    """`condition` with its kept cells noised to timestep `level` (`sigma = level / 1000`), as the transformer's
+    condition channels see them with `addnoise_condition`."""
+    latents = condition.latents.float()
+    noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
+    return VideoCondition(torch.lerp(latents, noise, level / 1000 * condition.mask.float()), condition.mask)
+
+
 def encode_given_audio(components, given_audio: torch.Tensor, num_audio_latents: int, batch_size: int) -> torch.Tensor:
     """The given soundtrack of audio-to-video as clean fp32 latents `(B, C_a, L)`."""
     device = components._execution_device

@@ -36,16 +36,18 @@ from diffusers import (
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.utils import replace_example_docstring
+from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
-from . import generation, inpainting
+from . import generation, inpainting, longform
 from .denoising import denoise, num_loop_iterations
 from .guidance import GuidanceArguments
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
+from .validation import check_number
 
 
 EXAMPLE_DOC_STRING = """
@@ -201,6 +203,10 @@ class SkyReelsV4InpaintPipeline(
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
         batched_guidance: bool | None = None,
+        base_num_frames: int | None = None,
+        overlap_history: int | None = None,
+        addnoise_condition: float = 0.0,
+        crossfade: bool = False,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Generates (or edits) a video with synchronized audio under visual and audio conditions, or the audio of a
@@ -247,12 +253,20 @@ class SkyReelsV4InpaintPipeline(
                 within the track and shorter than the clip; the track may be shorter than the clip.
             video_lead_steps (`int`, defaults to 0): when video and audio are both generated, the audio starts this
                 many steps after the video (see [`SkyReelsV4Pipeline.__call__`]).
+            addnoise_condition (`float`, defaults to 0): noise put on the kept frames' condition channels and on a
+                kept audio prefix (presented at this timestep), in timestep units 0-1000, so a continuation does not
+                copy the errors of what it continues (SkyReels-V2's diffusion-forcing option). The output's kept
+                pixels and samples are still the given ones with `preserve_unmasked`.
+            base_num_frames, overlap_history, crossfade: long-form generation as in [`SkyReelsV4Pipeline.__call__`]:
+                with `num_frames` beyond the window, the first window is this call's task (an extension of `video`,
+                image-to-video, ...), the later ones extend it window by window.
 
         Examples:
 
         Returns:
             [`SkyReelsV4PipelineOutput`] or `(frames, audio, audio_sample_rate)`.
         """
+        arguments = {name: value for name, value in locals().items() if name != "self"}  # for chained windows
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if callback_on_step_end_tensor_inputs is None:
@@ -266,6 +280,16 @@ class SkyReelsV4InpaintPipeline(
             generate_audio = self.audio_vae is not None or output_type == "latent"
         batched_guidance = self.batched_guidance(batched_guidance)
         device = self._execution_device
+        if (base_num_frames is not None or overlap_history is not None) and num_frames is not None:
+            plan = longform.plan_chain(
+                self, num_frames, base_num_frames, overlap_history, addnoise_condition, crossfade, fps, generate_audio
+            )
+            if plan.num_windows > 1:
+                longform.check_chained_arguments(
+                    arguments, longform.batch_size_of(prompt, prompt_embeds, num_videos_per_prompt)
+                )
+                return longform.chained_call(self, self, plan, arguments)
+        check_number("addnoise_condition", addnoise_condition, 0.0, 1000.0)
 
         # 1. Check inputs before any work: this pipeline's own arguments, the media (read within `self.limits`),
         # then the arguments shared with `SkyReelsV4Pipeline`; resizing and encoding come after.
@@ -401,7 +425,11 @@ class SkyReelsV4InpaintPipeline(
                 preserved = inpainting.preserved_latents(
                     self, condition, source_latents, media.pixel_keep, media.frame_conditions, generator
                 )
-            video_condition = condition.as_channels().to(self.transformer.dtype)
+            if addnoise_condition:
+                condition_channels = inpainting.noised_condition(self, condition, addnoise_condition, generator)
+            else:
+                condition_channels = condition
+            video_condition = condition_channels.as_channels().to(self.transformer.dtype)
             streams = [
                 self.latent_stream("video", latents, timesteps, video_condition, guiders["video"], preserved=preserved)
             ]
@@ -412,6 +440,9 @@ class SkyReelsV4InpaintPipeline(
                 clean = inpainting.audio_prefix_tokens(
                     self, media.audio_source, media.audio_prefix_samples, num_audio_latents, batch_size
                 )
+                if addnoise_condition:
+                    noise = randn_tensor(clean.known.shape, generator=generator, device=device, dtype=torch.float32)
+                    clean = clean.with_noise(addnoise_condition, noise)
             streams.append(
                 self.latent_stream("audio", audio_latents, timesteps, None, guiders["audio"], start=start, clean=clean)
             )
