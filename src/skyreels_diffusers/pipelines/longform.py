@@ -118,25 +118,37 @@ def crossfade_join(previous: torch.Tensor, following: torch.Tensor, dim: int) ->
 
 
 class ChainAssembler:
-    """Joins window outputs along one axis (frames on 1, samples on -1) into the long clip: each window's last
-    `overlap` entries wait for the next window, which either repeats them (kept) or is crossfaded with them."""
+    """Joins window outputs along one axis (frames on 1, samples on -1) into the long clip: each window after the
+    first overlaps the clip's last `overlap` entries, which it either leaves as they are (kept) or crossfades with its
+    own version of them."""
 
     def __init__(self, overlap: int, dim: int, crossfade: bool) -> None:
         self.overlap, self.dim, self.crossfade = overlap, dim, crossfade
-        self.parts, self.tail = [], None
+        self.clip = None
+
+    @property
+    def tail(self) -> torch.Tensor | None:
+        """The clip's last `overlap` entries: what the next window continues."""
+        return (
+            None
+            if self.clip is None
+            else self.clip.narrow(self.dim, self.clip.shape[self.dim] - self.overlap, self.overlap)
+        )
 
     def add(self, window: torch.Tensor) -> None:
-        n, length = self.overlap, window.shape[self.dim]
-        if self.tail is not None:
-            head = window.narrow(self.dim, 0, n)
-            self.parts.append(crossfade_join(self.tail, head, self.dim) if self.crossfade else self.tail)
-            window = window.narrow(self.dim, n, length - n)
-            length -= n
-        self.parts.append(window.narrow(self.dim, 0, length - n))
-        self.tail = window.narrow(self.dim, length - n, n)
+        if self.clip is None:
+            self.clip = window
+            return
+        n, dim = self.overlap, self.dim
+        rest = window.narrow(dim, n, window.shape[dim] - n)
+        if self.crossfade and n:
+            joined = crossfade_join(self.tail, window.narrow(dim, 0, n), dim)
+            self.clip = torch.cat([self.clip.narrow(dim, 0, self.clip.shape[dim] - n), joined, rest], dim)
+        else:
+            self.clip = torch.cat([self.clip, rest], dim)
 
-    def result(self, length: int) -> torch.Tensor:
-        return torch.cat([*self.parts, self.tail], dim=self.dim).narrow(self.dim, 0, length)
+    def result(self, length: int) -> torch.Tensor | None:
+        return None if self.clip is None else self.clip.narrow(self.dim, 0, length)
 
 
 def run_chain(
@@ -167,9 +179,8 @@ def run_chain(
             if samples is not None:
                 audio.add(samples)
             bar.update()
-    frames = video.result(plan.num_frames) if video.parts else None
-    samples = audio.result(round(plan.num_frames / fps * sample_rate)) if audio.parts else None
-    return frames, samples
+    samples = None if audio.clip is None else audio.result(round(plan.num_frames / fps * sample_rate))
+    return video.result(plan.num_frames), samples
 
 
 # Inpainting arguments that condition the first window only: later windows are conditioned by the overlap.
@@ -184,6 +195,8 @@ FIRST_WINDOW_ONLY = (
     "preserve_unmasked",
     "addnoise_condition",
 )
+# Arguments of `SkyReelsV4Pipeline` that the inpainting pipeline, which makes the later windows, does not take.
+BASE_ONLY = ("generate_video", "keyframe_indices", "num_keyframes", "keyframe_height", "keyframe_width")
 # Arguments a chained call refuses: they are per window (initial noise) or condition a place in one window.
 NOT_CHAINED = (
     "latents",
@@ -227,8 +240,6 @@ def chained_call(pipe, inpaint, plan: ChainPlan, arguments: dict):
     """A long clip: `pipe` (either pipeline) makes the first window from `arguments` (the call's own), `inpaint`
     (an inpainting pipeline sharing its components) each later one from the overlap of the clip so far. Returns the
     call's output, formatted as `arguments` ask."""
-    from inspect import signature
-
     from .generation import format_outputs
     from .pipeline_output import SkyReelsV4PipelineOutput
 
@@ -241,8 +252,7 @@ def chained_call(pipe, inpaint, plan: ChainPlan, arguments: dict):
         "output_type": "pt",
         "return_dict": True,
     }
-    accepted = signature(inpaint.__call__).parameters
-    later = {k: v for k, v in window.items() if k in accepted and k not in FIRST_WINDOW_ONLY}
+    later = {k: v for k, v in window.items() if k not in BASE_ONLY + FIRST_WINDOW_ONLY}
     sample_rate = None if pipe.audio_spec is None else pipe.audio_spec.sample_rate
 
     def first_window():
