@@ -117,6 +117,22 @@ def test_t2v_and_the_naive_chain(pipe):
     assert naive.frames.shape == (1, 17, 3, SIZE, SIZE)
 
 
+def test_t2a_chains_the_soundtrack_alone(pipe, monkeypatch):
+    extensions = []
+    call = SkyReelsV4InpaintPipeline.__call__
+    monkeypatch.setattr(
+        SkyReelsV4InpaintPipeline, "__call__", lambda self, *a, **k: extensions.append(k) or call(self, *a, **k)
+    )
+    audio_only = chained(pipe, generate_video=False)
+    assert audio_only.frames is None and audio_only.audio.shape == (1, 1, round(17 / 16 * 44100))
+    assert len(extensions) == 2 and all("video" not in k and k["audio_condition_seconds"] > 0 for k in extensions)
+    overlap = round(OVERLAP / 16 * 44100)
+    # the second window keeps the first one's last samples: they sit at the start of its new part's overlap
+    assert torch.equal(
+        extensions[0]["audio"], audio_only.audio[0, :, round(WINDOW / 16 * 44100) - overlap :][:, :overlap]
+    )
+
+
 def test_inpainting_extends_a_given_clip_past_the_window(pipe):
     inpaint = SkyReelsV4InpaintPipeline.from_pipe(pipe)
     inpaint.set_progress_bar_config(disable=True)
@@ -139,7 +155,6 @@ def test_inpainting_extends_a_given_clip_past_the_window(pipe):
         ({"num_videos_per_prompt": 2}, ValueError, "one clip per call"),
         ({"latents": torch.zeros(1)}, ValueError, "`latents` is not supported when windows are chained"),
         ({"output_type": "latent"}, ValueError, "latent"),
-        ({"generate_video": False}, ValueError, "T2A"),
         ({"num_keyframes": 2}, ValueError, "num_keyframes"),
     ],
 )

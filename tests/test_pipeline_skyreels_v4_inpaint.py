@@ -463,6 +463,11 @@ def test_audio_extension_keeps_the_prefix_clean_at_timestep_zero(pipe, with_vide
             {"audio": TRACK, "audio_sample_rate": 44100, "audio_condition_seconds": 0.2, "generate_audio": False},
             "generate_audio=False",
         ),
+        (
+            {"generate_video": False, "image": random_image()},
+            "`image` conditions the video, but `generate_video=False`",
+        ),
+        ({"generate_video": False, "generate_audio": False}, "Nothing to generate"),
     ],
 )
 def test_bad_video_and_audio_conditions_are_refused_before_any_model_work(pipe, kwargs, match):

@@ -213,6 +213,31 @@ def check_media(
     return media
 
 
+def check_audio_only(generate_video: bool, generate_audio: bool, arguments: dict) -> None:
+    """`generate_video=False` (text-to-audio, or a soundtrack's continuation) takes no video condition."""
+    check_bool("generate_video", generate_video)
+    if generate_video:
+        return
+    if generate_audio is False:
+        raise ValueError("Nothing to generate: `generate_video=False` and `generate_audio=False`.")
+    for name in VIDEO_INPUTS:
+        if arguments.get(name) is not None:
+            raise ValueError(f"`{name}` conditions the video, but `generate_video=False` makes audio alone.")
+
+
+# The arguments of the inpainting pipeline that condition or give its video.
+VIDEO_INPUTS = (
+    "image",
+    "last_image",
+    "frame_conditions",
+    "video",
+    "num_condition_frames",
+    "mask",
+    "reference_images",
+    "reference_video",
+)
+
+
 def prepare_frames(
     components,
     media: InpaintMedia,
@@ -467,25 +492,31 @@ def encode_conditions(
     frame_conditions: list,
     reference_images: list,
     audio_reference: torch.Tensor | None,
-) -> tuple[VideoCondition, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    with_video: bool = True,
+) -> tuple[VideoCondition | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """The conditions on the latent grid (batch-expanded): the channel-concatenated video condition (see
-    `build_video_condition`), the source's own latents, and the reference and audio-reference latents."""
+    `build_video_condition`; `None` without video, `with_video=False`), the source's own latents, and the reference
+    and audio-reference latents."""
     dtype = components.transformer.dtype
     source = source_latents = None
     if source_frames is not None:
         source = pixels_for_vae(source_frames)
         source_latents = encode_video(components.vae, source).expand(batch_size, -1, -1, -1, -1)
     keep_all = torch.ones(1, 1, num_frames, height, width) if video_given else pixel_keep
-    condition = build_video_condition(
-        components.vae,
-        batch_size,
-        num_frames,
-        height,
-        width,
-        video=None if source is None else source.expand(batch_size, -1, -1, -1, -1),
-        keep_mask=None if keep_all is None else keep_all.expand(batch_size, -1, -1, -1, -1),
-        frame_conditions=[(index, frame.expand(batch_size, -1, -1, -1)) for index, frame in frame_conditions],
-        video_latents=source_latents,
+    condition = (
+        None
+        if not with_video
+        else build_video_condition(
+            components.vae,
+            batch_size,
+            num_frames,
+            height,
+            width,
+            video=None if source is None else source.expand(batch_size, -1, -1, -1, -1),
+            keep_mask=None if keep_all is None else keep_all.expand(batch_size, -1, -1, -1, -1),
+            frame_conditions=[(index, frame.expand(batch_size, -1, -1, -1)) for index, frame in frame_conditions],
+            video_latents=source_latents,
+        )
     )
     reference_latents = None
     if reference_images:
@@ -561,8 +592,10 @@ def decode_inpaint_outputs(
     `preserve_unmasked` the kept pixels come from the input exactly."""
     if output_type == "latent":
         return latents, audio_latents, None
-    batch_size = latents.shape[0]
-    if video_given:
+    batch_size = (latents if latents is not None else audio_latents).shape[0]
+    if latents is None:  # audio alone
+        frames = None
+    elif video_given:
         frames = frames_to_tensor("video", video, *frame_size(video))[None].expand(batch_size, -1, -1, -1, -1)
     else:
         frames = decode_video_latents(components, latents)

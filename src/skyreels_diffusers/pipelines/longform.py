@@ -196,7 +196,7 @@ FIRST_WINDOW_ONLY = (
     "addnoise_condition",
 )
 # Arguments of `SkyReelsV4Pipeline` that the inpainting pipeline, which makes the later windows, does not take.
-BASE_ONLY = ("generate_video", "keyframe_indices", "num_keyframes", "keyframe_height", "keyframe_width")
+BASE_ONLY = ("keyframe_indices", "num_keyframes", "keyframe_height", "keyframe_width")
 # Arguments a chained call refuses: they are per window (initial noise) or condition a place in one window.
 NOT_CHAINED = (
     "latents",
@@ -224,8 +224,6 @@ def check_chained_arguments(arguments: dict, batch_size: int) -> None:
             f"Chained windows make one clip per call (each window continues its own previous one); got {batch_size} "
             "(prompts x `num_videos_per_prompt`)."
         )
-    if arguments.get("generate_video") is False:
-        raise ValueError("Chaining windows makes video (T2AV, T2V); `generate_video=False` (T2A) is not chained yet.")
     if arguments.get("video") is not None and arguments.get("num_condition_frames") is None:
         raise ValueError(
             "A chained call extends `video`: pass `num_condition_frames` (video-to-audio is not chained)."
@@ -262,12 +260,9 @@ def chained_call(pipe, inpaint, plan: ChainPlan, arguments: dict):
     def next_window(tail_frames, tail_audio):
         extension = {}
         if plan.overlap:
-            extension = {
-                "video": tail_frames,
-                "num_condition_frames": plan.overlap,
-                "preserve_unmasked": not plan.crossfade,
-                "addnoise_condition": plan.addnoise_condition,
-            }
+            extension = {"preserve_unmasked": not plan.crossfade, "addnoise_condition": plan.addnoise_condition}
+            if tail_frames is not None:
+                extension.update(video=tail_frames, num_condition_frames=plan.overlap)
             if tail_audio is not None and tail_audio.shape[-1]:
                 seconds = tail_audio.shape[-1] / sample_rate
                 extension.update(audio=tail_audio, audio_sample_rate=sample_rate, audio_condition_seconds=seconds)

@@ -172,6 +172,7 @@ class SkyReelsV4InpaintPipeline(
         num_frames: int | None = None,
         fps: float | None = None,
         audio_duration: float | None = None,
+        generate_video: bool = True,
         generate_audio: bool | None = None,
         num_inference_steps: int = 30,
         sigmas: list[float] | None = None,
@@ -253,6 +254,8 @@ class SkyReelsV4InpaintPipeline(
                 within the track and shorter than the clip; the track may be shorter than the clip.
             video_lead_steps (`int`, defaults to 0): when video and audio are both generated, the audio starts this
                 many steps after the video (see [`SkyReelsV4Pipeline.__call__`]).
+            generate_video (`bool`, defaults to True): False makes audio alone (text-to-audio); with `audio` and
+                `audio_condition_seconds`, a continuation of a soundtrack. No video condition is then accepted.
             addnoise_condition (`float`, defaults to 0): noise put on the kept frames' condition channels and on a
                 kept audio prefix (presented at this timestep), in timestep units 0-1000, so a continuation does not
                 copy the errors of what it continues (SkyReels-V2's diffusion-forcing option). The output's kept
@@ -291,6 +294,8 @@ class SkyReelsV4InpaintPipeline(
                 return longform.chained_call(self, self, plan, arguments)
         check_number("addnoise_condition", addnoise_condition, 0.0, 1000.0)
 
+        inpainting.check_audio_only(generate_video, generate_audio, arguments)
+
         # 1. Check inputs before any work: this pipeline's own arguments, the media (read within `self.limits`),
         # then the arguments shared with `SkyReelsV4Pipeline`; resizing and encoding come after.
         media = inpainting.check_media(
@@ -326,7 +331,7 @@ class SkyReelsV4InpaintPipeline(
             media.num_frames,
             fps,
             audio_duration,
-            not media.video_given,
+            generate_video and not media.video_given,
             media.generate_audio,
             num_inference_steps,
             sigmas,
@@ -360,10 +365,11 @@ class SkyReelsV4InpaintPipeline(
                 audio_spatio_temporal_guidance_blocks,
                 audio_guider,
             ),
-            not media.video_given,
+            generate_video and not media.video_given,
             media.generate_audio,
         )
-        self._generate_video, self._generate_audio = not media.video_given, media.generate_audio
+        self._generate_video = generate_video and not media.video_given
+        self._generate_audio = media.generate_audio
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
 
@@ -405,19 +411,23 @@ class SkyReelsV4InpaintPipeline(
             media.frame_conditions,
             reference_pil,
             media.audio_reference,
+            generate_video,
         )
 
         # 5. Latent streams: generated ones start from noise, given ones are clean at timestep 0
-        latents = generation.prepare_latents(
-            self, batch_size, height, width, media.num_frames, torch.float32, device, generator, latents
-        )
+        if generate_video:
+            latents = generation.prepare_latents(
+                self, batch_size, height, width, media.num_frames, torch.float32, device, generator, latents
+            )
         audio_duration = audio_duration or media.num_frames / fps
         num_audio_latents = generation.audio_latent_count(self, audio_duration)
         if media.generate_audio:
             audio_latents = generation.prepare_audio_latents(
                 self, batch_size, num_audio_latents, torch.float32, device, generator, audio_latents
             )
-        if media.video_given:  # the condition of a keep-everything mask is the video's own encoding
+        if not generate_video:
+            streams = []
+        elif media.video_given:  # the condition of a keep-everything mask is the video's own encoding
             streams = [self.latent_stream("video", condition.latents.float(), None, condition.as_channels())]
         else:
             preserved = None
@@ -466,7 +476,7 @@ class SkyReelsV4InpaintPipeline(
         # 7. Decode; given frames and audio are returned as given, unmasked pixels come from the input exactly
         frames, audio, sample_rate = inpainting.decode_inpaint_outputs(
             self,
-            result["latents"],
+            result.get("latents"),
             result.get("audio_latents"),
             audio_duration,
             output_type,
@@ -475,7 +485,7 @@ class SkyReelsV4InpaintPipeline(
             source_frames=media.source_frames,
             pixel_keep=media.pixel_keep,
             preserve_unmasked=media.preserve_unmasked,
-            condition_mask=condition.mask,
+            condition_mask=None if condition is None else condition.mask,
             given_audio=media.given_audio,
             audio_prefix=None if media.audio_source is None else media.audio_source[:, : media.audio_prefix_samples],
         )
