@@ -10,7 +10,8 @@ windows (the middle of each window's new frames):
 - video: mean absolute difference between the two frames across the point, object jumps (teleports) and mid-box
   direction reversals at the point;
 - sync over the whole clip (bounces with an onset within one frame, against other seeds' onsets: chance);
-- drift: colour and shape adherence of each window's frames, first to last.
+- drift: colour and shape adherence of each window's frames, and the audio level (RMS dBFS) from each window's start
+  to the next one's, first to last.
 
 Settings: `naive` (independent windows, cut end to end), `crossfade_only` (independent windows overlapping by the
 overlap and crossfaded: what a chain without conditioning can do), `chained` (each window extends the last
@@ -74,6 +75,11 @@ def make_clip(pipe, caption, seed, setting, windows, overlap, call_kwargs):
     return frames, audio[0].mean(0).numpy(), joins
 
 
+def rms_db(audio) -> float:
+    """RMS level in dBFS, floored at -60."""
+    return float(20 * np.log10(max(np.sqrt(np.mean(np.square(audio))), 1e-3)))
+
+
 def level_step_db(audio, sample_rate, second, span=0.1) -> float:
     at, n = round(second * sample_rate), round(span * sample_rate)
     before, after = audio[max(0, at - n) : at], audio[at : at + n]
@@ -118,7 +124,7 @@ def measure(pipe, seeds, settings, windows, overlap, call_kwargs) -> dict:
     window = pipe.config.default_num_frames
     results = {}
     for setting in settings:
-        joins, inside, drift, pairs, seconds = {}, {}, [], [], []
+        joins, inside, drift, levels, pairs, seconds = {}, {}, [], [], [], []
         for seed in seeds:
             target = evaluate.world_clip(pipe, seed)
             start = time.perf_counter()
@@ -135,6 +141,8 @@ def measure(pipe, seeds, settings, windows, overlap, call_kwargs) -> dict:
             drift.append(
                 [evaluate.detect_colour_and_shape(frames[begin : begin + window]) == expected for begin in starts]
             )
+            bounds = [round(begin / fps * sample_rate) for begin in [*starts, len(frames)]]
+            levels.append([rms_db(audio[a:b]) for a, b in zip(bounds, bounds[1:])])
             pairs.append((evaluate.bounce_times_from_video(frames, fps), evaluate.audio_onsets(audio, sample_rate)))
         mismatched = [(pairs[i][0], pairs[j][1]) for i in range(len(pairs)) for j in range(len(pairs)) if i != j]
         sync = evaluate.sync_summary(pairs, fps)
@@ -148,6 +156,7 @@ def measure(pipe, seeds, settings, windows, overlap, call_kwargs) -> dict:
                 "sync_within_one_frame": sync["sync_within_one_frame"],
                 "sync_within_one_frame_chance": chance["sync_within_one_frame"],
                 "adherence_per_window": [float(x) for x in np.mean(np.array(drift, float), axis=0)],
+                "audio_rms_db_per_window": [round(float(x), 1) for x in np.mean(np.array(levels), axis=0)],
                 "seconds_per_clip": float(np.median(seconds)),
             }
         )

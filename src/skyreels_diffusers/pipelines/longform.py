@@ -54,12 +54,14 @@ class ChainPlan:
         return 1 + math.ceil(max(0, self.num_frames - self.window) / (self.window - self.overlap))
 
 
-def default_overlap(components) -> int:
-    """`overlap_history` when chaining asks for none: about `DEFAULT_OVERLAP_SECONDS` of frames, of the VAE's form
-    `t*k+1` (whole latent frames), less than the window."""
+def default_overlap(components, window: int | None = None) -> int:
+    """`overlap_history` when chaining asks for none: at least `DEFAULT_OVERLAP_SECONDS` of frames in whole latent
+    frames (of the VAE's form `t*k+1`), and less than the `window` (default: the pipeline's `default_num_frames`)."""
     temporal = components.vae_spec.temporal_compression
+    window = components.config.default_num_frames if window is None else window
     frames = round(DEFAULT_OVERLAP_SECONDS * components.transformer.config.fps)
-    return max(1, (frames - 1) // temporal * temporal + 1)
+    overlap = math.ceil(max(0, frames - 1) / temporal) * temporal + 1
+    return min(overlap, (window - 2) // temporal * temporal + 1)
 
 
 def plan_chain(
@@ -80,7 +82,7 @@ def plan_chain(
         raise ValueError(
             f"`base_num_frames` must be of the form {temporal}k+1 (a window of whole latent frames), got {window}."
         )
-    overlap = default_overlap(components) if overlap_history is None else overlap_history
+    overlap = default_overlap(components, window) if overlap_history is None else overlap_history
     check_int(
         "overlap_history", overlap, 0, window - 1, why=f" (frames of the {window}-frame window kept by the next one)"
     )
