@@ -60,9 +60,11 @@ def test_plan_counts_windows_and_joins_keep_or_crossfade():
     assert short.result(6).tolist() == [[0, 1, 2, 3, 13, 23]]
 
 
-def test_windows_continue_the_previous_window_and_the_clip_is_their_join(pipe, monkeypatch):
+@pytest.mark.parametrize("crossfade", [False, True])
+def test_windows_continue_the_previous_window_and_the_clip_is_their_join(pipe, monkeypatch, crossfade):
     """Each later window is an extension whose kept frames and audio prefix are the previous window's last frames
-    and the matching samples; the clip is the first window, then each later window's new frames."""
+    and the matching samples (of the clip so far); the clip is the first window, then each later window's new frames,
+    its overlap kept or crossfaded."""
     windows, extensions = [], []
     call = SkyReelsV4InpaintPipeline.__call__
 
@@ -82,16 +84,26 @@ def test_windows_continue_the_previous_window_and_the_clip_is_their_join(pipe, m
 
     monkeypatch.setattr(SkyReelsV4InpaintPipeline, "__call__", spy)
     monkeypatch.setattr(SkyReelsV4Pipeline, "__call__", base_spy)
-    out = chained(pipe)
+    out = chained(pipe, crossfade=crossfade)
     rate = out.audio_sample_rate
     assert out.frames.shape == (1, 17, 3, SIZE, SIZE) and out.audio.shape == (1, 1, round(17 / 16 * rate))
     assert len(windows) == 3 and len(extensions) == 2
     overlap_samples = round(OVERLAP / 16 * rate)
-    for previous, extension in zip(windows, extensions):
-        assert extension["num_condition_frames"] == OVERLAP and extension["preserve_unmasked"]
-        torch.testing.assert_close(extension["video"], previous.frames[0, -OVERLAP:], rtol=0, atol=0)
-        torch.testing.assert_close(extension["audio"], previous.audio[0, :, -overlap_samples:], rtol=0, atol=0)
+    # The clip so far is the first window when the first extension is made, then ends at frame 13; kept joins leave
+    # it unchanged after (a crossfade changes the overlap once the next window comes).
+    clips = [(windows[0], WINDOW)] if crossfade else [(windows[0], WINDOW), (out, 13)]
+    for (clip, end), extension in zip(clips, extensions):
+        assert extension["num_condition_frames"] == OVERLAP and extension["preserve_unmasked"] == (not crossfade)
+        torch.testing.assert_close(extension["video"], clip.frames[0, end - OVERLAP : end], rtol=0, atol=0)
+        samples = round(end / 16 * rate)
+        torch.testing.assert_close(extension["audio"], clip.audio[0, :, samples - overlap_samples : samples])
         assert extension["audio_condition_seconds"] == overlap_samples / rate
+    if crossfade:  # the first join: from the first window's last frames to the second window's own version of them
+        joined = longform.crossfade_join(windows[0].frames[:, -OVERLAP:], windows[1].frames[:, :OVERLAP], 1)
+        # (frames 4-7: frame 8 on is in the next join's overlap too, as 5 overlap frames exceed the 4 new ones)
+        torch.testing.assert_close(out.frames[:, WINDOW - OVERLAP : 8], joined[:, :4], rtol=0, atol=0)
+        torch.testing.assert_close(out.frames[:, :4], windows[0].frames[:, :4], rtol=0, atol=0)
+        return
     torch.testing.assert_close(out.frames[:, :WINDOW], windows[0].frames, rtol=0, atol=0)
     torch.testing.assert_close(out.frames[:, WINDOW:13], windows[1].frames[:, OVERLAP:], rtol=0, atol=0)
     torch.testing.assert_close(out.frames[:, 13:], windows[2].frames[:, OVERLAP:], rtol=0, atol=0)
@@ -103,11 +115,10 @@ def test_windows_continue_the_previous_window_and_the_clip_is_their_join(pipe, m
 
 
 def test_same_seed_same_clip_and_options_change_it(pipe):
-    first, again, other = chained(pipe), chained(pipe), chained(pipe, seed=1)
+    first, again = chained(pipe), chained(pipe)
     assert torch.equal(first.frames, again.frames) and torch.equal(first.audio, again.audio)
-    assert not torch.equal(first.frames, other.frames)
-    faded = chained(pipe, crossfade=True, addnoise_condition=20.0)
-    assert faded.frames.shape == first.frames.shape and not torch.equal(faded.frames, first.frames)
+    kept = chained(pipe, crossfade=False, addnoise_condition=20.0)
+    assert kept.frames.shape == first.frames.shape and not torch.equal(kept.frames, first.frames)
 
 
 def test_t2v_and_the_naive_chain(pipe):
@@ -123,9 +134,10 @@ def test_t2a_chains_the_soundtrack_alone(pipe, monkeypatch):
     monkeypatch.setattr(
         SkyReelsV4InpaintPipeline, "__call__", lambda self, *a, **k: extensions.append(k) or call(self, *a, **k)
     )
-    audio_only = chained(pipe, generate_video=False)
+    audio_only = chained(pipe, generate_video=False, crossfade=False)
     assert audio_only.frames is None and audio_only.audio.shape == (1, 1, round(17 / 16 * 44100))
     assert len(extensions) == 2 and all("video" not in k and k["audio_condition_seconds"] > 0 for k in extensions)
+    assert all(k["preserve_unmasked"] for k in extensions)  # kept joins
     overlap = round(OVERLAP / 16 * 44100)
     # the second window keeps the first one's last samples: they sit at the start of its new part's overlap
     assert torch.equal(
@@ -137,7 +149,7 @@ def test_inpainting_extends_a_given_clip_past_the_window(pipe):
     inpaint = SkyReelsV4InpaintPipeline.from_pipe(pipe)
     inpaint.set_progress_bar_config(disable=True)
     video = np.random.RandomState(0).rand(5, SIZE, SIZE, 3).astype(np.float32)
-    out = chained(inpaint, video=video, num_condition_frames=5, output_type="np")
+    out = chained(inpaint, video=video, num_condition_frames=5, output_type="np", crossfade=False)
     assert out.frames.shape == (1, 17, SIZE, SIZE, 3)
     np.testing.assert_array_equal(out.frames[0, :5], video)  # the given clip's frames, kept
 

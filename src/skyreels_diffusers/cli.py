@@ -118,7 +118,9 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
         help="frames each chained window keeps from the one before (with its audio); default: the pipeline's",
     )
     generate.add_argument(
-        "--crossfade", action="store_true", help="chained windows: crossfade each join instead of keeping the overlap"
+        "--no-crossfade",
+        action="store_true",
+        help="chained windows: keep each overlap exactly instead of crossfading the joins",
     )
     generate.add_argument("--steps", type=int, default=30, help="denoising steps")
     guidance = generate.add_argument_group(
@@ -260,7 +262,7 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
         from skyreels_diffusers.pipelines.longform import default_overlap
 
         overlap = default_overlap(pipe) if args.overlap_history is None else args.overlap_history
-        call.update(overlap_history=overlap, crossfade=args.crossfade)
+        call.update(overlap_history=overlap, crossfade=not args.no_crossfade)
     if any(value is not None for value in conditions.values()):
         from skyreels_diffusers import SkyReelsV4InpaintPipeline
 

@@ -182,7 +182,7 @@ class SkyReelsV4Pipeline(
         base_num_frames: int | None = None,
         overlap_history: int | None = None,
         addnoise_condition: float = 0.0,
-        crossfade: bool = False,
+        crossfade: bool = True,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Generates a video with synchronized audio (or either alone) from an instruction.
@@ -258,8 +258,9 @@ class SkyReelsV4Pipeline(
                 `pipelines/longform.py`.
             addnoise_condition (`float`, defaults to 0): noise put on the kept overlap (video condition and audio
                 prefix) of each later window, in timestep units (0-1000; SkyReels-V2's diffusion-forcing option).
-            crossfade (`bool`, defaults to False): crossfade each join linearly over the overlap, from the previous
-                window to the next one's own version of it; otherwise the next window keeps the overlap exactly.
+            crossfade (`bool`, defaults to True): crossfade each join linearly over the overlap, from the previous
+                window to the next one's own version of it (measured smoother, README "Long-form"); False: the next
+                window keeps the overlap exactly.
 
         Examples:
 

@@ -207,7 +207,7 @@ class SkyReelsV4InpaintPipeline(
         base_num_frames: int | None = None,
         overlap_history: int | None = None,
         addnoise_condition: float = 0.0,
-        crossfade: bool = False,
+        crossfade: bool = True,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Generates (or edits) a video with synchronized audio under visual and audio conditions, or the audio of a
