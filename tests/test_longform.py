@@ -175,6 +175,13 @@ def test_bad_chaining_is_refused_before_any_model_work(pipe, kwargs, error, matc
         chained(pipe, **kwargs)
 
 
+def test_chaining_options_are_checked_on_every_call(pipe):
+    with refused_before_model_work(pipe, TypeError, "crossfade"):
+        pipe(PROMPT, crossfade="yes")
+    with refused_before_model_work(pipe, ValueError, "addnoise_condition"):
+        pipe(PROMPT, addnoise_condition=float("nan"))
+
+
 def test_cli_duration_beyond_the_window_chains(tmp_path, monkeypatch, capsys):
     from skyreels_diffusers import cli
 

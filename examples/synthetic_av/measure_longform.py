@@ -15,7 +15,8 @@ windows (the middle of each window's new frames):
 
 Settings: `naive` (independent windows, cut end to end), `crossfade_only` (independent windows overlapping by the
 overlap and crossfaded: what a chain without conditioning can do), `chained` (each window extends the last
-`overlap` frames and the matching audio, kept exactly), `chained_crossfade` and `chained_addnoise`.
+`overlap` frames and the matching audio, kept exactly), `chained_crossfade`, `chained_addnoise` (kept, with
+`addnoise_condition=20`) and `chained_crossfade_addnoise`.
 
     python examples/synthetic_av/measure_longform.py --model pipelines/skyreels-v4-tiny --split dev --seeds 2
 
@@ -35,7 +36,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate  # noqa: E402
 
 
-SETTINGS = ("naive", "crossfade_only", "chained", "chained_crossfade", "chained_addnoise")
+SETTINGS = (
+    "naive",
+    "crossfade_only",
+    "chained",
+    "chained_crossfade",
+    "chained_addnoise",
+    "chained_crossfade_addnoise",
+)
 ADDNOISE = 20.0  # SkyReels-V2's suggested addnoise_condition
 NEAR = 0.15  # seconds around a point where knocks and bounces count as at it
 
@@ -63,9 +71,11 @@ def make_clip(pipe, caption, seed, setting, windows, overlap, call_kwargs):
         )
     else:
         options = {
+            "chained": {"crossfade": False},
             "chained_crossfade": {"crossfade": True},
-            "chained_addnoise": {"addnoise_condition": ADDNOISE},
-        }.get(setting, {})
+            "chained_addnoise": {"crossfade": False, "addnoise_condition": ADDNOISE},
+            "chained_crossfade_addnoise": {"crossfade": True, "addnoise_condition": ADDNOISE},
+        }[setting]
         out = pipe(
             caption, num_frames=num_frames, base_num_frames=window, overlap_history=overlap, **options, **common
         )
@@ -170,6 +180,7 @@ def main() -> None:
     parser.add_argument("--model", default="pipelines/skyreels-v4-tiny")
     parser.add_argument("--split", default="test", choices=["test", "dev"])
     parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--skip_seeds", type=int, default=0, help="start this many seeds into the split")
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=None, help="frames; default: the pipeline's default overlap")
     parser.add_argument("--settings", default=",".join(SETTINGS))
@@ -188,7 +199,7 @@ def main() -> None:
     pipe = SkyReelsV4Pipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     first = evaluate.TEST_SEED if args.split == "test" else evaluate.DEV_SEED
-    seeds = range(first, first + args.seeds)
+    seeds = range(first + args.skip_seeds, first + args.skip_seeds + args.seeds)
     overlap = default_overlap(pipe) if args.overlap is None else args.overlap
     call_kwargs = {"num_inference_steps": args.steps, "guidance_scale": args.guidance_scale}
     results = measure(pipe, seeds, args.settings.split(","), args.windows, overlap, call_kwargs)

@@ -90,8 +90,7 @@ def plan_chain(
         raise ValueError(
             f"`overlap_history` must be 0 or of the form {temporal}k+1 (whole latent frames), got {overlap}."
         )
-    check_number("addnoise_condition", addnoise_condition, 0.0, 1000.0)
-    check_bool("crossfade", crossfade)
+    check_chain_options(addnoise_condition, crossfade)
     check_int("num_frames", num_frames, 1)
     limit = components.limits.max_duration_seconds
     if num_frames / fps > limit:
@@ -107,6 +106,12 @@ def plan_chain(
                 f"({spec.samples_per_latent / spec.sample_rate:g} s): the audio could not continue across the join."
             )
     return ChainPlan(num_frames, window, overlap, float(addnoise_condition), crossfade)
+
+
+def check_chain_options(addnoise_condition: float, crossfade: bool) -> None:
+    """The chaining options that every call checks, chained or not."""
+    check_number("addnoise_condition", addnoise_condition, 0.0, 1000.0)
+    check_bool("crossfade", crossfade)
 
 
 def crossfade_join(previous: torch.Tensor, following: torch.Tensor, dim: int) -> torch.Tensor:

@@ -293,6 +293,7 @@ class SkyReelsV4Pipeline(
                 inpaint.limits = self.limits
                 inpaint.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
                 return longform.chained_call(self, inpaint, plan, arguments)
+        longform.check_chain_options(addnoise_condition, crossfade)
 
         # 1. Check inputs, before any work
         batch_size = self.check_inputs(

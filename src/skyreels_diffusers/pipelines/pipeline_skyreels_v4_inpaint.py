@@ -47,7 +47,6 @@ from .guidance import GuidanceArguments
 from .loading import SkyReelsV4PipelineLoadingMixin
 from .pipeline_mixin import DEFAULT_SYSTEM_PROMPT, SkyReelsV4PipelineMixin
 from .pipeline_output import SkyReelsV4PipelineOutput
-from .validation import check_number
 
 
 EXAMPLE_DOC_STRING = """
@@ -292,7 +291,7 @@ class SkyReelsV4InpaintPipeline(
                     arguments, longform.batch_size_of(prompt, prompt_embeds, num_videos_per_prompt)
                 )
                 return longform.chained_call(self, self, plan, arguments)
-        check_number("addnoise_condition", addnoise_condition, 0.0, 1000.0)
+        longform.check_chain_options(addnoise_condition, crossfade)
 
         inpainting.check_audio_only(generate_video, generate_audio, arguments)
 
