@@ -156,6 +156,21 @@ def test_advanced_guidance_reaches_the_pipeline():
     assert off["spatio_temporal_guidance_blocks"] is None  # STG off: no block, no pass
 
 
+def test_durations_past_the_window_chain_windows(runner):
+    """Issue 30: a duration past the trained clip chains windows (the pipeline's default overlap); the Refiner, which
+    works on one window, is refused with it."""
+    long = app.check_settings(dict(SETTINGS, duration=33 / 16), LIMITS)
+    arguments = runner.common_arguments(runner.models.base, {}, long)
+    assert arguments["num_frames"] == 33 and arguments["overlap_history"] >= 1
+    assert "overlap_history" not in runner.common_arguments(
+        runner.models.base, {}, app.check_settings(SETTINGS, LIMITS)
+    )
+    with pytest.raises(app.InputError, match="Refiner works on one window"):
+        runner.common_arguments(
+            runner.models.base, {}, app.check_settings(dict(SETTINGS, duration=33 / 16, refine=True), LIMITS)
+        )
+
+
 def test_settings_are_checked_together():
     settings = app.check_settings(dict(SETTINGS, negative_prompt="  blur "), LIMITS)
     assert settings.steps == 2 and settings.negative_prompt == "blur" and settings.height == 32
