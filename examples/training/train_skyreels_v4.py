@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
 from huggingface_hub import ModelCard, ModelCardData
@@ -557,6 +557,8 @@ def write_model_card(args, losses: list[float], validation: list[str]) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     accelerator = Accelerator(
+        # t2v and t2a steps leave one tower (and the exchange) without gradients, which DDP must be told about
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
