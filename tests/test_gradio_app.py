@@ -121,7 +121,9 @@ def test_size_and_duration_follow_the_model():
     assert LIMITS.max_num_frames == 17 and LIMITS.default_duration == 9 / 16 and LIMITS.max_duration == 17 / 16
     assert app.num_frames_for(LIMITS.default_duration, LIMITS) == 9 and app.num_frames_for(17 / 16, LIMITS) == 17
     assert app.num_frames_for(0.5, LIMITS) == 9 and app.num_frames_for(LIMITS.min_duration, LIMITS) == 5
-    for bad in (0, -1, 1.5, None, "long"):
+    # Generated clips reach 10 windows of the trained 9 frames, chained (issue 30): 81 frames
+    assert LIMITS.max_generated_frames == 81 and app.num_frames_for(81 / 16, LIMITS) == 81
+    for bad in (0, -1, 5.1, None, "long"):
         with pytest.raises(app.InputError, match="Duration"):
             app.num_frames_for(bad, LIMITS)
 
@@ -132,10 +134,10 @@ def test_durations_follow_the_vae_frame_grid_read_from_the_pipeline():
         limits = app.Limits(**{**LIMITS.__dict__, "temporal_compression": temporal, "num_frames": num_frames})
         # The default duration gives the model's own clip length (the tiny default: 17 frames, not 16).
         assert app.num_frames_for(limits.default_duration, limits) == num_frames
-        offered = np.arange(limits.min_duration, limits.max_duration + 1e-9, limits.duration_step)
+        offered = np.arange(limits.min_duration, limits.max_generated_duration + 1e-9, limits.duration_step)
         counts = [app.num_frames_for(duration, limits) for duration in offered]
         assert all((count - 1) % temporal == 0 for count in counts), (temporal, counts)
-        assert counts == sorted(set(counts)) and counts[-1] == limits.max_num_frames
+        assert counts == sorted(set(counts)) and counts[-1] == limits.max_generated_frames
         assert [round(duration * limits.fps, 6) for duration in offered] == counts  # each one exact, none rounded
     assert (
         "1 + 4k frames" in LIMITS.frame_count_rule()
@@ -152,6 +154,21 @@ def test_advanced_guidance_reaches_the_pipeline():
     assert arguments["modality_scale"] == 3.0 and arguments["guidance_rescale"] == 0.0
     off = runner.common_arguments(None, {"num_frames": 9}, app.check_settings(SETTINGS, LIMITS))
     assert off["spatio_temporal_guidance_blocks"] is None  # STG off: no block, no pass
+
+
+def test_durations_past_the_window_chain_windows(runner):
+    """Issue 30: a duration past the trained clip chains windows (the pipeline's default overlap); the Refiner, which
+    works on one window, is refused with it."""
+    long = app.check_settings(dict(SETTINGS, duration=33 / 16), LIMITS)
+    arguments = runner.common_arguments(runner.models.base, {}, long)
+    assert arguments["num_frames"] == 33 and arguments["overlap_history"] >= 1
+    assert "overlap_history" not in runner.common_arguments(
+        runner.models.base, {}, app.check_settings(SETTINGS, LIMITS)
+    )
+    with pytest.raises(app.InputError, match="Refiner works on one window"):
+        runner.common_arguments(
+            runner.models.base, {}, app.check_settings(dict(SETTINGS, duration=33 / 16, refine=True), LIMITS)
+        )
 
 
 def test_settings_are_checked_together():

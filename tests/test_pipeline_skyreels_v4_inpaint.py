@@ -370,6 +370,32 @@ def test_image_animated_to_a_sound(pipe):
     np.testing.assert_allclose(out.frames[0][0], ((decoded + 1) / 2).clamp(0, 1).numpy(), rtol=0, atol=1e-5)
 
 
+TRACK = (0.3 * np.sin(2 * np.pi * 330 * np.arange(round(0.8 * 44100)) / 44100)).astype(np.float32)
+
+
+@pytest.mark.parametrize("with_video", [False, True])
+def test_audio_extension_keeps_the_prefix_clean_at_timestep_zero(pipe, with_video):
+    video = {"video": random_video(), "num_condition_frames": 3} if with_video else {}
+    seconds = 0.2  # 8820 samples: 8 whole audio latents of 1024 samples kept, the other 17 of 25 generated
+    out, calls = transformer_calls(
+        pipe,
+        lambda: run(
+            pipe, audio=TRACK, audio_sample_rate=44100, audio_condition_seconds=seconds, num_frames=FRAMES, **video
+        ),
+    )
+    known = encode_audio_track(pipe.audio_vae, torch.from_numpy(TRACK[None, None]), 25)[:, :, :8]
+    for call in calls:  # every call: the prefix exactly the given latents at timestep 0, the rest generated
+        assert call["audio_timestep"].shape == (1, 25)
+        assert not call["audio_timestep"][:, :8].any() and call["audio_timestep"][:, 8:].gt(0).all()
+        torch.testing.assert_close(call["audio_hidden_states"][:, :, :8], known, rtol=0, atol=0)
+    assert not torch.equal(calls[0]["audio_hidden_states"][:, :, 8:], calls[-1]["audio_hidden_states"][:, :, 8:])
+    np.testing.assert_array_equal(out.audio[0, 0, :8820], TRACK[:8820])  # the kept samples, exactly
+    assert out.audio.shape == (1, 1, round(FRAMES / 16 * 44100)) and out.frames.shape[1] == FRAMES
+    if with_video:
+        mask = calls[0]["hidden_states"][:, -1]  # the video extension's mask: the first frames kept, the last not
+        assert mask[:, 0].eq(1).all() and not mask[:, -1].any()
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -418,6 +444,30 @@ def test_image_animated_to_a_sound(pipe):
             r"`audio` lasts 2.26757e-05 s \(1 sample\(s\) .*at least one audio latent: 1024 samples \(0.02322 s\)",
         ),
         ({"image": random_image(), "num_frames": 100_001}, r"^`num_frames`=100001 is more than one call may make"),
+        # issue 30: audio extension
+        ({"audio_condition_seconds": 0.2}, r"`audio_condition_seconds`=0.2 keeps the start of a given soundtrack"),
+        ({"audio": TRACK, "audio_sample_rate": 44100, "audio_condition_seconds": -0.1}, "audio_condition_seconds"),
+        (
+            {"audio": TRACK[:4410], "audio_sample_rate": 44100, "audio_condition_seconds": 0.2},
+            r"`audio_condition_seconds`=0.2 exceeds the given soundtrack, which lasts 0.100 s",
+        ),
+        (
+            {"audio": TRACK, "audio_sample_rate": 44100, "audio_condition_seconds": 0.6, "num_frames": 9},
+            r"must be shorter than the clip \(0.562 s",
+        ),
+        (
+            {"audio": TRACK, "audio_sample_rate": 44100, "audio_condition_seconds": 0.01},
+            "shorter than one audio latent",
+        ),
+        (
+            {"audio": TRACK, "audio_sample_rate": 44100, "audio_condition_seconds": 0.2, "generate_audio": False},
+            "generate_audio=False",
+        ),
+        (
+            {"generate_video": False, "image": random_image()},
+            "`image` conditions the video, but `generate_video=False`",
+        ),
+        ({"generate_video": False, "generate_audio": False}, "Nothing to generate"),
     ],
 )
 def test_bad_video_and_audio_conditions_are_refused_before_any_model_work(pipe, kwargs, match):

@@ -243,7 +243,7 @@ def test_training_and_the_pipelines_give_the_model_identical_conditions(encoded_
     # The random parts of a task (extension length, edit box) come from the generator: the same seed twice gives
     # the trainer's choice, which the pipeline call below repeats.
     trainer_inputs = train.task_condition_inputs(task, clip, torch.Generator().manual_seed(4))
-    condition = train.video_condition(task, clip, pipe.vae, torch.Generator().manual_seed(4), dropout=False)
+    condition, _ = train.video_condition(task, clip, pipe.vae, torch.Generator().manual_seed(4), dropout=False)
     args = train.parse_args(
         [
             "--pretrained_model_name_or_path",
@@ -259,7 +259,7 @@ def test_training_and_the_pipelines_give_the_model_identical_conditions(encoded_
         ]
     )
     null = (clip["prompt_embeds"] * 0, clip["prompt_attention_mask"])
-    trained, _, _ = train.base_model_inputs(task, [clip], null, pipe.vae, args, 1.0, 4, 0, 0)
+    trained, _, _ = train.base_model_inputs(task, [clip], null, pipe, args, 1.0, 4, 0, 0)
 
     call = {"num_inference_steps": 1, "guidance_scale": 1.0, "num_frames": 9, "height": 32, "width": 32}
     if task == "i2v":
@@ -275,6 +275,12 @@ def test_training_and_the_pipelines_give_the_model_identical_conditions(encoded_
             call["mask"] = keep.numpy()
     elif task == "a2v":
         call.update(audio=audio, audio_sample_rate=pipe.audio_spec.sample_rate)
+    if task in ("extension", "audio_extension"):  # the start of the soundtrack, as many latents as the trainer kept
+        num_clean = int(trained["audio_timestep"][0].eq(0).sum())
+        assert num_clean > 0
+        rate = pipe.audio_spec.sample_rate
+        seconds = num_clean * pipe.audio_spec.samples_per_latent / rate
+        call.update(audio=audio, audio_sample_rate=rate, audio_condition_seconds=seconds)
     elif task == "reference_images":
         call["reference_images"] = [frames[len(frames) // 2]]
     elif task == "audio_reference":
@@ -299,6 +305,17 @@ def test_training_and_the_pipelines_give_the_model_identical_conditions(encoded_
     if task == "a2v":  # the given soundtrack
         torch.testing.assert_close(seen["audio_hidden_states"], trained["audio_hidden_states"], rtol=0, atol=0)
         assert not seen["audio_timestep"].any() and not trained["audio_timestep"].any()
+    if task in ("extension", "audio_extension"):  # the kept audio prefix: the same latents at timestep 0 per token
+        assert (
+            trained["audio_timestep"].shape
+            == seen["audio_timestep"].shape
+            == trained["audio_hidden_states"].shape[::2]
+        )
+        torch.testing.assert_close(seen["audio_timestep"].eq(0), trained["audio_timestep"].eq(0), rtol=0, atol=0)
+        clean = trained["audio_timestep"].eq(0)[:, None].expand_as(trained["audio_hidden_states"])
+        torch.testing.assert_close(
+            seen["audio_hidden_states"][clean], trained["audio_hidden_states"][clean], rtol=0, atol=0
+        )
     for key in ("reference_latents", "audio_reference_latents"):
         if trained.get(key) is not None:
             torch.testing.assert_close(seen[key], trained[key], rtol=0, atol=0)
@@ -322,7 +339,7 @@ def test_given_modalities_have_no_loss_and_independent_noise_splits_the_sigmas(e
                 str(ratio),
             ]
         )
-        return train.base_model_inputs(task, [clip, clip], null, pipe.vae, args, 1.0, 0, step, 0)
+        return train.base_model_inputs(task, [clip, clip], null, pipe, args, 1.0, 0, step, 0)
 
     v2a, video_target, audio_target = inputs("v2a", 0.0, 0)
     assert video_target is None and audio_target is not None and not v2a["timestep"].any()
@@ -418,3 +435,30 @@ def test_two_process_ddp_matches_one_process_and_resumes(setup, tmp_path):
     # cross-modal outputs) into learning-rate-sized weight differences. Measured: 3.5e-3 relative at step 3 (after the
     # two-process resume), 1e-4 at step 2.
     torch.testing.assert_close(two_losses, one_losses, rtol=2e-2, atol=0)
+
+
+def test_extensions_keep_the_matching_audio_prefix_out_of_the_loss(encoded_clip):
+    """Issue 30: the extension task keeps the audio of its kept frames (clean at timestep 0 per token), the
+    audio_extension task a random prefix of the soundtrack alone; the loss leaves the kept latents out."""
+    from skyreels_diffusers.pipelines.inpainting import clean_audio_latents
+
+    pipe, clip, _, _ = encoded_clip
+    null = (clip["prompt_embeds"] * 0, clip["prompt_attention_mask"])
+    args = train.parse_args(["--pretrained_model_name_or_path", "x", "--train_latents", "x", "--output_dir", "x"])
+    args.condition_dropout = 0.0
+    for step in range(3):
+        extension, _, target = train.base_model_inputs("extension", [clip], null, pipe, args, 1.0, 0, step, 0)
+        clean = extension["audio_timestep"][0].eq(0)
+        assert clean.any() and extension["audio_timestep"][0, ~clean].gt(0).all()
+        if pipe.vae_spec.temporal_compression == 1:  # one latent frame per frame: the kept frames are countable
+            kept_frames = int(extension["hidden_states"][0, -1, :, 0, 0].sum())
+            assert int(clean.sum()) == clean_audio_latents(pipe.audio_spec, kept_frames / 16)
+        torch.testing.assert_close(
+            extension["audio_hidden_states"][0][:, clean], clip["audio_latents"][:, clean], rtol=0, atol=0
+        )
+        audio_only, _, _ = train.base_model_inputs("audio_extension", [clip], null, pipe, args, 1.0, 0, step, 0)
+        assert audio_only["audio_timestep"][0].eq(0).any() and not audio_only["hidden_states"][0, -1].any()
+    wrong_on_prefix = target.clone()
+    wrong_on_prefix[:, :, clean] += 5.0
+    assert train.audio_loss(wrong_on_prefix, target, extension["audio_timestep"]) == 0
+    assert train.audio_loss(target + 1.0, target, extension["audio_timestep"]) == 1

@@ -424,3 +424,30 @@ def test_bad_config():
         SkyReelsV4Transformer3DModel(**{**TINY, "in_channels": 8})
     with pytest.raises(ValueError, match="rope_axes_dim"):
         SkyReelsV4Transformer3DModel(**{**TINY, "rope_axes_dim": (4, 4, 4)})
+
+
+def test_per_token_audio_timestep_equals_per_sample_when_constant():
+    """Issue 30: a `(B, L)` audio timestep modulates each audio token at its own level. Constant per sample, it gives
+    the `(B,)` result (the per-token adaLN runs its linear layers on other shapes: measured 2.4e-6 apart on the tiny
+    default); a clean prefix at 0 changes the generated tokens' prediction."""
+    model = SkyReelsV4Transformer3DModel.from_pretrained("pipelines/skyreels-v4-tiny/transformer").eval()
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        "hidden_states": torch.randn(2, 17, 5, 8, 8, generator=generator),
+        "timestep": torch.tensor([700.0, 300.0]),
+        "encoder_hidden_states": torch.randn(2, 7, 32, generator=generator),
+        "audio_hidden_states": torch.randn(2, 8, 10, generator=generator),
+        "audio_reference_latents": torch.randn(2, 8, 3, generator=generator),
+    }
+    audio_timestep = torch.tensor([500.0, 200.0])
+    with torch.no_grad():
+        per_sample = model(**inputs, audio_timestep=audio_timestep)
+        per_token = model(**inputs, audio_timestep=audio_timestep[:, None].expand(2, 10))
+        prefix = audio_timestep[:, None].repeat(1, 10)
+        prefix[:, :4] = 0
+        with_prefix = model(**inputs, audio_timestep=prefix)
+    torch.testing.assert_close(per_token.audio_sample, per_sample.audio_sample, **KERNEL_TOLERANCE)
+    torch.testing.assert_close(per_token.sample, per_sample.sample, **KERNEL_TOLERANCE)
+    assert (with_prefix.audio_sample[:, :, 4:] - per_sample.audio_sample[:, :, 4:]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"per-token `audio_timestep` must have shape \(batch, audio latents\)"):
+        model(**inputs, audio_timestep=torch.zeros(2, 9))

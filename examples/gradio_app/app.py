@@ -56,6 +56,7 @@ from skyreels_diffusers.cli import (
     default_model,
     frames_for_duration,
 )
+from skyreels_diffusers.pipelines.longform import default_overlap
 from skyreels_diffusers.utils.media import export_to_video_with_audio, load_video, resample_frames
 from skyreels_diffusers.utils.precision import resolve_dtype
 
@@ -81,6 +82,7 @@ MAX_STEPS = 100
 DEFAULT_STEPS = 30
 MAX_SEED = 2**32  # what "randomize seed" draws from; any whole number >= 0 may be typed
 MAX_REFERENCE_IMAGES = 3
+LONG_FORM_WINDOWS = 10  # the duration slider reaches this many windows of the trained length, chained
 # How messages name the uploads: the video of each tab that takes one, and the images by input name.
 IMAGE_KINDS = {
     "image": "the first frame",
@@ -225,9 +227,9 @@ class Limits:
             num_blocks=len(base.transformer.transformer_blocks) + len(base.transformer.single_transformer_blocks),
         )
 
-    # Up to twice the trained size and clip length: beyond that a model this size mostly degrades, and CPU time grows
-    # with the cube of the scale. Longer clips would chain windows (each conditioned on the last one's overlap): such
-    # long-form generation would raise `max_num_frames` and route clips beyond `num_frames` in `DemoRunner.generate`.
+    # Up to twice the trained size and clip length for one call (uploads to edit or score): beyond that a model this
+    # size mostly degrades, and CPU time grows with the cube of the scale. Generated clips go further by chaining
+    # windows of the trained length (`max_generated_duration`, see `DemoRunner.common_arguments`).
     @property
     def max_height(self) -> int:
         return 2 * self.height
@@ -239,6 +241,15 @@ class Limits:
     @property
     def max_num_frames(self) -> int:
         return 2 * (self.num_frames - 1) + 1
+
+    @property
+    def max_generated_frames(self) -> int:
+        """The longest generated clip: `LONG_FORM_WINDOWS` windows of the trained length, chained."""
+        return LONG_FORM_WINDOWS * (self.num_frames - 1) + 1
+
+    @property
+    def max_generated_duration(self) -> float:
+        return self.max_generated_frames / self.fps
 
     @property
     def duration_step(self) -> float:
@@ -535,9 +546,9 @@ def check_size(height: Any, width: Any, limits: Limits) -> tuple[int, int]:
 
 def num_frames_for(duration: Any, limits: Limits) -> int:
     """Seconds -> the nearest frame count the model makes (`1 + k * temporal compression`), within its limits."""
-    if duration is None or not 0 < as_number("Duration", duration) <= limits.max_duration + 1e-6:
+    if duration is None or not 0 < as_number("Duration", duration) <= limits.max_generated_duration + 1e-6:
         raise InputError(
-            f"Duration must be between {limits.min_duration:.3g} and {limits.max_duration:.3g} seconds, got "
+            f"Duration must be between {limits.min_duration:.3g} and {limits.max_generated_duration:.3g} seconds, got "
             f"{duration!r}."
         )
     return frames_for_duration(float(duration), limits.fps, limits.temporal_compression)
@@ -1061,6 +1072,10 @@ class DemoRunner:
         }
         if "num_frames" not in call:
             arguments["num_frames"] = num_frames_for(settings.duration, self.limits)
+            if arguments["num_frames"] > self.limits.num_frames:  # long-form: windows chained
+                if settings.refine:
+                    raise InputError("The Refiner works on one window: turn it off for clips past the trained length.")
+                arguments["overlap_history"] = default_overlap(pipe)
         return arguments
 
 
@@ -1228,7 +1243,8 @@ def settings_panel(models: DemoModels) -> dict[str, gr.components.Component]:
             f"Rounded to the clip lengths the model makes: {limits.frame_count_rule()}; it was trained on "
             f"{limits.num_frames} frames ({limits.default_duration:.3g} s)."
         )
-        span = (limits.min_duration, limits.max_duration)
+        info += " Longer clips chain windows of that length, each continuing the last one's picture and sound."
+        span = (limits.min_duration, limits.max_generated_duration)
         add(gr.Slider, "duration", *span, step=limits.duration_step, label="Duration (s)", info=info)
         info = refine_info(models, {})
         add(gr.Checkbox, "refine", label=refine_label(models), interactive=models.refiner is not None, info=info)

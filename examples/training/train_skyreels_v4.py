@@ -8,9 +8,11 @@ modalities the task generates. Sigma is drawn logit-normal or uniform and then s
 share of samples (`--independent_noise_ratio`) the two are drawn independently, so one model learns the joint, the
 conditional and the marginal distributions (UniDiffuser's recipe).
 
-Every step draws one task for the whole batch (`--task_ratios`): t2av, t2v, t2a, i2v, interpolation, extension,
+Every step draws one task for the whole batch (`--task_ratios`): t2av, t2v, t2a, i2v, interpolation, extension
+(the first frames and the matching start of the soundtrack kept), audio_extension (the start of the soundtrack kept),
 edit, reference_images, audio_reference, and v2a / a2v, where one modality is *given*: clean at timestep 0, not
-predicted and left out of the loss. Conditions are built by the pipelines' own functions (`build_video_condition`
+predicted and left out of the loss. A kept audio prefix is the same per token: its latents clean at timestep 0, out
+of the loss. Conditions are built by the pipelines' own functions (`build_video_condition`
 on the clip's pixels, `encode_audio_track` on its soundtrack), so the model learns exactly what the pipelines ask
 of it; text / condition dropout train the unconditional branch used by classifier-free guidance.
 
@@ -39,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
 from huggingface_hub import ModelCard, ModelCardData
@@ -51,6 +53,7 @@ from skyreels_diffusers import (
     SkyReelsV4RefinerTransformer3DModel,
 )
 from skyreels_diffusers.pipelines.conditioning import build_refiner_condition, build_video_condition
+from skyreels_diffusers.pipelines.inpainting import clean_audio_latents
 from skyreels_diffusers.pipelines.preprocessing import frames_to_tensor, pixels_for_vae
 from skyreels_diffusers.utils.media import export_to_video_with_audio
 
@@ -68,6 +71,7 @@ TASKS = (
     "i2v",
     "interpolation",
     "extension",
+    "audio_extension",
     "edit",
     "reference_images",
     "audio_reference",
@@ -75,8 +79,8 @@ TASKS = (
     "a2v",
 )
 DEFAULT_TASK_RATIOS = (
-    "t2av=0.3,t2v=0.05,t2a=0.05,i2v=0.1,interpolation=0.05,extension=0.1,edit=0.05,reference_images=0.05,"
-    "audio_reference=0.05,v2a=0.1,a2v=0.1"
+    "t2av=0.3,t2v=0.05,t2a=0.05,i2v=0.1,interpolation=0.05,extension=0.1,audio_extension=0.05,edit=0.05,"
+    "reference_images=0.05,audio_reference=0.05,v2a=0.1,a2v=0.1"
 )
 # Which modality each task generates; the other one is given (clean, timestep 0) or absent.
 GENERATES_VIDEO = {task: task not in ("t2a", "v2a") for task in TASKS}
@@ -257,20 +261,34 @@ def task_condition_inputs(task: str, clip: dict, generator: torch.Generator) -> 
     return {"video": pixels, "keep_mask": keep, "video_latents": clip["video_latents"][None]}
 
 
-def video_condition(task: str, clip: dict, vae, generator: torch.Generator, dropout: bool) -> torch.Tensor:
-    """`(C + 1, F, h, w)` condition channels of one sample, built by the pipelines' `build_video_condition`."""
+def video_condition(task: str, clip: dict, vae, generator: torch.Generator, dropout: bool) -> tuple[torch.Tensor, int]:
+    """`(C + 1, F, h, w)` condition channels of one sample, built by the pipelines' `build_video_condition`, and the
+    frames an extension keeps (0 for other tasks)."""
     num_frames, height, width = clip["video_frames"].shape[:3]
     inputs = {} if dropout else task_condition_inputs(task, clip, generator)
-    return build_video_condition(vae, 1, num_frames, height, width, **inputs).as_channels()[0]
+    kept = int(inputs["keep_mask"][0, 0, :, 0, 0].sum()) if task == "extension" and inputs else 0
+    return build_video_condition(vae, 1, num_frames, height, width, **inputs).as_channels()[0], kept
 
 
-def base_model_inputs(task, clips, null_prompt, vae, args, shift, seed, step, offset):
-    """Noisy inputs, targets and conditions of the joint model for one micro-batch. A given modality (v2a: video,
-    a2v: audio) enters clean at sigma 0 and has no target."""
+def clean_audio_count(task, components, clip, kept_frames: int, generator: torch.Generator, dropout: bool) -> int:
+    """The audio latents an extension keeps clean: those inside the kept frames' duration (extension, counted as
+    the inpainting pipeline counts `audio_condition_seconds`), or a random count (audio_extension)."""
+    if dropout or task not in ("extension", "audio_extension"):
+        return 0
+    if task == "extension":
+        return clean_audio_latents(components.audio_spec, kept_frames / components.transformer.config.fps)
+    return int(torch.randint(1, clip["audio_latents"].shape[-1], (1,), generator=generator))
+
+
+def base_model_inputs(task, clips, null_prompt, components, args, shift, seed, step, offset):
+    """Noisy inputs, targets and conditions of the joint model for one micro-batch (`components`: the pipeline, for
+    its VAE and timelines). A given modality (v2a: video, a2v: audio) enters clean at sigma 0 and has no target; a
+    kept audio prefix (extensions) is clean at timestep 0 per token (`audio_timestep` `(B, L)`)."""
     has_video, has_audio = HAS_VIDEO[task], HAS_AUDIO[task]
     generates_video, generates_audio = GENERATES_VIDEO[task], GENERATES_AUDIO[task]
     noisy_video, conditions, video_targets, noisy_audio, audio_targets, prompts, masks = ([] for _ in range(7))
     video_sigmas, audio_sigmas = [], []
+    per_token_audio = task in ("extension", "audio_extension")
     for i, clip in enumerate(clips):
         generator = sample_generator(seed, step, offset + i)
         sigma = sample_sigma(generator, args, shift)
@@ -279,7 +297,6 @@ def base_model_inputs(task, clips, null_prompt, vae, args, shift, seed, step, of
         video_sigma = sigma if generates_video else 0.0
         audio_sigma = audio_sigma if generates_audio else 0.0
         video_sigmas.append(video_sigma)
-        audio_sigmas.append(audio_sigma)
         drop_text = bool(torch.rand(1, generator=generator) < args.text_dropout)
         drop_condition = bool(torch.rand(1, generator=generator) < args.condition_dropout)
         prompt = "reference_prompt" if task == "reference_images" else "prompt"  # the MLLM also reads the reference
@@ -292,12 +309,17 @@ def base_model_inputs(task, clips, null_prompt, vae, args, shift, seed, step, of
             video_targets.append(noise - x0)
             # Video-to-audio keeps its condition under dropout: the given video is not a droppable hint.
             drop = drop_condition and task != "v2a"
-            conditions.append(video_condition(task, clip, vae, generator, drop))
+            condition, kept_frames = video_condition(task, clip, components.vae, generator, drop)
+            conditions.append(condition)
         if has_audio:
             a0 = clip["audio_latents"]
             noise = torch.randn(a0.shape, generator=generator)
+            if per_token_audio:  # the kept prefix: clean, at timestep 0
+                num_clean = clean_audio_count(task, components, clip, kept_frames, generator, drop_condition)
+                audio_sigma = torch.where(torch.arange(a0.shape[-1]) < num_clean, 0.0, audio_sigma)
             noisy_audio.append((1 - audio_sigma) * a0 + audio_sigma * noise)
             audio_targets.append(noise - a0)
+        audio_sigmas.append(torch.as_tensor(audio_sigma, dtype=torch.float32))
     stack = lambda xs: torch.stack(xs) if xs else None  # noqa: E731
     # Prompts differ in length (the null prompt, prompts read with a reference image): pad to the longest, masked.
     length = max(p.shape[0] for p in prompts)
@@ -307,7 +329,7 @@ def base_model_inputs(task, clips, null_prompt, vae, args, shift, seed, step, of
         "hidden_states": torch.cat([stack(noisy_video), stack(conditions)], dim=1) if has_video else None,
         "audio_hidden_states": stack(noisy_audio),
         "timestep": torch.tensor(video_sigmas) * 1000 if has_video else None,
-        "audio_timestep": torch.tensor(audio_sigmas) * 1000 if has_audio else None,
+        "audio_timestep": torch.stack(audio_sigmas) * 1000 if has_audio else None,
         "encoder_hidden_states": stack(prompts),
         "encoder_attention_mask": stack(masks),
     }
@@ -316,6 +338,14 @@ def base_model_inputs(task, clips, null_prompt, vae, args, shift, seed, step, of
     if task == "audio_reference":
         inputs["audio_reference_latents"] = stack([clip["audio_reference_latents"] for clip in clips])
     return inputs, stack(video_targets) if generates_video else None, stack(audio_targets) if generates_audio else None
+
+
+def audio_loss(prediction: torch.Tensor, target: torch.Tensor, audio_timestep: torch.Tensor) -> torch.Tensor:
+    """MSE of the audio velocity over the generated latents: a kept prefix (timestep 0 per token) is left out."""
+    if audio_timestep.ndim == 1:
+        return F.mse_loss(prediction.float(), target.to(prediction.device))
+    generated = (audio_timestep > 0)[:, None].expand_as(prediction)
+    return F.mse_loss(prediction.float()[generated], target.to(prediction.device)[generated])
 
 
 def refiner_model_inputs(clips, null_prompt, args, shift, seed, step, offset, sparsity, spatial_factor):
@@ -529,6 +559,8 @@ def write_model_card(args, losses: list[float], validation: list[str]) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     accelerator = Accelerator(
+        # t2v and t2a steps leave one tower (and the exchange) without gradients, which DDP must be told about
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
@@ -650,7 +682,7 @@ def main(argv=None) -> None:
                     loss = F.mse_loss(prediction.float(), target.to(prediction.device).float())
                 else:
                     inputs, video_target, audio_target = base_model_inputs(
-                        task, clips, null_prompt, pipe.vae, args, shift, args.seed, micro_step, offset
+                        task, clips, null_prompt, pipe, args, shift, args.seed, micro_step, offset
                     )
                     inputs = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
                     output = transformer(**inputs)
@@ -658,8 +690,9 @@ def main(argv=None) -> None:
                     if video_target is not None:
                         loss = loss + F.mse_loss(output.sample.float(), video_target.to(accelerator.device))
                     if audio_target is not None:
-                        loss = loss + F.mse_loss(output.audio_sample.float(), audio_target.to(accelerator.device))
-                accelerator.backward(loss)
+                        loss = loss + audio_loss(output.audio_sample, audio_target, inputs["audio_timestep"])
+                if loss.requires_grad:  # a step whose task reaches no trained part (t2a with a video-only LoRA)
+                    accelerator.backward(loss)  # trains nothing; every process draws the same task
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()

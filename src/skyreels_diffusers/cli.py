@@ -46,15 +46,31 @@ def check_duration(duration: float) -> None:
         raise ValueError(f"`--duration` must be a positive, finite number of seconds, got {duration}.")
 
 
+def chains_windows(args: argparse.Namespace, pipe, num_frames: int | None) -> bool:
+    """Whether `--duration` asks for more than the model's window (its default clip), so windows are chained; not
+    with `--video` or `--audio`, whose clip length is the input's."""
+    beyond = num_frames is not None and num_frames > pipe.config.default_num_frames
+    return beyond and args.video is None and args.audio is None
+
+
 def check_duration_fits(args: argparse.Namespace, pipe, num_frames: int) -> None:
-    """`--duration` within the loaded pipeline's limits (`pipe.frame_limit`), checked before generating. A size that
-    fits no frame at all is left to the pipeline, whose message names `height` and `width`."""
+    """`--duration` within the loaded pipeline's limits (`pipe.frame_limit`; chained windows:
+    `pipe.limits.max_duration_seconds`), checked before generating. A size that fits no frame at all is left to the
+    pipeline, whose message names `height` and `width`."""
+    fps = pipe.transformer.config.fps
+    if chains_windows(args, pipe, num_frames):
+        longest = pipe.limits.max_duration_seconds
+        if num_frames / fps > longest:
+            raise ValueError(
+                f"`--duration` {args.duration:g} s is too long: chained windows make at most {longest:g} s, set by "
+                f"`pipe.limits.max_duration_seconds` = {longest:g}."
+            )
+        num_frames = pipe.config.default_num_frames  # each window must fit one call
     height = pipe.config.default_height if args.height is None else args.height
     width = pipe.config.default_width if args.width is None else args.width
     generate_audio = not args.no_audio and args.audio is None and pipe.audio_vae is not None
     most, limit = pipe.frame_limit(height, width, 1, args.video is None, generate_audio)
     if 1 <= most < num_frames:
-        fps = pipe.transformer.config.fps
         raise ValueError(
             f"`--duration` {args.duration:g} s is too long: at {height}x{width} this model makes at most {most / fps:g} s "
             f"({most} frames at {fps:g} fps), set by `pipe.limits.{limit}` = {getattr(pipe.limits, limit):,}."
@@ -89,7 +105,23 @@ def add_generate_arguments(generate: argparse.ArgumentParser) -> None:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--height", type=int, default=None, help="pixels; default: the model's")
     generate.add_argument("--width", type=int, default=None, help="pixels; default: the model's")
-    generate.add_argument("--duration", type=float, default=None, help="seconds; default: the model's clip length")
+    generate.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds; default: the model's clip length. Longer: windows of that length chained (see README, Long-form)",
+    )
+    generate.add_argument(
+        "--overlap-history",
+        type=int,
+        default=None,
+        help="frames each chained window keeps from the one before (with its audio); default: the pipeline's",
+    )
+    generate.add_argument(
+        "--no-crossfade",
+        action="store_true",
+        help="chained windows: keep each overlap exactly instead of crossfading the joins",
+    )
     generate.add_argument("--steps", type=int, default=30, help="denoising steps")
     generate.add_argument(
         "--lora",
@@ -242,6 +274,11 @@ def generate(args: argparse.Namespace, pipe=None, write: bool = True) -> Path | 
         "video_lead_steps": args.video_lead_steps,
         "generator": torch.Generator().manual_seed(args.seed),
     }
+    if chains_windows(args, pipe, num_frames):
+        from skyreels_diffusers.pipelines.longform import default_overlap
+
+        overlap = default_overlap(pipe) if args.overlap_history is None else args.overlap_history
+        call.update(overlap_history=overlap, crossfade=not args.no_crossfade)
     if any(value is not None for value in conditions.values()):
         from skyreels_diffusers import SkyReelsV4InpaintPipeline
 

@@ -444,6 +444,27 @@ def video_token_positions(
     return torch.stack(grid, dim=-1).reshape(-1, 3)
 
 
+@dataclass
+class TokenTimeEmbedding:
+    """A tower's timestep embedding when its tokens sit at different noise levels (a clean audio prefix at timestep
+    0, the rest generated): `tokens` `(B, N, dim)` modulates each media token, `sample` `(B, dim)` (the embedding of
+    the sample's noisiest timestep, the generated tokens') modulates the prompt tokens and refines the prompt."""
+
+    sample: torch.Tensor
+    tokens: torch.Tensor
+
+
+def modulate_per_token(norm: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Diffusers' adaLN (`AdaLayerNormZero`, `AdaLayerNormZeroSingle`: shift, scale, gate chunks;
+    `AdaLayerNormContinuous`: scale, shift) with one embedding per token, `temb` `(B, N, dim)`: returns the modulated
+    `hidden_states` and the remaining chunks, each `(B, N, dim)`, as the modules return theirs per sample."""
+    if isinstance(norm, AdaLayerNormContinuous):
+        scale, shift = norm.linear(norm.silu(temb).to(hidden_states.dtype)).chunk(2, dim=-1)
+        return norm.norm(hidden_states) * (1 + scale) + shift
+    shift, scale, *rest = norm.linear(norm.silu(temb)).chunk(6 if isinstance(norm, AdaLayerNormZero) else 3, dim=-1)
+    return (norm.norm(hidden_states) * (1 + scale) + shift, *rest)
+
+
 @maybe_allow_in_graph
 class SkyReelsV4TransformerBlock(nn.Module):
     """Dual-stream MMDiT block: media and text tokens keep separate adaLN, QKV and MLP weights and attend jointly.
@@ -474,7 +495,14 @@ class SkyReelsV4TransformerBlock(nn.Module):
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=temb)
+        if isinstance(temb, TokenTimeEmbedding):  # per-token modulation of the media tokens
+            norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulate_per_token(
+                self.norm1, hidden_states, temb.tokens
+            )
+            temb = temb.sample
+        else:
+            norm_hidden, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=temb)
+            gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[:, None] for m in (gate_msa, shift_mlp, scale_mlp, gate_mlp))
         norm_text, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(
             encoder_hidden_states, emb=temb
         )
@@ -485,12 +513,12 @@ class SkyReelsV4TransformerBlock(nn.Module):
             image_rotary_emb=rotary_emb,
             **(attention_kwargs or {}),
         )
-        hidden_states = hidden_states + attn_output * gate_msa.unsqueeze(1)
+        hidden_states = hidden_states + attn_output * gate_msa
         encoder_hidden_states = encoder_hidden_states + text_attn_output * c_gate_msa.unsqueeze(1)
 
-        norm_hidden = self.norm2(hidden_states) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        norm_hidden = self.norm2(hidden_states) * (1 + scale_mlp) + shift_mlp
         norm_text = self.norm2_context(encoder_hidden_states) * (1 + c_scale_mlp[:, None]) + c_shift_mlp[:, None]
-        hidden_states = hidden_states + gate_mlp.unsqueeze(1) * self.ff(norm_hidden)
+        hidden_states = hidden_states + gate_mlp * self.ff(norm_hidden)
         encoder_hidden_states = encoder_hidden_states + c_gate_mlp.unsqueeze(1) * self.ff_context(norm_text)
         return hidden_states, encoder_hidden_states
 
@@ -542,12 +570,17 @@ class SkyReelsV4SingleTransformerBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         num_media = hidden_states.shape[1]
         residual = torch.cat([hidden_states, encoder_hidden_states], dim=1)
-        norm_hidden, gate = self.norm(residual, emb=temb)
+        if isinstance(temb, TokenTimeEmbedding):  # the media tokens per token, the prompt's at the sample's
+            text_temb = temb.sample[:, None].expand(-1, encoder_hidden_states.shape[1], -1)
+            norm_hidden, gate = modulate_per_token(self.norm, residual, torch.cat([temb.tokens, text_temb], dim=1))
+        else:
+            norm_hidden, gate = self.norm(residual, emb=temb)
+            gate = gate.unsqueeze(1)
         mlp_hidden = self.act_mlp(self.proj_mlp(norm_hidden))
         attn_output = self.attn(
             norm_hidden, attention_mask=attention_mask, image_rotary_emb=rotary_emb, **(attention_kwargs or {})
         )
-        hidden_states = residual + gate.unsqueeze(1) * self.proj_out(torch.cat([attn_output, mlp_hidden], dim=2))
+        hidden_states = residual + gate * self.proj_out(torch.cat([attn_output, mlp_hidden], dim=2))
         hidden_states, encoder_hidden_states = hidden_states[:, :num_media], hidden_states[:, num_media:]
 
         hidden_states = hidden_states + self.text_attn(
@@ -890,10 +923,17 @@ def embed_timestep_and_prompt(
     The sinusoids are computed from the fp32 timestep; the MLP runs in its own dtype: fp32 when loaded with a
     `dtype` (`_keep_in_fp32_modules`), the model's after a plain `.to(dtype)`. `text_type_embedding` is the learned
     offset marking MLLM text tokens (HunyuanVideo-1.5's text condition-type embedding)."""
-    embedder = time_embed.timestep_embedder
-    temb = embedder(time_embed.time_proj(timestep.float()).to(embedder.linear_1.weight.dtype)).to(dtype)
     text = context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
-    return temb, text + text_type_embedding.to(text.dtype)
+    return embed_timestep(time_embed, timestep, dtype), text + text_type_embedding.to(text.dtype)
+
+
+def embed_timestep(
+    time_embed: HunyuanVideo15TimeEmbedding, timestep: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """The timestep embedding `(*timestep.shape, dim)`: sinusoids of the fp32 timestep, then the MLP in its dtype."""
+    embedder = time_embed.timestep_embedder
+    sinusoids = time_embed.time_proj(timestep.float().flatten()).to(embedder.linear_1.weight.dtype)
+    return embedder(sinusoids).to(dtype).unflatten(0, timestep.shape)
 
 
 def token_refiner(text_embed_dim: int, num_attention_heads: int, attention_head_dim: int, num_layers: int):
@@ -1138,8 +1178,11 @@ class SkyReelsV4Transformer3DModel(
             encoder_attention_mask (`torch.Tensor` of shape `(B, S)`, *optional*): True/1 for real tokens.
             audio_hidden_states (`torch.Tensor` of shape `(B, C_a, L)`, *optional*): noisy audio latents; `None`
                 for T2V.
-            audio_timestep (`torch.Tensor` of shape `(B,)`, *optional*): audio timestep; 0 makes the audio a clean
-                condition (audio-to-video), as timestep 0 on the video does for video-to-audio.
+            audio_timestep (`torch.Tensor` of shape `(B,)` or `(B, L)`, *optional*): audio timestep; 0 makes the audio
+                a clean condition (audio-to-video), as timestep 0 on the video does for video-to-audio. Per audio
+                latent `(B, L)`, each token is modulated at its own level: a clean prefix at 0 continues a given
+                soundtrack (audio extension) while the rest is generated; the prompt and audio references then take
+                each sample's highest timestep. Not under context parallelism.
             reference_latents (`torch.Tensor` of shape `(B, C, R, Hr, Wr)`, *optional*): clean reference latents
                 prepended to the video tokens.
             audio_reference_latents (`torch.Tensor` of shape `(B, C_a, Lr)`, *optional*): clean audio reference
@@ -1173,6 +1216,8 @@ class SkyReelsV4Transformer3DModel(
         batch_size, device, dtype = reference.shape[0], reference.device, reference.dtype
         if audio_timestep is None:
             audio_timestep = timestep
+        elif audio_timestep.ndim == 2:
+            self._check_token_timestep(audio_timestep, audio_hidden_states)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.bool()
 
@@ -1192,7 +1237,9 @@ class SkyReelsV4Transformer3DModel(
             audio, num_audio_refs = self._embed_audio(
                 audio_hidden_states,
                 audio_reference_latents,
-                expand_timestep(audio_timestep, batch_size, device),
+                audio_timestep.to(device)
+                if audio_timestep.ndim == 2
+                else expand_timestep(audio_timestep, batch_size, device),
                 encoder_hidden_states,
                 encoder_attention_mask,
                 dtype,
@@ -1253,7 +1300,11 @@ class SkyReelsV4Transformer3DModel(
             video_tokens = self.norm_out(video_tokens, video.temb)  # gathered here under context parallelism
             video_tokens = video_tokens[:, video_layout.predicted]
         if has_audio:
-            audio_tokens = self.audio_norm_out(audio_tokens, audio.temb)[:, num_audio_refs:num_audio_tokens]
+            if isinstance(audio.temb, TokenTimeEmbedding):
+                audio_tokens = modulate_per_token(self.audio_norm_out, audio_tokens, audio.temb.tokens)
+            else:
+                audio_tokens = self.audio_norm_out(audio_tokens, audio.temb)
+            audio_tokens = audio_tokens[:, num_audio_refs:num_audio_tokens]
         video_tokens, audio_tokens = self.proj_out(video_tokens, audio_tokens)
 
         video_sample = keyframe_sample = audio_sample = None
@@ -1322,12 +1373,14 @@ class SkyReelsV4Transformer3DModel(
         dtype: torch.dtype,
     ) -> tuple[ModalityTokens, int]:
         """The audio tokens `[references ; audio]` (latents `(B, C_a, L)`) with 1D RoPE on the video latent timeline
-        (references at negative positions), and the number of references."""
+        (references at negative positions), and the number of references. A timestep `(B, L)` modulates each audio
+        token at its own level (`TokenTimeEmbedding`); the references and the prompt take the sample's noisiest."""
+        per_token = timestep.ndim == 2
         temb, text = embed_timestep_and_prompt(
             self.audio_time_embed,
             self.audio_context_embedder,
             self.audio_text_type_embedding,
-            timestep,
+            timestep.amax(dim=1) if per_token else timestep,
             encoder_hidden_states,
             encoder_attention_mask,
             dtype,
@@ -1336,6 +1389,10 @@ class SkyReelsV4Transformer3DModel(
         if reference_latents is not None:
             num_references = reference_latents.shape[2]
             latents = torch.cat([reference_latents.to(dtype), latents], dim=2)
+        if per_token:
+            references = temb[:, None].expand(-1, num_references, -1)
+            token_temb = embed_timestep(self.audio_time_embed, timestep, dtype)
+            temb = TokenTimeEmbedding(temb, torch.cat([references, token_temb], dim=1))
         positions = audio_token_positions(latents.shape[2], num_references, self.audio_rope_scale, latents.device)
         tokens = self.audio_x_embedder(latents.transpose(1, 2))
         return ModalityTokens(tokens, temb, text, self.time_rope(positions), encoder_attention_mask), num_references
@@ -1373,6 +1430,18 @@ class SkyReelsV4Transformer3DModel(
         if layout.keyframe_grid is None:
             return video, None
         return video, unpatchify(tokens[:, layout.num_video_tokens :], layout.keyframe_grid, patch)
+
+    def _check_token_timestep(self, audio_timestep: torch.Tensor, audio_hidden_states: torch.Tensor | None) -> None:
+        expected = (
+            None if audio_hidden_states is None else (audio_hidden_states.shape[0], audio_hidden_states.shape[2])
+        )
+        if expected is None or tuple(audio_timestep.shape) != expected:
+            raise ValueError(
+                "A per-token `audio_timestep` must have shape (batch, audio latents) = "
+                f"{expected} of `audio_hidden_states`, got {tuple(audio_timestep.shape)}."
+            )
+        if self.context_parallel_shards > 1:
+            raise ValueError("A per-token `audio_timestep` `(B, L)` is not supported under context parallelism.")
 
     def _check_inputs(
         self,

@@ -50,6 +50,32 @@ class PreservedLatents:
         return reinject_known(latents, sigma, self.known, self.keep, self.noise)
 
 
+@dataclass
+class CleanTokens:
+    """Tokens of a stream held clean while the rest is generated (the given prefix of an audio extension): where
+    `mask` `(B, L)` is True the latents are exactly `known` `(B, C, L)` at every step and the transformer sees them at
+    timestep `level` (0: clean; a per-token timestep `(B, L)`)."""
+
+    known: torch.Tensor
+    mask: torch.Tensor
+    level: float = 0.0
+
+    def apply(self, latents: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.mask[:, None], self.known.to(latents), latents)
+
+    def timestep(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The stream's (scalar) timestep per token: `level` (0 unless `known` was noised, see `with_noise`) on the
+        held tokens."""
+        level = torch.full((), self.level, device=self.mask.device)
+        return torch.where(self.mask, level, timestep.to(self.mask.device))
+
+    def with_noise(self, level: float, noise: torch.Tensor) -> "CleanTokens":
+        """The held tokens noised to timestep `level` (`sigma = level / 1000`) and presented at it: SkyReels-V2's
+        `addnoise_condition`, so that errors of a previous window are not copied exactly."""
+        sigma = level / 1000
+        return CleanTokens((1 - sigma) * self.known + sigma * noise.to(self.known), self.mask, level)
+
+
 def reinject_known(
     latents: torch.Tensor, sigma: torch.Tensor, known: torch.Tensor, keep: torch.Tensor, noise: torch.Tensor
 ) -> torch.Tensor:
@@ -97,6 +123,7 @@ class LatentStream:
         condition: channels concatenated after the latents at every call (the video tower's condition and mask).
         guider: a Diffusers guider combining its conditional and unconditional predictions; `None` = no guidance.
         preserved: known latents re-injected after each step.
+        clean: tokens held exactly clean at timestep 0 while the others step (its timestep is then per token).
     """
 
     name: str
@@ -110,6 +137,7 @@ class LatentStream:
     condition: torch.Tensor | None = None
     guider: BaseGuidance | None = None
     preserved: PreservedLatents | None = None
+    clean: CleanTokens | None = None
 
     @property
     def is_given(self) -> bool:
@@ -129,6 +157,11 @@ class LatentStream:
         return stream_timestep(
             self.timesteps if not self.is_given else None, iteration, self.start, self.latents.device
         )
+
+    def model_timestep(self, iteration: int, batch_size: int) -> torch.Tensor:
+        """Its transformer timestep at loop `iteration`: `(B,)`, or `(B, L)` with clean tokens."""
+        timestep = self.timestep(iteration).expand(batch_size)
+        return timestep if self.clean is None else self.clean.timestep(timestep[:, None])
 
     def model_input(self, dtype: torch.dtype) -> torch.Tensor:
         return with_condition(self.latents, self.condition, dtype)
@@ -206,6 +239,9 @@ def denoise(
     batch_size = streams[0].latents.shape[0]
     num_iterations = num_loop_iterations(streams)
     primary = next((stream for stream in streams if not stream.is_given), streams[0])
+    for stream in streams:
+        if stream.clean is not None:
+            stream.latents = stream.clean.apply(stream.latents)
 
     with hooks.progress_bar(total=num_iterations) as progress_bar:
         for iteration in range(num_iterations):
@@ -229,7 +265,7 @@ def denoise(
             for stream in streams:
                 call[stream.input_name] = stream.model_input(dtype)
                 if stream.timestep_name is not None:
-                    call[stream.timestep_name] = stream.timestep(iteration).expand(batch_size)
+                    call[stream.timestep_name] = stream.model_timestep(iteration, batch_size)
             guided = [s for s in stepping if s.guider is not None]
             batches = {stream: stream.guider.prepare_inputs(guider_data(inputs)) for stream in guided}
             predictions = run_passes(transformer, call, inputs, batches, stepping, batch_size, batched_guidance)
@@ -249,6 +285,8 @@ def denoise(
                     stream.latents = stream.preserved.apply(
                         stream.latents, stream.scheduler.sigmas[stream.scheduler.step_index]
                     )
+                if stream.clean is not None:
+                    stream.latents = stream.clean.apply(stream.latents)
 
             if hooks.callback is not None:
                 _run_callback(hooks, iteration, timestep, streams, inputs)

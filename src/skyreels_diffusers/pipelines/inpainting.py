@@ -24,7 +24,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .conditioning import VideoCondition, build_video_condition, latent_frame_index
-from .denoising import PreservedLatents
+from .denoising import CleanTokens, PreservedLatents
 from .generation import (
     decode_audio_latents,
     decode_video_latents,
@@ -67,6 +67,8 @@ class InpaintMedia:
             `frame_conditions`.
         pixel_keep: the keep-mask `(1 or B, 1, F, H, W)` of extension or editing, or `None`.
         audio_reference: the audio reference `(channels, samples)` at the audio VAE's rate, or `None`.
+        audio_source: audio extension: the given soundtrack `(channels, samples)`, whose first `audio_prefix_samples`
+            are kept (clean latents at timestep 0, see `CleanTokens`) while the rest of the audio is generated.
     """
 
     num_frames: int
@@ -80,6 +82,8 @@ class InpaintMedia:
     frame_conditions: list = field(default_factory=list)
     pixel_keep: torch.Tensor | None = None
     audio_reference: torch.Tensor | None = None
+    audio_source: torch.Tensor | None = None
+    audio_prefix_samples: int = 0
 
 
 def check_media(
@@ -101,6 +105,7 @@ def check_media(
     audio_duration: float | None,
     generate_audio: bool,
     audio_reference_sample_rate: int | None = None,
+    audio_condition_seconds: float | None = None,
 ) -> InpaintMedia:
     """Checks this pipeline's own arguments and reads the media files (within `components.limits`); resolves which
     modality is given and the clip's `num_frames`."""
@@ -114,6 +119,16 @@ def check_media(
     for name, value in (("height", height), ("width", width)):
         check_int(name, value, 1, limits.max_side)
     check_number("fps", fps, 0.0, minimum_inclusive=False)
+    extend_audio = audio_condition_seconds is not None
+    if extend_audio:
+        check_number("audio_condition_seconds", audio_condition_seconds, 0.0, minimum_inclusive=False)
+        if not keep_input_audio and audio is None:
+            raise ValueError(
+                f"`audio_condition_seconds`={audio_condition_seconds!r} keeps the start of a given soundtrack: pass "
+                "`audio` or `keep_input_audio=True` (the track of `video`)."
+            )
+        if not generate_audio:
+            raise ValueError("`audio_condition_seconds` extends the given audio, but `generate_audio=False`.")
     if keep_input_audio or audio is not None or audio_reference is not None:
         if components.audio_vae is None:
             name = "keep_input_audio" if keep_input_audio else "audio" if audio is not None else "audio_reference"
@@ -138,7 +153,7 @@ def check_media(
     elif video is not None:
         check_frame_list("video", video, limits)
     video_given = video is not None and mask is None and num_condition_frames is None
-    audio_given = keep_input_audio or audio is not None
+    audio_given = (keep_input_audio or audio is not None) and not extend_audio
     if video_given and (audio_given or not generate_audio):
         raise ValueError(
             "Nothing is left to generate: `video` alone gives every frame (video-to-audio), and the audio is "
@@ -155,16 +170,20 @@ def check_media(
         if given_audio is None:
             raise ValueError(f"`keep_input_audio=True`, but `video` {original_video!r} has no audio track.")
     elif audio is not None:
-        given_audio = load_given_audio(components, audio, audio_sample_rate)
+        given_audio = load_given_audio(components, audio, audio_sample_rate, refuse_silence=not extend_audio)
     if num_frames is None:
         if video is not None and not num_condition_frames:
             num_frames = len(video)
-        elif given_audio is not None and not keep_input_audio:
+        elif given_audio is not None and not keep_input_audio and not extend_audio:
             num_frames = frames_for_audio(components, given_audio)
         else:
             num_frames = components.config.default_num_frames
     check_int("num_frames", num_frames, 1)
-    if keep_input_audio:  # the track covers the source; extension frames get silence
+    audio_source = None
+    if extend_audio:  # the start of the track is kept, the rest generated
+        check_audio_prefix(components, given_audio, audio_condition_seconds, num_frames / fps)
+        audio_source, given_audio = given_audio, None
+    elif keep_input_audio:  # the track covers the source; extension frames get silence
         num_samples = round(num_frames / fps * components.audio_spec.sample_rate)
         given_audio = torch.nn.functional.pad(given_audio, (0, max(0, num_samples - given_audio.shape[-1])))
     if given_audio is not None:
@@ -186,9 +205,37 @@ def check_media(
     if audio_reference is not None and not generate_audio:
         raise ValueError("`audio_reference` guides generated audio; here the audio is given or off.")
     media = InpaintMedia(num_frames, video, video_given, generate_audio, given_audio, references, preserve_unmasked)
+    if audio_source is not None:
+        media.audio_source = audio_source
+        media.audio_prefix_samples = round(audio_condition_seconds * components.audio_spec.sample_rate)
     if audio_reference is not None:
         media.audio_reference = load_audio_reference(components, audio_reference, audio_reference_sample_rate)
     return media
+
+
+def check_audio_only(generate_video: bool, generate_audio: bool, arguments: dict) -> None:
+    """`generate_video=False` (text-to-audio, or a soundtrack's continuation) takes no video condition."""
+    check_bool("generate_video", generate_video)
+    if generate_video:
+        return
+    if generate_audio is False:
+        raise ValueError("Nothing to generate: `generate_video=False` and `generate_audio=False`.")
+    for name in VIDEO_INPUTS:
+        if arguments.get(name) is not None:
+            raise ValueError(f"`{name}` conditions the video, but `generate_video=False` makes audio alone.")
+
+
+# The arguments of the inpainting pipeline that condition or give its video.
+VIDEO_INPUTS = (
+    "image",
+    "last_image",
+    "frame_conditions",
+    "video",
+    "num_condition_frames",
+    "mask",
+    "reference_images",
+    "reference_video",
+)
 
 
 def prepare_frames(
@@ -235,7 +282,7 @@ def prepare_frames(
         )
     media.source_frames = source_frames
     if media.preserve_unmasked is None:
-        media.preserve_unmasked = media.pixel_keep is not None
+        media.preserve_unmasked = media.pixel_keep is not None or media.audio_source is not None
 
 
 def reference_prompt_images(
@@ -321,8 +368,9 @@ def pixel_keep_mask(components, video, source_frames, mask, num_condition_frames
     return mask_to_tensor(mask, video, num_frames, height, width, batch_size)[:, None]
 
 
-def load_given_audio(components, audio, sample_rate) -> torch.Tensor:
-    """The audio-to-video soundtrack `(channels, samples)` at the audio VAE's rate; refuses empty or silent audio."""
+def load_given_audio(components, audio, sample_rate, refuse_silence: bool = True) -> torch.Tensor:
+    """The given soundtrack `(channels, samples)` at the audio VAE's rate; refuses empty audio, and silent audio for
+    audio-to-video (`refuse_silence`; an extension may continue silence)."""
     from ..utils.media import load_audio
 
     spec = components.audio_spec
@@ -342,12 +390,54 @@ def load_given_audio(components, audio, sample_rate) -> torch.Tensor:
             f"{spec.samples_per_latent} samples ({spec.samples_per_latent / spec.sample_rate:g} s)."
         )
     peak = float(waveform.abs().max())
-    if not peak >= SILENCE_PEAK:  # also catches NaN
+    if refuse_silence and not peak >= SILENCE_PEAK:  # also catches NaN
         raise ValueError(
             f"`audio` is silent (peak amplitude {peak:.2g}, below {SILENCE_PEAK:g}): audio-to-video needs a "
             "soundtrack to follow; use `SkyReelsV4Pipeline` with `generate_audio=False` for a video without one."
         )
     return waveform
+
+
+def check_audio_prefix(components, waveform: torch.Tensor, seconds: float, clip_seconds: float) -> None:
+    """The first `seconds` of `waveform` `(channels, samples)` are what an audio extension keeps: within the track,
+    shorter than the clip (something is generated) and at least one whole audio latent."""
+    spec = components.audio_spec
+    available = waveform.shape[-1] / spec.sample_rate
+    if not torch.isfinite(waveform).all():
+        raise ValueError("The given audio has NaN or infinite samples; `audio_condition_seconds` cannot keep them.")
+    if seconds > available:
+        raise ValueError(
+            f"`audio_condition_seconds`={seconds!r} exceeds the given soundtrack, which lasts {available:.3f} s."
+        )
+    if seconds >= clip_seconds:
+        raise ValueError(
+            f"`audio_condition_seconds`={seconds!r} must be shorter than the clip ({clip_seconds:.3f} s = "
+            "num_frames / fps): the audio after it is what is generated."
+        )
+    if clean_audio_latents(spec, seconds) < 1:
+        raise ValueError(
+            f"`audio_condition_seconds`={seconds!r} is shorter than one audio latent "
+            f"({spec.samples_per_latent / spec.sample_rate:g} s), the least that can be kept."
+        )
+
+
+def clean_audio_latents(spec, seconds: float) -> int:
+    """The audio latents an audio extension keeps clean for a prefix of `seconds`: the whole latents inside it (the
+    trainer's extension tasks count them the same way)."""
+    return round(seconds * spec.sample_rate) // spec.samples_per_latent
+
+
+def audio_prefix_tokens(
+    components, source: torch.Tensor, prefix_samples: int, num_audio_latents: int, batch_size: int
+) -> CleanTokens:
+    """The clean tokens of an audio extension: the soundtrack `source` `(channels, samples)` encoded as a whole (as
+    the trainer's clips are), its whole latents inside the first `prefix_samples` held at timestep 0."""
+    spec = components.audio_spec
+    device = components._execution_device
+    known = encode_audio_track(components.audio_vae, source[None].to(device), num_audio_latents).float()
+    num_clean = clean_audio_latents(spec, prefix_samples / spec.sample_rate)
+    mask = (torch.arange(num_audio_latents, device=device) < num_clean).expand(batch_size, -1)
+    return CleanTokens(known.expand(batch_size, -1, -1), mask)
 
 
 def frames_for_audio(components, waveform: torch.Tensor) -> int:
@@ -402,25 +492,31 @@ def encode_conditions(
     frame_conditions: list,
     reference_images: list,
     audio_reference: torch.Tensor | None,
-) -> tuple[VideoCondition, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    with_video: bool = True,
+) -> tuple[VideoCondition | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """The conditions on the latent grid (batch-expanded): the channel-concatenated video condition (see
-    `build_video_condition`), the source's own latents, and the reference and audio-reference latents."""
+    `build_video_condition`; `None` without video, `with_video=False`), the source's own latents, and the reference
+    and audio-reference latents."""
     dtype = components.transformer.dtype
     source = source_latents = None
     if source_frames is not None:
         source = pixels_for_vae(source_frames)
         source_latents = encode_video(components.vae, source).expand(batch_size, -1, -1, -1, -1)
     keep_all = torch.ones(1, 1, num_frames, height, width) if video_given else pixel_keep
-    condition = build_video_condition(
-        components.vae,
-        batch_size,
-        num_frames,
-        height,
-        width,
-        video=None if source is None else source.expand(batch_size, -1, -1, -1, -1),
-        keep_mask=None if keep_all is None else keep_all.expand(batch_size, -1, -1, -1, -1),
-        frame_conditions=[(index, frame.expand(batch_size, -1, -1, -1)) for index, frame in frame_conditions],
-        video_latents=source_latents,
+    condition = (
+        None
+        if not with_video
+        else build_video_condition(
+            components.vae,
+            batch_size,
+            num_frames,
+            height,
+            width,
+            video=None if source is None else source.expand(batch_size, -1, -1, -1, -1),
+            keep_mask=None if keep_all is None else keep_all.expand(batch_size, -1, -1, -1, -1),
+            frame_conditions=[(index, frame.expand(batch_size, -1, -1, -1)) for index, frame in frame_conditions],
+            video_latents=source_latents,
+        )
     )
     reference_latents = None
     if reference_images:
@@ -462,6 +558,14 @@ def preserved_latents(
     return PreservedLatents(known, condition.mask.float(), noise)
 
 
+def noised_condition(components, condition: VideoCondition, level: float, generator) -> VideoCondition:
+    """`condition` with its kept cells noised to timestep `level` (`sigma = level / 1000`), as the transformer's
+    condition channels see them with `addnoise_condition`."""
+    latents = condition.latents.float()
+    noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
+    return VideoCondition(torch.lerp(latents, noise, level / 1000 * condition.mask.float()), condition.mask)
+
+
 def encode_given_audio(components, given_audio: torch.Tensor, num_audio_latents: int, batch_size: int) -> torch.Tensor:
     """The given soundtrack of audio-to-video as clean fp32 latents `(B, C_a, L)`."""
     device = components._execution_device
@@ -482,13 +586,16 @@ def decode_inpaint_outputs(
     preserve_unmasked: bool = False,
     condition_mask: torch.Tensor | None = None,
     given_audio: torch.Tensor | None = None,
+    audio_prefix: torch.Tensor | None = None,
 ) -> tuple[Any, Any, int | None]:
     """`(frames, audio, audio_sample_rate)`: given frames and audio are returned as given, and with
     `preserve_unmasked` the kept pixels come from the input exactly."""
     if output_type == "latent":
         return latents, audio_latents, None
-    batch_size = latents.shape[0]
-    if video_given:
+    batch_size = (latents if latents is not None else audio_latents).shape[0]
+    if latents is None:  # audio alone
+        frames = None
+    elif video_given:
         frames = frames_to_tensor("video", video, *frame_size(video))[None].expand(batch_size, -1, -1, -1, -1)
     else:
         frames = decode_video_latents(components, latents)
@@ -499,6 +606,10 @@ def decode_inpaint_outputs(
         audio = given_audio[None].expand(batch_size, -1, -1)
     elif audio_latents is not None:
         audio = decode_audio_latents(components, audio_latents, audio_duration)
+        if preserve_unmasked and audio_prefix is not None:  # the kept start of the track, exactly
+            audio = torch.cat(
+                [audio_prefix[None].to(audio).expand(batch_size, -1, -1), audio[..., audio_prefix.shape[-1] :]], -1
+            )
     else:
         audio = None
     sample_rate = None if audio is None else components.audio_spec.sample_rate

@@ -28,7 +28,7 @@ from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.video_processor import VideoProcessor
 
 from . import generation
-from .denoising import LatentStream, LoopHooks, PassInputs, PreservedLatents
+from .denoising import CleanTokens, LatentStream, LoopHooks, PassInputs, PreservedLatents
 from .generation import (  # noqa: F401  (re-exported: the pipelines, the CLI and scripts import them from here)
     DEFAULT_SYSTEM_PROMPT,
     audio_spec_from_transformer,
@@ -118,6 +118,7 @@ class SkyReelsV4PipelineMixin:
         guider: BaseGuidance | None = None,
         start: int = 0,
         preserved: PreservedLatents | None = None,
+        clean: CleanTokens | None = None,
     ) -> LatentStream:
         """A `LatentStream` of `kind` ("video", "audio", "keyframes") stepping a private copy of the (already set)
         scheduler through `timesteps`, guided by `guider` (see `prepare_guiders`). `timesteps=None` makes it given:
@@ -136,6 +137,7 @@ class SkyReelsV4PipelineMixin:
             condition=condition,
             guider=None if given else guider,
             preserved=preserved,
+            clean=clean,
         )
 
     def prepare_guiders(

@@ -34,7 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixi
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
-from . import generation
+from . import generation, longform
 from .denoising import denoise, num_loop_iterations
 from .guidance import GuidanceArguments
 from .loading import SkyReelsV4PipelineLoadingMixin
@@ -179,6 +179,10 @@ class SkyReelsV4Pipeline(
         num_keyframes: int | None = None,
         keyframe_height: int | None = None,
         keyframe_width: int | None = None,
+        base_num_frames: int | None = None,
+        overlap_history: int | None = None,
+        addnoise_condition: float = 0.0,
+        crossfade: bool = True,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Generates a video with synchronized audio (or either alone) from an instruction.
@@ -245,12 +249,25 @@ class SkyReelsV4Pipeline(
                 to the last frame, on latent-frame boundaries.
             keyframe_height, keyframe_width (`int`, *optional*): keyframe size, an integer multiple of the video's;
                 defaults to twice the video size.
+            base_num_frames (`int`, *optional*), overlap_history (`int`, *optional*): long-form generation. With
+                either one given and `num_frames` beyond the window (`base_num_frames`, default the pipeline's
+                `default_num_frames`), the clip is made by chaining windows: each window after the first extends the
+                last `overlap_history` frames of the clip so far (default about 0.25 s of frames) and the matching
+                audio (audio extension, its latents clean at timestep 0). `overlap_history=0` chains independent
+                windows. One clip per call; the total is bounded by `pipe.limits.max_duration_seconds`. See
+                `pipelines/longform.py`.
+            addnoise_condition (`float`, defaults to 0): noise put on the kept overlap (video condition and audio
+                prefix) of each later window, in timestep units (0-1000; SkyReels-V2's diffusion-forcing option).
+            crossfade (`bool`, defaults to True): crossfade each join linearly over the overlap, from the previous
+                window to the next one's own version of it (measured smoother, README "Long-form"); False: the next
+                window keeps the overlap exactly.
 
         Examples:
 
         Returns:
             [`SkyReelsV4PipelineOutput`] or `(frames, audio, audio_sample_rate)`.
         """
+        arguments = {name: value for name, value in locals().items() if name != "self"}  # for chained windows
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if callback_on_step_end_tensor_inputs is None:
@@ -263,6 +280,20 @@ class SkyReelsV4Pipeline(
         audio_guidance_scale = guidance_scale if audio_guidance_scale is None else audio_guidance_scale
         if generate_audio is None:
             generate_audio = self.audio_vae is not None or output_type == "latent"
+        if base_num_frames is not None or overlap_history is not None:
+            plan = longform.plan_chain(
+                self, num_frames, base_num_frames, overlap_history, addnoise_condition, crossfade, fps, generate_audio
+            )
+            if plan.num_windows > 1:
+                batch = longform.batch_size_of(prompt, prompt_embeds, num_videos_per_prompt)
+                longform.check_chained_arguments(arguments, batch)
+                from .pipeline_skyreels_v4_inpaint import SkyReelsV4InpaintPipeline
+
+                inpaint = SkyReelsV4InpaintPipeline.from_pipe(self)
+                inpaint.limits = self.limits
+                inpaint.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+                return longform.chained_call(self, inpaint, plan, arguments)
+        longform.check_chain_options(addnoise_condition, crossfade)
 
         # 1. Check inputs, before any work
         batch_size = self.check_inputs(

@@ -36,11 +36,12 @@ from diffusers import (
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.utils import replace_example_docstring
+from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from ..loaders import SkyReelsV4LoraLoaderMixin
 from ..models import SkyReelsV4Transformer3DModel
-from . import generation, inpainting
+from . import generation, inpainting, longform
 from .denoising import denoise, num_loop_iterations
 from .guidance import GuidanceArguments
 from .loading import SkyReelsV4PipelineLoadingMixin
@@ -163,12 +164,14 @@ class SkyReelsV4InpaintPipeline(
         audio_reference: Any = None,
         audio_reference_sample_rate: int | None = None,
         keep_input_audio: bool = False,
+        audio_condition_seconds: float | None = None,
         prompt_images: Any = None,
         height: int | None = None,
         width: int | None = None,
         num_frames: int | None = None,
         fps: float | None = None,
         audio_duration: float | None = None,
+        generate_video: bool = True,
         generate_audio: bool | None = None,
         num_inference_steps: int = 30,
         sigmas: list[float] | None = None,
@@ -200,6 +203,10 @@ class SkyReelsV4InpaintPipeline(
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int = 512,
         batched_guidance: bool | None = None,
+        base_num_frames: int | None = None,
+        overlap_history: int | None = None,
+        addnoise_condition: float = 0.0,
+        crossfade: bool = True,
     ) -> SkyReelsV4PipelineOutput | tuple:
         r"""
         Generates (or edits) a video with synchronized audio under visual and audio conditions, or the audio of a
@@ -238,14 +245,30 @@ class SkyReelsV4InpaintPipeline(
             keep_input_audio (`bool`, defaults to False): instead of generating audio (the paper's behaviour: audio
                 is made from scratch, conditioned on the edited video), use the audio track of `video` (a file path)
                 as the given `audio`, padded with silence to the output's duration: the generated frames follow it.
+            audio_condition_seconds (`float`, *optional*): audio extension: keep the first this many seconds of the
+                given soundtrack (`audio`, or the track of `video` with `keep_input_audio=True`) and generate the
+                rest of the audio, alone or with a video extension (`num_condition_frames`). The whole audio latents
+                inside it (the track encoded as a whole) enter the transformer clean, at timestep 0 per token, and are never updated; with
+                `preserve_unmasked` (the default here) the output starts with the given samples exactly. Must be
+                within the track and shorter than the clip; the track may be shorter than the clip.
             video_lead_steps (`int`, defaults to 0): when video and audio are both generated, the audio starts this
                 many steps after the video (see [`SkyReelsV4Pipeline.__call__`]).
+            generate_video (`bool`, defaults to True): False makes audio alone (text-to-audio); with `audio` and
+                `audio_condition_seconds`, a continuation of a soundtrack. No video condition is then accepted.
+            addnoise_condition (`float`, defaults to 0): noise put on the kept frames' condition channels and on a
+                kept audio prefix (presented at this timestep), in timestep units 0-1000, so a continuation does not
+                copy the errors of what it continues (SkyReels-V2's diffusion-forcing option). The output's kept
+                pixels and samples are still the given ones with `preserve_unmasked`.
+            base_num_frames, overlap_history, crossfade: long-form generation as in [`SkyReelsV4Pipeline.__call__`]:
+                with `num_frames` beyond the window, the first window is this call's task (an extension of `video`,
+                image-to-video, ...), the later ones extend it window by window.
 
         Examples:
 
         Returns:
             [`SkyReelsV4PipelineOutput`] or `(frames, audio, audio_sample_rate)`.
         """
+        arguments = {name: value for name, value in locals().items() if name != "self"}  # for chained windows
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if callback_on_step_end_tensor_inputs is None:
@@ -259,6 +282,18 @@ class SkyReelsV4InpaintPipeline(
             generate_audio = self.audio_vae is not None or output_type == "latent"
         batched_guidance = self.batched_guidance(batched_guidance)
         device = self._execution_device
+        if (base_num_frames is not None or overlap_history is not None) and num_frames is not None:
+            plan = longform.plan_chain(
+                self, num_frames, base_num_frames, overlap_history, addnoise_condition, crossfade, fps, generate_audio
+            )
+            if plan.num_windows > 1:
+                longform.check_chained_arguments(
+                    arguments, longform.batch_size_of(prompt, prompt_embeds, num_videos_per_prompt)
+                )
+                return longform.chained_call(self, self, plan, arguments)
+        longform.check_chain_options(addnoise_condition, crossfade)
+
+        inpainting.check_audio_only(generate_video, generate_audio, arguments)
 
         # 1. Check inputs before any work: this pipeline's own arguments, the media (read within `self.limits`),
         # then the arguments shared with `SkyReelsV4Pipeline`; resizing and encoding come after.
@@ -281,6 +316,7 @@ class SkyReelsV4InpaintPipeline(
             audio_duration,
             generate_audio,
             audio_reference_sample_rate,
+            audio_condition_seconds,
         )
         batch_size = self.check_inputs(
             prompt,
@@ -294,7 +330,7 @@ class SkyReelsV4InpaintPipeline(
             media.num_frames,
             fps,
             audio_duration,
-            not media.video_given,
+            generate_video and not media.video_given,
             media.generate_audio,
             num_inference_steps,
             sigmas,
@@ -328,10 +364,11 @@ class SkyReelsV4InpaintPipeline(
                 audio_spatio_temporal_guidance_blocks,
                 audio_guider,
             ),
-            not media.video_given,
+            generate_video and not media.video_given,
             media.generate_audio,
         )
-        self._generate_video, self._generate_audio = not media.video_given, media.generate_audio
+        self._generate_video = generate_video and not media.video_given
+        self._generate_audio = media.generate_audio
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
 
@@ -373,19 +410,23 @@ class SkyReelsV4InpaintPipeline(
             media.frame_conditions,
             reference_pil,
             media.audio_reference,
+            generate_video,
         )
 
         # 5. Latent streams: generated ones start from noise, given ones are clean at timestep 0
-        latents = generation.prepare_latents(
-            self, batch_size, height, width, media.num_frames, torch.float32, device, generator, latents
-        )
+        if generate_video:
+            latents = generation.prepare_latents(
+                self, batch_size, height, width, media.num_frames, torch.float32, device, generator, latents
+            )
         audio_duration = audio_duration or media.num_frames / fps
         num_audio_latents = generation.audio_latent_count(self, audio_duration)
         if media.generate_audio:
             audio_latents = generation.prepare_audio_latents(
                 self, batch_size, num_audio_latents, torch.float32, device, generator, audio_latents
             )
-        if media.video_given:  # the condition of a keep-everything mask is the video's own encoding
+        if not generate_video:
+            streams = []
+        elif media.video_given:  # the condition of a keep-everything mask is the video's own encoding
             streams = [self.latent_stream("video", condition.latents.float(), None, condition.as_channels())]
         else:
             preserved = None
@@ -393,13 +434,27 @@ class SkyReelsV4InpaintPipeline(
                 preserved = inpainting.preserved_latents(
                     self, condition, source_latents, media.pixel_keep, media.frame_conditions, generator
                 )
-            video_condition = condition.as_channels().to(self.transformer.dtype)
+            if addnoise_condition:
+                condition_channels = inpainting.noised_condition(self, condition, addnoise_condition, generator)
+            else:
+                condition_channels = condition
+            video_condition = condition_channels.as_channels().to(self.transformer.dtype)
             streams = [
                 self.latent_stream("video", latents, timesteps, video_condition, guiders["video"], preserved=preserved)
             ]
         if media.generate_audio:
             start = 0 if media.video_given else video_lead_steps
-            streams.append(self.latent_stream("audio", audio_latents, timesteps, None, guiders["audio"], start=start))
+            clean = None
+            if media.audio_source is not None:
+                clean = inpainting.audio_prefix_tokens(
+                    self, media.audio_source, media.audio_prefix_samples, num_audio_latents, batch_size
+                )
+                if addnoise_condition:
+                    noise = randn_tensor(clean.known.shape, generator=generator, device=device, dtype=torch.float32)
+                    clean = clean.with_noise(addnoise_condition, noise)
+            streams.append(
+                self.latent_stream("audio", audio_latents, timesteps, None, guiders["audio"], start=start, clean=clean)
+            )
         elif media.given_audio is not None:
             given = inpainting.encode_given_audio(self, media.given_audio, num_audio_latents, batch_size)
             streams.append(self.latent_stream("audio", given, None))
@@ -420,7 +475,7 @@ class SkyReelsV4InpaintPipeline(
         # 7. Decode; given frames and audio are returned as given, unmasked pixels come from the input exactly
         frames, audio, sample_rate = inpainting.decode_inpaint_outputs(
             self,
-            result["latents"],
+            result.get("latents"),
             result.get("audio_latents"),
             audio_duration,
             output_type,
@@ -429,8 +484,9 @@ class SkyReelsV4InpaintPipeline(
             source_frames=media.source_frames,
             pixel_keep=media.pixel_keep,
             preserve_unmasked=media.preserve_unmasked,
-            condition_mask=condition.mask,
+            condition_mask=None if condition is None else condition.mask,
             given_audio=media.given_audio,
+            audio_prefix=None if media.audio_source is None else media.audio_source[:, : media.audio_prefix_samples],
         )
         self.maybe_free_model_hooks()
 

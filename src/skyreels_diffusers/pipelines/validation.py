@@ -63,6 +63,8 @@ class GenerationLimits:
             15-second 1080p clips at 32 fps); it is resized to the output size afterwards.
         max_guidance_scale: largest `guidance_scale` / `audio_guidance_scale` (guidance far beyond the trained
             range overflows to NaN: 1e30 does in fp32).
+        max_duration_seconds: longest clip made by chaining windows (`overlap_history`); each window is bounded by
+            the limits above.
     """
 
     max_video_pixels: int = TRAINED_CLIP_MULTIPLE * math.prod(FULL_SIZE_TRAINED_CLIP)
@@ -75,6 +77,7 @@ class GenerationLimits:
     max_prompt_images: int = 16
     max_input_pixels: int = 2 * 1920 * 1088 * 481
     max_guidance_scale: float = 100.0
+    max_duration_seconds: float = 600.0
 
     @classmethod
     def for_trained_clip(cls, height: int, width: int, num_frames: int) -> "GenerationLimits":
