@@ -140,11 +140,11 @@ def test_distillation_brings_the_k_step_student_closer_to_the_teacher_than_the_t
         entries = [0, 1]
         bank_args = distill.parse_args([str(a) for a in common(setup, tmp_path, 40)] + ["--teacher_substeps", "8"])
         video, audio = distill.teacher_trajectories(
-            pipe.transformer, "t2av", entries, data, null, pipe.vae, sigmas, bank_args
+            pipe.transformer, "t2av", entries, data, null, pipe, sigmas, bank_args
         )
         coarse = distill.parse_args([str(a) for a in common(setup, tmp_path, 40)] + ["--teacher_substeps", "1"])
         teacher_video, teacher_audio = distill.teacher_trajectories(
-            pipe.transformer, "t2av", entries, data, null, pipe.vae, sigmas, coarse
+            pipe.transformer, "t2av", entries, data, null, pipe, sigmas, coarse
         )
         bank = {f"video.{e}": video[i] for i, e in enumerate(entries)}
         bank.update({f"audio.{e}": audio[i] for i, e in enumerate(entries)})
@@ -152,9 +152,7 @@ def test_distillation_brings_the_k_step_student_closer_to_the_teacher_than_the_t
         def distance(v, a):
             return float(((v - video[:, -1]) ** 2).mean() + ((a - audio[:, -1]) ** 2).mean())
 
-        before = distance(
-            *distill.student_sample(pipe.transformer, "t2av", entries, data, null, pipe.vae, sigmas, args)
-        )
+        before = distance(*distill.student_sample(pipe.transformer, "t2av", entries, data, null, pipe, sigmas, args))
         teacher_k = distance(teacher_video[:, -1], teacher_audio[:, -1])
 
         distill.add_lora(pipe.transformer, args)
@@ -163,14 +161,12 @@ def test_distillation_brings_the_k_step_student_closer_to_the_teacher_than_the_t
         for step in range(args.max_train_steps):
             intervals = torch.tensor([step % 2, (step + 1) % 2])
             loss = distill.distillation_loss(
-                pipe.transformer, "t2av", entries, intervals, bank, data, null, pipe.vae, sigmas, args
+                pipe.transformer, "t2av", entries, intervals, bank, data, null, pipe, sigmas, args
             )
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-        after = distance(
-            *distill.student_sample(pipe.transformer, "t2av", entries, data, null, pipe.vae, sigmas, args)
-        )
+        after = distance(*distill.student_sample(pipe.transformer, "t2av", entries, data, null, pipe, sigmas, args))
     finally:
         torch.set_num_threads(threads)
     print(
@@ -297,3 +293,20 @@ def test_cli_generates_with_the_shipped_lora_at_4_steps(tmp_path):
     assert cli.main([*argv, "--guidance-scale", "1", "--lora", SHIPPED_LORA]) == 0
     with av.open(str(out)) as container:
         assert container.streams.video[0].frames == 17 and container.streams.audio[0].rate == 8_000
+
+
+def test_a_kept_audio_prefix_stays_clean_at_timestep_0_in_the_students_inputs():
+    # Extensions keep an audio prefix (per-token timestep 0): the teacher and student states must not replace it.
+    clean = torch.randn(2, 3, 6)
+    kept = torch.tensor([[True, True, False, False, False, False], [True] + [False] * 5])
+    inputs = {
+        "hidden_states": torch.zeros(2, 5, 1, 1, 1),
+        "audio_hidden_states": clean,
+        "audio_timestep": torch.where(kept, 0.0, 500.0),
+    }
+    state = torch.randn(2, 3, 6)
+    out = distill.with_states(inputs, "extension", torch.ones(2, 2, 1, 1, 1), state, torch.tensor([0.3, 0.6]))
+    torch.testing.assert_close(out["audio_hidden_states"], torch.where(kept[:, None], clean, state), rtol=0, atol=0)
+    expected = torch.where(kept, 0.0, torch.tensor([[300.0], [600.0]]))
+    torch.testing.assert_close(out["audio_timestep"], expected)
+    assert out["hidden_states"][:, :2].eq(1).all() and out["timestep"].tolist() == [300.0, 600.0]

@@ -66,17 +66,16 @@ from train_skyreels_v4 import (  # noqa: E402
     LORA_TOWERS,
     PER_CLIP_KEYS,
     add_lora,
+    audio_loss,
     base_model_inputs,
-    latest_checkpoint,
     load_training_data,
     log_validation,
     parse_task_ratios,
-    remove_partial_checkpoints,
+    resume,
     sample_generator,
     save_checkpoint,
     save_final,
     step_rng,
-    truncate_loss_log,
 )
 
 
@@ -213,7 +212,7 @@ def bank_tasks(args) -> list[str]:
     return [name for name, count in zip(names, counts) for _ in range(count)]
 
 
-def entry_inputs(task, entries, data, null_prompt, vae, seed):
+def entry_inputs(task, entries, data, null_prompt, pipe, seed):
     """The conditional model inputs of bank `entries` (one task), built one by one by the training example's
     `base_model_inputs` (each entry's random choices come from `(seed, entry)` alone) and batched."""
     dataset_size = len(data["video_latents"])
@@ -221,7 +220,7 @@ def entry_inputs(task, entries, data, null_prompt, vae, seed):
     for entry in entries:
         clip = {k: v[entry % dataset_size] for k, v in data.items() if k in PER_CLIP_KEYS}
         inputs, _, _ = base_model_inputs(
-            task, [clip], null_prompt, vae, condition_args(None), 1.0, seed, BANK_CONDITION_STEP, int(entry)
+            task, [clip], null_prompt, pipe, condition_args(None), 1.0, seed, BANK_CONDITION_STEP, int(entry)
         )
         parts.append(inputs)
     batched = {}
@@ -262,8 +261,13 @@ def with_states(inputs: dict, task: str, video, audio, sigma) -> dict:
         out["hidden_states"] = torch.cat([video, inputs["hidden_states"][:, channels:]], dim=1)
         out["timestep"] = sigma * 1000
     if GENERATES_AUDIO[task]:
+        timestep = sigma * 1000
+        if inputs["audio_timestep"].ndim == 2:  # a kept prefix (extensions): its clean latents at timestep 0
+            kept = inputs["audio_timestep"] == 0
+            audio = torch.where(kept[:, None], inputs["audio_hidden_states"], audio)
+            timestep = torch.where(kept, 0.0, timestep[:, None])
         out["audio_hidden_states"] = audio
-        out["audio_timestep"] = sigma * 1000
+        out["audio_timestep"] = timestep
     return out
 
 
@@ -282,24 +286,30 @@ def both_passes(transformer, inputs: dict, uncond: dict):
     return video, audio
 
 
-@torch.no_grad()
-def teacher_trajectories(transformer, task, entries, data, null_prompt, vae, sigmas, args):
-    """The teacher's states at the student's sigmas: video `(B, k + 1, C, F, h, w)` and audio `(B, k + 1, C_a, L)`
-    (`None` for a modality the task lacks; a given one repeats its clean latents)."""
-    inputs = entry_inputs(task, entries, data, null_prompt, vae, args.seed)
-    uncond = unconditional(inputs, null_prompt)
-    batch = len(entries)
+def initial_states(task, entries, inputs, data, seed):
+    """The starting video and audio latents of a bank entry's trajectory: the bank's noise for a generated modality,
+    the clean latents for a given one, `None` for one the task lacks. Teacher and student start from the same."""
+    noise = [sample_generator(seed, BANK_NOISE_STEP, int(e)) for e in entries]
     video = audio = None
-    noise = [sample_generator(args.seed, BANK_NOISE_STEP, int(e)) for e in entries]
     if HAS_VIDEO[task]:
-        channels = data["video_latents"].shape[1]
-        video = inputs["hidden_states"][:, :channels].float()
+        video = inputs["hidden_states"][:, : data["video_latents"].shape[1]].float()
         if GENERATES_VIDEO[task]:
             video = torch.stack([torch.randn(video.shape[1:], generator=g) for g in noise])
     if HAS_AUDIO[task]:
         audio = inputs["audio_hidden_states"].float()
         if GENERATES_AUDIO[task]:
             audio = torch.stack([torch.randn(audio.shape[1:], generator=g) for g in noise])
+    return video, audio
+
+
+@torch.no_grad()
+def teacher_trajectories(transformer, task, entries, data, null_prompt, pipe, sigmas, args):
+    """The teacher's states at the student's sigmas: video `(B, k + 1, C, F, h, w)` and audio `(B, k + 1, C_a, L)`
+    (`None` for a modality the task lacks; a given one repeats its clean latents)."""
+    inputs = entry_inputs(task, entries, data, null_prompt, pipe, args.seed)
+    uncond = unconditional(inputs, null_prompt)
+    batch = len(entries)
+    video, audio = initial_states(task, entries, inputs, data, args.seed)
     video_states, audio_states = [video], [audio]
     for i in range(len(sigmas) - 1):
         fine = torch.linspace(float(sigmas[i]), float(sigmas[i + 1]), args.teacher_substeps + 1)
@@ -321,20 +331,11 @@ def teacher_trajectories(transformer, task, entries, data, null_prompt, vae, sig
 
 
 @torch.no_grad()
-def student_sample(transformer, task, entries, data, null_prompt, vae, sigmas, args):
+def student_sample(transformer, task, entries, data, null_prompt, pipe, sigmas, args):
     """What the pipeline computes at `k` steps without guidance, from the bank's noise: one pass per step, Euler on
     the student's sigmas. Returns the final video and audio latents (`None` for a modality the task lacks)."""
-    inputs = entry_inputs(task, entries, data, null_prompt, vae, args.seed)
-    noise = [sample_generator(args.seed, BANK_NOISE_STEP, int(e)) for e in entries]
-    video = audio = None
-    if HAS_VIDEO[task]:
-        video = inputs["hidden_states"][:, : data["video_latents"].shape[1]].float()
-        if GENERATES_VIDEO[task]:
-            video = torch.stack([torch.randn(video.shape[1:], generator=g) for g in noise])
-    if HAS_AUDIO[task]:
-        audio = inputs["audio_hidden_states"].float()
-        if GENERATES_AUDIO[task]:
-            audio = torch.stack([torch.randn(audio.shape[1:], generator=g) for g in noise])
+    inputs = entry_inputs(task, entries, data, null_prompt, pipe, args.seed)
+    video, audio = initial_states(task, entries, inputs, data, args.seed)
     for i in range(len(sigmas) - 1):
         output = transformer(**with_states(inputs, task, video, audio, sigmas[i].expand(len(entries))))
         step = float(sigmas[i + 1] - sigmas[i])
@@ -362,7 +363,7 @@ def bank_fingerprint(args, sigmas, dataset_size: int) -> str:
     )
 
 
-def build_bank(accelerator, transformer, data, null_prompt, vae, sigmas, args) -> dict[str, torch.Tensor]:
+def build_bank(accelerator, transformer, data, null_prompt, pipe, sigmas, args) -> dict[str, torch.Tensor]:
     """The teacher trajectories, cached in `output_dir/trajectories.safetensors` (reused when its fingerprint
     matches). Processes share the work batch by batch, then every process reads the merged file."""
     path = os.path.join(args.output_dir, BANK_FILE)
@@ -383,7 +384,7 @@ def build_bank(accelerator, transformer, data, null_prompt, vae, sigmas, args) -
     shard = {}
     start = time.perf_counter()
     for task, entries in tqdm(mine, desc="teacher trajectories", disable=not accelerator.is_local_main_process):
-        video, audio = teacher_trajectories(transformer, task, entries, data, null_prompt, vae, sigmas, args)
+        video, audio = teacher_trajectories(transformer, task, entries, data, null_prompt, pipe, sigmas, args)
         for i, entry in enumerate(entries):
             if video is not None:
                 shard[f"video.{entry}"] = video[i].contiguous()
@@ -424,9 +425,9 @@ def training_batch(args, step: int, tasks: list[str], global_size: int):
     return task, entries, intervals
 
 
-def distillation_loss(transformer, task, entries, intervals, bank, data, null_prompt, vae, sigmas, args):
+def distillation_loss(transformer, task, entries, intervals, bank, data, null_prompt, pipe, sigmas, args):
     """Velocity regression onto the teacher's step from `s_i` to `s_{i+1}`, per generated modality."""
-    inputs = entry_inputs(task, entries, data, null_prompt, vae, args.seed)
+    inputs = entry_inputs(task, entries, data, null_prompt, pipe, args.seed)
     index = torch.as_tensor(intervals)
     s_now, s_next = sigmas[index], sigmas[index + 1]
     delta = s_next - s_now
@@ -441,12 +442,14 @@ def distillation_loss(transformer, task, entries, intervals, bank, data, null_pr
         rows = torch.arange(len(entries))
         audio = states[rows, index]
         audio_target = (states[rows, index + 1] - audio) / delta.view(-1, 1, 1)
-    output = transformer(**with_states(inputs, task, video, audio, s_now))
+    call = with_states(inputs, task, video, audio, s_now)
+    output = transformer(**call)
     loss = 0.0
     if GENERATES_VIDEO[task]:
         loss = loss + F.mse_loss(output.sample.float(), video_target.to(output.sample.device))
     if GENERATES_AUDIO[task]:
-        loss = loss + F.mse_loss(output.audio_sample.float(), audio_target.to(output.audio_sample.device))
+        target = audio_target.to(output.audio_sample.device)
+        loss = loss + audio_loss(output.audio_sample.float(), target, call["audio_timestep"])
     return loss
 
 
@@ -517,7 +520,7 @@ def main(argv=None) -> None:
     null_prompt = (data["null_prompt_embeds"][0], data["null_prompt_attention_mask"][0].bool())
 
     start = time.perf_counter()
-    bank = build_bank(accelerator, transformer, data, null_prompt, pipe.vae, sigmas, args)
+    bank = build_bank(accelerator, transformer, data, null_prompt, pipe, sigmas, args)
     bank_seconds = time.perf_counter() - start
     tasks = bank_tasks(args)
 
@@ -538,24 +541,9 @@ def main(argv=None) -> None:
         f"{accelerator.distributed_type} x {accelerator.num_processes} processes; global batch {args.global_batch_size}"
     )
 
-    global_step = 0
     log_path = os.path.join(args.output_dir, "loss.jsonl")
+    global_step = resume(accelerator, args, log_path)
     if accelerator.is_main_process:
-        remove_partial_checkpoints(args.output_dir)
-    if args.resume_from_checkpoint:
-        path = (
-            latest_checkpoint(args.output_dir)
-            if args.resume_from_checkpoint == "latest"
-            else args.resume_from_checkpoint
-        )
-        if path is None:
-            logger.info("no checkpoint to resume from: starting a new run")
-        else:
-            accelerator.load_state(path)
-            global_step = int(os.path.basename(path.rstrip("/")).split("-")[1])
-            logger.info(f"resumed from {path} at step {global_step}")
-    if accelerator.is_main_process:
-        truncate_loss_log(log_path, global_step)
         accelerator.init_trackers("skyreels-v4-distill", config={k: str(v) for k, v in vars(args).items()})
 
     # Validation runs the student as users do: k steps, no guidance.
@@ -568,7 +556,7 @@ def main(argv=None) -> None:
         task, entries, intervals = training_batch(args, global_step, tasks, args.global_batch_size)
         mine = slice(rank * local_size, (rank + 1) * local_size)
         loss = distillation_loss(
-            transformer, task, entries[mine], intervals[mine], bank, data, null_prompt, pipe.vae, sigmas, args
+            transformer, task, entries[mine], intervals[mine], bank, data, null_prompt, pipe, sigmas, args
         )
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, args.max_grad_norm)

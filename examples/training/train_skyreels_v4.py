@@ -499,6 +499,30 @@ def truncate_loss_log(path: str, step: int) -> None:
 
 
 @torch.no_grad()
+def resume(accelerator, args, log_path: str) -> int:
+    """Resume from `--resume_from_checkpoint` (a folder or "latest") and return the step reached (0 for a new run).
+    Partial checkpoints of an interrupted save are removed first, and the loss log is cut back to the step, so a
+    resumed run's log reads as an uninterrupted one."""
+    global_step = 0
+    if accelerator.is_main_process:
+        remove_partial_checkpoints(args.output_dir)
+    if args.resume_from_checkpoint:
+        path = (
+            latest_checkpoint(args.output_dir)
+            if args.resume_from_checkpoint == "latest"
+            else args.resume_from_checkpoint
+        )
+        if path is None:
+            logger.info("no checkpoint to resume from: starting a new run")
+        else:
+            accelerator.load_state(path)
+            global_step = int(os.path.basename(path.rstrip("/")).split("-")[1])
+            logger.info(f"resumed from {path} at step {global_step}")
+    if accelerator.is_main_process:
+        truncate_loss_log(log_path, global_step)
+    return global_step
+
+
 def log_validation(pipe, transformer, args, step: int, accelerator, **call_kwargs) -> list[str]:
     """Generate each validation prompt (seeded) with the current weights; write MP4s with sound. `call_kwargs` go to
     the pipeline call (the distillation example runs its student at `guidance_scale=1`)."""
@@ -627,24 +651,8 @@ def main(argv=None) -> None:
     accelerator.print(
         f"{accelerator.distributed_type} x {accelerator.num_processes} processes; global batch {args.global_batch_size}"
     )
-    global_step = 0
     log_path = os.path.join(args.output_dir, "loss.jsonl")
-    if accelerator.is_main_process:
-        remove_partial_checkpoints(args.output_dir)
-    if args.resume_from_checkpoint:
-        path = (
-            latest_checkpoint(args.output_dir)
-            if args.resume_from_checkpoint == "latest"
-            else args.resume_from_checkpoint
-        )
-        if path is None:
-            logger.info("no checkpoint to resume from: starting a new run")
-        else:
-            accelerator.load_state(path)
-            global_step = int(os.path.basename(path.rstrip("/")).split("-")[1])
-            logger.info(f"resumed from {path} at step {global_step}")
-    if accelerator.is_main_process:
-        truncate_loss_log(log_path, global_step)
+    global_step = resume(accelerator, args, log_path)
     if accelerator.is_main_process:
         accelerator.init_trackers("skyreels-v4", config={k: str(v) for k, v in vars(args).items()})
 
