@@ -71,9 +71,9 @@ from train_skyreels_v4 import (  # noqa: E402
     load_training_data,
     log_validation,
     parse_task_ratios,
+    record_step,
     resume,
     sample_generator,
-    save_checkpoint,
     save_final,
     step_rng,
 )
@@ -566,16 +566,7 @@ def main(argv=None) -> None:
         step_loss = accelerator.reduce(loss.detach(), "mean").item()
 
         global_step += 1
-        progress.update(1)
-        losses.append(step_loss)
-        if accelerator.is_main_process:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": global_step, "loss": step_loss, "task": task}) + "\n")
-        accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
-        if global_step % args.logging_steps == 0:
-            progress.set_postfix(loss=float(np.mean(losses[-args.logging_steps :])))
-        if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
-            save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+        record_step(accelerator, args, progress, losses, log_path, global_step, step_loss, task, lr_scheduler)
         if (
             args.validation_prompts
             and accelerator.is_main_process

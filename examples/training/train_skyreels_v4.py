@@ -523,6 +523,21 @@ def resume(accelerator, args, log_path: str) -> int:
     return global_step
 
 
+def record_step(accelerator, args, progress, losses: list, log_path: str, step: int, loss: float, task, lr_scheduler):
+    """After optimiser step `step`: its loss in `losses`, the loss log, the trackers and the progress bar, and a
+    checkpoint when one is due."""
+    progress.update(1)
+    losses.append(loss)
+    if accelerator.is_main_process:
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "loss": loss, "task": task}) + "\n")
+    accelerator.log({"loss": loss, "lr": lr_scheduler.get_last_lr()[0]}, step=step)
+    if step % args.logging_steps == 0:
+        progress.set_postfix(loss=float(np.mean(losses[-args.logging_steps :])))
+    if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
+        save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
+
+
 def log_validation(pipe, transformer, args, step: int, accelerator, **call_kwargs) -> list[str]:
     """Generate each validation prompt (seeded) with the current weights; write MP4s with sound. `call_kwargs` go to
     the pipeline call (the distillation example runs its student at `guidance_scale=1`)."""
@@ -709,19 +724,9 @@ def main(argv=None) -> None:
             step_loss += accelerator.reduce(loss.detach(), "mean").item() / args.gradient_accumulation_steps
 
         global_step += 1
-        progress.update(1)
         if ema is not None:
             ema.step(params)
-        losses.append(step_loss)
-        if accelerator.is_main_process:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": global_step, "loss": step_loss, "task": task}) + "\n")
-        accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
-        if global_step % args.logging_steps == 0:
-            progress.set_postfix(loss=float(np.mean(losses[-args.logging_steps :])))
-
-        if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
-            save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+        record_step(accelerator, args, progress, losses, log_path, global_step, step_loss, task, lr_scheduler)
         if (
             args.validation_prompts
             and not args.refiner
