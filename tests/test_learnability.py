@@ -6,74 +6,28 @@ This is the regression guard for everything that carries timing between the towe
 video latent timeline, the per-modality timesteps (a given video at timestep 0), key masks, the direction of the two
 cross-attentions, and the denoising loop's handling of a given stream.
 
-The micro world lives directly in latent space (no VAE): a bright dot moves in an 8x8 frame and bounces off the
-walls; the audio latents carry a click (a spike on channel 0) at the latent where each bounce happens. Video runs at
-16 fps and audio at 32 latents per second, so one frame spans two audio latents. Training takes about a minute per
-model on one CPU thread (1000 steps of 16 clips); the micro model was sized on separate dev seeds.
+The micro world and model are `examples/synthetic_av/micro_world.py` (latent space, no VAE: a dot bouncing in an 8x8
+frame, a click at each bounce). Training takes about a minute per model on one CPU thread (1000 steps of 16 clips); the micro model was sized on separate dev seeds.
 """
 
 import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from script_loading import load_script
 
 from skyreels_diffusers import SkyReelsV4Transformer3DModel
 from skyreels_diffusers.pipelines.denoising import LatentStream, PassInputs, denoise
 
 
-FRAMES, GRID, FPS, AUDIO_PER_FRAME = 16, 8, 16, 2
-CHANNELS, AUDIO_CHANNELS, TEXT_DIM = 4, 2, 8
+micro = load_script("micro_world", "examples/synthetic_av")
+FRAMES, GRID, AUDIO_PER_FRAME = micro.FRAMES, micro.GRID, micro.AUDIO_PER_FRAME
+CHANNELS, AUDIO_CHANNELS, TEXT_DIM = micro.CHANNELS, micro.AUDIO_CHANNELS, micro.TEXT_DIM
+micro_clip, micro_model = micro.micro_clip, micro.micro_model
 TRAIN_SEEDS, TEST_SEEDS = (
     range(0, 10**6),
     range(10**6, 10**6 + 48),
 )  # disjoint: nothing here is tuned on the test clips
-
-
-def micro_clip(seed: int) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """Video latents `(C, F, 8, 8)`, audio latents `(C_a, 2F)` and the bounce times in frames."""
-    rng = np.random.default_rng(seed)
-    position = rng.uniform(1, GRID - 1, 2)
-    velocity = rng.choice([-1, 1], 2) * rng.uniform(0.5, 0.9, 2)  # cells per frame: a few bounces per clip
-    rows, cols = np.mgrid[0:GRID, 0:GRID] + 0.5
-    video, bounces = np.empty((FRAMES, GRID, GRID), np.float32), []
-    for frame in range(FRAMES):
-        video[frame] = np.exp(-((cols - position[0]) ** 2 + (rows - position[1]) ** 2) / 0.8)
-        new = position + velocity
-        for axis in range(2):
-            for wall in (0.5, GRID - 0.5):
-                if (new[axis] - wall) * (position[axis] - wall) < 0:
-                    bounces.append(frame + (wall - position[axis]) / velocity[axis])
-                    new[axis] = 2 * wall - new[axis]
-                    velocity[axis] = -velocity[axis]
-        position = new
-    audio = np.zeros((AUDIO_CHANNELS, FRAMES * AUDIO_PER_FRAME), np.float32)
-    for time in bounces:
-        audio[0, min(int(time * AUDIO_PER_FRAME), audio.shape[1] - 1)] = 3.0
-    video = np.repeat(video[None] * 4 - 1, CHANNELS, axis=0)  # the dot on every channel, background at -1
-    return torch.from_numpy(video), torch.from_numpy(audio), sorted(bounces)
-
-
-def micro_model() -> SkyReelsV4Transformer3DModel:
-    torch.manual_seed(0)
-    return SkyReelsV4Transformer3DModel(
-        in_channels=2 * CHANNELS + 1,
-        out_channels=CHANNELS,
-        audio_in_channels=AUDIO_CHANNELS,
-        num_attention_heads=4,
-        attention_head_dim=16,
-        num_layers=1,
-        num_single_layers=1,
-        num_token_refiner_layers=1,
-        mlp_ratio=2.0,
-        patch_size=4,
-        text_embed_dim=TEXT_DIM,
-        rope_axes_dim=(4, 6, 6),
-        fps=FPS,
-        vae_temporal_compression_ratio=1,
-        audio_sample_rate=FPS * AUDIO_PER_FRAME * 100,
-        audio_samples_per_latent=100,
-        cross_modal_attention_heads=4,
-    )
 
 
 # Two micro models trained here: about 3.5 minutes at one thread on a loaded 2-core machine.
