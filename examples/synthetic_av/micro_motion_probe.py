@@ -45,17 +45,20 @@ def video_input(latents: torch.Tensor) -> torch.Tensor:
     return torch.cat([latents, torch.zeros_like(latents), torch.zeros_like(latents[:, :1])], dim=1)
 
 
-def clips(seeds, args) -> torch.Tensor:
-    return torch.stack([micro_clip(seed, args.frames, tuple(args.speed))[0] for seed in seeds])
+def clips(seeds, args, num_frames: int | None = None) -> torch.Tensor:
+    num_frames = num_frames or args.frames
+    return torch.stack([micro_clip(seed, num_frames, tuple(args.speed))[0] for seed in seeds])
 
 
 def train(args):
-    model = micro_model(args.patch_size)
+    model = micro_model(args.patch_size, tuple(args.rope_axes_dim))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(1)
     for step in range(args.steps):
-        video = clips(range(step * args.batch_size, (step + 1) * args.batch_size), args)
+        # A curriculum as the paper's: single frames (text-to-image) for the first `--image_steps`, then clips.
+        num_frames = 1 if step < args.image_steps else args.frames
+        video = clips(range(step * args.batch_size, (step + 1) * args.batch_size), args, num_frames)
         uniform = torch.rand(args.batch_size, generator=generator)
         sigma = args.train_shift * uniform / (1 + (args.train_shift - 1) * uniform)
         noise = torch.randn(video.shape, generator=generator)
@@ -156,8 +159,12 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--patch_size", type=int, default=4, choices=(1, 2, 4, 8))
+    parser.add_argument(
+        "--rope_axes_dim", type=int, nargs=3, default=(4, 6, 6), help="RoPE dims of time, height, width (sum 16)"
+    )
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--speed", type=float, nargs=2, default=(0.5, 0.9), help="cells per frame, per axis")
+    parser.add_argument("--image_steps", type=int, default=0, help="first train on single frames for this many steps")
     parser.add_argument("--train_shift", type=float, default=1.0)
     parser.add_argument("--shift", type=float, default=1.0, help="the sampling scheduler's shift")
     parser.add_argument("--sample_steps", type=int, default=20)
@@ -169,6 +176,8 @@ def main() -> None:
         raise ValueError(f"`--speed` must be two numbers 0 <= low <= high, got {args.speed}.")
     if args.steps < 1 or args.frames < 1 or args.samples < 1 or args.train_shift <= 0:
         raise ValueError("`--steps`, `--frames` and `--samples` must be positive, `--train_shift` above 0.")
+    if not 0 <= args.image_steps < args.steps:
+        raise ValueError(f"`--image_steps` must be in [0, --steps), got {args.image_steps}.")
     torch.set_num_threads(1)
 
     start = time.perf_counter()

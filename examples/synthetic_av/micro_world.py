@@ -44,7 +44,7 @@ def micro_clip(
     return torch.from_numpy(video), torch.from_numpy(audio), sorted(bounces)
 
 
-def micro_model(patch_size: int = 4) -> SkyReelsV4Transformer3DModel:
+def micro_model(patch_size: int = 4, rope_axes_dim: tuple[int, int, int] = (4, 6, 6)) -> SkyReelsV4Transformer3DModel:
     torch.manual_seed(0)
     return SkyReelsV4Transformer3DModel(
         in_channels=2 * CHANNELS + 1,
@@ -58,7 +58,7 @@ def micro_model(patch_size: int = 4) -> SkyReelsV4Transformer3DModel:
         mlp_ratio=2.0,
         patch_size=patch_size,
         text_embed_dim=TEXT_DIM,
-        rope_axes_dim=(4, 6, 6),
+        rope_axes_dim=rope_axes_dim,
         fps=FPS,
         vae_temporal_compression_ratio=1,
         audio_sample_rate=FPS * AUDIO_PER_FRAME * 100,
