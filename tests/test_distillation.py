@@ -1,14 +1,13 @@
 """The few-step distillation example (`examples/training/distill_skyreels_v4.py`) on tiny components, and the shipped
 4-step LoRA of the tiny default."""
 
-import json
 import os
 import shutil
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, PartialState
 from script_loading import load_script
+from training_runs import launch_two_processes, losses, run_in_process
 
 
 distill = load_script("distill_skyreels_v4", "examples/training")
@@ -29,24 +28,6 @@ def setup(tmp_path_factory):
     build_tiny_pipeline(video_vae="wan", audio_vae="oobleck").save_pretrained(root / "pipe")
     manifest = world.write_dataset(str(root / "data"), 4, seed=10, num_frames=9, size=32)
     return root, manifest
-
-
-def run(argv):
-    """One distillation run in this process at one torch thread, with Accelerate's singletons reset afterwards (as
-    `tests/test_training.py` does)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        distill.main([str(a) for a in argv])
-    finally:
-        torch.set_num_threads(threads)
-        AcceleratorState._reset_state(reset_partial_state=True)
-        PartialState._reset_state()
-
-
-def losses(folder):
-    with open(os.path.join(folder, "loss.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def common(setup, out, steps):
@@ -88,7 +69,7 @@ def test_distillation_writes_a_lora_that_loads_changes_the_output_and_resumes_ex
 
     from skyreels_diffusers import SkyReelsV4Pipeline
 
-    run(common(setup, tmp_path / "a", 4))
+    run_in_process(distill.main, common(setup, tmp_path / "a", 4))
     full = losses(tmp_path / "a")
     assert [r["step"] for r in full] == [1, 2, 3, 4]
     weights = load_file(tmp_path / "a" / "pytorch_lora_weights.safetensors")
@@ -111,7 +92,7 @@ def test_distillation_writes_a_lora_that_loads_changes_the_output_and_resumes_ex
     # "latest": the same tasks and losses, to the last bit at one thread.
     (tmp_path / "b").mkdir()
     shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
-    run([*common(setup, tmp_path / "b", 4), "--resume_from_checkpoint", "latest"])
+    run_in_process(distill.main, [*common(setup, tmp_path / "b", 4), "--resume_from_checkpoint", "latest"])
     resumed = losses(tmp_path / "b")
     assert [r["step"] for r in resumed] == [3, 4]
     assert [r["task"] for r in resumed] == [r["task"] for r in full[2:]]
@@ -217,46 +198,19 @@ def test_the_shipped_4_step_lora_loads_into_the_tiny_default_and_generates():
     assert "num_inference_steps=4" in card and "guidance_scale=1" in card
 
 
-def launch_two_processes(argv):
-    """`accelerate launch` with the shipped DDP config: 2 CPU processes over gloo."""
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = os.path.join(ROOT, "examples", "training")
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        os.path.join(folder, "accelerate_configs", "ddp.yaml"),
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(port),
-        os.path.join(folder, "distill_skyreels_v4.py"),
-        *map(str, argv),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "MULTI_CPU x 2 processes; global batch 2" in result.stdout
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_processes_build_the_same_bank_and_match_one_process(setup, tmp_path):
     from safetensors.torch import load_file
 
-    run(common(setup, tmp_path / "one", 3))
+    run_in_process(distill.main, common(setup, tmp_path / "one", 3))
     two = common(setup, tmp_path / "two", 3)
     two[two.index("--train_batch_size") + 1] = 1
-    launch_two_processes(two)
+    launch_two_processes("distill_skyreels_v4.py", two, 2)
     bank_one = load_file(tmp_path / "one" / distill.BANK_FILE)
     bank_two = load_file(tmp_path / "two" / distill.BANK_FILE)
+    # Exact: the ranks are handed whole batches of entries, so each batch runs the same kernels on the same tensors
+    # at one thread as in the single process.
     assert bank_one.keys() == bank_two.keys() and all(torch.equal(bank_one[k], bank_two[k]) for k in bank_one)
     first, second = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [r["task"] for r in first] == [r["task"] for r in second]

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, PartialState
 from script_loading import load_script
+from training_runs import launch_two_processes, losses, run_in_process
 
 
 train = load_script("train_skyreels_v4", "examples/training")
@@ -23,32 +23,6 @@ def setup(tmp_path_factory):
     build_tiny_pipeline(video_vae="wan", audio_vae="oobleck").save_pretrained(root / "pipe")
     manifest = world.write_dataset(str(root / "data"), 4, seed=10, num_frames=9, size=32)
     return root, manifest
-
-
-def fresh_accelerate_state():
-    """Accelerate keeps process state in singletons; each training run in this process starts afresh. Accelerate has
-    no public API to reset them (its own tests call these private `_reset_state` methods), so the reach into private
-    API is kept here, in one place."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    PartialState._reset_state()
-
-
-def run(argv):
-    """One training run in this process, at one torch thread: the runs it is compared with (killed workers, and the
-    ranks of `accelerate launch`) run at OMP_NUM_THREADS=1, and float sums may differ in the last bits between
-    thread counts."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train.main([str(a) for a in argv])
-    finally:
-        torch.set_num_threads(threads)
-        fresh_accelerate_state()
-
-
-def losses(folder):
-    with open(os.path.join(folder, "loss.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def common(setup, out, steps):
@@ -72,7 +46,7 @@ def common(setup, out, steps):
 
 
 def test_full_training_checkpoints_and_resumes_exactly(setup, tmp_path):
-    run([*common(setup, tmp_path / "a", 4), "--use_ema", "--learning_rate", "1e-3"])
+    run_in_process(train.main, [*common(setup, tmp_path / "a", 4), "--use_ema", "--learning_rate", "1e-3"])
     full = losses(tmp_path / "a")
     assert [r["step"] for r in full] == [1, 2, 3, 4]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in full)
@@ -84,7 +58,8 @@ def test_full_training_checkpoints_and_resumes_exactly(setup, tmp_path):
     # A run stopped after checkpoint-2, resumed with "latest", continues with the same losses.
     (tmp_path / "b").mkdir()
     shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
-    run(
+    run_in_process(
+        train.main,
         [
             *common(setup, tmp_path / "b", 4),
             "--use_ema",
@@ -92,7 +67,7 @@ def test_full_training_checkpoints_and_resumes_exactly(setup, tmp_path):
             "1e-3",
             "--resume_from_checkpoint",
             "latest",
-        ]
+        ],
     )
     resumed = losses(tmp_path / "b")
     assert [r["step"] for r in resumed] == [3, 4]
@@ -105,7 +80,7 @@ def test_full_training_checkpoints_and_resumes_exactly(setup, tmp_path):
 def uninterrupted(setup, tmp_path_factory):
     """Losses of a 4-step run checkpointed every 2 steps, keeping one checkpoint."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    run([*common(setup, out, 4), "--checkpoints_total_limit", 1, "--learning_rate", "1e-3"])
+    run_in_process(train.main, [*common(setup, out, 4), "--checkpoints_total_limit", 1, "--learning_rate", "1e-3"])
     return losses(out)
 
 
@@ -128,7 +103,7 @@ def test_a_kill_while_checkpointing_loses_nothing_and_the_run_resumes_exactly(se
     # The log ends with a line cut short by the kill; the resumed run drops it and every later step's record.
     with open(tmp_path / "loss.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": 4, "lo')
-    run([*args, "--resume_from_checkpoint", "latest"])
+    run_in_process(train.main, [*args, "--resume_from_checkpoint", "latest"])
     resumed = losses(tmp_path)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     # The killed worker, the resumed run and the uninterrupted one all run at one thread: equal to the last bit
@@ -141,7 +116,8 @@ def test_a_kill_while_checkpointing_loses_nothing_and_the_run_resumes_exactly(se
 def test_lora_training_saves_loadable_weights(setup, tmp_path):
     from skyreels_diffusers import SkyReelsV4Pipeline
 
-    run(
+    run_in_process(
+        train.main,
         [
             *common(setup, tmp_path, 2),
             "--lora_rank",
@@ -150,7 +126,7 @@ def test_lora_training_saves_loadable_weights(setup, tmp_path):
             "video,cross_modal",
             "--learning_rate",
             "1e-2",
-        ]
+        ],
     )
     weights = tmp_path / "pytorch_lora_weights.safetensors"
     assert weights.is_file() and "lora" in (tmp_path / "README.md").read_text()
@@ -172,7 +148,8 @@ def test_refiner_training_with_crops_and_sparsity(setup, tmp_path, monkeypatch):
         return original(query, key, value, video_grid, **kwargs)
 
     monkeypatch.setattr(refiner_module, "video_sparse_attention", recording)
-    run(
+    run_in_process(
+        train.main,
         [
             *common(setup, tmp_path, 2),
             "--refiner",
@@ -182,7 +159,7 @@ def test_refiner_training_with_crops_and_sparsity(setup, tmp_path, monkeypatch):
             0.5,
             "--sparsity_ramp_steps",
             2,
-        ]
+        ],
     )
     assert (tmp_path / "refiner" / "config.json").is_file()
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in losses(tmp_path))
@@ -359,39 +336,6 @@ def test_bad_task_ratios_are_rejected():
         train.parse_task_ratios("t2av=0")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_two_processes(argv):
-    """`accelerate launch` with the shipped DDP config, 2 CPU processes over gloo."""
-    import subprocess
-    import sys
-
-    root = os.path.join(os.path.dirname(__file__), "..", "examples", "training")
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        os.path.join(root, "accelerate_configs", "ddp.yaml"),
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(free_port()),
-        os.path.join(root, "train_skyreels_v4.py"),
-        *map(str, argv),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "MULTI_CPU x 2 processes; global batch 4" in result.stdout
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # two `accelerate launch` runs of 2 processes, each limited to 300 s
 def test_two_process_ddp_matches_one_process_and_resumes(setup, tmp_path):
@@ -408,10 +352,17 @@ def test_two_process_ddp_matches_one_process_and_resumes(setup, tmp_path):
         "--checkpointing_steps",
         2,
     ]
-    run([*args, "--output_dir", tmp_path / "one", "--max_train_steps", 3, "--train_batch_size", 4])
-    launch_two_processes([*args, "--output_dir", tmp_path / "two", "--max_train_steps", 2, "--train_batch_size", 2])
+    run_in_process(
+        train.main, [*args, "--output_dir", tmp_path / "one", "--max_train_steps", 3, "--train_batch_size", 4]
+    )
+    launch_two_processes(
+        "train_skyreels_v4.py",
+        [*args, "--output_dir", tmp_path / "two", "--max_train_steps", 2, "--train_batch_size", 2],
+        4,
+    )
     assert sorted(p for p in os.listdir(tmp_path / "two") if p.startswith("checkpoint-")) == ["checkpoint-2"]
     launch_two_processes(
+        "train_skyreels_v4.py",
         [
             *args,
             "--output_dir",
@@ -422,7 +373,8 @@ def test_two_process_ddp_matches_one_process_and_resumes(setup, tmp_path):
             2,
             "--resume_from_checkpoint",
             "latest",
-        ]
+        ],
+        4,
     )
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3] and [r["task"] for r in two] == [r["task"] for r in one]

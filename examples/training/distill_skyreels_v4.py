@@ -44,9 +44,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
@@ -70,6 +68,7 @@ from train_skyreels_v4 import (  # noqa: E402
     base_model_inputs,
     load_training_data,
     log_validation,
+    make_accelerator,
     parse_task_ratios,
     record_step,
     resume,
@@ -496,16 +495,7 @@ def write_model_card(args, sigmas, losses: list[float], validation: list[str], b
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")
-        ),
-    )
-    set_seed(args.seed)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator = make_accelerator(args)
     accelerator.wait_for_everyone()
 
     with accelerator.main_process_first():

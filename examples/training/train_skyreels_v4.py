@@ -595,21 +595,31 @@ def write_model_card(args, losses: list[float], validation: list[str]) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def make_accelerator(args, **kwargs) -> Accelerator:
+    """The Accelerator of a training run (precision, trackers, logs in `output_dir`; `kwargs` add to them), with the
+    seed set and the output folder made."""
     accelerator = Accelerator(
-        # t2v and t2a steps leave one tower (and the exchange) without gradients, which DDP must be told about
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
         project_config=ProjectConfiguration(
             project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")
         ),
+        **kwargs,
     )
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+    return accelerator
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    accelerator = make_accelerator(
+        args,
+        # t2v and t2a steps leave one tower (and the exchange) without gradients, which DDP must be told about
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+    )
 
     with accelerator.main_process_first():  # Diffusers copies the folder's pipeline stub into a shared module cache
         pipe = SkyReelsV4Pipeline.from_pretrained(args.pretrained_model_name_or_path)
