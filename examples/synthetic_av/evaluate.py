@@ -273,18 +273,23 @@ def shape_fidelity(frames: np.ndarray, shape: str) -> tuple[float, float]:
     return (float(np.mean(ious)), float(np.median(radii))) if ious else (float("nan"), float("nan"))
 
 
-def mid_box_reversals(track: np.ndarray, size: int, margin: float) -> int:
-    """Direction reversals (velocity sign flips on either axis) with the object farther than `margin` pixels beyond
-    the largest object's reach from the walls: the wobble the world never makes (it turns only at walls)."""
+def turns(track: np.ndarray, size: int, margin: float) -> list[tuple[int, bool]]:
+    """`(frame, mid_box)` of each direction reversal (a velocity sign flip on either axis) of a `centroid_track` in a
+    `size`-pixel box: `mid_box` when the object is farther than `margin` pixels beyond the largest object's reach from
+    the walls, where the world never turns."""
     velocity = np.diff(track, axis=0)
     reach = world_radius_range(size)[1] + margin
-    count = 0
+    found = []
     for axis in range(2):
         signs = np.sign(velocity[:, axis])
         for step in np.nonzero(signs[1:] * signs[:-1] < 0)[0]:
-            position = track[step + 1, axis]
-            count += int(reach < position < size - reach)
-    return count
+            found.append((int(step + 1), bool(reach < track[step + 1, axis] < size - reach)))
+    return sorted(found)
+
+
+def mid_box_reversals(track: np.ndarray, size: int, margin: float) -> int:
+    """The `turns` in mid-box: the wobble the world never makes (it turns only at walls)."""
+    return sum(mid_box for _, mid_box in turns(track, size, margin))
 
 
 def world_radius_range(size: int) -> tuple[float, float]:
@@ -379,7 +384,7 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
     size = pipe.config.default_height
     low, high = world_radius_range(size)
     adherence, jumps, reversals, ious, radii, bounces, onsets, captions, audio = ([] for _ in range(9))
-    seconds = []
+    seconds, wall_bounces = [], []
     for seed in seeds:
         target = world_clip(pipe, seed)
         start = time.perf_counter()
@@ -394,7 +399,9 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
         track = centroid_track(frames)
         bounces.append(bounce_times(track, fps))
         jumps.append(motion_jumps(track, frames.shape[2], fps))
-        reversals.append(mid_box_reversals(track, frames.shape[2], margin=2.0))
+        clip_turns = turns(track, frames.shape[2], margin=2.0)
+        reversals.append(sum(mid_box for _, mid_box in clip_turns))
+        wall_bounces.append([frame / fps for frame, mid_box in clip_turns if not mid_box])
         onsets.append(audio_onsets(out.audio[0], out.audio_sample_rate))
         captions.append((shape, colour))
         audio.append(out.audio[0])
@@ -406,6 +413,11 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
     ]
     mismatched = [(bounces[i], onsets[j]) for i in range(len(onsets)) for j in range(len(onsets)) if i != j]
     chance = sync_summary(mismatched, fps)
+    # The sound cannot follow turns the world never makes: the sync at the generated turns that are at walls alone.
+    at_walls = sync_summary(zip(wall_bounces, onsets), fps)
+    at_walls_chance = sync_summary(
+        [(wall_bounces[i], onsets[j]) for i in range(len(onsets)) for j in range(len(onsets)) if i != j], fps
+    )
     radii = np.array(radii)
 
     def rate(lists) -> float:
@@ -424,6 +436,9 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
         "motion_jumps_per_clip": float(np.mean(jumps)),
         "clips_with_jumps": float(np.mean(np.array(jumps) > 0)),
         "mid_box_reversals_per_clip": float(np.mean(reversals)),
+        "turns_per_clip": float(np.mean([len(b) for b in bounces])),
+        "sync_at_wall_turns": at_walls["sync_within_one_frame"],
+        "sync_at_wall_turns_chance": at_walls_chance["sync_within_one_frame"],
         "knock_pitch_matches_shape": rate(k[0] for k in knocks),
         "knock_pitch_matches_shape_chance": rate(k[0] for k in others),
         "knock_timbre_matches_colour": rate(k[1] for k in knocks),
@@ -629,8 +644,11 @@ METRIC_ROWS = (
     ("motion_jumps_per_clip", "object jumps per clip (teleports; the world makes none; target <= 0.1)", "{:.2f}"),
     ("clips_with_jumps", "clips with a jump", "{:.1%}"),
     ("mid_box_reversals_per_clip", "direction reversals away from the walls per clip (the world: 0)", "{:.2f}"),
-    ("sync_within_one_frame", "T2AV: bounces with an audio onset within 1 frame (target >= 70%)", "{:.1%}"),
+    ("turns_per_clip", "direction reversals per clip, at walls or not (the world: about 1.2)", "{:.2f}"),
+    ("sync_within_one_frame", "T2AV: turns (all) with an audio onset within 1 frame (target >= 70%)", "{:.1%}"),
     ("sync_within_one_frame_chance", "the same, onsets of another clip (chance)", "{:.1%}"),
+    ("sync_at_wall_turns", "T2AV: turns at walls with an audio onset within 1 frame", "{:.1%}"),
+    ("sync_at_wall_turns_chance", "the same, onsets of another clip (chance)", "{:.1%}"),
     ("sync_median_error_ms", "T2AV: mean abs(onset - bounce) per clip, median over clips", "{:.1f} ms"),
     ("silent_clips", "T2AV: clips without an audio onset", "{:.1%}"),
     ("onset_precision", "T2AV: onsets with a bounce within 1 frame", "{:.1%}"),

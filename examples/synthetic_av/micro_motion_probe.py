@@ -51,7 +51,9 @@ def clips(seeds, args, num_frames: int | None = None) -> torch.Tensor:
 
 
 def train(args):
-    model = micro_model(args.patch_size, tuple(args.rope_axes_dim))
+    model = micro_model(args.patch_size, tuple(args.rope_axes_dim), args.layers, args.layers, args.heads)
+    ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema)
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_fn) if args.ema else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(1)
@@ -73,9 +75,11 @@ def train(args):
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
+        if ema is not None:
+            ema.update_parameters(model)
         if step % 200 == 0:
             print(f"step {step} loss {loss.item():.4f}", flush=True)
-    return model.eval()
+    return (model if ema is None else ema.module).eval()
 
 
 @torch.no_grad()
@@ -160,8 +164,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--patch_size", type=int, default=4, choices=(1, 2, 4, 8))
     parser.add_argument(
-        "--rope_axes_dim", type=int, nargs=3, default=(4, 6, 6), help="RoPE dims of time, height, width (sum 16)"
+        "--rope_axes_dim",
+        type=int,
+        nargs=3,
+        default=(4, 6, 6),
+        help="RoPE dims of time, height, width (their sum is the head dim)",
     )
+    parser.add_argument("--layers", type=int, default=1, help="joint blocks, and as many single blocks")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (width: heads x sum of --rope_axes_dim)")
+    parser.add_argument("--ema", type=float, default=0.0, help="sample and score an EMA of the weights (decay)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--speed", type=float, nargs=2, default=(0.5, 0.9), help="cells per frame, per axis")
     parser.add_argument("--image_steps", type=int, default=0, help="first train on single frames for this many steps")

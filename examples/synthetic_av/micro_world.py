@@ -44,16 +44,23 @@ def micro_clip(
     return torch.from_numpy(video), torch.from_numpy(audio), sorted(bounces)
 
 
-def micro_model(patch_size: int = 4, rope_axes_dim: tuple[int, int, int] = (4, 6, 6)) -> SkyReelsV4Transformer3DModel:
+def micro_model(
+    patch_size: int = 4,
+    rope_axes_dim: tuple[int, int, int] = (4, 6, 6),
+    num_layers: int = 1,
+    num_single_layers: int = 1,
+    num_attention_heads: int = 4,
+) -> SkyReelsV4Transformer3DModel:
+    """The micro joint model; `rope_axes_dim` (time, height, width) sums to the head dim."""
     torch.manual_seed(0)
     return SkyReelsV4Transformer3DModel(
         in_channels=2 * CHANNELS + 1,
         out_channels=CHANNELS,
         audio_in_channels=AUDIO_CHANNELS,
-        num_attention_heads=4,
-        attention_head_dim=16,
-        num_layers=1,
-        num_single_layers=1,
+        num_attention_heads=num_attention_heads,
+        attention_head_dim=sum(rope_axes_dim),
+        num_layers=num_layers,
+        num_single_layers=num_single_layers,
         num_token_refiner_layers=1,
         mlp_ratio=2.0,
         patch_size=patch_size,
@@ -63,5 +70,5 @@ def micro_model(patch_size: int = 4, rope_axes_dim: tuple[int, int, int] = (4, 6
         vae_temporal_compression_ratio=1,
         audio_sample_rate=FPS * AUDIO_PER_FRAME * 100,
         audio_samples_per_latent=100,
-        cross_modal_attention_heads=4,
+        cross_modal_attention_heads=num_attention_heads,
     )
