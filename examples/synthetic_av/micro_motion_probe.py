@@ -27,12 +27,13 @@ import time
 import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from safetensors.torch import load_file, save_file
 
 from skyreels_diffusers.pipelines.denoising import LatentStream, PassInputs, denoise
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from micro_world import CHANNELS, GRID, TEXT_DIM, micro_clip, micro_model  # noqa: E402
+from micro_world import CHANNELS, GRID, TEXT_DIM, fit_path, micro_clip, micro_model  # noqa: E402
 
 
 PROMPT = torch.randn(1, 4, TEXT_DIM, generator=torch.Generator().manual_seed(0))
@@ -137,8 +138,15 @@ def track(video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return np.array(positions), np.array(peaks)
 
 
-def motion(positions: np.ndarray, peaks: np.ndarray) -> dict:
+def motion(positions: np.ndarray, peaks: np.ndarray, speed_range: tuple[float, float]) -> dict:
+    """Reversals, jumps and faint frames of a track, and its residual from the nearest world path (speeds within 10%
+    of the world's range): RMS and largest per frame, in cells; coherent when the largest is at most one cell and
+    nothing jumps."""
     steps = np.diff(positions, axis=0)
+    low, high = speed_range
+    fitted, _ = fit_path(positions, (max(0.0, 0.9 * low), 1.1 * high + 0.01))
+    residual = np.linalg.norm(positions - fitted, axis=1)
+    jumps = int((np.linalg.norm(steps, axis=1) > 2.0).sum())
     reversals = away = 0
     for axis in range(2):
         moving = np.abs(steps[:, axis]) > 0.1
@@ -148,8 +156,11 @@ def motion(positions: np.ndarray, peaks: np.ndarray) -> dict:
     return {
         "reversals": reversals,
         "reversals_away_from_walls": away,
-        "jumps": int((np.linalg.norm(steps, axis=1) > 2.0).sum()),
+        "jumps": jumps,
         "faint_frames": int((peaks < 0.0).sum()),
+        "path_rms_residual": float(np.sqrt((residual**2).mean())),
+        "path_max_residual": float(residual.max()),
+        "coherent": float(residual.max() <= 1.0 and jumps == 0),
     }
 
 
@@ -182,6 +193,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--oracle_clips", type=int, default=2048)
     parser.add_argument("--json", help="write the scores here")
+    parser.add_argument("--save", help="save the trained (or EMA) weights here (safetensors)")
+    parser.add_argument("--load", help="score these weights instead of training (the same model options)")
     args = parser.parse_args()
     if not 0 <= args.speed[0] <= args.speed[1]:
         raise ValueError(f"`--speed` must be two numbers 0 <= low <= high, got {args.speed}.")
@@ -192,11 +205,19 @@ def main() -> None:
     torch.set_num_threads(1)
 
     start = time.perf_counter()
-    model = train(args)
+    if args.load:
+        model = micro_model(args.patch_size, tuple(args.rope_axes_dim), args.layers, args.layers, args.heads)
+        model.load_state_dict(load_file(args.load))
+        model.eval()
+    else:
+        model = train(args)
+        if args.save:
+            save_file(model.state_dict(), args.save)
     train_seconds = time.perf_counter() - start
     denoiser = denoiser_scores(model, args)
-    generated = [motion(*track(generate(model, SAMPLE_SEED + i, args))) for i in range(args.samples)]
-    world = [motion(*track(clips([TEST_SEED + i], args)[0])) for i in range(args.samples)]
+    speed = tuple(args.speed)
+    generated = [motion(*track(generate(model, SAMPLE_SEED + i, args)), speed) for i in range(args.samples)]
+    world = [motion(*track(clips([TEST_SEED + i], args)[0]), speed) for i in range(args.samples)]
     result = {
         "args": vars(args),
         "train_seconds": round(train_seconds, 1),

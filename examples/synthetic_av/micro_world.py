@@ -44,6 +44,32 @@ def micro_clip(
     return torch.from_numpy(video), torch.from_numpy(audio), sorted(bounces)
 
 
+def bounce_path(start: np.ndarray, velocity: np.ndarray, num_frames: int) -> np.ndarray:
+    """Closed form of `micro_clip`'s motion along one axis: positions `(..., num_frames)` of paths starting at `start`
+    with `velocity` (cells per frame, arrays of one shape), reflected at the walls 0.5 and GRID - 0.5."""
+    span = GRID - 1.0
+    unfolded = np.mod(start[..., None] - 0.5 + velocity[..., None] * np.arange(num_frames), 2 * span)
+    return 0.5 + np.where(unfolded <= span, unfolded, 2 * span - unfolded)
+
+
+def fit_path(track: np.ndarray, speed_range: tuple[float, float] = SPEED_RANGE) -> tuple[np.ndarray, list[float]]:
+    """The world path nearest to a `(F, 2)` track (least squares over a fine grid of starts and speeds, each axis on
+    its own as the world moves them); returns its positions `(F, 2)` and its bounce times in frames."""
+    starts, speeds = np.meshgrid(np.arange(0.5, GRID - 0.5 + 1e-9, 0.02), np.arange(*speed_range, 0.005))
+    starts, velocities = np.concatenate([starts.ravel()] * 2), np.concatenate([speeds.ravel(), -speeds.ravel()])
+    paths = bounce_path(starts, velocities, len(track))
+    fitted, bounces, span = np.empty_like(track), [], GRID - 1.0
+    for axis in range(2):
+        best = int(np.argmin(((paths - track[:, axis]) ** 2).sum(1)))
+        fitted[:, axis] = paths[best]
+        # Wall hits: where the unfolded path start - 0.5 + v t crosses a multiple of the span between the walls.
+        offset, velocity = starts[best] - 0.5, velocities[best]
+        crossings = np.arange(-2 * len(track), 2 * len(track) + 1) * span
+        times = (crossings - offset) / velocity
+        bounces += [float(t) for t in times if 0 < t < len(track) - 1]
+    return fitted, sorted(bounces)
+
+
 def micro_model(
     patch_size: int = 4,
     rope_axes_dim: tuple[int, int, int] = (4, 6, 6),
