@@ -22,8 +22,9 @@ from skyreels_diffusers.pipelines.denoising import LatentStream, PassInputs, den
 
 micro = load_script("micro_world", "examples/synthetic_av")
 FRAMES, GRID, AUDIO_PER_FRAME = micro.FRAMES, micro.GRID, micro.AUDIO_PER_FRAME
-CHANNELS, AUDIO_CHANNELS, TEXT_DIM = micro.CHANNELS, micro.AUDIO_CHANNELS, micro.TEXT_DIM
+CHANNELS, AUDIO_CHANNELS = micro.CHANNELS, micro.AUDIO_CHANNELS
 micro_clip, micro_model = micro.micro_clip, micro.micro_model
+onsets, within_one_frame = micro.click_onsets, micro.within_one_frame
 TRAIN_SEEDS, TEST_SEEDS = (
     range(0, 10**6),
     range(10**6, 10**6 + 48),
@@ -33,7 +34,7 @@ TRAIN_SEEDS, TEST_SEEDS = (
 # Two micro models trained here: about 3.5 minutes at one thread on a loaded 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-PROMPT = torch.randn(1, 4, TEXT_DIM, generator=torch.Generator().manual_seed(0))
+PROMPT = micro.PROMPT
 
 
 def given_video(video: torch.Tensor) -> torch.Tensor:
@@ -101,17 +102,6 @@ def video_to_audio(model, video: torch.Tensor, seed: int) -> torch.Tensor:
     ]
     with torch.no_grad():
         return denoise(model, streams, PassInputs({"encoder_hidden_states": PROMPT}))["audio_latents"][0]
-
-
-def onsets(audio: torch.Tensor) -> list[float]:
-    """Frames of the clicks: audio latents whose channel 0 rises above half a click, one per run."""
-    above = (audio[0] > 1.5).numpy()
-    return [index / AUDIO_PER_FRAME for index in np.nonzero(above & ~np.roll(above, 1))[0]]
-
-
-def within_one_frame(targets: list[float], found: list[float]) -> list[bool]:
-    """For each target time, whether any of `found` lies within one frame of it."""
-    return [any(abs(onset - target) <= 1 for onset in found) for target in targets]
 
 
 def score(clips, generated) -> dict[str, float]:

@@ -26,24 +26,24 @@ import time
 
 import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
-
-from skyreels_diffusers.pipelines.denoising import LatentStream, PassInputs, denoise
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from micro_world import CHANNELS, GRID, TEXT_DIM, fit_path, micro_clip, micro_model  # noqa: E402
+from micro_world import (  # noqa: E402
+    PROMPT,
+    generate_micro,
+    micro_clip,
+    micro_model,
+    motion,
+    track,
+    train_micro,
+    video_input,
+)
 
 
-PROMPT = torch.randn(1, 4, TEXT_DIM, generator=torch.Generator().manual_seed(0))
 PROBE_SIGMAS = (0.2, 0.4, 0.6, 0.8, 0.95)
 TEST_SEED, SAMPLE_SEED = 3_000_000, 2_000_000
-
-
-def video_input(latents: torch.Tensor) -> torch.Tensor:
-    """The video tower's input for text-to-video: latents, an empty condition and a zero mask."""
-    return torch.cat([latents, torch.zeros_like(latents), torch.zeros_like(latents[:, :1])], dim=1)
 
 
 def clips(seeds, args, num_frames: int | None = None) -> torch.Tensor:
@@ -53,34 +53,19 @@ def clips(seeds, args, num_frames: int | None = None) -> torch.Tensor:
 
 def train(args):
     model = micro_model(args.patch_size, tuple(args.rope_axes_dim), args.layers, args.layers, args.heads)
-    ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema)
-    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_fn) if args.ema else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.1)
-    generator = torch.Generator().manual_seed(1)
-    for step in range(args.steps):
-        # A curriculum as the paper's: single frames (text-to-image) for the first `--image_steps`, then clips.
-        num_frames = 1 if step < args.image_steps else args.frames
-        video = clips(range(step * args.batch_size, (step + 1) * args.batch_size), args, num_frames)
-        uniform = torch.rand(args.batch_size, generator=generator)
-        sigma = args.train_shift * uniform / (1 + (args.train_shift - 1) * uniform)
-        noise = torch.randn(video.shape, generator=generator)
-        noisy = (1 - sigma.view(-1, 1, 1, 1, 1)) * video + sigma.view(-1, 1, 1, 1, 1) * noise
-        prediction = model(
-            hidden_states=video_input(noisy),
-            timestep=sigma * 1000,
-            encoder_hidden_states=PROMPT.expand(args.batch_size, -1, -1),
-        ).sample
-        loss = torch.nn.functional.mse_loss(prediction, noise - video)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        if ema is not None:
-            ema.update_parameters(model)
-        if step % 200 == 0:
-            print(f"step {step} loss {loss.item():.4f}", flush=True)
-    return (model if ema is None else ema.module).eval()
+    return train_micro(
+        model,
+        args.steps,
+        audio=False,
+        frames=args.frames,
+        speed_range=tuple(args.speed),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        ema=args.ema,
+        train_shift=args.train_shift,
+        image_steps=args.image_steps,
+        log_every=200,
+    )
 
 
 @torch.no_grad()
@@ -108,60 +93,7 @@ def denoiser_scores(model, args) -> dict:
 
 
 def generate(model, seed: int, args) -> torch.Tensor:
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=args.shift)
-    scheduler.set_timesteps(args.sample_steps)
-    noise = torch.randn(1, CHANNELS, args.frames, GRID, GRID, generator=torch.Generator().manual_seed(seed))
-    stream = LatentStream(
-        "latents",
-        noise,
-        "hidden_states",
-        "sample",
-        "timestep",
-        scheduler=scheduler,
-        timesteps=scheduler.timesteps,
-        condition=video_input(noise)[:, CHANNELS:],
-    )
-    with torch.no_grad():
-        return denoise(model, [stream], PassInputs({"encoder_hidden_states": PROMPT}))["latents"][0]
-
-
-def track(video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: the centroid of the 3x3 cells around the brightest one, and that peak."""
-    image = video.mean(0).numpy()
-    rows, cols = np.mgrid[0:GRID, 0:GRID] + 0.5
-    positions, peaks = [], []
-    for frame in image:
-        r, c = np.unravel_index(frame.argmax(), frame.shape)
-        weight = np.clip(frame + 1, 0, None) * ((np.abs(rows - r - 0.5) <= 1.5) & (np.abs(cols - c - 0.5) <= 1.5))
-        positions.append([(weight * cols).sum() / weight.sum(), (weight * rows).sum() / weight.sum()])
-        peaks.append(frame.max())
-    return np.array(positions), np.array(peaks)
-
-
-def motion(positions: np.ndarray, peaks: np.ndarray, speed_range: tuple[float, float]) -> dict:
-    """Reversals, jumps and faint frames of a track, and its residual from the nearest world path (speeds within 10%
-    of the world's range): RMS and largest per frame, in cells; coherent when the largest is at most one cell and
-    nothing jumps."""
-    steps = np.diff(positions, axis=0)
-    low, high = speed_range
-    fitted, _ = fit_path(positions, (max(0.0, 0.9 * low), 1.1 * high + 0.01))
-    residual = np.linalg.norm(positions - fitted, axis=1)
-    jumps = int((np.linalg.norm(steps, axis=1) > 2.0).sum())
-    reversals = away = 0
-    for axis in range(2):
-        moving = np.abs(steps[:, axis]) > 0.1
-        flips = moving[1:] & moving[:-1] & (np.sign(steps[1:, axis]) != np.sign(steps[:-1, axis]))
-        reversals += int(flips.sum())
-        away += int((flips & (np.abs(positions[1:-1, axis] - GRID / 2) < GRID / 2 - 1.5)).sum())
-    return {
-        "reversals": reversals,
-        "reversals_away_from_walls": away,
-        "jumps": jumps,
-        "faint_frames": int((peaks < 0.0).sum()),
-        "path_rms_residual": float(np.sqrt((residual**2).mean())),
-        "path_max_residual": float(residual.max()),
-        "coherent": float(residual.max() <= 1.0 and jumps == 0),
-    }
+    return generate_micro(model, seed, audio=False, frames=args.frames, steps=args.sample_steps, shift=args.shift)[0]
 
 
 def mean_scores(rows: list[dict]) -> dict:

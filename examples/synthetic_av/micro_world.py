@@ -1,5 +1,6 @@
 """The micro audio-visual world and micro joint model, in latent space (no VAE): the smallest setting in which the
-joint recipe can be tested end to end on one CPU thread in about a minute.
+joint recipe can be tested end to end on one CPU thread in about a minute; and the recipe that trains it on text
+alone (`train_micro`) and samples both streams from noise with the pipelines' own loop (`generate_micro`).
 
 A bright dot moves in an 8x8 frame and bounces off the walls; the audio latents carry a click (a spike on channel 0)
 at the latent where each bounce happens. Video runs at 16 fps and audio at 32 latents per second, so one frame spans
@@ -9,13 +10,16 @@ model learns about motion (text-to-video).
 
 import numpy as np
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from skyreels_diffusers import SkyReelsV4Transformer3DModel
+from skyreels_diffusers.pipelines.denoising import LatentStream, PassInputs, denoise
 
 
 FRAMES, GRID, FPS, AUDIO_PER_FRAME = 16, 8, 16, 2
 CHANNELS, AUDIO_CHANNELS, TEXT_DIM = 4, 2, 8
 SPEED_RANGE = (0.5, 0.9)  # cells per frame, per axis: a few bounces per clip; the dot is about one cell wide
+PROMPT = torch.randn(1, 4, TEXT_DIM, generator=torch.Generator().manual_seed(0))  # the one caption of the world
 
 
 def micro_clip(
@@ -70,6 +74,57 @@ def fit_path(track: np.ndarray, speed_range: tuple[float, float] = SPEED_RANGE) 
     return fitted, sorted(bounces)
 
 
+def track(video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the centroid of the 3x3 cells around the brightest one, and that peak."""
+    image = video.mean(0).numpy()
+    rows, cols = np.mgrid[0:GRID, 0:GRID] + 0.5
+    positions, peaks = [], []
+    for frame in image:
+        r, c = np.unravel_index(frame.argmax(), frame.shape)
+        weight = np.clip(frame + 1, 0, None) * ((np.abs(rows - r - 0.5) <= 1.5) & (np.abs(cols - c - 0.5) <= 1.5))
+        positions.append([(weight * cols).sum() / weight.sum(), (weight * rows).sum() / weight.sum()])
+        peaks.append(frame.max())
+    return np.array(positions), np.array(peaks)
+
+
+def motion(positions: np.ndarray, peaks: np.ndarray, speed_range: tuple[float, float]) -> dict:
+    """Reversals, jumps and faint frames of a track, and its residual from the nearest world path (speeds within 10%
+    of the world's range): RMS and largest per frame, in cells; coherent when the largest is at most one cell and
+    nothing jumps."""
+    steps = np.diff(positions, axis=0)
+    low, high = speed_range
+    fitted, _ = fit_path(positions, (max(0.0, 0.9 * low), 1.1 * high + 0.01))
+    residual = np.linalg.norm(positions - fitted, axis=1)
+    jumps = int((np.linalg.norm(steps, axis=1) > 2.0).sum())
+    reversals = away = 0
+    for axis in range(2):
+        moving = np.abs(steps[:, axis]) > 0.1
+        flips = moving[1:] & moving[:-1] & (np.sign(steps[1:, axis]) != np.sign(steps[:-1, axis]))
+        reversals += int(flips.sum())
+        away += int((flips & (np.abs(positions[1:-1, axis] - GRID / 2) < GRID / 2 - 1.5)).sum())
+    return {
+        "reversals": reversals,
+        "reversals_away_from_walls": away,
+        "jumps": jumps,
+        "faint_frames": int((peaks < 0.0).sum()),
+        "path_rms_residual": float(np.sqrt((residual**2).mean())),
+        "path_max_residual": float(residual.max()),
+        "coherent": float(residual.max() <= 1.0 and jumps == 0),
+    }
+
+
+def click_onsets(audio: torch.Tensor) -> list[float]:
+    """Frames of the clicks in audio latents `(C_a, L)`: latents whose channel 0 rises above half a click, one per
+    run."""
+    above = (audio[0] > 1.5).numpy()
+    return [index / AUDIO_PER_FRAME for index in np.nonzero(above & ~np.roll(above, 1))[0]]
+
+
+def within_one_frame(targets: list[float], found: list[float]) -> list[bool]:
+    """For each target time (frames), whether any of `found` lies within one frame of it."""
+    return [any(abs(time - target) <= 1 for time in found) for target in targets]
+
+
 def micro_model(
     patch_size: int = 4,
     rope_axes_dim: tuple[int, int, int] = (4, 6, 6),
@@ -98,3 +153,128 @@ def micro_model(
         audio_samples_per_latent=100,
         cross_modal_attention_heads=num_attention_heads,
     )
+
+
+def video_input(latents: torch.Tensor) -> torch.Tensor:
+    """The video tower's input when video is generated from text: latents, an empty condition and a zero mask."""
+    return torch.cat([latents, torch.zeros_like(latents), torch.zeros_like(latents[:, :1])], dim=1)
+
+
+def without_temporal_rope(model: SkyReelsV4Transformer3DModel) -> SkyReelsV4Transformer3DModel:
+    """The ablation of the video's temporal RoPE: every frame's tokens at temporal position 0, so nothing but their
+    content tells the frames apart (the audio keeps its positions)."""
+    positions = model.video_positions
+
+    def video_positions(*args, **kwargs):
+        time_height_width = positions(*args, **kwargs)
+        return torch.cat([torch.zeros_like(time_height_width[:, :1]), time_height_width[:, 1:]], dim=1)
+
+    model.video_positions = video_positions
+    return model
+
+
+def train_micro(
+    model: SkyReelsV4Transformer3DModel,
+    steps: int,
+    *,
+    audio: bool = True,
+    frames: int = FRAMES,
+    speed_range: tuple[float, float] = SPEED_RANGE,
+    batch_size: int = 16,
+    lr: float = 5e-3,
+    ema: float = 0.0,
+    independent_noise: float = 0.3,
+    train_shift: float = 1.0,
+    image_steps: int = 0,
+    log_every: int = 0,
+) -> SkyReelsV4Transformer3DModel:
+    """Text-to-video (`audio=False`) or text-to-audio-video training on world clips (training seeds from 0): every
+    generated stream noised to a sigma drawn uniformly and then shifted by `train_shift` (the audio's drawn on its own
+    for `independent_noise` of the samples), velocity loss on each, AdamW one-cycle. Parameters that do not require
+    grad stay as they are (the cross-modal ablation). The first `image_steps` train on single frames (text-to-image,
+    video only). Returns the model in eval mode, or its EMA (decay `ema`) when `ema` > 0."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
+    average = None
+    if ema:
+        average = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)
+        )
+    generator = torch.Generator().manual_seed(1)
+
+    def draw_sigma() -> torch.Tensor:
+        uniform = torch.rand(batch_size, generator=generator)
+        return train_shift * uniform / (1 + (train_shift - 1) * uniform)
+
+    model.train()
+    for step in range(steps):
+        num_frames = 1 if step < image_steps else frames
+        clips = [
+            micro_clip(seed, num_frames, speed_range) for seed in range(step * batch_size, (step + 1) * batch_size)
+        ]
+        video = torch.stack([clip[0] for clip in clips])
+        sigma = draw_sigma()
+        noise = torch.randn(video.shape, generator=generator)
+        inputs = {
+            "hidden_states": video_input(
+                (1 - sigma.view(-1, 1, 1, 1, 1)) * video + sigma.view(-1, 1, 1, 1, 1) * noise
+            ),
+            "timestep": sigma * 1000,
+            "encoder_hidden_states": PROMPT.expand(batch_size, -1, -1),
+        }
+        with_audio = audio and num_frames > 1
+        if with_audio:
+            sound = torch.stack([clip[1] for clip in clips])
+            independent = torch.rand(batch_size, generator=generator) < independent_noise
+            audio_sigma = torch.where(independent, draw_sigma(), sigma)
+            audio_noise = torch.randn(sound.shape, generator=generator)
+            inputs["audio_hidden_states"] = (1 - audio_sigma.view(-1, 1, 1)) * sound + audio_sigma.view(
+                -1, 1, 1
+            ) * audio_noise
+            inputs["audio_timestep"] = audio_sigma * 1000
+        output = model(**inputs)
+        loss = torch.nn.functional.mse_loss(output.sample, noise - video)
+        if with_audio:
+            loss = loss + torch.nn.functional.mse_loss(output.audio_sample, audio_noise - sound)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if average is not None:
+            average.update_parameters(model)
+        if log_every and step % log_every == 0:
+            print(f"step {step} loss {loss.item():.4f}", flush=True)
+    return (model if average is None else average.module).eval()
+
+
+def generate_micro(
+    model: SkyReelsV4Transformer3DModel,
+    seed: int,
+    *,
+    audio: bool = True,
+    frames: int = FRAMES,
+    steps: int = 20,
+    shift: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One clip from noise through `pipelines/denoising.denoise` (Euler, no guidance): video latents `(C, F, 8, 8)`
+    and, with `audio`, audio latents `(C_a, F * AUDIO_PER_FRAME)`."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, CHANNELS, frames, GRID, GRID, generator=generator)
+
+    def stream(name, latents, inputs, output, timestep, **condition):
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+        scheduler.set_timesteps(steps)
+        return LatentStream(
+            name, latents, inputs, output, timestep, scheduler=scheduler, timesteps=scheduler.timesteps, **condition
+        )
+
+    streams = [
+        stream("latents", noise, "hidden_states", "sample", "timestep", condition=video_input(noise)[:, CHANNELS:])
+    ]
+    if audio:
+        audio_noise = torch.randn(1, AUDIO_CHANNELS, frames * AUDIO_PER_FRAME, generator=generator)
+        streams.append(stream("audio_latents", audio_noise, "audio_hidden_states", "audio_sample", "audio_timestep"))
+    with torch.no_grad():
+        out = denoise(model, streams, PassInputs({"encoder_hidden_states": PROMPT}))
+    return out["latents"][0], out["audio_latents"][0] if audio else None

@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import sys
+import time
 
 import numpy as np
 import torch
@@ -530,7 +531,7 @@ def record_step(accelerator, args, progress, losses: list, log_path: str, step: 
     losses.append(loss)
     if accelerator.is_main_process:
         with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "loss": loss, "task": task}) + "\n")
+            f.write(json.dumps({"step": step, "loss": loss, "task": task, "time": round(time.time(), 3)}) + "\n")
     accelerator.log({"loss": loss, "lr": lr_scheduler.get_last_lr()[0]}, step=step)
     if step % args.logging_steps == 0:
         progress.set_postfix(loss=float(np.mean(losses[-args.logging_steps :])))
