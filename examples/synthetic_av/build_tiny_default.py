@@ -4,8 +4,9 @@
 
 Stages (each skipped when its output already exists in `--work_dir`, so an interrupted build resumes; the training
 stages also resume from their latest checkpoint). To continue a run on another machine or in another session, keep
-its `vaes/` and `base/` (the joint model's latest checkpoint) and pass them with `--resume_from`: a fresh `--work_dir`
-starts from them, rebuilds the rest, which is deterministic, and continues training exactly where the run stopped:
+its `vaes/`, `base/` and `continued/` (the joint model's latest checkpoints) and pass them with `--resume_from`: a
+fresh `--work_dir` starts from them, rebuilds the rest, which is deterministic, and continues training exactly where
+the run stopped:
 
 1. `train_tiny_vaes.py`: the video VAE (an image `AutoencoderKL`, applied per frame) and the audio VAE
    (`AutoencoderOobleck`, 8 kHz);
@@ -15,7 +16,8 @@ starts from them, rebuilds the rest, which is deterministic, and continues train
    64x64, encoded by `examples/training/precompute_latents.py`'s `encode_clip` (no lossy MP4 round trip for the
    soundtracks);
 4. the joint model: `examples/training/train_skyreels_v4.py`, full training with EMA, all tasks including
-   video-to-audio and audio-to-video, with independent video and audio noise for part of the samples;
+   video-to-audio and audio-to-video, with independent video and audio noise for part of the samples; then a
+   continuation run from it with the extension tasks that keep a clean audio prefix weighted up (`--continuation_steps`);
 5. the Refiner (2x super-resolution, VSA): 128x128 clips encoded the same way, then the same script with `--refiner`,
    on crops;
 6. the final folder (the Refiner in its `refiner/` subfolder), its metrics from `evaluate.py` on the test seeds, and
@@ -64,6 +66,14 @@ TASK_RATIOS = (
     "audio_reference=0.025,v2a=0.125,a2v=0.125"
 )
 INDEPENDENT_NOISE_RATIO = 0.3
+# Continuation (long-form chaining): after the base run, more steps with the extension tasks that keep a clean audio
+# prefix (extension: the first frames and the matching audio; audio_extension: the audio alone) weighted up, so the
+# model learns to continue a soundtrack as well as a picture.
+CONTINUATION_TASK_RATIOS = (
+    "t2av=0.3,t2v=0.05,t2a=0.05,i2v=0.1,interpolation=0.05,extension=0.15,audio_extension=0.075,edit=0.05,"
+    "reference_images=0.025,audio_reference=0.025,v2a=0.125,a2v=0.125"
+)
+CONTINUATION_LEARNING_RATE = 2e-4
 VIDEO_VAE_STEPS, AUDIO_VAE_STEPS, AUDIO_VAE_POLISH_STEPS = 1000, 3000, 600
 
 
@@ -121,15 +131,16 @@ def build_initial_pipeline(vae_dir: str, out: str, refiner_out: str, seed: int) 
 
 
 def seed_work_dir(run_state: str, work_dir: str) -> None:
-    """Copy a saved run state (`vaes/`, `base/checkpoint-*`, `base/loss.jsonl`) into a fresh work dir. Everything
-    else is rebuilt deterministically from the seeds: the initial pipeline (its random text encoder and towers are
+    """Copy a saved run state (`vaes/`; `base/` and `continued/`: `checkpoint-*`, `loss.jsonl`) into a fresh work
+    dir. Everything else is rebuilt deterministically from the seeds: the initial pipeline (its random text encoder and towers are
     byte-identical on a rebuild) and the encoded world clips."""
     if not os.path.isdir(os.path.join(run_state, "vaes", "audio_vae")):
         raise SystemExit(f"--resume_from {run_state!r} has no vaes/audio_vae: not a saved run state.")
     print(f"resuming the run saved in {run_state}", flush=True)
     shutil.copytree(os.path.join(run_state, "vaes"), os.path.join(work_dir, "vaes"))
-    if os.path.isdir(os.path.join(run_state, "base")):
-        shutil.copytree(os.path.join(run_state, "base"), os.path.join(work_dir, "base"))
+    for stage in ("base", "continued"):
+        if os.path.isdir(os.path.join(run_state, stage)):
+            shutil.copytree(os.path.join(run_state, stage), os.path.join(work_dir, stage))
 
 
 def drop_local_paths(folder: str) -> None:
@@ -184,6 +195,7 @@ def main() -> None:
     parser.add_argument("--num_clips", type=int, default=3000)
     parser.add_argument("--num_refiner_clips", type=int, default=600)
     parser.add_argument("--train_steps", type=int, default=6000)
+    parser.add_argument("--continuation_steps", type=int, default=1000, help="0: ship the base run as it is")
     parser.add_argument("--refiner_steps", type=int, default=3000)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -223,11 +235,8 @@ def main() -> None:
         encode_world_clips(work("init"), work("latents64"), args.num_clips, SIZE, None)
 
     train = os.path.join(TRAINING, "train_skyreels_v4.py")
-    schedule = [
-        "--lr_scheduler",
-        "cosine",
-        "--lr_warmup_steps",
-        "200",
+    cosine = ["--lr_scheduler", "cosine", "--lr_warmup_steps", "200"]
+    common = [
         "--train_batch_size",
         str(args.batch_size),
         "--seed",
@@ -241,9 +250,8 @@ def main() -> None:
         "--use_ema",
         "--ema_decay",
         "0.995",
-        "--pretrained_model_name_or_path",
-        work("init"),
     ]
+    schedule = [*cosine, *common, "--pretrained_model_name_or_path", work("init")]
     threads = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     if not os.path.isfile(work("base", "model_index.json")):
         run(
@@ -265,6 +273,36 @@ def main() -> None:
             ],
             env=threads,
         )
+
+    joint = work("base")
+    if args.continuation_steps:
+        joint = work("continued")
+        if not os.path.isfile(work("continued", "model_index.json")):
+            run(
+                [
+                    train,
+                    "--train_latents",
+                    work("latents64"),
+                    "--output_dir",
+                    joint,
+                    "--max_train_steps",
+                    str(args.continuation_steps),
+                    "--learning_rate",
+                    str(CONTINUATION_LEARNING_RATE),
+                    "--task_ratios",
+                    CONTINUATION_TASK_RATIOS,
+                    "--independent_noise_ratio",
+                    str(INDEPENDENT_NOISE_RATIO),
+                    "--lr_scheduler",
+                    "constant_with_warmup",
+                    "--lr_warmup_steps",
+                    "50",
+                    *common,
+                    "--pretrained_model_name_or_path",
+                    work("base"),  # the base run's (EMA) weights
+                ],
+                env=threads,
+            )
 
     if not os.path.isfile(work("latents128", "latents.safetensors")):
         encode_world_clips(work("init"), work("latents128"), args.num_refiner_clips, REFINER_SIZE, 2)
@@ -300,7 +338,7 @@ def main() -> None:
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     shutil.copytree(
-        work("base"),
+        joint,
         args.out,
         ignore=shutil.ignore_patterns("checkpoint-*", "validation", "logs", "*.jsonl", "README.md"),
     )
@@ -358,6 +396,18 @@ def target_status(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def continuation_text(args) -> str:
+    """The model card's sentence on the continuation run (empty without one)."""
+    if not args.continuation_steps:
+        return ""
+    return (
+        f"Then a continuation run of {args.continuation_steps} steps from its EMA weights (AdamW "
+        f"{CONTINUATION_LEARNING_RATE:g}, constant after 50 warm-up steps, EMA 0.995) with the tasks that keep a clean "
+        f"audio prefix weighted up, so that the model continues a soundtrack across chained windows: "
+        f"`{CONTINUATION_TASK_RATIOS}`. "
+    )
+
+
 def write_model_card(args, metrics: dict) -> None:
     from evaluate import metrics_table  # noqa: E402
 
@@ -397,14 +447,16 @@ python examples/synthetic_av/build_tiny_default.py --work_dir runs/tiny --out pi
 {args.num_clips} training clips for the joint model (seeds from 1,000,000 up) and {args.num_refiner_clips} at
 {REFINER_SIZE}x{REFINER_SIZE} for the Refiner. The joint model: {args.train_steps} steps (batch {args.batch_size},
 AdamW 1e-3, cosine, EMA 0.995) on every task, with the video and audio noise levels drawn independently for
-{INDEPENDENT_NOISE_RATIO:.0%} of the samples; task shares `{TASK_RATIOS}`. The Refiner: {args.refiner_steps} steps
+{INDEPENDENT_NOISE_RATIO:.0%} of the samples; task shares `{TASK_RATIOS}`. {continuation_text(args)}The Refiner: {args.refiner_steps} steps
 (5e-4, sparsity ramped to 0.5). Before them, {VIDEO_VAE_STEPS} steps for the video VAE and
 {AUDIO_VAE_STEPS} + {AUDIO_VAE_POLISH_STEPS} for the audio VAE. All on a 2-core CPU.
 
 ## Metrics ({args.eval_seeds} held-out test seeds {metrics.get("seeds", "")}, `examples/synthetic_av/evaluate.py`)
 
 No training clip and no tuning decision used these seeds. A chance level is the same score with each clip's output
-paired with another clip's truth.
+paired with another clip's truth. The guidance behind these figures: classifier-free guidance 5 on both modalities
+(`evaluate.py`'s default) and the other terms off (`stg_scale=0`, `modality_scale=1`, `guidance_rescale=0`, the
+pipeline's defaults; the repository README, "Multimodal guidance", says why).
 
 {metrics_table(metrics)}
 
