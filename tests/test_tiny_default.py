@@ -204,7 +204,10 @@ def test_a_saved_run_state_seeds_a_fresh_work_dir(tmp_path):
     (state / "vaes" / "audio_vae" / "config.json").write_text("{}")
     (state / "base" / "checkpoint-250").mkdir(parents=True)
     (state / "base" / "checkpoint-250" / "model.safetensors").write_bytes(b"weights")
+    (state / "continued" / "checkpoint-500").mkdir(parents=True)
+    (state / "continued" / "checkpoint-500" / "model.safetensors").write_bytes(b"continued")
     build.seed_work_dir(str(state), str(tmp_path / "work"))
+    assert (tmp_path / "work" / "continued" / "checkpoint-500" / "model.safetensors").read_bytes() == b"continued"
     assert (tmp_path / "work" / "vaes" / "audio_vae" / "config.json").read_text() == "{}"
     assert (tmp_path / "work" / "base" / "checkpoint-250" / "model.safetensors").read_bytes() == b"weights"
     with pytest.raises(SystemExit, match="not a saved run state"):
