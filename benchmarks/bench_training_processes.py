@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TRAIN = os.path.join(ROOT, "examples", "training", "train_skyreels_v4.py")
 DDP_CONFIG = os.path.join(ROOT, "examples", "training", "accelerate_configs", "ddp.yaml")
 WARMUP_STEPS = 3
+# (processes, threads per process) of each setting; the first is the reference.
+SETTINGS = {"1 process x 1 thread": (1, 1), "2 processes x 1 thread": (2, 1), "1 process x 2 threads": (1, 2)}
 
 
 def encode_clips(pipeline: str, out: str, count: int) -> None:
@@ -35,14 +36,7 @@ def encode_clips(pipeline: str, out: str, count: int) -> None:
     encode_world_clips(pipeline, out, count, SIZE, None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def samples_per_second(setting: str, args, latents: str, out: str) -> float:
-    processes, threads = {"1 process x 1 thread": (1, 1), "1 process x 2 threads": (1, 2)}.get(setting, (2, 1))
+def samples_per_second(processes: int, threads: int, args, latents: str, out: str) -> float:
     train_args = [
         "--pretrained_model_name_or_path",
         args.pipeline,
@@ -59,10 +53,9 @@ def samples_per_second(setting: str, args, latents: str, out: str) -> float:
         str(10**6),
     ]
     command = [sys.executable, TRAIN, *train_args]
-    if processes == 2:
-        port = str(free_port())
-        launch = ["-m", "accelerate.commands.launch", "--config_file", DDP_CONFIG, "--num_processes", "2"]
-        command = [sys.executable, *launch, "--main_process_port", port, TRAIN, *train_args]
+    if processes > 1:  # port 0: Accelerate picks a free one
+        launch = ["-m", "accelerate.commands.launch", "--config_file", DDP_CONFIG, "--num_processes", str(processes)]
+        command = [sys.executable, *launch, "--main_process_port", "0", TRAIN, *train_args]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ACCELERATE_USE_CPU": "true"}
     subprocess.run(command, env=env, check=True, capture_output=True)
     with open(os.path.join(out, "loss.jsonl"), encoding="utf-8") as f:
@@ -86,23 +79,23 @@ def main() -> None:
             f"`--steps` must exceed {WARMUP_STEPS}, `--batch_size` be even and `--rounds` >= 1; got {args.steps}, "
             f"{args.batch_size} and {args.rounds}."
         )
-    settings = ("1 process x 1 thread", "2 processes x 1 thread", "1 process x 2 threads")
-    rates = {setting: [] for setting in settings}
+    rates = {setting: [] for setting in SETTINGS}
     with tempfile.TemporaryDirectory() as work:
         latents = os.path.join(work, "latents")
         encode_clips(args.pipeline, latents, args.clips)
         for round_ in range(args.rounds):
-            for setting in settings:
-                out = os.path.join(work, f"run{round_}-{settings.index(setting)}")
-                rates[setting].append(samples_per_second(setting, args, latents, out))
+            for index, (setting, (processes, threads)) in enumerate(SETTINGS.items()):
+                out = os.path.join(work, f"run{round_}-{index}")
+                rates[setting].append(samples_per_second(processes, threads, args, latents, out))
                 print(f"round {round_}: {setting}: {rates[setting][-1]:.2f} samples/s", flush=True)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    base = max(rates["1 process x 1 thread"])
-    for setting in settings:
+    reference, *others = SETTINGS
+    base = max(rates[reference])
+    for setting in SETTINGS:
         best = max(rates[setting])
         print(f"{setting:24s} best {best:6.2f} samples/s (global batch {args.batch_size})")
-        if setting != "1 process x 1 thread":
-            report(f"training samples/s, {setting} vs 1 process x 1 thread", f"{best / base:.2f}x")
+        if setting in others:
+            report(f"training samples/s, {setting} vs {reference}", f"{best / base:.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ video latent timeline, the per-modality timesteps (a given video at timestep 0),
 cross-attentions, and the denoising loop's handling of a given stream.
 
 The micro world and model are `examples/synthetic_av/micro_world.py` (latent space, no VAE: a dot bouncing in an 8x8
-frame, a click at each bounce). Training takes about a minute per model on one CPU thread (1000 steps of 16 clips); the micro model was sized on separate dev seeds.
+frame, a click at each bounce). Training takes about a minute per model on one CPU thread (1000 steps of 16 clips);
+the micro model was sized on separate dev seeds.
 """
 
 import numpy as np

@@ -13,9 +13,7 @@ micro = load_script("micro_world", "examples/synthetic_av")
 
 def test_world_clips_have_no_jumps_and_no_reversals_away_from_the_walls():
     args = SimpleNamespace(frames=16, speed=(0.5, 0.9))
-    scores = [
-        probe.motion(*probe.track(probe.clips([seed], args)[0]), args.speed) for seed in range(3_000_000, 3_000_016)
-    ]
+    scores = [probe.scored_motion(probe.clips([seed], args)[0], args) for seed in range(3_000_000, 3_000_016)]
     assert all(s["jumps"] == 0 and s["reversals_away_from_walls"] == 0 and s["faint_frames"] == 0 for s in scores)
     assert 0 < np.mean([s["reversals"] for s in scores]) < 4  # the bounces themselves
     # The tracker's centroid is biased near the walls (the dot is cut off there): measured at most 0.3 cells.
@@ -37,6 +35,6 @@ def test_a_dot_drawn_afresh_each_frame_jumps_and_turns_in_mid_box():
     # Each frame of the shuffled clip comes from another clip: the incoherence the probe exists to measure.
     frames = [micro.micro_clip(seed)[0][:, 0] for seed in range(16)]
     video = torch.stack(frames, dim=1)
-    scores = probe.motion(*probe.track(video), (0.5, 0.9))
+    scores = probe.scored_motion(video, SimpleNamespace(speed=(0.5, 0.9)))
     assert scores["jumps"] >= 4 and scores["reversals_away_from_walls"] >= 2  # measured: 11 and 11
     assert scores["coherent"] == 0.0 and scores["path_rms_residual"] > 1.5, scores

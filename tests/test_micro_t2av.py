@@ -7,8 +7,9 @@ decision used.
 It guards what the recipe reaches today, not the issue's targets (a residual of at most one cell with no jump, and
 80% of bounces with a click), which it does not meet (README, "Why, in the micro world"): the dot stays near a path
 the world could make (a position drawn afresh each frame is 3 cells off and turns 11 times per clip in mid-box), and
-the clicks land on that path's wall hits well above chance. Breaking the video's temporal positions or the
-cross-modal path drops these to the afresh and chance levels.
+the clicks land on that path's wall hits well above chance. What breaks them, measured on ablations trained 1500
+steps beside a full model trained the same (README): without the video's temporal RoPE, 10.8 turns in mid-box and
+6.9 jumps per clip (full: 2.1 and 1.2); with the cross-attention frozen, sync 8.7 points over chance (full: 21).
 """
 
 import os
@@ -53,8 +54,11 @@ def test_the_generated_clicks_land_on_the_generated_wall_hits_above_chance(score
 
 
 def test_the_script_trains_saves_and_reloads_every_variant(tmp_path):
-    torch.set_num_threads(1)
-    micro_t2av.main(["--out", str(tmp_path), "--steps", "2", "--samples", "2"])
+    threads = torch.get_num_threads()
+    try:
+        micro_t2av.main(["--out", str(tmp_path), "--steps", "2", "--samples", "2"])  # sets one thread
+    finally:
+        torch.set_num_threads(threads)
     for variant in micro_t2av.VARIANTS:
         model, recipe = micro_t2av.load(str(tmp_path), variant)
         assert recipe["steps"] == 2 and not model.training

@@ -17,7 +17,8 @@ the run stopped:
    soundtracks);
 4. the joint model: `examples/training/train_skyreels_v4.py`, full training with EMA, all tasks including
    video-to-audio and audio-to-video, with independent video and audio noise for part of the samples; then a
-   continuation run from it with the extension tasks that keep a clean audio prefix weighted up (`--continuation_steps`);
+   continuation run from it with the extension tasks that keep a clean audio prefix weighted up
+   (`--continuation_steps`);
 5. the Refiner (2x super-resolution, VSA): 128x128 clips encoded the same way, then the same script with `--refiner`,
    on crops;
 6. the final folder (the Refiner in its `refiner/` subfolder), its metrics from `evaluate.py` on the test seeds, and
@@ -132,8 +133,8 @@ def build_initial_pipeline(vae_dir: str, out: str, refiner_out: str, seed: int) 
 
 def seed_work_dir(run_state: str, work_dir: str) -> None:
     """Copy a saved run state (`vaes/`; `base/` and `continued/`: `checkpoint-*`, `loss.jsonl`) into a fresh work
-    dir. Everything else is rebuilt deterministically from the seeds: the initial pipeline (its random text encoder and towers are
-    byte-identical on a rebuild) and the encoded world clips."""
+    dir. Everything else is rebuilt deterministically from the seeds: the initial pipeline (its random text encoder
+    and towers are byte-identical on a rebuild) and the encoded world clips."""
     if not os.path.isdir(os.path.join(run_state, "vaes", "audio_vae")):
         raise SystemExit(f"--resume_from {run_state!r} has no vaes/audio_vae: not a saved run state.")
     print(f"resuming the run saved in {run_state}", flush=True)
@@ -253,56 +254,47 @@ def main() -> None:
     ]
     schedule = [*cosine, *common, "--pretrained_model_name_or_path", work("init")]
     threads = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    if not os.path.isfile(work("base", "model_index.json")):
+
+    def train_joint(output: str, pretrained: str, steps: int, learning_rate: float, ratios: str, lr_schedule: list):
+        """A joint-model run on the 64x64 clips, skipped when `output` is already a finished pipeline folder."""
+        if os.path.isfile(os.path.join(output, "model_index.json")):
+            return
         run(
             [
                 train,
                 "--train_latents",
                 work("latents64"),
                 "--output_dir",
-                work("base"),
+                output,
+                "--pretrained_model_name_or_path",
+                pretrained,
                 "--max_train_steps",
-                str(args.train_steps),
+                str(steps),
                 "--learning_rate",
-                str(args.learning_rate),
+                str(learning_rate),
                 "--task_ratios",
-                TASK_RATIOS,
+                ratios,
                 "--independent_noise_ratio",
                 str(INDEPENDENT_NOISE_RATIO),
-                *schedule,
+                *lr_schedule,
+                *common,
             ],
             env=threads,
         )
 
+    train_joint(work("base"), work("init"), args.train_steps, args.learning_rate, TASK_RATIOS, cosine)
     joint = work("base")
-    if args.continuation_steps:
+    if args.continuation_steps:  # from the base run's (EMA) weights
         joint = work("continued")
-        if not os.path.isfile(work("continued", "model_index.json")):
-            run(
-                [
-                    train,
-                    "--train_latents",
-                    work("latents64"),
-                    "--output_dir",
-                    joint,
-                    "--max_train_steps",
-                    str(args.continuation_steps),
-                    "--learning_rate",
-                    str(CONTINUATION_LEARNING_RATE),
-                    "--task_ratios",
-                    CONTINUATION_TASK_RATIOS,
-                    "--independent_noise_ratio",
-                    str(INDEPENDENT_NOISE_RATIO),
-                    "--lr_scheduler",
-                    "constant_with_warmup",
-                    "--lr_warmup_steps",
-                    "50",
-                    *common,
-                    "--pretrained_model_name_or_path",
-                    work("base"),  # the base run's (EMA) weights
-                ],
-                env=threads,
-            )
+        constant = ["--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", "50"]
+        train_joint(
+            joint,
+            work("base"),
+            args.continuation_steps,
+            CONTINUATION_LEARNING_RATE,
+            CONTINUATION_TASK_RATIOS,
+            constant,
+        )
 
     if not os.path.isfile(work("latents128", "latents.safetensors")):
         encode_world_clips(work("init"), work("latents128"), args.num_refiner_clips, REFINER_SIZE, 2)

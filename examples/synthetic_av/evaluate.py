@@ -158,6 +158,11 @@ def onset_precision(bounces: list[float], onsets: list[float], fps: float) -> fl
     return float(np.mean([min(abs(o - b) for b in bounces) <= 1 / fps for o in onsets]))
 
 
+def mismatched_pairs(truths: list, found: list) -> list[tuple]:
+    """Every clip's truth paired with every other clip's output: what chance levels are scored on."""
+    return [(truths[i], found[j]) for i in range(len(truths)) for j in range(len(found)) if i != j]
+
+
 def sync_summary(pairs, fps: float) -> dict:
     """Sync metrics over clips, from (bounce times, onset times) pairs."""
     errors, within, precision = [], [], []
@@ -411,13 +416,10 @@ def evaluate_t2av(pipe, seeds, call_kwargs) -> dict:
     others = [
         knock_matches(audio[i], sample_rate, onsets[i], *captions[(i + 1) % len(audio)]) for i in range(len(audio))
     ]
-    mismatched = [(bounces[i], onsets[j]) for i in range(len(onsets)) for j in range(len(onsets)) if i != j]
-    chance = sync_summary(mismatched, fps)
+    chance = sync_summary(mismatched_pairs(bounces, onsets), fps)
     # The sound cannot follow turns the world never makes: the sync at the generated turns that are at walls alone.
     at_walls = sync_summary(zip(wall_bounces, onsets), fps)
-    at_walls_chance = sync_summary(
-        [(wall_bounces[i], onsets[j]) for i in range(len(onsets)) for j in range(len(onsets)) if i != j], fps
-    )
+    at_walls_chance = sync_summary(mismatched_pairs(wall_bounces, onsets), fps)
     radii = np.array(radii)
 
     def rate(lists) -> float:
@@ -478,9 +480,7 @@ def evaluate_cross_modal(pipe, seeds, call_kwargs) -> dict:
 
     def scored(found, name):
         matched = sync_summary(zip(truth, found), fps)
-        others = sync_summary(
-            [(truth[i], found[j]) for i in range(len(truth)) for j in range(len(truth)) if i != j], fps
-        )
+        others = sync_summary(mismatched_pairs(truth, found), fps)
         return {
             f"{name}_within_one_frame": matched["sync_within_one_frame"],
             f"{name}_within_one_frame_chance": others["sync_within_one_frame"],

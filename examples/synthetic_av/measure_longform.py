@@ -154,9 +154,8 @@ def measure(pipe, seeds, settings, windows, overlap, call_kwargs) -> dict:
             bounds = [round(begin / fps * sample_rate) for begin in [*starts, len(frames)]]
             levels.append([rms_db(audio[a:b]) for a, b in zip(bounds, bounds[1:])])
             pairs.append((evaluate.bounce_times_from_video(frames, fps), evaluate.audio_onsets(audio, sample_rate)))
-        mismatched = [(pairs[i][0], pairs[j][1]) for i in range(len(pairs)) for j in range(len(pairs)) if i != j]
         sync = evaluate.sync_summary(pairs, fps)
-        chance = evaluate.sync_summary(mismatched, fps)
+        chance = evaluate.sync_summary(evaluate.mismatched_pairs(*zip(*pairs)), fps)
         row = {f"join_{key}": float(np.mean(values)) if values else float("nan") for key, values in joins.items()}
         row.update(
             {f"inside_{key}": float(np.mean(values)) if values else float("nan") for key, values in inside.items()}

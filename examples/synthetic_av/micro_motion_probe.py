@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from micro_world import (  # noqa: E402
     PROMPT,
+    fit_generated,
     generate_micro,
     micro_clip,
     micro_model,
@@ -96,6 +97,11 @@ def generate(model, seed: int, args) -> torch.Tensor:
     return generate_micro(model, seed, audio=False, frames=args.frames, steps=args.sample_steps, shift=args.shift)[0]
 
 
+def scored_motion(video: torch.Tensor, args) -> dict:
+    positions, peaks = track(video)
+    return motion(positions, peaks, fit_generated(positions, tuple(args.speed))[0])
+
+
 def mean_scores(rows: list[dict]) -> dict:
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
@@ -147,9 +153,9 @@ def main() -> None:
             save_file(model.state_dict(), args.save)
     train_seconds = time.perf_counter() - start
     denoiser = denoiser_scores(model, args)
-    speed = tuple(args.speed)
-    generated = [motion(*track(generate(model, SAMPLE_SEED + i, args)), speed) for i in range(args.samples)]
-    world = [motion(*track(clips([TEST_SEED + i], args)[0]), speed) for i in range(args.samples)]
+    videos = [generate(model, SAMPLE_SEED + i, args) for i in range(args.samples)]
+    generated = [scored_motion(video, args) for video in videos]
+    world = [scored_motion(clips([TEST_SEED + i], args)[0], args) for i in range(args.samples)]
     result = {
         "args": vars(args),
         "train_seconds": round(train_seconds, 1),

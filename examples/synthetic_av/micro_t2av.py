@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from micro_world import (  # noqa: E402
     click_onsets,
-    fit_path,
+    fit_generated,
     generate_micro,
     micro_model,
     motion,
@@ -80,13 +80,13 @@ def load(folder: str, variant: str):
 
 def score(model, recipe: dict, samples: int, sample_steps: int = 20) -> dict:
     """Motion and sync of `samples` clips generated from noise, with sync's chance level."""
-    speed = tuple(recipe["speed_range"])
     rows, bounces, onsets = [], [], []
     for i in range(samples):
         video, audio = generate_micro(model, SAMPLE_SEED + i, steps=sample_steps)
         positions, peaks = track(video)
-        rows.append(motion(positions, peaks, speed))
-        bounces.append(fit_path(positions, (max(0.0, 0.9 * speed[0]), 1.1 * speed[1] + 0.01))[1])
+        fitted, wall_hits = fit_generated(positions, tuple(recipe["speed_range"]))
+        rows.append(motion(positions, peaks, fitted))
+        bounces.append(wall_hits)
         onsets.append(click_onsets(audio))
 
     def sync(pairs) -> float:

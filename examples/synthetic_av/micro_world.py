@@ -8,6 +8,8 @@ two audio latents. `tests/test_learnability.py` trains on it (video-to-audio); `
 model learns about motion (text-to-video).
 """
 
+import functools
+
 import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
@@ -56,12 +58,19 @@ def bounce_path(start: np.ndarray, velocity: np.ndarray, num_frames: int) -> np.
     return 0.5 + np.where(unfolded <= span, unfolded, 2 * span - unfolded)
 
 
-def fit_path(track: np.ndarray, speed_range: tuple[float, float] = SPEED_RANGE) -> tuple[np.ndarray, list[float]]:
-    """The world path nearest to a `(F, 2)` track (least squares over a fine grid of starts and speeds, each axis on
-    its own as the world moves them); returns its positions `(F, 2)` and its bounce times in frames."""
+@functools.lru_cache(maxsize=8)
+def path_bank(speed_range: tuple[float, float], num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every world path along one axis on a fine grid of starts (0.02 cells) and speeds (0.005 cells per frame, both
+    directions) within `speed_range`: `(starts, velocities, paths (N, num_frames))`, made once per range and length."""
     starts, speeds = np.meshgrid(np.arange(0.5, GRID - 0.5 + 1e-9, 0.02), np.arange(*speed_range, 0.005))
     starts, velocities = np.concatenate([starts.ravel()] * 2), np.concatenate([speeds.ravel(), -speeds.ravel()])
-    paths = bounce_path(starts, velocities, len(track))
+    return starts, velocities, bounce_path(starts, velocities, num_frames)
+
+
+def fit_path(track: np.ndarray, speed_range: tuple[float, float] = SPEED_RANGE) -> tuple[np.ndarray, list[float]]:
+    """The world path nearest to a `(F, 2)` track (least squares over `path_bank`, each axis on its own as the world
+    moves them); returns its positions `(F, 2)` and its bounce times in frames."""
+    starts, velocities, paths = path_bank(tuple(speed_range), len(track))
     fitted, bounces, span = np.empty_like(track), [], GRID - 1.0
     for axis in range(2):
         best = int(np.argmin(((paths - track[:, axis]) ** 2).sum(1)))
@@ -72,6 +81,12 @@ def fit_path(track: np.ndarray, speed_range: tuple[float, float] = SPEED_RANGE) 
         times = (crossings - offset) / velocity
         bounces += [float(t) for t in times if 0 < t < len(track) - 1]
     return fitted, sorted(bounces)
+
+
+def fit_generated(track: np.ndarray, speed_range: tuple[float, float]) -> tuple[np.ndarray, list[float]]:
+    """`fit_path` for a generated track: speeds within 10% of the world's `speed_range`."""
+    low, high = speed_range
+    return fit_path(track, (max(0.0, 0.9 * low), 1.1 * high + 0.01))
 
 
 def track(video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -87,13 +102,11 @@ def track(video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return np.array(positions), np.array(peaks)
 
 
-def motion(positions: np.ndarray, peaks: np.ndarray, speed_range: tuple[float, float]) -> dict:
-    """Reversals, jumps and faint frames of a track, and its residual from the nearest world path (speeds within 10%
-    of the world's range): RMS and largest per frame, in cells; coherent when the largest is at most one cell and
+def motion(positions: np.ndarray, peaks: np.ndarray, fitted: np.ndarray) -> dict:
+    """Reversals, jumps and faint frames of a track, and its residual from `fitted`, the nearest world path
+    (`fit_generated`): RMS and largest per frame, in cells; coherent when the largest is at most one cell and
     nothing jumps."""
     steps = np.diff(positions, axis=0)
-    low, high = speed_range
-    fitted, _ = fit_path(positions, (max(0.0, 0.9 * low), 1.1 * high + 0.01))
     residual = np.linalg.norm(positions - fitted, axis=1)
     jumps = int((np.linalg.norm(steps, axis=1) > 2.0).sum())
     reversals = away = 0
