@@ -44,7 +44,13 @@ def main() -> int:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     try:
+        # Diffusers copies a folder's pipeline stub into a shared module cache as it loads: rank 0 loads first, so the
+        # others never read a half-written copy (seen once in CI as a missing `SkyReelsV4Pipeline` on rank 1).
+        if rank != 0:
+            dist.barrier()
         pipe = load_pipeline(args.model, args.dtype, device)
+        if rank == 0:
+            dist.barrier()
         pipe.transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world_size))
         if rank == 0:
             print(f"context parallelism: Ulysses over {world_size} processes ({dist.get_backend()})")
