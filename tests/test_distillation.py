@@ -156,10 +156,103 @@ def test_distillation_brings_the_k_step_student_closer_to_the_teacher_than_the_t
     assert after < 0.5 * teacher_k and after < 0.5 * before, (after, teacher_k, before)
 
 
+def dmd_setup(setup, tmp_path, *extra):
+    """The tiny pipeline as teacher, a student with a fresh LoRA and a critic (the teacher plus its own fresh LoRA),
+    as `main` builds them for `--method dmd`."""
+    import copy
+
+    from skyreels_diffusers import SkyReelsV4Pipeline
+
+    argv = [str(a) for a in common(setup, tmp_path, 1)] + ["--method", "dmd", *extra]
+    argv[argv.index("--task_ratios") + 1] = "t2av=1,v2a=1,a2v=1,extension=1"
+    args = distill.parse_args(argv)
+    pipe = SkyReelsV4Pipeline.from_pretrained(setup[0] / "pipe")
+    pipe.transformer.requires_grad_(False).eval()
+    args.shift = pipe.scheduler.config.shift
+    data = distill.load_training_data(args, pipe)
+    null = (data["null_prompt_embeds"][0], data["null_prompt_attention_mask"][0].bool())
+    teacher = copy.deepcopy(pipe.transformer)
+    critic = copy.deepcopy(pipe.transformer)
+    distill.add_lora(critic, args)
+    distill.add_lora(pipe.transformer, args)
+    return args, pipe, data, null, teacher, critic
+
+
+@pytest.mark.parametrize("task", ["t2av", "v2a", "a2v", "extension"])
+def test_dmd_pulls_the_student_only_toward_the_guided_teacher(setup, tmp_path, task):
+    """DMD's gradient is the fake score minus the real one. A fresh critic is the teacher itself, so without guidance
+    the student gets no gradient at all (it already is the teacher); with the teacher's CFG it does, and only its
+    LoRA (the teacher and the critic stay as they are)."""
+    args, pipe, data, null, teacher, critic = dmd_setup(setup, tmp_path)
+    sigmas = distill.student_sigmas(pipe, args.num_student_steps)
+    entries, intervals = [0, 1], torch.tensor([0, 1])
+
+    def loss_at(guidance):
+        args.teacher_guidance_scale = args.teacher_audio_guidance_scale = guidance
+        noise = {stream: distill.dmd_noise(args, 0, stream, range(2)) for stream in (distill.DMD_START, 1)}
+        return distill.dmd_generator_loss(
+            pipe.transformer, critic, teacher, task, entries, intervals, noise, data, null, pipe, sigmas, args
+        )
+
+    unguided, _, _ = loss_at(1.0)
+    assert unguided.item() == 0.0
+    guided, inputs, x0 = loss_at(5.0)
+    guided.backward()
+    student = [p for n, p in pipe.transformer.named_parameters() if "lora_B" in n]
+    assert guided.item() > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in student)
+    assert all(p.grad is None for p in [*critic.parameters(), *teacher.parameters()])
+    assert (
+        x0.keys()
+        == {"t2av": {"video", "audio"}, "v2a": {"audio"}, "a2v": {"video"}, "extension": {"video", "audio"}}[task]
+    )
+    fake = distill.critic_loss(
+        critic, task, inputs, x0, distill.dmd_noise(args, 0, distill.DMD_CRITIC, range(2)), args
+    )
+    assert torch.isfinite(fake) and fake.item() > 0
+
+
+@pytest.mark.slow
+def test_dmd_trains_student_and_critic_writes_a_lora_and_resumes_exactly(setup, tmp_path):
+    from safetensors.torch import load_file
+
+    dmd = ["--method", "dmd", "--critic_updates", "2"]
+    run_in_process(distill.main, [*common(setup, tmp_path / "a", 4), *dmd])
+    full = losses(tmp_path / "a")
+    assert [r["step"] for r in full] == [1, 2, 3, 4] and all(r["critic_loss"] > 0 for r in full)
+    assert not (tmp_path / "a" / distill.BANK_FILE).exists()  # DMD needs no teacher trajectories
+    assert "DMD2-style distribution matching" in (tmp_path / "a" / "README.md").read_text()
+    weights = load_file(tmp_path / "a" / distill.LORA_FILE)
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+
+    # Resumed from checkpoint-2: the student, the critic and both optimisers continue to the last bit.
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    run_in_process(distill.main, [*common(setup, tmp_path / "b", 4), *dmd, "--resume_from_checkpoint", "latest"])
+    resumed = losses(tmp_path / "b")
+    for key in ("step", "task", "loss", "critic_loss"):
+        assert [r[key] for r in resumed] == [r[key] for r in full[2:]], key
+    again = load_file(tmp_path / "b" / distill.LORA_FILE)
+    assert all(torch.equal(again[k], weights[k]) for k in weights)
+
+    # `--init_lora` starts the student from a saved LoRA of the same layers and rank, and refuses another rank.
+    args, pipe, *_ = dmd_setup(setup, tmp_path / "c", "--init_lora", str(tmp_path / "a"))
+    distill.load_student_lora(pipe.transformer, str(tmp_path / "a"))
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(pipe.transformer)
+    assert all(torch.equal(state[k.removeprefix("transformer.")], v) for k, v in weights.items())
+    _, other, *_ = dmd_setup(setup, tmp_path / "d", "--lora_rank", "2")
+    with pytest.raises(ValueError, match="--init_lora"):
+        distill.load_student_lora(other.transformer, str(tmp_path / "a"))
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
         ("--num_student_steps", "0", "--num_student_steps"),
+        ("--critic_updates", "0", "--critic_updates"),
+        ("--critic_learning_rate", "0", "--critic_learning_rate"),
+        ("--init_lora", "/nonexistent", "--init_lora"),
         ("--teacher_guidance_scale", "0.5", "--teacher_guidance_scale"),
         ("--task_ratios", "reference_images=1", "--task_ratios"),
         ("--lora_towers", "video,legs", "--lora_towers"),
@@ -170,6 +263,12 @@ def test_bad_arguments_raise_a_value_error_naming_them(flag, value, message):
     argv = ["--pretrained_model_name_or_path", "p", "--train_latents", "d", "--output_dir", "o", flag, value]
     with pytest.raises(ValueError, match=message):
         distill.parse_args(argv)
+
+
+def test_a_sigma_range_outside_0_1_is_refused():
+    argv = ["--pretrained_model_name_or_path", "p", "--train_latents", "d", "--output_dir", "o"]
+    with pytest.raises(ValueError, match="--dmd_sigma_range"):
+        distill.parse_args([*argv, "--dmd_sigma_range", "0.5", "0.2"])
 
 
 def test_exactly_one_data_source_is_required():
@@ -219,6 +318,22 @@ def test_two_processes_build_the_same_bank_and_match_one_process(setup, tmp_path
     torch.testing.assert_close(
         torch.tensor([r["loss"] for r in second]), torch.tensor([r["loss"] for r in first]), rtol=2e-2, atol=0
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_dmd_on_two_processes_matches_one_process(setup, tmp_path):
+    dmd = ["--method", "dmd", "--critic_updates", "2"]
+    run_in_process(distill.main, [*common(setup, tmp_path / "one", 3), *dmd])
+    two = [*common(setup, tmp_path / "two", 3), *dmd]
+    two[two.index("--train_batch_size") + 1] = 1
+    launch_two_processes("distill_skyreels_v4.py", two, 2)
+    first, second = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [r["task"] for r in first] == [r["task"] for r in second]
+    for key in ("loss", "critic_loss"):
+        torch.testing.assert_close(
+            torch.tensor([r[key] for r in second]), torch.tensor([r[key] for r in first]), rtol=1e-3, atol=0
+        )
 
 
 def test_cli_refuses_a_missing_lora_before_loading_the_model(tmp_path, monkeypatch, capsys):

@@ -91,7 +91,7 @@ def test_denoiser_probe_of_an_exact_denoiser_finds_the_object(pipe):
 
     from skyreels_diffusers.models.transformer_skyreels_v4 import SkyReelsV4TransformerOutput
 
-    x0 = evaluate.encode_frames(pipe, evaluate.world_clip(pipe, 0).frames)
+    x0 = evaluate.encode_frames(pipe.vae, evaluate.world_clip(pipe, 0).frames)
 
     timesteps = []
 
@@ -212,3 +212,17 @@ def test_a_saved_run_state_seeds_a_fresh_work_dir(tmp_path):
     assert (tmp_path / "work" / "base" / "checkpoint-250" / "model.safetensors").read_bytes() == b"weights"
     with pytest.raises(SystemExit, match="not a saved run state"):
         build.seed_work_dir(str(tmp_path / "work" / "base"), str(tmp_path / "other"))
+
+
+def test_video_vae_round_trip_keeps_bounces_shape_and_colour_and_fails_an_untrained_vae(pipe):
+    """The evaluator of a video VAE's round trip: the shipped VAE keeps the world's bounces (as well as tracking the
+    original frames does), its shapes and colours; an untrained causal VAE of the real class keeps none of it."""
+    from skyreels_diffusers.tiny_components import build_tiny_video_vae
+
+    seeds = range(evaluate.TEST_SEED, evaluate.TEST_SEED + 4)
+    shipped = evaluate.evaluate_video_vae(pipe.vae, seeds)
+    assert shipped["vae_bounces_kept"] >= shipped["vae_bounces_kept_original_frames"] - 0.1
+    assert shipped["vae_shape_iou"] >= 0.9 and shipped["vae_colour_kept"] == 1.0
+    assert shipped["vae_jumps_per_clip"] == 0 and shipped["vae_mid_box_reversals_per_clip"] == 0
+    untrained = evaluate.evaluate_video_vae(build_tiny_video_vae("hunyuanvideo15"), seeds)
+    assert untrained["vae_colour_kept"] < 0.5 and untrained["vae_psnr_db"] < shipped["vae_psnr_db"] - 10

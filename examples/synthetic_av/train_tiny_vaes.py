@@ -29,7 +29,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, AutoencoderOobleck
+from diffusers import AutoencoderKL, AutoencoderKLHunyuanVideo15, AutoencoderOobleck
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +51,20 @@ def build_video_vae() -> AutoencoderKL:
         latent_channels=8,
         norm_num_groups=16,
         mid_block_add_attention=False,
+    )
+
+
+def build_causal_video_vae() -> AutoencoderKLHunyuanVideo15:
+    """The latent layout of real video weights: Diffusers' `AutoencoderKLHunyuanVideo15` with 4x causal temporal and
+    4x spatial compression (17 frames of 64x64 -> 5 latent frames of 16x16), so a latent frame carries four pixel
+    frames. 16 latent channels (the image VAE's 8 per frame would be 2 per frame here); the last width must be a
+    multiple of twice that (the encoder's shortcut groups)."""
+    return AutoencoderKLHunyuanVideo15(
+        latent_channels=16,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        spatial_compression_ratio=4,
+        temporal_compression_ratio=4,
     )
 
 
@@ -161,25 +175,32 @@ def train(
     name: str,
     seed: int,
     latent_noise: float | None = None,
+    micro_batch: int | None = None,
 ):
     """Train an autoencoder. `latent_noise=None` trains it as a VAE (posterior samples, KL); a number trains it as a
-    deterministic autoencoder on the posterior mean plus Gaussian noise of that fraction of the latents' std."""
+    deterministic autoencoder on the posterior mean plus Gaussian noise of that fraction of the latents' std.
+    `micro_batch` splits each batch into chunks whose gradients add up to the whole batch's (the causal video VAE
+    takes one sample at a time: `AutoencoderKLHunyuanVideo15`'s attention fails on batches > 1 in diffusers 0.42)."""
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.05)
     model.train()
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        target = make_batch(rng)
-        posterior = model.encode(target).latent_dist
-        if latent_noise is None:
-            latents = posterior.sample()
-        else:
-            latents = posterior.mean + latent_noise * posterior.mean.std().detach() * torch.randn_like(posterior.mean)
-        reconstruction = model.decode(latents).sample
-        loss = reconstruction_loss(reconstruction, target)
-        kl = 0.5 * (posterior.mean**2 + posterior.var - posterior.logvar - 1).mean()
-        (loss + kl_weight * kl).backward()
+        batch = make_batch(rng)
+        loss = kl = 0.0
+        for target in batch.split(micro_batch or len(batch)):
+            posterior = model.encode(target).latent_dist
+            if latent_noise is None:
+                latents = posterior.sample()
+            else:
+                noise = torch.randn_like(posterior.mean)
+                latents = posterior.mean + latent_noise * posterior.mean.std().detach() * noise
+            share = len(target) / len(batch)
+            chunk_loss = reconstruction_loss(model.decode(latents).sample, target) * share
+            chunk_kl = 0.5 * (posterior.mean**2 + posterior.var - posterior.logvar - 1).mean() * share
+            (chunk_loss + kl_weight * chunk_kl).backward()
+            loss, kl = loss + chunk_loss.detach(), kl + chunk_kl.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
@@ -196,7 +217,7 @@ def train(
 @torch.no_grad()
 def latent_statistics(model, batches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of the posterior modes over `batches`."""
-    latents = torch.cat([model.encode(batch).latent_dist.mode().movedim(1, -1).reshape(-1, 8) for batch in batches])
+    latents = torch.cat([model.encode(batch).latent_dist.mode().movedim(1, -1).flatten(0, -2) for batch in batches])
     return latents.mean(0), latents.std(0)
 
 
@@ -225,6 +246,12 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--video_steps", type=int, default=800)
     parser.add_argument("--video_polish_steps", type=int, default=0)
+    parser.add_argument(
+        "--causal_video_steps",
+        type=int,
+        default=0,
+        help="Also train the 4x temporal causal video VAE into `--out/causal_vae` (the shipped default has none yet).",
+    )
     parser.add_argument("--audio_steps", type=int, default=3000)
     parser.add_argument("--audio_polish_steps", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=4)
@@ -265,6 +292,8 @@ def main() -> None:
             video_psnr = np.mean([psnr(video_vae(batch).sample.clamp(-1, 1), batch) for batch in held_out])
         print(f"video VAE held-out PSNR {video_psnr:.2f} dB; latent std {std.numpy().round(3)}")
         video_vae.save_pretrained(os.path.join(args.out, "vae"))
+    if args.causal_video_steps and not os.path.isdir(os.path.join(args.out, "causal_vae")):
+        train_causal_video_vae(args).save_pretrained(os.path.join(args.out, "causal_vae"))
     if os.path.isdir(os.path.join(args.out, "audio_vae")):
         return
     # Stage 1 on the world's knocks; an optional polish also mixes in sustained tones (same recipe, a third of the
@@ -299,6 +328,29 @@ def main() -> None:
         )
         normalise_audio_latents(audio_vae)
     audio_vae.save_pretrained(os.path.join(args.out, "audio_vae"))
+
+
+def train_causal_video_vae(args) -> AutoencoderKLHunyuanVideo15:
+    """Train on 9-frame clips (two latent frames after the first; the encoder is causal, so longer clips are the same
+    computation continued), then set `scaling_factor` so the latents have unit variance, as the pipelines read it."""
+    vae = train(
+        build_causal_video_vae(),
+        lambda rng: video_batch(rng, args.batch_size, num_frames=9),
+        foreground_weighted_loss,
+        args.causal_video_steps,
+        1e-3,
+        1e-4,
+        "causal video VAE",
+        args.seed + 4,
+        micro_batch=1,
+    )
+    held_out = [video_batch(np.random.default_rng(10**6 + i), 1, num_frames=17) for i in range(8)]
+    _, std = latent_statistics(vae, held_out)
+    vae.register_to_config(scaling_factor=float(1 / std.pow(2).mean().sqrt()))
+    with torch.no_grad():
+        video_psnr = np.mean([psnr(vae(clip).sample.clamp(-1, 1), clip) for clip in held_out])
+    print(f"causal video VAE held-out PSNR {video_psnr:.2f} dB; latent std {std.numpy().round(3)}")
+    return vae
 
 
 def normalise_audio_latents(audio_vae: AutoencoderOobleck) -> None:

@@ -1,6 +1,8 @@
 """Distil the joint SkyReels-V4 model (video + audio together) into a few-step student: a PEFT LoRA on the transformer.
 
-Method: trajectory distillation onto the pipeline's own k-step schedule, teacher guidance baked in.
+Two methods, both onto the pipeline's own k-step schedule with the teacher's guidance baked in:
+
+`--method trajectory` (the shipped LoRA's):
 
 1. The student's schedule is the one a user gets from `num_inference_steps=k`: the pipeline scheduler's sigmas
    `s_0 = 1 > s_1 > ... > s_k = 0` (its shift applied).
@@ -13,16 +15,26 @@ Method: trajectory distillation onto the pipeline's own k-step schedule, teacher
    trajectory, the velocity that takes it to the teacher's `x_{i+1}` in one Euler step:
    `loss = MSE(v_video, (x_{i+1} - x_i) / (s_{i+1} - s_i)) + MSE(v_audio, ...)` over the generated modalities.
 
+`--method dmd` (DMD2-style distribution matching, no GAN term):
+
+1. The student generates from fresh noise: its own Euler steps without gradient to `s_i` (a random `i` per sample,
+   DMD2's backward simulation), then one step with gradient to its clean estimate `x0 = x_i - s_i v`.
+2. `x0` is re-noised to a random sigma in `--dmd_sigma_range`; there the frozen teacher with CFG (the real score)
+   and a fake-score critic (the teacher plus its own LoRA, `--critic_lora_rank`) each estimate the clean sample. Their
+   difference, normalised per sample, is the gradient of the reverse KL to the guided teacher's distribution:
+   `loss = 0.5 |x0 - stopgrad(x0 - (fake - real) / mean|x0 - real|)|^2`.
+3. The critic then takes `--critic_updates` flow-matching steps on the student's samples (DMD2's two time-scale
+   rule), so it tracks the student's distribution. To save compute they reuse this step's samples with fresh noise,
+   where DMD2 draws new ones. `--init_lora` starts the student from a saved LoRA (e.g. the trajectory student).
+
 So a user needs only `pipe.load_lora_weights(folder)`, `num_inference_steps=k` and `guidance_scale=1` (one pass per
 step; guidance scale 1 runs no negative pass).
 
-Why this and not DMD2 here: a DMD2 generator step needs the student's k-step rollout, a fake-score critic trained
-several times per generator step, and two teacher passes (CFG) per critic target, and its adversarial balance takes
-thousands of steps to settle; on a 2-core CPU with a ~45 minute budget that leaves a few hundred generator steps.
-Trajectory regression has a fixed target, costs one student forward + backward per sample after the bank (which is
-`2 x k x substeps` teacher passes per clip, paid once and reused every epoch), and starts from the teacher itself
-(the LoRA's B matrices start at zero). Its known weakness is the student's own drift between steps (the student sees
-only teacher states); the measured figures say what that costs.
+Cost here: trajectory regression has a fixed target, costs one student forward + backward per sample after the bank
+(`2 x k x substeps` teacher passes per clip, paid once and reused every epoch), and starts from the teacher itself
+(the LoRA's B matrices start at zero); its known weakness is the student's own drift between steps (it sees only
+teacher states). A DMD step costs the student's rollout, two teacher passes and a critic pass, and a forward +
+backward for the student and for each critic update: about 4x a trajectory step per sample at 5 critic updates.
 
 Inputs and conditions are built by the training example's own functions (`base_model_inputs`: task conditions from
 the clip's pixels with the pipelines' `build_video_condition`); checkpoints, the loss log and validation are the
@@ -36,6 +48,7 @@ so a resumed run continues exactly and N processes (gloo on CPU) see the same gl
 """
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -89,12 +102,19 @@ BANK_CONDITION_STEP = 2**40
 BANK_NOISE_STEP = 2**40 + 1
 BANK_TASK_STEP = 2**40 + 2
 BANK_FILE = "trajectories.safetensors"
+LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("teacher and student")
     model.add_argument("--pretrained_model_name_or_path", required=True, help="SkyReelsV4Pipeline folder (teacher)")
+    model.add_argument(
+        "--method",
+        default="trajectory",
+        choices=["trajectory", "dmd"],
+        help="trajectory: regression onto a bank of teacher steps (shipped); dmd: DMD2-style distribution matching",
+    )
     model.add_argument("--num_student_steps", type=int, default=4, help="k: the student's inference steps")
     model.add_argument("--teacher_substeps", type=int, default=5, help="teacher Euler steps per student step")
     model.add_argument("--teacher_guidance_scale", type=float, default=5.0, help="CFG baked into the student")
@@ -102,6 +122,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--lora_rank", type=int, default=16)
     model.add_argument("--lora_alpha", type=int, default=None, help="default: the rank")
     model.add_argument("--lora_towers", default="video,audio,cross_modal", help=f"subset of {sorted(LORA_TOWERS)}")
+    model.add_argument("--init_lora", default=None, help="start the student from this LoRA folder (same rank/targets)")
+    dmd = parser.add_argument_group("DMD (--method dmd)")
+    dmd.add_argument("--critic_updates", type=int, default=5, help="fake-score critic updates per generator step")
+    dmd.add_argument(
+        "--critic_lora_rank", type=int, default=None, help="the critic's LoRA rank (default: the student's)"
+    )
+    dmd.add_argument("--critic_learning_rate", type=float, default=None, help="default: --learning_rate")
+    dmd.add_argument(
+        "--dmd_sigma_range", type=float, nargs=2, default=(0.02, 0.98), help="sigmas the scores are compared at"
+    )
     model.add_argument("--lora_target_modules", default=DEFAULT_TARGET_MODULES)
     data = parser.add_argument_group("data")
     data.add_argument("--train_latents", default=None, help="folder written by precompute_latents.py")
@@ -159,8 +189,25 @@ def check_args(args) -> None:
         value = getattr(args, name)
         if value is not None and not (np.isfinite(value) and value >= 1.0):
             raise ValueError(f"`--{name}` must be a finite number >= 1 (1 = no guidance), got {value!r}.")
-    if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
-        raise ValueError(f"`--learning_rate` must be positive, got {args.learning_rate!r}.")
+    if args.critic_lora_rank is None:
+        args.critic_lora_rank = args.lora_rank
+    if args.critic_learning_rate is None:
+        args.critic_learning_rate = args.learning_rate
+    for name in ("critic_updates", "critic_lora_rank"):
+        value = getattr(args, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"`--{name}` must be a positive integer, got {value!r}.")
+    for name in ("learning_rate", "critic_learning_rate"):
+        value = getattr(args, name)
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"`--{name}` must be positive, got {value!r}.")
+    low, high = args.dmd_sigma_range
+    if not 0 < low < high <= 1:
+        raise ValueError(f"`--dmd_sigma_range` must be two sigmas with 0 < low < high <= 1, got {low!r} {high!r}.")
+    if args.init_lora is not None and not os.path.isfile(os.path.join(args.init_lora, LORA_FILE)):
+        raise ValueError(
+            f"`--init_lora` must be a folder holding {LORA_FILE} (a LoRA this script saved), got {args.init_lora!r}."
+        )
     ratios = parse_task_ratios(args.task_ratios)
     unsupported = sorted(set(ratios) - set(DISTILL_TASKS))
     if unsupported:
@@ -285,10 +332,14 @@ def both_passes(transformer, inputs: dict, uncond: dict):
     return video, audio
 
 
-def initial_states(task, entries, inputs, data, seed):
-    """The starting video and audio latents of a bank entry's trajectory: the bank's noise for a generated modality,
-    the clean latents for a given one, `None` for one the task lacks. Teacher and student start from the same."""
-    noise = [sample_generator(seed, BANK_NOISE_STEP, int(e)) for e in entries]
+def bank_noise(entries, seed) -> list[torch.Generator]:
+    """The noise of bank entries' trajectories: teacher and student start from the same."""
+    return [sample_generator(seed, BANK_NOISE_STEP, int(e)) for e in entries]
+
+
+def initial_states(task, inputs, data, noise: list[torch.Generator]):
+    """The starting video and audio latents: noise (one generator per sample) for a generated modality, the clean
+    latents for a given one, `None` for one the task lacks."""
     video = audio = None
     if HAS_VIDEO[task]:
         video = inputs["hidden_states"][:, : data["video_latents"].shape[1]].float()
@@ -308,7 +359,7 @@ def teacher_trajectories(transformer, task, entries, data, null_prompt, pipe, si
     inputs = entry_inputs(task, entries, data, null_prompt, pipe, args.seed)
     uncond = unconditional(inputs, null_prompt)
     batch = len(entries)
-    video, audio = initial_states(task, entries, inputs, data, args.seed)
+    video, audio = initial_states(task, inputs, data, bank_noise(entries, args.seed))
     video_states, audio_states = [video], [audio]
     for i in range(len(sigmas) - 1):
         fine = torch.linspace(float(sigmas[i]), float(sigmas[i + 1]), args.teacher_substeps + 1)
@@ -334,7 +385,7 @@ def student_sample(transformer, task, entries, data, null_prompt, pipe, sigmas, 
     """What the pipeline computes at `k` steps without guidance, from the bank's noise: one pass per step, Euler on
     the student's sigmas. Returns the final video and audio latents (`None` for a modality the task lacks)."""
     inputs = entry_inputs(task, entries, data, null_prompt, pipe, args.seed)
-    video, audio = initial_states(task, entries, inputs, data, args.seed)
+    video, audio = initial_states(task, inputs, data, bank_noise(entries, args.seed))
     for i in range(len(sigmas) - 1):
         output = transformer(**with_states(inputs, task, video, audio, sigmas[i].expand(len(entries))))
         step = float(sigmas[i + 1] - sigmas[i])
@@ -452,11 +503,161 @@ def distillation_loss(transformer, task, entries, intervals, bank, data, null_pr
     return loss
 
 
+def load_student_lora(transformer, folder: str) -> None:
+    """Set the student's LoRA to a saved one (e.g. a trajectory-distilled student that DMD then refines)."""
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    state = {
+        key.removeprefix("transformer."): value for key, value in load_file(os.path.join(folder, LORA_FILE)).items()
+    }
+    shapes = lambda weights: {key: tuple(value.shape) for key, value in weights.items()}  # noqa: E731
+    if shapes(state) != shapes(get_peft_model_state_dict(transformer)):
+        raise ValueError(
+            f"`--init_lora` {folder!r} holds a LoRA of other layers or rank than `--lora_rank` {transformer.peft_config['default'].r}, "
+            f"`--lora_towers` and `--lora_target_modules` give."
+        )
+    set_peft_model_state_dict(transformer, state)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DMD2-style distribution matching (`--method dmd`)
+
+# Random streams of a DMD step, per sample: the student's starting noise, the noise that re-noises its sample for the
+# score difference, and one stream per critic update.
+DMD_START, DMD_SCORE, DMD_CRITIC = 0, 1, 2
+
+
+def dmd_noise(args, step: int, stream: int, indices) -> list[torch.Generator]:
+    return [sample_generator(args.seed, step, stream * 2**32 + int(i)) for i in indices]
+
+
+def generated(task, video, audio) -> dict[str, torch.Tensor]:
+    """The generated modalities of a task, by name."""
+    states = {"video": video if GENERATES_VIDEO[task] else None, "audio": audio if GENERATES_AUDIO[task] else None}
+    return {name: x for name, x in states.items() if x is not None}
+
+
+def per_sample(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return sigma.view(-1, *([1] * (x.dim() - 1))).to(x)
+
+
+def velocities(output) -> dict[str, torch.Tensor]:
+    return {"video": output.sample, "audio": output.audio_sample}
+
+
+def student_states(transformer, task, inputs, video, audio, sigmas, intervals):
+    """The student's own states at `s_i`, `i = intervals[b]` per sample (DMD2's backward simulation): its Euler steps
+    from noise without gradient, sample `b` stopping after `intervals[b]` steps."""
+    with torch.no_grad():
+        for j in range(int(intervals.max())):
+            output = transformer(**with_states(inputs, task, video, audio, sigmas[j].expand(len(intervals))))
+            advance = torch.as_tensor(intervals) > j
+            step = float(sigmas[j + 1] - sigmas[j])
+            if GENERATES_VIDEO[task]:
+                moved = video + step * output.sample.float()
+                video = torch.where(per_sample(advance, video).bool(), moved, video)
+            if GENERATES_AUDIO[task]:
+                moved = audio + step * output.audio_sample.float()
+                audio = torch.where(per_sample(advance, audio).bool(), moved, audio)
+    return video, audio
+
+
+def renoise(x0: dict, sigma: torch.Tensor, noise: list[torch.Generator]) -> tuple[dict, dict]:
+    """`(1 - sigma) x0 + sigma n` per modality (flow matching's path), and the noise `n` drawn."""
+    drawn = {name: torch.stack([torch.randn(x.shape[1:], generator=g) for g in noise]) for name, x in x0.items()}
+    noisy = {name: (1 - per_sample(sigma, x)) * x + per_sample(sigma, x) * drawn[name] for name, x in x0.items()}
+    return noisy, drawn
+
+
+def dmd_sigmas(args, noise: list[torch.Generator]) -> torch.Tensor:
+    low, high = args.dmd_sigma_range
+    return torch.stack([low + (high - low) * torch.rand((), generator=g) for g in noise])
+
+
+def denoised(call: dict, velocity: dict, states: dict) -> dict:
+    """Each generated modality's clean estimate `x - sigma v` from its velocity at the state `call` holds (a kept
+    audio prefix, at timestep 0, is its clean input: the estimate keeps it)."""
+    out = {}
+    for name, x in states.items():
+        if name == "video":
+            out[name] = x - per_sample(call["timestep"] / 1000, x) * velocity[name].float()
+        else:
+            timestep = call["audio_timestep"]
+            timestep = timestep[:, None] if timestep.ndim == 2 else per_sample(timestep, x)
+            out[name] = call["audio_hidden_states"].float() - timestep / 1000 * velocity[name].float()
+    return out
+
+
+def modality_mse(prediction: dict, target: dict, call: dict) -> torch.Tensor:
+    """MSE over the generated modalities (a kept audio prefix left out)."""
+    loss = 0.0
+    for name, x in prediction.items():
+        if name == "video":
+            loss = loss + F.mse_loss(x.float(), target[name])
+        else:
+            loss = loss + audio_loss(x.float(), target[name], call["audio_timestep"])
+    return loss
+
+
+def dmd_generator_loss(
+    student, critic, teacher, task, entries, intervals, noise, data, null_prompt, pipe, sigmas, args
+):
+    """The distribution matching loss of one batch, and what the critic then trains on.
+
+    The student generates (from fresh noise, its own states at `s_i`, one step with gradient to its clean estimate
+    `x0`); `x0` is re-noised to a random sigma, and there the frozen teacher with CFG (the real score) and the critic
+    (the fake score: the student's own distribution) each give a clean estimate. Their difference, normalised per
+    sample by the mean distance to the real estimate (DMD), is the gradient of the reverse KL from the student's
+    distribution to the guided teacher's: `loss = 0.5 * |x0 - stopgrad(x0 - grad)|^2`."""
+    inputs = entry_inputs(task, entries, data, null_prompt, pipe, args.seed)
+    video, audio = initial_states(task, inputs, data, noise[DMD_START])
+    video, audio = student_states(student, task, inputs, video, audio, sigmas, intervals)
+    call = with_states(inputs, task, video, audio, sigmas[torch.as_tensor(intervals)])
+    x0 = denoised(call, velocities(student(**call)), generated(task, video, audio))
+
+    sigma = dmd_sigmas(args, noise[DMD_SCORE])
+    noisy, _ = renoise({name: x.detach() for name, x in x0.items()}, sigma, noise[DMD_SCORE])
+    uncond = unconditional(inputs, null_prompt)
+    with torch.no_grad():
+        scored = with_states(inputs, task, noisy.get("video"), noisy.get("audio"), sigma)
+        (video_c, video_u), (audio_c, audio_u) = both_passes(
+            teacher, scored, with_states(uncond, task, noisy.get("video"), noisy.get("audio"), sigma)
+        )
+        guided = {}
+        if GENERATES_VIDEO[task]:
+            guided["video"] = video_u + args.teacher_guidance_scale * (video_c - video_u)
+        if GENERATES_AUDIO[task]:
+            guided["audio"] = audio_u + args.teacher_audio_guidance_scale * (audio_c - audio_u)
+        real = denoised(scored, guided, noisy)
+        fake = denoised(scored, velocities(critic(**scored)), noisy)
+    targets = {}
+    for name, x in x0.items():
+        scale = (x.detach() - real[name]).abs().flatten(1).mean(1).clamp_min(1e-6)
+        targets[name] = (x.detach() - (fake[name] - real[name]) / per_sample(scale, x)).detach()
+    loss = 0.5 * modality_mse(x0, targets, call)
+    return loss, inputs, {name: x.detach() for name, x in x0.items()}
+
+
+def critic_loss(critic, task, inputs, x0: dict, noise, args) -> torch.Tensor:
+    """The critic's flow matching loss on the student's samples: it tracks the student's own distribution."""
+    sigma = dmd_sigmas(args, noise)
+    noisy, drawn = renoise(x0, sigma, noise)
+    call = with_states(inputs, task, noisy.get("video"), noisy.get("audio"), sigma)
+    output = velocities(critic(**call))
+    prediction = {name: output[name] for name in x0}
+    return modality_mse(prediction, {name: drawn[name] - x for name, x in x0.items()}, call)
+
+
 def write_model_card(args, sigmas, losses: list[float], validation: list[str], bank_seconds: float, train_seconds):
     schedule = ", ".join(f"{float(s):.4f}" for s in sigmas)
+    method = (
+        "trajectory distillation onto the pipeline's own schedule"
+        if args.method == "trajectory"
+        else "DMD2-style distribution matching on the pipeline's own schedule"
+    )
     description = (
         f"A {args.num_student_steps}-step student of `{args.pretrained_model_name_or_path}`, distilled by "
-        "`examples/training/distill_skyreels_v4.py` (trajectory distillation onto the pipeline's own schedule, "
+        f"`examples/training/distill_skyreels_v4.py` ({method}, "
         f"teacher guidance {args.teacher_guidance_scale} (video) / {args.teacher_audio_guidance_scale} (audio) baked "
         f"in): a PEFT LoRA of rank {args.lora_rank} on the towers {args.lora_towers} "
         f"({args.lora_target_modules}).\n\n"
@@ -471,8 +672,15 @@ def write_model_card(args, sigmas, losses: list[float], validation: list[str], b
         f"(FlowMatchEulerDiscreteScheduler, shift {args.shift}): sigmas {schedule}. `guidance_scale=1` runs one "
         "transformer pass per step (no negative pass); the guidance is in the weights.\n\n"
         "## Training\n\n"
-        f"{args.num_trajectories} teacher trajectories ({args.teacher_substeps} Euler steps per student step, tasks "
-        f"{args.task_ratios}), {bank_seconds:.0f} s; then {args.max_train_steps} steps of batch "
+        + (
+            f"{args.num_trajectories} teacher trajectories ({args.teacher_substeps} Euler steps per student step, "
+            f"tasks {args.task_ratios}), {bank_seconds:.0f} s; then "
+            if args.method == "trajectory"
+            else f"From {args.init_lora or 'the teacher'}: a fake-score critic (LoRA rank {args.critic_lora_rank}, "
+            f"{args.critic_updates} updates per generator step, AdamW {args.critic_learning_rate}), scores compared "
+            f"at sigmas {args.dmd_sigma_range[0]}-{args.dmd_sigma_range[1]}, tasks {args.task_ratios}; "
+        )
+        + f"{args.max_train_steps} steps of batch "
         f"{args.global_batch_size}, AdamW {args.learning_rate} ({args.lr_scheduler}), {train_seconds:.0f} s "
         f"(this run; {args.num_processes} process(es)). Final loss (mean of the last {min(len(losses), 50)} steps): "
         f"{np.mean(losses[-50:]) if losses else float('nan'):.4f}.\n"
@@ -510,11 +718,21 @@ def main(argv=None) -> None:
     null_prompt = (data["null_prompt_embeds"][0], data["null_prompt_attention_mask"][0].bool())
 
     start = time.perf_counter()
-    bank = build_bank(accelerator, transformer, data, null_prompt, pipe, sigmas, args)
+    bank = None
+    if args.method == "trajectory":
+        bank = build_bank(accelerator, transformer, data, null_prompt, pipe, sigmas, args)
     bank_seconds = time.perf_counter() - start
-    tasks = bank_tasks(args)
+    tasks = bank_tasks(args)  # DMD draws its conditions from the same entries
 
+    teacher = critic = None
+    if args.method == "dmd":  # the real score (frozen), and the fake score: the teacher plus its own LoRA
+        teacher = copy.deepcopy(transformer)
+        critic = copy.deepcopy(transformer)
+        add_lora(critic, argparse.Namespace(**{**vars(args), "lora_rank": args.critic_lora_rank, "lora_alpha": None}))
+        critic.train()
     add_lora(transformer, args)
+    if args.init_lora:
+        load_student_lora(transformer, args.init_lora)
     transformer.train()
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.adam_weight_decay)
@@ -525,6 +743,10 @@ def main(argv=None) -> None:
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
     transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
+    if critic is not None:
+        critic_params = [p for p in critic.parameters() if p.requires_grad]
+        critic_optimizer = torch.optim.AdamW(critic_params, lr=args.critic_learning_rate)
+        critic, critic_optimizer = accelerator.prepare(critic, critic_optimizer)
     args.num_processes = accelerator.num_processes
     args.global_batch_size = args.train_batch_size * accelerator.num_processes
     accelerator.print(
@@ -545,18 +767,39 @@ def main(argv=None) -> None:
     while global_step < args.max_train_steps:
         task, entries, intervals = training_batch(args, global_step, tasks, args.global_batch_size)
         mine = slice(rank * local_size, (rank + 1) * local_size)
-        loss = distillation_loss(
-            transformer, task, entries[mine], intervals[mine], bank, data, null_prompt, pipe, sigmas, args
-        )
+        extra = None
+        if args.method == "trajectory":
+            loss = distillation_loss(
+                transformer, task, entries[mine], intervals[mine], bank, data, null_prompt, pipe, sigmas, args
+            )
+        else:
+            positions = range(mine.start, mine.stop)  # each sample's random streams follow its place in the batch
+            noise = {stream: dmd_noise(args, global_step, stream, positions) for stream in (DMD_START, DMD_SCORE)}
+            loss, inputs, x0 = dmd_generator_loss(
+                transformer, critic, teacher, task, entries[mine], intervals[mine], noise, data, null_prompt, pipe,
+                sigmas, args,
+            )  # fmt: skip
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, args.max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step_loss = accelerator.reduce(loss.detach(), "mean").item()
+        if args.method == "dmd":
+            # The critic follows the student's new samples (DMD2's two time-scale update), here on this step's.
+            critic_losses = []
+            for update in range(args.critic_updates):
+                update_noise = dmd_noise(args, global_step, DMD_CRITIC + update, positions)
+                fake_loss = critic_loss(critic, task, inputs, x0, update_noise, args)
+                accelerator.backward(fake_loss)
+                accelerator.clip_grad_norm_(critic_params, args.max_grad_norm)
+                critic_optimizer.step()
+                critic_optimizer.zero_grad(set_to_none=True)
+                critic_losses.append(accelerator.reduce(fake_loss.detach(), "mean").item())
+            extra = {"critic_loss": float(np.mean(critic_losses))}
 
         global_step += 1
-        record_step(accelerator, args, progress, losses, log_path, global_step, step_loss, task, lr_scheduler)
+        record_step(accelerator, args, progress, losses, log_path, global_step, step_loss, task, lr_scheduler, extra)
         if (
             args.validation_prompts
             and accelerator.is_main_process

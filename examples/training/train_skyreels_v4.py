@@ -524,15 +524,19 @@ def resume(accelerator, args, log_path: str) -> int:
     return global_step
 
 
-def record_step(accelerator, args, progress, losses: list, log_path: str, step: int, loss: float, task, lr_scheduler):
-    """After optimiser step `step`: its loss in `losses`, the loss log, the trackers and the progress bar, and a
-    checkpoint when one is due."""
+def record_step(
+    accelerator, args, progress, losses: list, log_path: str, step: int, loss: float, task, lr_scheduler, extra=None
+):
+    """After optimiser step `step`: its loss in `losses`, the loss log (with the `extra` values), the trackers and
+    the progress bar, and a checkpoint when one is due."""
     progress.update(1)
     losses.append(loss)
+    extra = extra or {}
     if accelerator.is_main_process:
         with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "loss": loss, "task": task, "time": round(time.time(), 3)}) + "\n")
-    accelerator.log({"loss": loss, "lr": lr_scheduler.get_last_lr()[0]}, step=step)
+            record = {"step": step, "loss": loss, "task": task, **extra, "time": round(time.time(), 3)}
+            f.write(json.dumps(record) + "\n")
+    accelerator.log({"loss": loss, "lr": lr_scheduler.get_last_lr()[0], **extra}, step=step)
     if step % args.logging_steps == 0:
         progress.set_postfix(loss=float(np.mean(losses[-args.logging_steps :])))
     if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
