@@ -252,6 +252,7 @@ def main() -> None:
         default=0,
         help="Also train the 4x temporal causal video VAE into `--out/causal_vae` (the shipped default has none yet).",
     )
+    parser.add_argument("--causal_video_polish_steps", type=int, default=0)
     parser.add_argument("--audio_steps", type=int, default=3000)
     parser.add_argument("--audio_polish_steps", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=4)
@@ -333,17 +334,35 @@ def main() -> None:
 def train_causal_video_vae(args) -> AutoencoderKLHunyuanVideo15:
     """Train on 9-frame clips (two latent frames after the first; the encoder is causal, so longer clips are the same
     computation continued), then set `scaling_factor` so the latents have unit variance, as the pipelines read it."""
-    vae = train(
-        build_causal_video_vae(),
-        lambda rng: video_batch(rng, args.batch_size, num_frames=9),
-        foreground_weighted_loss,
-        args.causal_video_steps,
-        1e-3,
-        1e-4,
-        "causal video VAE",
-        args.seed + 4,
-        micro_batch=1,
-    )
+    clips = lambda rng: video_batch(rng, args.batch_size, num_frames=9)  # noqa: E731
+    stage1 = os.path.join(args.out, "causal_vae_stage1")
+    if not os.path.isdir(stage1):
+        vae = build_causal_video_vae()
+        train(
+            vae,
+            clips,
+            foreground_weighted_loss,
+            args.causal_video_steps,
+            1e-3,
+            1e-4,
+            "causal video VAE",
+            args.seed + 4,
+            micro_batch=1,
+        )
+        vae.save_pretrained(stage1)
+    vae = AutoencoderKLHunyuanVideo15.from_pretrained(stage1)
+    if args.causal_video_polish_steps:
+        vae = train(
+            vae,
+            clips,
+            foreground_weighted_loss,
+            args.causal_video_polish_steps,
+            3e-4,
+            1e-4,
+            "causal video VAE (polish)",
+            args.seed + 5,
+            micro_batch=1,
+        )
     held_out = [video_batch(np.random.default_rng(10**6 + i), 1, num_frames=17) for i in range(8)]
     _, std = latent_statistics(vae, held_out)
     vae.register_to_config(scaling_factor=float(1 / std.pow(2).mean().sqrt()))
