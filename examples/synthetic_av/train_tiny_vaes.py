@@ -3,6 +3,8 @@
 - video: a per-frame image VAE, `AutoencoderKL` (4x spatial, no temporal compression, 8 latent channels), on the
   frames of 64x64 crops of clips rendered at 64 and 128 pixels, so one VAE serves the base pass and the 2x Refiner,
   with the shape's pixels weighted up;
+- optionally (`--causal_video_steps`), the latent layout of real video weights: `AutoencoderKLHunyuanVideo15` with 4x
+  causal temporal compression (not in the shipped default yet: README, "The tiny default model", has its round trip);
 - audio: `AutoencoderOobleck` (8 kHz mono, 256 samples per latent: 31.25 latents per second, 8 latent channels) on
   half-second stretches dense with knocks, trained as a deterministic autoencoder (the posterior mean, with a little
   noise on the latents so the decoder tolerates a generator's imprecision) with an L1 waveform loss plus
