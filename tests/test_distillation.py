@@ -195,8 +195,9 @@ def test_dmd_pulls_the_student_only_toward_the_guided_teacher(setup, tmp_path, t
         )
 
     unguided, _, _ = loss_at(1.0)
-    assert unguided.item() == 0.0
     guided, inputs, x0 = loss_at(5.0)
+    # Zero but for rounding (the teacher runs cond + uncond as one batch, the critic one pass: other GEMM shapes).
+    assert unguided.item() <= 1e-6 * guided.item()
     guided.backward()
     student = [p for n, p in pipe.transformer.named_parameters() if "lora_B" in n]
     assert guided.item() > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in student)

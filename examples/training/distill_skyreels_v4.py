@@ -338,6 +338,17 @@ def bank_noise(entries, seed) -> list[torch.Generator]:
     return [sample_generator(seed, BANK_NOISE_STEP, int(e)) for e in entries]
 
 
+def guided_velocities(transformer, task, inputs: dict, uncond: dict, args) -> dict[str, torch.Tensor]:
+    """The teacher's classifier-free guided velocity of each generated modality (one batched call)."""
+    (video_c, video_u), (audio_c, audio_u) = both_passes(transformer, inputs, uncond)
+    guided = {}
+    if GENERATES_VIDEO[task]:
+        guided["video"] = video_u + args.teacher_guidance_scale * (video_c - video_u)
+    if GENERATES_AUDIO[task]:
+        guided["audio"] = audio_u + args.teacher_audio_guidance_scale * (audio_c - audio_u)
+    return guided
+
+
 def initial_states(task, inputs, data, noise: list[torch.Generator]):
     """The starting video and audio latents: noise (one generator per sample) for a generated modality, the clean
     latents for a given one, `None` for one the task lacks."""
@@ -367,34 +378,25 @@ def teacher_trajectories(transformer, task, entries, data, null_prompt, pipe, si
         for j in range(args.teacher_substeps):
             sigma = fine[j].expand(batch)
             call = with_states(inputs, task, video, audio, sigma)
-            (video_c, video_u), (audio_c, audio_u) = both_passes(
-                transformer, call, with_states(uncond, task, video, audio, sigma)
-            )
+            guided = guided_velocities(transformer, task, call, with_states(uncond, task, video, audio, sigma), args)
             step = float(fine[j + 1] - fine[j])
             if GENERATES_VIDEO[task]:
-                video = video + step * (video_u + args.teacher_guidance_scale * (video_c - video_u))
+                video = video + step * guided["video"]
             if GENERATES_AUDIO[task]:
-                audio = audio + step * (audio_u + args.teacher_audio_guidance_scale * (audio_c - audio_u))
+                audio = audio + step * guided["audio"]
         video_states.append(video)
         audio_states.append(audio)
     stack = lambda states: None if states[0] is None else torch.stack(states, dim=1)  # noqa: E731
     return stack(video_states), stack(audio_states)
 
 
-@torch.no_grad()
 def student_sample(transformer, task, entries, data, null_prompt, pipe, sigmas, args):
     """What the pipeline computes at `k` steps without guidance, from the bank's noise: one pass per step, Euler on
     the student's sigmas. Returns the final video and audio latents (`None` for a modality the task lacks)."""
     inputs = entry_inputs(task, entries, data, null_prompt, pipe, args.seed)
     video, audio = initial_states(task, inputs, data, bank_noise(entries, args.seed))
-    for i in range(len(sigmas) - 1):
-        output = transformer(**with_states(inputs, task, video, audio, sigmas[i].expand(len(entries))))
-        step = float(sigmas[i + 1] - sigmas[i])
-        if GENERATES_VIDEO[task]:
-            video = video + step * output.sample.float()
-        if GENERATES_AUDIO[task]:
-            audio = audio + step * output.audio_sample.float()
-    return video, audio
+    every_step = torch.full((len(entries),), len(sigmas) - 1)
+    return student_states(transformer, task, inputs, video, audio, sigmas, every_step)
 
 
 def bank_fingerprint(args, sigmas, dataset_size: int) -> str:
@@ -621,15 +623,8 @@ def dmd_generator_loss(
     uncond = unconditional(inputs, null_prompt)
     with torch.no_grad():
         scored = with_states(inputs, task, noisy.get("video"), noisy.get("audio"), sigma)
-        (video_c, video_u), (audio_c, audio_u) = both_passes(
-            teacher, scored, with_states(uncond, task, noisy.get("video"), noisy.get("audio"), sigma)
-        )
-        guided = {}
-        if GENERATES_VIDEO[task]:
-            guided["video"] = video_u + args.teacher_guidance_scale * (video_c - video_u)
-        if GENERATES_AUDIO[task]:
-            guided["audio"] = audio_u + args.teacher_audio_guidance_scale * (audio_c - audio_u)
-        real = denoised(scored, guided, noisy)
+        unscored = with_states(uncond, task, noisy.get("video"), noisy.get("audio"), sigma)
+        real = denoised(scored, guided_velocities(teacher, task, scored, unscored, args), noisy)
         fake = denoised(scored, velocities(critic(**scored)), noisy)
     targets = {}
     for name, x in x0.items():
