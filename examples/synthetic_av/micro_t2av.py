@@ -4,7 +4,8 @@ text alone (both streams noised, velocity loss on both), sampled from noise, and
 - **Motion**: each generated clip is tracked (the brightest cell's centroid per frame) and compared with the nearest
   path the world can make (`fit_path`): coherent when no frame is more than one cell off it and nothing jumps.
 - **Sync**: the wall hits of that path against the clicks of the generated audio (within one frame), beside chance
-  (the clicks of another clip).
+  (the clicks of another clip); and, to tell the sound's failures from the picture's, the clicks against the
+  generated picture's own wall contacts, and the audio generated for the world's own video (video-to-audio).
 
 Three variants are trained the same way: `full`; `frozen_cross_modal` (the audio<->video cross-attention frozen at
 its zero-output initialisation, so nothing passes between the towers: sync should fall to chance); and
@@ -12,6 +13,8 @@ its zero-output initialisation, so nothing passes between the towers: sync shoul
 `scores.json` go to `--out`; `tests/test_micro_t2av.py` checks the committed ones:
 
     python examples/synthetic_av/micro_t2av.py --out examples/synthetic_av/micro_t2av
+    python examples/synthetic_av/micro_t2av.py --out examples/synthetic_av/micro_t2av --score_only --variants full \
+        --video_lead_steps 20   # re-score committed weights, here with the audio sampled after the video
 
 Test clips and generated samples use seeds no training clip uses (training seeds start at 0).
 """
@@ -32,10 +35,12 @@ from micro_world import (  # noqa: E402
     click_onsets,
     fit_generated,
     generate_micro,
+    micro_clip,
     micro_model,
     motion,
     track,
     train_micro,
+    wall_contacts,
     within_one_frame,
     without_temporal_rope,
 )
@@ -78,25 +83,51 @@ def load(folder: str, variant: str):
     return model.eval(), recipe
 
 
-def score(model, recipe: dict, samples: int, sample_steps: int = 20) -> dict:
-    """Motion and sync of `samples` clips generated from noise, with sync's chance level."""
-    rows, bounces, onsets = [], [], []
+def score(
+    model, recipe: dict, samples: int, sample_steps: int = 20, video_lead_steps: int = 0, seed: int = SAMPLE_SEED
+) -> dict:
+    """Motion and sync of `samples` clips generated from noise (seeds from `seed`), each sync beside its chance (the
+    clicks of another clip). Sync is measured three ways, to tell the sound's failures from the picture's:
+    - `sync_within_one_frame`: the wall hits of the nearest world path (the issue's measure);
+    - `sync_at_own_contacts`: the generated picture's own wall contacts (`wall_contacts`), with
+      `contacts_recall_on_world_clips`, how many true bounces the contact detector finds on world clips;
+    - `sync_given_world_video`: video-to-audio on the world's clips (the same seeds), against their true bounces."""
+    speed_range = tuple(recipe["speed_range"])
+    rows, bounces, contacts, onsets, world_bounces, world_contacts, given_onsets = [], [], [], [], [], [], []
     for i in range(samples):
-        video, audio = generate_micro(model, SAMPLE_SEED + i, steps=sample_steps)
+        video, audio = generate_micro(model, seed + i, steps=sample_steps, video_lead_steps=video_lead_steps)
         positions, peaks = track(video)
-        fitted, wall_hits = fit_generated(positions, tuple(recipe["speed_range"]))
+        fitted, wall_hits = fit_generated(positions, speed_range)
         rows.append(motion(positions, peaks, fitted))
         bounces.append(wall_hits)
+        contacts.append(wall_contacts(positions))
         onsets.append(click_onsets(audio))
+        world_video, _, true_bounces = micro_clip(seed + i, speed_range=speed_range)
+        world_bounces.append(true_bounces)
+        world_contacts.append(wall_contacts(track(world_video)[0]))
+        given_onsets.append(click_onsets(generate_micro(model, seed + i, steps=sample_steps, video=world_video)[1]))
 
-    def sync(pairs) -> float:
-        hits = [hit for clip_bounces, found in pairs for hit in within_one_frame(clip_bounces, found)]
+    def sync(targets, found) -> float:
+        hits = [
+            hit
+            for clip_targets, clip_found in zip(targets, found)
+            for hit in within_one_frame(clip_targets, clip_found)
+        ]
         return float(np.mean(hits)) if hits else float("nan")
 
+    def other_clip(found):
+        return found[1:] + found[:1]
+
     result = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
-    result["sync_within_one_frame"] = sync(zip(bounces, onsets))
-    result["sync_within_one_frame_chance"] = sync(zip(bounces, onsets[1:] + onsets[:1]))
+    result["sync_within_one_frame"] = sync(bounces, onsets)
+    result["sync_within_one_frame_chance"] = sync(bounces, other_clip(onsets))
     result["clicks_per_bounce"] = sum(map(len, onsets)) / max(1, sum(map(len, bounces)))
+    result["sync_at_own_contacts"] = sync(contacts, onsets)
+    result["sync_at_own_contacts_chance"] = sync(contacts, other_clip(onsets))
+    result["contacts_per_clip"] = sum(map(len, contacts)) / samples
+    result["contacts_recall_on_world_clips"] = sync(world_bounces, world_contacts)
+    result["sync_given_world_video"] = sync(world_bounces, given_onsets)
+    result["sync_given_world_video_chance"] = sync(world_bounces, other_clip(given_onsets))
     return result
 
 
@@ -106,18 +137,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=RECIPE["steps"])
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument(
+        "--score_only", action="store_true", help="score the weights already in --out instead of training them"
+    )
+    parser.add_argument("--seed", type=int, default=SAMPLE_SEED, help="first noise seed of the scored samples")
+    parser.add_argument("--video_lead_steps", type=int, default=0, help="start the audio this many steps late")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     for variant in variants:
         if variant not in VARIANTS:
             raise ValueError(f"`--variants` must be a comma list of {VARIANTS}, got {variant!r}.")
-    if args.steps < 1 or args.samples < 2:
-        raise ValueError(f"`--steps` must be >= 1 and `--samples` >= 2, got {args.steps} and {args.samples}.")
+    if args.steps < 1 or args.samples < 2 or args.video_lead_steps < 0:
+        raise ValueError(
+            f"`--steps` must be >= 1, `--samples` >= 2 and `--video_lead_steps` >= 0, got {args.steps}, "
+            f"{args.samples} and {args.video_lead_steps}."
+        )
     torch.set_num_threads(1)
-    recipe = {**RECIPE, "steps": args.steps}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "recipe.json"), "w", encoding="utf-8") as f:
-        json.dump(recipe, f, indent=1)
+    if not args.score_only:
+        recipe = {**RECIPE, "steps": args.steps}
+        with open(os.path.join(args.out, "recipe.json"), "w", encoding="utf-8") as f:
+            json.dump(recipe, f, indent=1)
     scores_path = os.path.join(args.out, "scores.json")
     scores = {}
     if os.path.isfile(scores_path):  # variants trained by separate runs (e.g. in parallel) share the file
@@ -125,22 +165,27 @@ def main(argv: list[str] | None = None) -> None:
             scores = json.load(f)
     for variant in variants:
         start = time.perf_counter()
-        model = train_micro(
-            build(variant, recipe),
-            recipe["steps"],
-            speed_range=tuple(recipe["speed_range"]),
-            ema=recipe["ema"],
-            log_every=500,
-        )
-        save_file(
-            {k: v.contiguous() for k, v in model.state_dict().items()},
-            os.path.join(args.out, f"{variant}.safetensors"),
-        )
-        scores[variant] = {
-            "train_seconds": round(time.perf_counter() - start, 1),
-            **score(model, recipe, args.samples),
+        if args.score_only:
+            model, recipe = load(args.out, variant)
+        else:
+            model = train_micro(
+                build(variant, recipe),
+                recipe["steps"],
+                speed_range=tuple(recipe["speed_range"]),
+                ema=recipe["ema"],
+                log_every=500,
+            )
+            save_file(
+                {k: v.contiguous() for k, v in model.state_dict().items()},
+                os.path.join(args.out, f"{variant}.safetensors"),
+            )
+        name = variant if args.video_lead_steps == 0 else f"{variant}_video_lead_{args.video_lead_steps}"
+        scores[name] = {
+            "seconds": round(time.perf_counter() - start, 1),
+            "seed": args.seed,
+            **score(model, recipe, args.samples, video_lead_steps=args.video_lead_steps, seed=args.seed),
         }
-        print(variant, json.dumps(scores[variant], indent=1), flush=True)
+        print(name, json.dumps(scores[name], indent=1), flush=True)
         with open(scores_path, "w", encoding="utf-8") as f:
             json.dump(scores, f, indent=1)
 

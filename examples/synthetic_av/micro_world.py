@@ -126,6 +126,20 @@ def motion(positions: np.ndarray, peaks: np.ndarray, fitted: np.ndarray) -> dict
     }
 
 
+def wall_contacts(positions: np.ndarray, margin: float = 1.2) -> list[float]:
+    """Frames where a track touches a wall: per axis, a local extreme of the position within `margin` cells of the
+    wall it faces. A generated clip's own wall contacts, without fitting a world path to it (on world clips they
+    find the bounces: `micro_t2av.score` reports how well)."""
+    contacts = []
+    for axis in range(2):
+        x = positions[:, axis]
+        middle = x[1:-1]
+        peak = (middle >= x[:-2]) & (middle >= x[2:]) & (middle > GRID - 0.5 - margin)
+        trough = (middle <= x[:-2]) & (middle <= x[2:]) & (middle < 0.5 + margin)
+        contacts += [float(k + 1) for k in np.nonzero(peak | trough)[0]]
+    return sorted(contacts)
+
+
 def click_onsets(audio: torch.Tensor) -> list[float]:
     """Frames of the clicks in audio latents `(C_a, L)`: latents whose channel 0 rises above half a click, one per
     run."""
@@ -269,25 +283,50 @@ def generate_micro(
     frames: int = FRAMES,
     steps: int = 20,
     shift: float = 1.0,
+    video_lead_steps: int = 0,
+    video: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One clip from noise through `pipelines/denoising.denoise` (Euler, no guidance): video latents `(C, F, 8, 8)`
-    and, with `audio`, audio latents `(C_a, F * AUDIO_PER_FRAME)`."""
+    and, with `audio`, audio latents `(C_a, F * AUDIO_PER_FRAME)`. `video_lead_steps` starts the audio that many
+    steps after the video, as the pipeline's argument of that name does. A given clean `video` `(C, F, 8, 8)` is held
+    at timestep 0 (as training saw a video at sigma 0) and only the audio is generated: video-to-audio."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, CHANNELS, frames, GRID, GRID, generator=generator)
 
-    def stream(name, latents, inputs, output, timestep, **condition):
+    def stream(name, latents, inputs, output, timestep, **options):
         scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
         scheduler.set_timesteps(steps)
         return LatentStream(
-            name, latents, inputs, output, timestep, scheduler=scheduler, timesteps=scheduler.timesteps, **condition
+            name, latents, inputs, output, timestep, scheduler=scheduler, timesteps=scheduler.timesteps, **options
         )
 
-    streams = [
-        stream("latents", noise, "hidden_states", "sample", "timestep", condition=video_input(noise)[:, CHANNELS:])
-    ]
+    if video is None:
+        streams = [
+            stream("latents", noise, "hidden_states", "sample", "timestep", condition=video_input(noise)[:, CHANNELS:])
+        ]
+    else:
+        streams = [
+            LatentStream(
+                "latents",
+                video[None],
+                "hidden_states",
+                "sample",
+                "timestep",
+                condition=video_input(video[None])[:, CHANNELS:],
+            )
+        ]
     if audio:
         audio_noise = torch.randn(1, AUDIO_CHANNELS, frames * AUDIO_PER_FRAME, generator=generator)
-        streams.append(stream("audio_latents", audio_noise, "audio_hidden_states", "audio_sample", "audio_timestep"))
+        streams.append(
+            stream(
+                "audio_latents",
+                audio_noise,
+                "audio_hidden_states",
+                "audio_sample",
+                "audio_timestep",
+                start=video_lead_steps,
+            )
+        )
     with torch.no_grad():
         out = denoise(model, streams, PassInputs({"encoder_hidden_states": PROMPT}))
     return out["latents"][0], out["audio_latents"][0] if audio else None
