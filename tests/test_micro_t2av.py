@@ -90,12 +90,13 @@ def test_with_the_cross_attention_frozen_the_clicks_are_near_chance(scores):
 def test_the_script_trains_saves_and_reloads_every_variant(tmp_path):
     threads = torch.get_num_threads()
     try:
-        micro_t2av.main(["--out", str(tmp_path), "--steps", "2", "--samples", "2"])  # sets one thread
+        micro_t2av.main(["--out", str(tmp_path), "--steps", "2", "--samples", "2", "--heads", "2", "--lr", "1e-3"])
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # main sets one thread
     for variant in micro_t2av.VARIANTS:
         model, recipe = micro_t2av.load(str(tmp_path), variant)
-        assert recipe["steps"] == 2 and not model.training
+        assert recipe["steps"] == 2 and recipe["lr"] == 1e-3 and not model.training
+        assert model.config.num_attention_heads == 2
     ablated, _ = micro_t2av.load(str(tmp_path), "no_temporal_rope")
     positions = ablated.video_positions((3, 2, 2))
     assert positions[:, 0].abs().max() == 0 and positions[:, 1:].abs().max() > 0  # time gone, space kept
@@ -115,6 +116,8 @@ def test_the_script_trains_saves_and_reloads_every_variant(tmp_path):
     assert (tmp_path / "full.safetensors").read_bytes() == weights
     with pytest.raises(ValueError, match="video_lead_steps"):
         micro_t2av.main(["--out", str(tmp_path), "--score_only", "--video_lead_steps", "-1"])
+    with pytest.raises(ValueError, match="heads"):
+        micro_t2av.main(["--out", str(tmp_path), "--heads", "0"])
 
 
 def test_video_to_audio_holds_the_given_video_and_hears_it():

@@ -57,6 +57,7 @@ RECIPE = {
     "speed_range": (0.2, 0.35),
     "steps": 6000,
     "ema": 0.995,
+    "lr": 5e-3,
 }
 
 
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for the weights, recipe.json and scores.json")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=RECIPE["steps"])
+    parser.add_argument("--heads", type=int, default=RECIPE["heads"], help="width: heads x 16")
+    parser.add_argument("--lr", type=float, default=RECIPE["lr"], help="peak learning rate (one-cycle)")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument(
         "--score_only", action="store_true", help="score the weights already in --out instead of training them"
@@ -147,15 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     for variant in variants:
         if variant not in VARIANTS:
             raise ValueError(f"`--variants` must be a comma list of {VARIANTS}, got {variant!r}.")
-    if args.steps < 1 or args.samples < 2 or args.video_lead_steps < 0:
+    if args.steps < 1 or args.samples < 2 or args.video_lead_steps < 0 or args.heads < 1 or not args.lr > 0:
         raise ValueError(
-            f"`--steps` must be >= 1, `--samples` >= 2 and `--video_lead_steps` >= 0, got {args.steps}, "
-            f"{args.samples} and {args.video_lead_steps}."
+            f"`--steps` and `--heads` must be >= 1, `--samples` >= 2, `--video_lead_steps` >= 0 and `--lr` > 0, got "
+            f"{args.steps}, {args.heads}, {args.samples}, {args.video_lead_steps} and {args.lr}."
         )
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     if not args.score_only:
-        recipe = {**RECIPE, "steps": args.steps}
+        recipe = {**RECIPE, "steps": args.steps, "heads": args.heads, "lr": args.lr}
         with open(os.path.join(args.out, "recipe.json"), "w", encoding="utf-8") as f:
             json.dump(recipe, f, indent=1)
     scores_path = os.path.join(args.out, "scores.json")
@@ -164,25 +167,27 @@ def main(argv: list[str] | None = None) -> None:
         with open(scores_path, encoding="utf-8") as f:
             scores = json.load(f)
     for variant in variants:
-        start = time.perf_counter()
+        result = {"seed": args.seed}
         if args.score_only:
             model, recipe = load(args.out, variant)
         else:
+            start = time.perf_counter()
             model = train_micro(
                 build(variant, recipe),
                 recipe["steps"],
                 speed_range=tuple(recipe["speed_range"]),
                 ema=recipe["ema"],
+                lr=recipe["lr"],
                 log_every=500,
             )
+            result["train_seconds"] = round(time.perf_counter() - start, 1)
             save_file(
                 {k: v.contiguous() for k, v in model.state_dict().items()},
                 os.path.join(args.out, f"{variant}.safetensors"),
             )
         name = variant if args.video_lead_steps == 0 else f"{variant}_video_lead_{args.video_lead_steps}"
         scores[name] = {
-            "seconds": round(time.perf_counter() - start, 1),
-            "seed": args.seed,
+            **result,
             **score(model, recipe, args.samples, video_lead_steps=args.video_lead_steps, seed=args.seed),
         }
         print(name, json.dumps(scores[name], indent=1), flush=True)
