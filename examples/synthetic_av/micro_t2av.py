@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=RECIPE["lr"], help="peak learning rate (one-cycle)")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument(
-        "--score_only", action="store_true", help="score the weights already in --out instead of training them"
+        "--score_only",
+        action="store_true",
+        help="score the weights already in --out instead of training them (the recipe then comes from its recipe.json)",
     )
     parser.add_argument("--seed", type=int, default=SAMPLE_SEED, help="first noise seed of the scored samples")
     parser.add_argument("--video_lead_steps", type=int, default=0, help="start the audio this many steps late")

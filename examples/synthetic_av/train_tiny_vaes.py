@@ -24,6 +24,7 @@ input convolutions are rescaled instead (an exact reparametrisation).
 """
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -254,7 +255,12 @@ def main() -> None:
         default=0,
         help="Also train the 4x temporal causal video VAE into `--out/causal_vae` (the shipped default has none yet).",
     )
-    parser.add_argument("--causal_video_polish_steps", type=int, default=0)
+    parser.add_argument(
+        "--causal_video_polish_steps",
+        type=int,
+        default=0,
+        help="then train it this many steps at lr 3e-4 (first stage: 1e-3)",
+    )
     parser.add_argument("--audio_steps", type=int, default=3000)
     parser.add_argument("--audio_polish_steps", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=4)
@@ -335,8 +341,9 @@ def main() -> None:
 
 def train_causal_video_vae(args) -> AutoencoderKLHunyuanVideo15:
     """Train on 9-frame clips (two latent frames after the first; the encoder is causal, so longer clips are the same
-    computation continued), then set `scaling_factor` so the latents have unit variance, as the pipelines read it."""
-    clips = lambda rng: video_batch(rng, args.batch_size, num_frames=9)  # noqa: E731
+    computation continued), then set `scaling_factor` so the latents have unit variance, as the pipelines read it.
+    A first stage already in `--out/causal_vae_stage1` is reused, so a polish can be rerun or lengthened from it."""
+    clips = functools.partial(video_batch, batch_size=args.batch_size, num_frames=9)
     stage1 = os.path.join(args.out, "causal_vae_stage1")
     if not os.path.isdir(stage1):
         vae = build_causal_video_vae()
