@@ -34,10 +34,11 @@ setup(
         # gradio + playwright: the demo in examples/gradio_app and its browser test, which drives the system's
         # Chromium (Debian package `chromium`, see .ci/run); `playwright install` is never needed. ruff is pinned:
         # tests/test_code_style.py checks the layout it writes, which changes between releases. hypothesis: the
-        # property-based tests of the pipelines' arguments.
+        # property-based tests of the pipelines' arguments. pytest-xdist: the suite runs on every core (`-n auto`).
         "test": [
             "pytest>=8",
             "pytest-timeout",
+            "pytest-xdist>=3",
             "gradio>=6.0,<7",
             "playwright>=1.49,<2",
             "ruff==0.17.6",

@@ -2,11 +2,18 @@ import os
 import warnings
 
 import pytest
+import torch
 
 
 # Tests never reach a model hub: everything is built locally from tiny configs.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Under pytest-xdist (`-n auto`, as the README runs the suite) the workers share the cores: each gets its share of
+# them, since oversubscribed cores run tiny tensors many times slower than one thread does.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 # Slow tests in files whose tests carry no marks of their own (each took over 7 s on a loaded 2-core machine; the
 # others are marked where they are defined). `python -m pytest -q -m "not slow"` skips them all.

@@ -121,9 +121,18 @@ def test_the_script_trains_saves_and_reloads_every_variant(tmp_path):
 
 def test_video_to_audio_holds_the_given_video_and_hears_it():
     model, _ = micro_t2av.load(FOLDER, "full")
-    world_video, _, _ = micro_t2av.micro_clip(4_000_000)
-    other_video, _, _ = micro_t2av.micro_clip(4_000_001)
-    video, audio = micro_t2av.generate_micro(model, 0, steps=4, video=world_video)
-    assert torch.equal(video, world_video)  # held at timestep 0, never stepped
-    _, other_audio = micro_t2av.generate_micro(model, 0, steps=4, video=other_video)
-    assert not torch.allclose(audio, other_audio, atol=1e-3)  # same noise, another picture: another soundtrack
+    world_videos = torch.stack([micro_t2av.micro_clip(seed)[0] for seed in (4_000_000, 4_000_001)])
+    videos, audios = micro_t2av.generate_micro(model, [0, 0], steps=4, video=world_videos)
+    assert torch.equal(videos, world_videos)  # held at timestep 0, never stepped
+    assert not torch.allclose(audios[0], audios[1], atol=1e-3)  # same noise, another picture: another soundtrack
+    with pytest.raises(ValueError, match="one clip per seed"):
+        micro_t2av.generate_micro(model, [0], steps=4, video=world_videos)
+
+
+def test_a_generated_clip_depends_on_its_seed_not_on_its_batch():
+    model, _ = micro_t2av.load(FOLDER, "full")
+    alone_video, alone_audio = micro_t2av.generate_micro(model, [7], steps=3)
+    video, audio = micro_t2av.generate_micro(model, [3, 7], steps=3)
+    torch.testing.assert_close(video[1], alone_video[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(audio[1], alone_audio[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(video[0], video[1], atol=1e-2)

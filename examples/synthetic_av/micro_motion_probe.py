@@ -93,8 +93,8 @@ def denoiser_scores(model, args) -> dict:
     return scores
 
 
-def generate(model, seed: int, args) -> torch.Tensor:
-    return generate_micro(model, seed, audio=False, frames=args.frames, steps=args.sample_steps, shift=args.shift)[0]
+def generate(model, seeds: list[int], args) -> torch.Tensor:
+    return generate_micro(model, seeds, audio=False, frames=args.frames, steps=args.sample_steps, shift=args.shift)[0]
 
 
 def scored_motion(video: torch.Tensor, args) -> dict:
@@ -153,7 +153,7 @@ def main() -> None:
             save_file(model.state_dict(), args.save)
     train_seconds = time.perf_counter() - start
     denoiser = denoiser_scores(model, args)
-    videos = [generate(model, SAMPLE_SEED + i, args) for i in range(args.samples)]
+    videos = generate(model, list(range(SAMPLE_SEED, SAMPLE_SEED + args.samples)), args)
     generated = [scored_motion(video, args) for video in videos]
     world = [scored_motion(clips([TEST_SEED + i], args)[0], args) for i in range(args.samples)]
     result = {

@@ -94,19 +94,22 @@ def score(
       `contacts_recall_on_world_clips`, how many true bounces the contact detector finds on world clips;
     - `sync_given_world_video`: video-to-audio on the world's clips (the same seeds), against their true bounces."""
     speed_range = tuple(recipe["speed_range"])
-    rows, bounces, contacts, onsets, world_bounces, world_contacts, given_onsets = [], [], [], [], [], [], []
-    for i in range(samples):
-        video, audio = generate_micro(model, seed + i, steps=sample_steps, video_lead_steps=video_lead_steps)
+    seeds = list(range(seed, seed + samples))
+    videos, audios = generate_micro(model, seeds, steps=sample_steps, video_lead_steps=video_lead_steps)
+    world_clips = [micro_clip(s, speed_range=speed_range) for s in seeds]
+    world_videos = torch.stack([world_video for world_video, _, _ in world_clips])
+    given_audios = generate_micro(model, seeds, steps=sample_steps, video=world_videos)[1]
+    rows, bounces, contacts = [], [], []
+    for video in videos:
         positions, peaks = track(video)
         fitted, wall_hits = fit_generated(positions, speed_range)
         rows.append(motion(positions, peaks, fitted))
         bounces.append(wall_hits)
         contacts.append(wall_contacts(positions))
-        onsets.append(click_onsets(audio))
-        world_video, _, true_bounces = micro_clip(seed + i, speed_range=speed_range)
-        world_bounces.append(true_bounces)
-        world_contacts.append(wall_contacts(track(world_video)[0]))
-        given_onsets.append(click_onsets(generate_micro(model, seed + i, steps=sample_steps, video=world_video)[1]))
+    onsets = [click_onsets(audio) for audio in audios]
+    world_bounces = [true_bounces for _, _, true_bounces in world_clips]
+    world_contacts = [wall_contacts(track(world_video)[0]) for world_video in world_videos]
+    given_onsets = [click_onsets(audio) for audio in given_audios]
 
     def sync(targets, found) -> float:
         hits = [

@@ -277,7 +277,7 @@ def train_micro(
 
 def generate_micro(
     model: SkyReelsV4Transformer3DModel,
-    seed: int,
+    seeds: list[int],
     *,
     audio: bool = True,
     frames: int = FRAMES,
@@ -286,12 +286,14 @@ def generate_micro(
     video_lead_steps: int = 0,
     video: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One clip from noise through `pipelines/denoising.denoise` (Euler, no guidance): video latents `(C, F, 8, 8)`
-    and, with `audio`, audio latents `(C_a, F * AUDIO_PER_FRAME)`. `video_lead_steps` starts the audio that many
-    steps after the video, as the pipeline's argument of that name does. A given clean `video` `(C, F, 8, 8)` is held
-    at timestep 0 (as training saw a video at sigma 0) and only the audio is generated: video-to-audio."""
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(1, CHANNELS, frames, GRID, GRID, generator=generator)
+    """One clip per seed from noise, in one batch, through `pipelines/denoising.denoise` (Euler, no guidance): video
+    latents `(B, C, F, 8, 8)` and, with `audio`, audio latents `(B, C_a, F * AUDIO_PER_FRAME)`. Each clip's noise
+    comes from its own seed, so a clip does not depend on the others in its batch. `video_lead_steps` starts the
+    audio that many steps after the video, as the pipeline's argument of that name does. Given clean videos
+    `(B, C, F, 8, 8)` are held at timestep 0 (as training saw a video at sigma 0) and only the audio is generated:
+    video-to-audio."""
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    noise = torch.cat([torch.randn(1, CHANNELS, frames, GRID, GRID, generator=g) for g in generators])
 
     def stream(name, latents, inputs, output, timestep, **options):
         scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
@@ -305,18 +307,17 @@ def generate_micro(
             stream("latents", noise, "hidden_states", "sample", "timestep", condition=video_input(noise)[:, CHANNELS:])
         ]
     else:
+        if video.shape[0] != len(seeds):
+            raise ValueError(f"`video` must hold one clip per seed ({len(seeds)}), got shape {tuple(video.shape)}.")
         streams = [
             LatentStream(
-                "latents",
-                video[None],
-                "hidden_states",
-                "sample",
-                "timestep",
-                condition=video_input(video[None])[:, CHANNELS:],
+                "latents", video, "hidden_states", "sample", "timestep", condition=video_input(video)[:, CHANNELS:]
             )
         ]
     if audio:
-        audio_noise = torch.randn(1, AUDIO_CHANNELS, frames * AUDIO_PER_FRAME, generator=generator)
+        audio_noise = torch.cat(
+            [torch.randn(1, AUDIO_CHANNELS, frames * AUDIO_PER_FRAME, generator=g) for g in generators]
+        )
         streams.append(
             stream(
                 "audio_latents",
@@ -327,6 +328,7 @@ def generate_micro(
                 start=video_lead_steps,
             )
         )
+    prompt = PROMPT.expand(len(seeds), -1, -1)
     with torch.no_grad():
-        out = denoise(model, streams, PassInputs({"encoder_hidden_states": PROMPT}))
-    return out["latents"][0], out["audio_latents"][0] if audio else None
+        out = denoise(model, streams, PassInputs({"encoder_hidden_states": prompt}))
+    return out["latents"], out["audio_latents"] if audio else None
