@@ -108,15 +108,20 @@ def test_the_script_trains_saves_and_reloads_every_variant(tmp_path):
         micro_t2av.main(
             ["--out", str(tmp_path), "--score_only", "--variants", "full", "--samples", "2", "--video_lead_steps", "3"]
         )
+        micro_t2av.main(
+            ["--out", str(tmp_path), "--score_only", "--variants", "full", "--samples", "2", "--shift", "3"]
+        )
     finally:
         torch.set_num_threads(threads)
     scores = json.loads((tmp_path / "scores.json").read_text())
-    assert {"full", "full_video_lead_3", "no_temporal_rope"} <= scores.keys()
+    assert {"full", "full_video_lead_3", "full_shift_3", "no_temporal_rope"} <= scores.keys()
     assert (tmp_path / "full.safetensors").read_bytes() == weights
     with pytest.raises(ValueError, match="video_lead_steps"):
         micro_t2av.main(["--out", str(tmp_path), "--score_only", "--video_lead_steps", "-1"])
     with pytest.raises(ValueError, match="heads"):
         micro_t2av.main(["--out", str(tmp_path), "--heads", "0"])
+    with pytest.raises(ValueError, match="shift"):
+        micro_t2av.main(["--out", str(tmp_path), "--score_only", "--shift", "0"])
 
 
 def test_video_to_audio_holds_the_given_video_and_hears_it():

@@ -85,7 +85,13 @@ def load(folder: str, variant: str):
 
 
 def score(
-    model, recipe: dict, samples: int, sample_steps: int = 20, video_lead_steps: int = 0, seed: int = SAMPLE_SEED
+    model,
+    recipe: dict,
+    samples: int,
+    sample_steps: int = 20,
+    video_lead_steps: int = 0,
+    seed: int = SAMPLE_SEED,
+    shift: float = 1.0,
 ) -> dict:
     """Motion and sync of `samples` clips generated from noise (seeds from `seed`), each sync beside its chance (the
     clicks of another clip). Sync is measured three ways, to tell the sound's failures from the picture's:
@@ -95,10 +101,10 @@ def score(
     - `sync_given_world_video`: video-to-audio on the world's clips (the same seeds), against their true bounces."""
     speed_range = tuple(recipe["speed_range"])
     seeds = list(range(seed, seed + samples))
-    videos, audios = generate_micro(model, seeds, steps=sample_steps, video_lead_steps=video_lead_steps)
+    videos, audios = generate_micro(model, seeds, steps=sample_steps, shift=shift, video_lead_steps=video_lead_steps)
     world_clips = [micro_clip(s, speed_range=speed_range) for s in seeds]
     world_videos = torch.stack([world_video for world_video, _, _ in world_clips])
-    given_audios = generate_micro(model, seeds, steps=sample_steps, video=world_videos)[1]
+    given_audios = generate_micro(model, seeds, steps=sample_steps, shift=shift, video=world_videos)[1]
     rows, bounces, contacts = [], [], []
     for video in videos:
         positions, peaks = track(video)
@@ -150,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=SAMPLE_SEED, help="first noise seed of the scored samples")
     parser.add_argument("--video_lead_steps", type=int, default=0, help="start the audio this many steps late")
+    parser.add_argument("--shift", type=float, default=1.0, help="the sampling scheduler's shift")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     for variant in variants:
@@ -160,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
             f"`--steps` and `--heads` must be >= 1, `--samples` >= 2, `--video_lead_steps` >= 0 and `--lr` > 0, got "
             f"{args.steps}, {args.heads}, {args.samples}, {args.video_lead_steps} and {args.lr}."
         )
+    if not args.shift > 0:
+        raise ValueError(f"`--shift` must be > 0, got {args.shift}.")
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     if not args.score_only:
@@ -190,10 +199,16 @@ def main(argv: list[str] | None = None) -> None:
                 {k: v.contiguous() for k, v in model.state_dict().items()},
                 os.path.join(args.out, f"{variant}.safetensors"),
             )
-        name = variant if args.video_lead_steps == 0 else f"{variant}_video_lead_{args.video_lead_steps}"
+        name = variant
+        if args.video_lead_steps:
+            name += f"_video_lead_{args.video_lead_steps}"
+        if args.shift != 1:
+            name += f"_shift_{args.shift:g}"
         scores[name] = {
             **result,
-            **score(model, recipe, args.samples, video_lead_steps=args.video_lead_steps, seed=args.seed),
+            **score(
+                model, recipe, args.samples, video_lead_steps=args.video_lead_steps, seed=args.seed, shift=args.shift
+            ),
         }
         print(name, json.dumps(scores[name], indent=1), flush=True)
         with open(scores_path, "w", encoding="utf-8") as f:
