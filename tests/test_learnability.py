@@ -7,12 +7,12 @@ video latent timeline, the per-modality timesteps (a given video at timestep 0),
 cross-attentions, and the denoising loop's handling of a given stream.
 
 The micro world and model are `examples/synthetic_av/micro_world.py` (latent space, no VAE: a dot bouncing in an 8x8
-frame, a click at each bounce). Training takes about a minute and a half on one CPU thread (1200 steps of 16 clips,
-and 400 for the ablated model, which learns only how often to click: on dev seeds it clicks 0.89 times per bounce,
-recall 0.33 against chance 0.36, after 400 steps as after 1000). The cross-modal model's step count was sized on
-separate dev seeds (2,000,000 and up) over training seeds, since a CPU with other kernels (AVX2 against AMX) takes
-another training path, much as another seed does: after 800 steps recall was 0.95, 0.91, 0.87 and 0.88 for four
-training seeds, after 1200 steps 0.94 or more for each of the three weaker ones.
+frame, a click at each bounce). Training takes about two minutes on one CPU thread (1200 steps of 16 clips, and 400
+for the ablated model, which learns only how often to click: on dev seeds it clicks 0.89 times per bounce, recall
+0.33 against chance 0.36, after 400 steps as after 1000). The cross-modal model's step count was sized on separate
+dev seeds (2,000,000 and up) over training seeds, since a CPU with other kernels (AVX2 against AMX) takes another
+training path, much as another seed does: after 800 steps recall was 0.95, 0.91, 0.87 and 0.88 for four training
+seeds, after 1200 steps 0.932-0.945 for six.
 """
 
 import numpy as np
@@ -83,12 +83,8 @@ def video_to_audio(model, videos: torch.Tensor, seeds: list[int]) -> torch.Tenso
     """Sample the audio of given videos, one batch, with the pipelines' denoising loop."""
     scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
     scheduler.set_timesteps(10)
-    noise = torch.cat(
-        [
-            torch.randn(1, AUDIO_CHANNELS, FRAMES * AUDIO_PER_FRAME, generator=torch.Generator().manual_seed(seed))
-            for seed in seeds
-        ]
-    )
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    noise = micro.seeded_noise(generators, AUDIO_CHANNELS, FRAMES * AUDIO_PER_FRAME)
     streams = [
         LatentStream(
             "latents",

@@ -275,6 +275,12 @@ def train_micro(
     return (model if average is None else average.module).eval()
 
 
+def seeded_noise(generators: list[torch.Generator], *shape: int) -> torch.Tensor:
+    """One noise sample of `shape` per generator, stacked: each clip's noise comes from its own seed, whatever batch
+    it is sampled in."""
+    return torch.cat([torch.randn(1, *shape, generator=generator) for generator in generators])
+
+
 def generate_micro(
     model: SkyReelsV4Transformer3DModel,
     seeds: list[int],
@@ -293,7 +299,7 @@ def generate_micro(
     `(B, C, F, 8, 8)` are held at timestep 0 (as training saw a video at sigma 0) and only the audio is generated:
     video-to-audio."""
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    noise = torch.cat([torch.randn(1, CHANNELS, frames, GRID, GRID, generator=g) for g in generators])
+    noise = seeded_noise(generators, CHANNELS, frames, GRID, GRID)
 
     def stream(name, latents, inputs, output, timestep, **options):
         scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
@@ -315,9 +321,7 @@ def generate_micro(
             )
         ]
     if audio:
-        audio_noise = torch.cat(
-            [torch.randn(1, AUDIO_CHANNELS, frames * AUDIO_PER_FRAME, generator=g) for g in generators]
-        )
+        audio_noise = seeded_noise(generators, AUDIO_CHANNELS, frames * AUDIO_PER_FRAME)
         streams.append(
             stream(
                 "audio_latents",
